@@ -1,0 +1,104 @@
+"""A recorded run set against the theory: the one comparison the CLI, widgets and reports show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import spectral, theory
+from .trajectory import Trajectory
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Measured and theoretical signal fractions of one run, per step and level.
+
+    Attributes
+    ----------
+    levels : tuple of int, length L
+        Block sizes m (1 = finest).
+    method : {"rings", "pyramid"}
+        Band decomposition used for the measurement.
+    timesteps, log_snr : ndarray, shape (S,)
+        Per recorded step.
+    measured : ndarray, shape (S, L)
+        G_b: explained variance of each band of x̂0 relative to the final sample.
+    spectrum_aware : ndarray, shape (S, L)
+        s_b from the data power spectrum (``power_source`` says where it came from).
+    m2_law : ndarray, shape (S, L)
+        s_m = sigmoid(λ + 2·ln m), the unit-variance law.
+    power_source : str
+        ``"model"`` (the model's exact spectrum) or ``"samples"`` (RAPSD of the final samples).
+    """
+
+    levels: tuple[int, ...]
+    method: str
+    timesteps: np.ndarray
+    log_snr: np.ndarray
+    measured: np.ndarray
+    spectrum_aware: np.ndarray
+    m2_law: np.ndarray
+    power_source: str
+
+    @property
+    def max_deviation(self) -> float:
+        """max |measured − spectrum_aware| over steps and levels."""
+        return float(np.nanmax(np.abs(self.measured - self.spectrum_aware)))
+
+    def table_rows(self, num_rows: int = 6) -> list[list[str]]:
+        """Rows for a text table at ``num_rows`` evenly spaced steps: step, t, λ, then G/s per level."""
+        idx = np.unique(np.linspace(0, len(self.timesteps) - 1, num_rows).round().astype(int))
+        rows = []
+        for i in idx:
+            cells = [f"{self.measured[i, j]:.3f}/{self.spectrum_aware[i, j]:.3f}" for j in range(len(self.levels))]
+            rows.append([str(i), f"{self.timesteps[i]:.0f}", f"{self.log_snr[i]:+.2f}", *cells])
+        return rows
+
+    def format_table(self, num_rows: int = 6) -> str:
+        """A plain-text table of measured/theoretical fractions (see :meth:`table_rows`)."""
+        header = ["step", "t", "λ", *[f"m={m}" for m in self.levels]]
+        rows = [header, *self.table_rows(num_rows)]
+        widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequence[int] | None = None) -> Comparison:
+    """Measured band signal fractions of ``traj`` against the theory.
+
+    Parameters
+    ----------
+    traj : Trajectory
+        A run that recorded x̂0 (complete or partial; partial runs are measured against their last x̂0).
+    model : Denoiser, optional
+        If it has an exact spectrum (``model.power(H, W)``), the spectrum-aware theory uses it;
+        otherwise the RAPSD of the run's final samples stands in for the data spectrum.
+    method : {"rings", "pyramid"}
+    levels : sequence of int, optional
+        Default :func:`chromaviz.spectral.levels_for` of the sample size.
+    """
+    x0 = traj.x0
+    h, w = x0.shape[-2:]
+    levels = tuple(levels) if levels is not None else spectral.levels_for(h, w)
+    measured = traj.signal_fractions(levels, method=method).numpy()
+    if model is not None and hasattr(model, "power"):
+        power, source = model.power(h, w), "model"
+    else:
+        final = traj.sample.double()
+        final = final - final.mean(dim=(-2, -1), keepdim=True) if final.shape[0] < 2 else final - final.mean(0)
+        freqs, rad = spectral.rapsd(final)
+        power, source = theory.power_grid_from_rapsd(freqs.cpu().numpy(), rad.cpu().numpy(), h, w), "samples"
+    masks = spectral.octave_ring_masks(h, w, levels).cpu().numpy()
+    return Comparison(
+        levels=levels,
+        method=method,
+        timesteps=traj.timesteps,
+        log_snr=traj.log_snr,
+        measured=measured,
+        spectrum_aware=theory.band_signal_fraction(traj.log_snr, power, masks),
+        m2_law=theory.signal_fraction(traj.log_snr, levels),
+        power_source=source,
+    )

@@ -1,0 +1,213 @@
+"""A prompt-conditional mixture of photographs, with its exact posterior mean.
+
+Data for prompt p: pick one H×W window of photograph p (resized so that it is ``1 + margin`` times
+the window; every integer shift, and its mirror image when ``flips``) uniformly, then add a weak
+stationary power-law texture: x0 = y_k + n, n ~ N(0, Σ_tex). The unconditional distribution
+(prompt None) mixes all photographs with equal weight.
+
+Because C = α²·Σ_tex + σ²·I is diagonal in the FFT, the exact posterior is cheap:
+log w_k = α·y_kᵀC⁻¹x_t − ½·α²·y_kᵀC⁻¹y_k + const, where the first term for all shifts k at once
+is one FFT cross-correlation of the photograph with C⁻¹x_t, and the second is precomputed from the
+windows' radial power spectra. Then E[x0 | x_t] = ȳ + α·Σ_tex·C⁻¹(x_t − α·ȳ), ȳ = Σ_k w_k·y_k.
+
+Exact scores of a finite set memorise: this model commits to one window early in the run (with the
+cat photograph at 64×64 and SD's schedule the posterior is concentrated by t ≈ 880 of 1000) and
+then reveals that window's detail at every level at once. Set against :class:`GaussianPowerLaw`,
+whose levels appear one after another exactly as the theory says, that contrast is itself a lesson
+about what memorisation does to the coarse-to-fine order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..schedulers import NoiseLevel
+from ..schedules import Schedule
+from .base import Denoiser
+from .gaussian import power_law_grid
+from .photos import PHOTOS, load_photo, match_prompt
+
+
+@dataclass
+class _Bank:
+    """Everything precomputed for one photograph at one window size."""
+
+    photo_hat: torch.Tensor  # (S, C, Hp, Wp//2+1) complex128: rfft2 of each source (photo, mirror)
+    window_power: torch.Tensor  # (S, nh, nw, K) float64: Σ_c |FFT y_k|² summed per radial class
+
+
+class ExemplarMixture(Denoiser):
+    """Exact denoiser of a mixture of shifted, mirrored photographs plus a weak texture.
+
+    Parameters
+    ----------
+    size : int or (int, int)
+        Default sample size (H, W) in pixels.
+    margin : float
+        The photograph is resized to (1 + margin) times the window, so a 64×64 window with margin
+        0.5 has 33×33 = 1,089 positions.
+    flips : bool
+        Add the mirror image of every window.
+    texture_std : float
+        Per-pixel standard deviation of the stationary texture added to every window.
+    texture_exponent : float
+        Its power-law exponent.
+    schedule : Schedule or str
+        Noise schedule (default ``scaled_linear``).
+
+    Examples
+    --------
+    >>> from chromaviz.models import ExemplarMixture
+    >>> model = ExemplarMixture()
+    >>> model.check_prompt("a photo of a cat")
+    'cat'
+    """
+
+    parameterization = "sample"
+    conditional = True
+
+    def __init__(
+        self,
+        *,
+        size: int | tuple[int, int] = 64,
+        margin: float = 0.5,
+        flips: bool = True,
+        texture_std: float = 0.05,
+        texture_exponent: float = 2.0,
+        schedule: Schedule | str = "scaled_linear",
+    ) -> None:
+        if not 0 <= margin <= 4:
+            raise ValueError(f"margin must lie in [0, 4], got {margin}")
+        if not texture_std > 0:
+            raise ValueError(f"texture_std must be positive, got {texture_std}")
+        self.name = "exemplars"
+        self.margin = float(margin)
+        self.flips = bool(flips)
+        self.texture_std = float(texture_std)
+        self.texture_exponent = float(texture_exponent)
+        self.schedule = Schedule.coerce(schedule)
+        self.default_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.vocabulary = tuple(PHOTOS)
+        self.channels = 3
+        self._banks: dict[tuple[str, int, int, str], _Bank] = {}
+        self._grids: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------------ prompts
+    def check_prompt(self, prompt: str | None) -> str | None:
+        return None if prompt in (None, "") else match_prompt(prompt)
+
+    def encode(self, prompts: Sequence[str | None]) -> list[str | None]:
+        """One vocabulary word (or None) per batch element."""
+        return [self.check_prompt(p) for p in prompts]
+
+    # ------------------------------------------------------------------ precomputation
+    def texture_power(self, height: int, width: int) -> np.ndarray:
+        """Power of the texture on the (H, W) FFT grid, scaled so its pixel variance is texture_std²."""
+        shape = power_law_grid(height, width, 1.0, self.texture_exponent)
+        return shape * (self.texture_std**2 / shape.mean())
+
+    def _grid(self, h: int, w: int, device: torch.device):
+        """Texture power per radial class, class index of each mode, and the rfft-layout power."""
+        key = (h, w, str(device))
+        if key not in self._grids:
+            power = self.texture_power(h, w)
+            classes, inverse = np.unique(np.round(power, 12), return_inverse=True)
+            self._grids[key] = (
+                torch.from_numpy(classes).to(device),
+                torch.from_numpy(inverse.reshape(-1)).to(device),
+                torch.from_numpy(power[:, : w // 2 + 1]).to(device),
+            )
+        return self._grids[key]
+
+    def _source_size(self, h: int, w: int) -> tuple[int, int]:
+        return h + int(round(self.margin * h)), w + int(round(self.margin * w))
+
+    def _bank(self, word: str, h: int, w: int) -> _Bank:
+        key = (word, h, w, str(self.device))
+        if key in self._banks:
+            return self._banks[key]
+        hp, wp = self._source_size(h, w)
+        photo = torch.from_numpy(load_photo(word, hp, wp)).double()
+        sources = torch.stack([photo, photo.flip(-1)]) if self.flips else photo[None]
+        _, class_index, _ = self._grid(h, w, torch.device("cpu"))
+        n_classes = int(class_index.max()) + 1
+        windows = sources.unfold(-2, h, 1).unfold(-2, w, 1)  # (S, C, nh, nw, h, w)
+        s, c, nh, nw = windows.shape[:4]
+        windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(s * nh * nw, c, h, w)
+        power = torch.zeros(s * nh * nw, n_classes, dtype=torch.float64)
+        for start in range(0, len(windows), 128):
+            chunk = torch.fft.fft2(windows[start : start + 128], norm="ortho").abs().square().sum(1)
+            power[start : start + 128].index_add_(1, class_index, chunk.reshape(len(chunk), -1))
+        bank = _Bank(
+            photo_hat=torch.fft.rfft2(sources).to(self.device),
+            window_power=power.reshape(s, nh, nw, n_classes).to(self.device),
+        )
+        self._banks[key] = bank
+        return bank
+
+    # ------------------------------------------------------------------ posterior
+    def posterior(self, x_t: torch.Tensor, level: NoiseLevel, cond: Sequence[str | None]):
+        """Exact posterior over components.
+
+        Returns
+        -------
+        words : list of str
+            The photographs considered (those named in ``cond``; all if any element is None).
+        weights : Tensor, shape (B, len(words), S, nh, nw)
+            Posterior probability of each photograph, source (original, mirror) and shift.
+        """
+        b, c, h, w = x_t.shape
+        if len(cond) != b:
+            raise ValueError(f"got {len(cond)} prompts for a batch of {b}")
+        words = list(PHOTOS) if any(p is None for p in cond) else sorted(set(cond), key=list(PHOTOS).index)
+        banks = [self._bank(word, h, w) for word in words]
+        a, s = level.alpha, level.sigma
+        classes, _, power_r = self._grid(h, w, x_t.device)
+        hp, wp = self._source_size(h, w)
+        nh, nw = hp - h + 1, wp - w + 1
+        x = x_t.double()
+        z = torch.fft.irfft2(torch.fft.rfft2(x) / (a * a * power_r + s * s), s=(h, w))
+        z_hat = torch.fft.rfft2(z, s=(hp, wp)).conj()  # (B, C, Hp, Wf)
+        photo_hat = torch.stack([bk.photo_hat for bk in banks])  # (Wn, S, C, Hp, Wf)
+        cross = torch.fft.irfft2(torch.einsum("wschf,bchf->bwshf", photo_hat, z_hat), s=(hp, wp))[..., :nh, :nw]
+        energy = torch.stack([bk.window_power for bk in banks]) @ (1 / (a * a * classes + s * s))
+        logits = a * cross - 0.5 * a * a * energy[None]
+        allowed = torch.tensor([[p is None or p == word for word in words] for p in cond], device=x.device)
+        logits = logits.masked_fill(~allowed[:, :, None, None, None], -torch.inf)
+        weights = torch.softmax(logits.reshape(b, -1), dim=1).reshape(logits.shape)
+        return words, weights
+
+    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: Sequence[str | None]) -> torch.Tensor:
+        b, c, h, w = x_t.shape
+        a, s = level.alpha, level.sigma
+        words, weights = self.posterior(x_t, level, cond)
+        hp, wp = self._source_size(h, w)
+        photo_hat = torch.stack([self._bank(word, h, w).photo_hat for word in words])
+        weights_hat = torch.fft.rfft2(weights, s=(hp, wp)).conj()  # (B, Wn, S, Hp, Wf)
+        y_bar = torch.fft.irfft2(torch.einsum("wschf,bwshf->bchf", photo_hat, weights_hat), s=(hp, wp))[..., :h, :w]
+        _, _, power_r = self._grid(h, w, x_t.device)
+        gain = a * power_r / (a * a * power_r + s * s)
+        residual = torch.fft.irfft2(torch.fft.rfft2(x_t.double() - a * y_bar) * gain, s=(h, w))
+        return (y_bar + residual).to(x_t.dtype)
+
+    def to(self, device) -> ExemplarMixture:
+        super().to(device)
+        self._banks.clear()
+        self._grids.clear()
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "margin": self.margin,
+            "flips": self.flips,
+            "texture_std": self.texture_std,
+            "texture_exponent": self.texture_exponent,
+        }
+
+    def __repr__(self) -> str:
+        return f"ExemplarMixture({len(self.vocabulary)} photographs, flips={self.flips}, schedule={self.schedule.name})"

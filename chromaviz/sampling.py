@@ -1,0 +1,261 @@
+"""Step-by-step sampling with any denoiser and any diffusers scheduler, recording every step.
+
+The loop is the one every diffusers pipeline runs (``set_timesteps``, ``scale_model_input``,
+model, ``step``); chromaviz only adds what makes it observable and steerable: the exact noise
+level of each step, a per-step prompt, classifier-free guidance, a record of x_t, x̂0 and ε, a
+callback, and a stop signal.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from typing import Any, Callable, Sequence
+
+import torch
+
+from . import __version__
+from .models.base import Denoiser, join_prediction, split_prediction
+from .prompts import PromptSchedule
+from .schedulers import NoiseLevel, is_flow_scheduler, make_scheduler, noise_levels
+from .trajectory import RECORDABLE, StepRecord, Trajectory
+
+PromptSource = str | PromptSchedule | Callable[[int, NoiseLevel], "str | None"] | None
+"""A prompt, a prompt schedule, or a function (step index, noise level) → prompt, polled every step."""
+
+
+class SamplingError(RuntimeError):
+    """Sampling stopped at a step; ``trajectory`` holds everything recorded before it."""
+
+    def __init__(self, message: str, trajectory: Trajectory) -> None:
+        super().__init__(message)
+        self.trajectory = trajectory
+
+
+def default_device() -> torch.device:
+    """CUDA when available, otherwise the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _scheduler_prediction(scheduler) -> str:
+    return "flow" if is_flow_scheduler(scheduler) else scheduler.config.get("prediction_type", "epsilon")
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def sample(
+    model: Denoiser,
+    prompt: PromptSource = None,
+    *,
+    num_steps: int = 50,
+    scheduler: Any = "default",
+    guidance: float = 1.0,
+    negative_prompt: str | None = None,
+    seed: int = 0,
+    batch_size: int = 1,
+    height: int | None = None,
+    width: int | None = None,
+    device: str | torch.device | None = None,
+    record: Sequence[str] = RECORDABLE,
+    callback: Callable[[StepRecord], None] | None = None,
+    stop: threading.Event | None = None,
+    progress: bool = False,
+) -> Trajectory:
+    """Sample from ``model`` and record every step.
+
+    Parameters
+    ----------
+    model : Denoiser
+        Any chromaviz model.
+    prompt : str, PromptSchedule, callable or None
+        A prompt (A1111-style ``[a:b:when]`` switches are parsed), a :class:`PromptSchedule`, or
+        a function ``(step_index, noise_level) -> prompt`` polled before every step (how a live UI
+        flips prompts mid-run). None samples unconditionally.
+    num_steps : int
+        Inference steps handed to the scheduler's ``set_timesteps``.
+    scheduler : str or diffusers scheduler
+        A name from :data:`chromaviz.schedulers.SCHEDULERS` or ``"default"``.
+    guidance : float
+        Classifier-free guidance scale; 1 means none (a single model call per step).
+    negative_prompt : str or None
+        The prompt guidance pushes away from (None: unconditional).
+    seed : int
+        Seeds the initial noise and any stochastic scheduler, on a CPU generator so that a seed
+        means the same noise on every device.
+    batch_size, height, width : int
+        Samples per run and their size in pixels (default: the model's ``default_size``).
+    device : str or torch.device, optional
+        Default: CUDA when available, else CPU.
+    record : sequence of {"x_t", "x0", "eps"}
+        What to keep per step (kept on the CPU).
+    callback : callable, optional
+        Called with each :class:`~chromaviz.trajectory.StepRecord` as soon as it is recorded.
+    stop : threading.Event, optional
+        Checked before every step; once set, the run ends with status ``"cancelled"``.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    Trajectory
+        Status ``"complete"`` or ``"cancelled"``.
+
+    Raises
+    ------
+    ValueError
+        For bad arguments, before any step runs.
+    SamplingError
+        If the model returns NaN or ∞ or raises (e.g. out of memory) at some step; its
+        ``trajectory`` has status ``"failed"`` and keeps every earlier step.
+    """
+    num_steps = _check_positive_int("num_steps", num_steps)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    height = _check_positive_int("height", height if height is not None else model.default_size[0])
+    width = _check_positive_int("width", width if width is not None else model.default_size[1])
+    model.check_size(height, width)
+    if not guidance >= 0:
+        raise ValueError(f"guidance must be ≥ 0, got {guidance!r}")
+    unknown = set(record) - set(RECORDABLE)
+    if unknown:
+        raise ValueError(f"cannot record {sorted(unknown)}; choose from {RECORDABLE}")
+    negative_prompt = model.check_prompt(negative_prompt)
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+
+    sched = make_scheduler(scheduler, model.schedule)
+    sched.set_timesteps(num_steps)
+    levels = noise_levels(sched, model.schedule)
+    prompt_at = _prompt_source(prompt, model, levels)
+    guided = guidance != 1.0 and model.conditional
+    target = _scheduler_prediction(sched)
+
+    generator = torch.Generator("cpu").manual_seed(seed)
+    shape = (batch_size, model.channels, height, width)
+    # FlowMatch* schedulers have no init_noise_sigma: their initial sample is ε itself (σ = 1).
+    init_sigma = getattr(sched, "init_noise_sigma", 1.0)
+    x = (torch.randn(shape, generator=generator, dtype=torch.float32) * init_sigma).to(device, model.dtype)
+    # FlowMatch* schedulers have no scale_model_input (SD3/Flux pipelines feed x_t as is).
+    scale = getattr(sched, "scale_model_input", lambda sample, timestep: sample)
+    step_kwargs = {"generator": generator} if "generator" in inspect.signature(sched.step).parameters else {}
+
+    traj = Trajectory(
+        metadata={
+            "chromaviz_version": __version__,
+            "model": model.describe(),
+            "scheduler": scheduler if isinstance(scheduler, str) else type(scheduler).__name__,
+            "scheduler_class": type(sched).__name__,
+            "scheduler_config": {k: v for k, v in dict(sched.config).items()},
+            "num_steps": len(levels),
+            "num_inference_steps": num_steps,
+            "seed": seed,
+            "guidance": guidance,
+            "negative_prompt": negative_prompt,
+            "prompt": _describe_prompt(prompt),
+            "batch_size": batch_size,
+            "height": height,
+            "width": width,
+            "device": str(device),
+            "status": "running",
+            "message": "",
+        }
+    )
+    encoded: dict[str | None, Any] = {}
+
+    def encode(p: str | None) -> Any:
+        if p not in encoded:
+            encoded[p] = model.encode([p] * batch_size)
+        return encoded[p]
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(levels), desc=f"sampling {model.name}", unit="step")
+    try:
+        for i, (t, level) in enumerate(zip(sched.timesteps, levels)):
+            if stop is not None and stop.is_set():
+                traj.metadata.update(status="cancelled", message=f"stopped before step {i} of {len(levels)}")
+                break
+            active = prompt_at(i, level)
+            x_in = scale(x, t)
+            try:
+                out = _predict(model, x_in, level, active, negative_prompt, guidance if guided else 1.0, encode)
+            except (ValueError, TypeError):
+                raise
+            except Exception as exc:  # out of memory, device errors, model bugs: keep the partial run
+                traj.metadata.update(status="failed", message=f"the model failed at step {i} (t={level.timestep:g}): {exc}")
+                raise SamplingError(traj.metadata["message"], traj) from exc
+            if not torch.isfinite(out).all():
+                traj.metadata.update(
+                    status="failed",
+                    message=f"the model returned NaN or infinity at step {i} (t={level.timestep:g}, λ={level.log_snr:.3g}); "
+                    f"sampling stopped and the {i} earlier steps are kept",
+                )
+                raise SamplingError(traj.metadata["message"], traj)
+            x0, eps = split_prediction(out, x_in, level, model.parameterization)
+            model_output = out if target == model.parameterization else join_prediction(x0, eps, level, target)
+            x = sched.step(model_output, t, x, **step_kwargs).prev_sample
+            kept = {"x_t": x_in, "x0": x0, "eps": eps}
+            rec = StepRecord(
+                index=i, timestep=level.timestep, log_snr=level.log_snr, alpha=level.alpha, sigma=level.sigma,
+                **{k: (v.detach().to("cpu", copy=True) if k in record else None) for k, v in kept.items()},
+                prompt=active, num_steps=len(levels),
+            )
+            traj.steps.append(rec)
+            if callback is not None:
+                callback(rec)
+            if bar is not None:
+                bar.update(1)
+        else:
+            traj.final = x.detach().to("cpu", copy=True)
+            traj.metadata.update(status="complete", message=f"{len(levels)} steps")
+    finally:
+        if bar is not None:
+            bar.close()
+    return traj
+
+
+def _predict(model: Denoiser, x_in, level, prompt, negative, guidance, encode) -> torch.Tensor:
+    """One model evaluation, with classifier-free guidance batched as [negative, positive]."""
+    if guidance == 1.0 or prompt is None:
+        return model(x_in, level, encode(prompt))
+    both = model(torch.cat([x_in, x_in]), level, _concat(encode(negative), encode(prompt)))
+    uncond, cond = both.chunk(2)
+    return uncond + guidance * (cond - uncond)
+
+
+def _concat(a: Any, b: Any) -> Any:
+    if isinstance(a, torch.Tensor):
+        return torch.cat([a, b])
+    if isinstance(a, list):
+        return a + b
+    if a is None and b is None:
+        return None
+    if hasattr(a, "concat"):
+        return a.concat(b)
+    raise TypeError(f"cannot batch conditioning of type {type(a).__name__} for guidance")
+
+
+def _prompt_source(prompt: PromptSource, model: Denoiser, levels: list[NoiseLevel]) -> Callable[[int, NoiseLevel], str | None]:
+    """Resolve prompts up front (so bad prompts fail before sampling) or wrap a live function."""
+    if callable(prompt) and not isinstance(prompt, (str, PromptSchedule)):
+        def live(i: int, level: NoiseLevel) -> str | None:
+            return model.check_prompt(prompt(i, level))
+
+        return live
+    schedule = PromptSchedule.coerce(prompt)
+    per_step = schedule.prompts_for_steps([lv.timestep for lv in levels], [lv.log_snr for lv in levels])
+    per_step = [model.check_prompt(p) for p in per_step]
+    return lambda i, level: per_step[i]
+
+
+def _describe_prompt(prompt: PromptSource) -> Any:
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, PromptSchedule):
+        return prompt.to_dict()
+    return "live"

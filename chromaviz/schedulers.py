@@ -1,0 +1,118 @@
+"""diffusers schedulers by name, and the exact noise level of each step they take.
+
+All stepping is done by diffusers' own schedulers. This module only builds them from a
+:class:`~chromaviz.schedules.Schedule` and reads, for every step, the (α, σ) of the network input
+``scale_model_input(x, t)``: from the scheduler's own ``sigmas`` where it keeps them (Euler,
+DPM-Solver, flow matching; so Karras or shifted sigmas are honoured exactly), otherwise from
+``alphas_cumprod`` at the integer timestep (DDIM, DDPM, PNDM).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .schedules import Schedule
+
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "dpmsolver++_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+    "flow_euler": ("FlowMatchEulerDiscreteScheduler", {}),
+}
+"""Scheduler names accepted everywhere in chromaviz, with the diffusers class and overrides."""
+
+FLOW_SCHEDULERS = frozenset({"flow_euler"})
+
+
+@dataclass(frozen=True)
+class NoiseLevel:
+    """Noise level of the network input at one step: x_t = α·x0 + σ·ε.
+
+    Attributes
+    ----------
+    timestep : float
+        The timestep passed to the network (diffusers convention, 0 = least noisy).
+    alpha, sigma : float
+        Signal and noise scales of the network input.
+    """
+
+    timestep: float
+    alpha: float
+    sigma: float
+
+    @property
+    def log_snr(self) -> float:
+        """λ = log(α²/σ²); +∞ at σ = 0, −∞ at α = 0."""
+        if self.sigma == 0:
+            return math.inf
+        if self.alpha == 0:
+            return -math.inf
+        return 2 * (math.log(self.alpha) - math.log(self.sigma))
+
+
+def is_flow_scheduler(scheduler) -> bool:
+    """True for flow-matching schedulers (velocity prediction, α = 1 − σ)."""
+    return type(scheduler).__name__.startswith("FlowMatch") or bool(scheduler.config.get("use_flow_sigmas"))
+
+
+def make_scheduler(scheduler, schedule: Schedule):
+    """A fresh diffusers scheduler realising ``schedule``.
+
+    Parameters
+    ----------
+    scheduler : str or diffusers scheduler
+        A name from :data:`SCHEDULERS`, ``"default"`` (DDIM for variance-preserving schedules,
+        flow Euler for flow matching), or a scheduler instance (copied, never mutated).
+    schedule : Schedule
+        The noise schedule; its ``scheduler_config`` configures the scheduler.
+    """
+    if not isinstance(scheduler, str):
+        if is_flow_scheduler(scheduler) != (schedule.kind == "flow"):
+            raise ValueError(
+                f"{type(scheduler).__name__} does not match the model's {schedule.kind!r} schedule"
+            )
+        return copy.deepcopy(scheduler)
+    name = scheduler.lower()
+    if name == "default":
+        name = "flow_euler" if schedule.kind == "flow" else "ddim"
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {sorted(SCHEDULERS)}")
+    if (name in FLOW_SCHEDULERS) != (schedule.kind == "flow"):
+        allowed = sorted(n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == (schedule.kind == "flow"))
+        raise ValueError(f"scheduler {name!r} cannot sample a {schedule.kind!r} schedule; choose one of {allowed}")
+    import diffusers
+
+    class_name, overrides = SCHEDULERS[name]
+    config = {k: v for k, v in schedule.scheduler_config.items() if not k.startswith("_")}
+    config.update(overrides)
+    cls = getattr(diffusers, class_name)
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    return cls(**{k: v for k, v in config.items() if k in accepted})
+
+
+def noise_levels(scheduler, schedule: Schedule) -> list[NoiseLevel]:
+    """Noise level of the network input at each of ``scheduler.timesteps``.
+
+    Call after ``set_timesteps``. One entry per model evaluation, noisiest first.
+    """
+    timesteps = [float(t) for t in scheduler.timesteps]
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) == len(timesteps) + 1:
+        sig = [float(s) for s in sigmas[: len(timesteps)]]
+        if is_flow_scheduler(scheduler):
+            return [NoiseLevel(t, 1.0 - s, s) for t, s in zip(timesteps, sig)]
+        # Karras-style σ (variance exploding): the scaled model input has α = 1/√(1+σ²).
+        return [NoiseLevel(t, 1 / math.sqrt(1 + s * s), s / math.sqrt(1 + s * s)) for t, s in zip(timesteps, sig)]
+    levels = []
+    for t in timesteps:
+        alpha, sigma = schedule.alpha_sigma(t)
+        levels.append(NoiseLevel(t, float(alpha), float(sigma)))
+    return levels

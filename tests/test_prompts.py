@@ -1,0 +1,454 @@
+"""Tests for chromaviz.prompts: prompt schedules, A1111 prompt editing, λ/level boundaries."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chromaviz.prompts import UNITS, Boundary, PromptSchedule, Segment
+
+# A synthetic 50-step run: t from 999 to 0, λ from −6 to 7.
+N_RUN = 50
+TIMESTEPS = [999 - 999 * k / (N_RUN - 1) for k in range(N_RUN)]
+LOG_SNRS = [-6 + 13 * k / (N_RUN - 1) for k in range(N_RUN)]
+
+
+def steps_only(schedule: PromptSchedule, n: int) -> list[str | None]:
+    """Prompts for an n-step run whose timesteps/λ do not matter (fraction/step boundaries)."""
+    return schedule.prompts_for_steps(list(range(n - 1, -1, -1)))
+
+
+def first_index(prompts: list, value) -> int:
+    return prompts.index(value) if value in prompts else len(prompts)
+
+
+# ---------------------------------------------------------------------- reference A1111 rule
+def a1111_reference(groups: list[tuple[str, str, str]], n: int) -> list[list[str]]:
+    """Transcription of AUTOMATIC1111's algorithm (modules/prompt_parser.py, default scheduling).
+
+    ``collect_steps``: each ``when`` string gives ``v = float(s) * steps`` if it contains ``"."``
+    else ``float(s)``; ``when = min(steps, int(v))``; switch steps = sorted(set([steps] + those ≥ 1)).
+    ``at_step(t)``: a group shows ``before`` if ``t <= when`` else ``after``.
+    ``reconstruct_cond_batch(current_step)``: first entry with ``current_step <= end_at_step``.
+    Returns, per step, the list of the groups' chosen texts.
+    """
+    whens = []
+    for _, _, s in groups:
+        v = float(s)
+        v = v * n if "." in s else v
+        whens.append(min(n, int(v)))
+    entries = sorted({n, *[w for w in whens if w >= 1]})
+    out = []
+    for step in range(n):
+        t = next(e for e in entries if step <= e)
+        out.append([b if t <= w else a for (b, a, _), w in zip(groups, whens)])
+    return out
+
+
+# ---------------------------------------------------------------------- Boundary
+@pytest.mark.parametrize(
+    "text, value, unit",
+    [
+        ("0.6", 0.6, "fraction"),
+        (".25", 0.25, "fraction"),
+        ("0.", 0.0, "fraction"),
+        ("1.0", 1.0, "fraction"),
+        ("0", 0, "step"),
+        ("12", 12, "step"),
+        (" 7 ", 7, "step"),
+        ("t=745", 745.0, "timestep"),
+        ("timestep = 12.5", 12.5, "timestep"),
+        ("logsnr=-1.5", -1.5, "log_snr"),
+        ("log_snr=2", 2.0, "log_snr"),
+        ("λ=-1.5", -1.5, "log_snr"),
+        ("lambda=0.25", 0.25, "log_snr"),
+        ("m=4", 4, "level"),
+        ("level=1", 1, "level"),
+        ("M=8", 8, "level"),
+    ],
+)
+def test_boundary_parse_all_forms_and_round_trip(text, value, unit):
+    b = Boundary.parse(text)
+    assert b == Boundary(value, unit)
+    assert b.unit == unit and b.value == value
+    assert Boundary.parse(b.token()) == b
+    assert Boundary.from_dict(json.loads(json.dumps(b.to_dict()))) == b
+
+
+def test_boundary_normalises_and_constructors():
+    assert Boundary(12.0, "step").value == 12 and isinstance(Boundary(12.0, "step").value, int)
+    assert isinstance(Boundary(1, "fraction").value, float)
+    assert Boundary.fraction(0.5) == Boundary(0.5, "fraction")
+    assert Boundary.step(3) == Boundary(3, "step")
+    assert Boundary.timestep(500) == Boundary(500.0, "timestep")
+    assert Boundary.log_snr(-1) == Boundary(-1.0, "log_snr")
+    assert Boundary.level(4) == Boundary(4, "level")
+    assert Boundary.level(4).log_snr_threshold == pytest.approx(-2 * math.log(4))
+    assert Boundary.step(3).log_snr_threshold is None
+    tiny = Boundary.fraction(1e-7)
+    assert Boundary.parse(tiny.token()) == tiny
+
+
+def test_boundary_describe():
+    assert Boundary.level(4).describe() == "birth of level 4 (λ ≥ −2.77)"
+    assert Boundary.log_snr(-1.5).describe() == "λ ≥ −1.50"
+    assert Boundary.timestep(745).describe() == "t ≤ 745"
+    assert Boundary.fraction(0.6).describe().startswith("60% of steps")
+    assert Boundary.step(12).describe().startswith("step 12")
+
+
+@pytest.mark.parametrize(
+    "value, unit, match",
+    [
+        (0.5, "seconds", r"unknown boundary unit 'seconds'.*fraction, step, timestep, log_snr, level"),
+        (1.5, "fraction", r"fraction boundary must lie in \[0, 1\]"),
+        (-0.1, "fraction", r"fraction boundary must lie in \[0, 1\]"),
+        (2.5, "step", r"non-negative integer"),
+        (-1, "step", r"non-negative integer"),
+        (3, "level", r"power of two"),
+        (0, "level", r"power of two"),
+        (-1.0, "timestep", r"≥ 0"),
+        (math.inf, "log_snr", r"finite"),
+        (math.nan, "timestep", r"finite"),
+    ],
+)
+def test_boundary_validation(value, unit, match):
+    with pytest.raises(ValueError, match=match):
+        Boundary(value, unit)
+
+
+def test_boundary_value_type():
+    with pytest.raises(TypeError):
+        Boundary("3", "step")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Boundary(True, "step")
+
+
+def test_units_constant():
+    assert UNITS == ("fraction", "step", "timestep", "log_snr", "level")
+
+
+def test_crossed_needs_the_coordinate_of_its_unit():
+    with pytest.raises(ValueError, match="timestep"):
+        Boundary.timestep(500).crossed(0, 10)
+    with pytest.raises(ValueError, match="log SNR"):
+        Boundary.level(4).crossed(0, 10, 999.0)
+    with pytest.raises(ValueError, match="log SNR"):
+        PromptSchedule.parse("[a:b:m=2]").prompts_for_steps(TIMESTEPS)
+
+
+def test_switch_index_a1111():
+    # first prompt for steps 0..W, second from W+1; W < 1 → second throughout
+    assert Boundary.fraction(0.5).switch_index(20) == 11
+    assert Boundary.fraction(0.6).switch_index(20) == 13
+    assert Boundary.fraction(0.04).switch_index(20) == 0  # int(0.8) = 0
+    assert Boundary.fraction(0.0).switch_index(20) == 0
+    assert Boundary.fraction(1.0).switch_index(20) == 21  # never
+    assert Boundary.step(0).switch_index(20) == 0
+    assert Boundary.step(1).switch_index(20) == 2
+    assert Boundary.step(25).switch_index(20) == 21
+    with pytest.raises(ValueError):
+        Boundary.level(2).switch_index(20)
+
+
+# ---------------------------------------------------------------------- A1111 semantics
+A = "a photo of a cat on grass"
+B = "a photo of a dog on grass"
+
+
+@pytest.mark.parametrize(
+    "when, n_first",
+    [
+        ("0.5", 11),  # W = 10: steps 0..10 keep the first prompt
+        ("0.6", 13),  # W = int(0.6·20) = 12
+        ("0.25", 6),  # W = 5
+        ("0.99", 20),  # W = 19: never switches within 20 steps
+        ("1.0", 20),
+        ("0.04", 0),  # W = int(0.8) = 0 → second prompt throughout
+        ("0.0", 0),
+        ("0", 0),
+        ("1", 2),  # W = 1: steps 0 and 1
+        ("5", 6),
+        ("19", 20),
+        ("25", 20),  # clipped to the step count
+    ],
+)
+def test_a1111_switch_20_steps(when, n_first):
+    s = PromptSchedule.parse(f"a photo of a [cat:dog:{when}] on grass")
+    assert steps_only(s, 20) == [A] * n_first + [B] * (20 - n_first)
+
+
+def test_a1111_add_and_remove_forms_20_steps():
+    add = PromptSchedule.parse("a [b:5] c")
+    assert steps_only(add, 20) == ["a  c"] * 6 + ["a b c"] * 14
+    remove = PromptSchedule.parse("a [b::0.25] c")
+    assert steps_only(remove, 20) == ["a b c"] * 6 + ["a  c"] * 14
+    assert add.segments == (Segment("a  c", Boundary.step(5)), Segment("a b c"))
+
+
+def test_a1111_doctests_10_steps():
+    # From the docstring of get_learned_conditioning_prompt_schedules (10 steps), e.g.
+    # g("a [b:3]") == [[3, 'a '], [10, 'a b']]  → 'a ' for steps 0..3, 'a b' for 4..9
+    assert steps_only(PromptSchedule.parse("a [b:3]"), 10) == ["a "] * 4 + ["a b"] * 6
+    assert steps_only(PromptSchedule.parse("a [b: 3]"), 10) == ["a "] * 4 + ["a b"] * 6
+    # g("a [b:.5] c") == [[5, 'a  c'], [10, 'a b c']]
+    assert steps_only(PromptSchedule.parse("a [b:.5] c"), 10) == ["a  c"] * 6 + ["a b c"] * 4
+    # g("[(a:2):3]") == [[3, ''], [10, '(a:2)']]: parentheses protect their ':'
+    assert steps_only(PromptSchedule.parse("[(a:2):3]"), 10) == [""] * 4 + ["(a:2)"] * 6
+    # g("a [b : c : 1] d") == [[1, 'a b  d'], [10, 'a  c  d']]; we strip whitespace around parts
+    assert steps_only(PromptSchedule.parse("a [b : c : 1] d"), 10) == ["a b d"] * 2 + ["a c d"] * 8
+
+
+def test_a1111_multi_group_example_100_steps():
+    # The example at the top of A1111's prompt_parser.py (steps=100):
+    table = [
+        (25, "fantasy landscape with a mountain and an oak in foreground shoddy"),
+        (50, "fantasy landscape with a lake and an oak in foreground in background shoddy"),
+        (60, "fantasy landscape with a lake and an oak in foreground in background masterful"),
+        (75, "fantasy landscape with a lake and an oak in background masterful"),
+        (100, "fantasy landscape with a lake and a christmas tree in background masterful"),
+    ]
+    # Same prompt with the spaces moved outside the groups (ours strips whitespace inside them).
+    s = PromptSchedule.parse(
+        "fantasy landscape with a [mountain:lake:0.25] and [an oak:a christmas tree:0.75] "
+        "[in foreground::0.6] [in background:0.25] [shoddy:masterful:0.5]"
+    )
+    assert s.is_composite and len(s.boundaries) == 5
+    got = [" ".join(p.split()) for p in steps_only(s, 100)]
+    expected = [next(text for end, text in table if i <= end) for i in range(100)]
+    assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    whens=st.lists(
+        st.one_of(
+            st.integers(0, 80).map(str),
+            st.integers(0, 1000).map(lambda k: f"{k / 1000}"),
+            st.sampled_from(["0.05", "0.1", "0.3", "0.7", ".5", "1.0", "0.", "0.15"]),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_matches_a1111_reference_for_any_fraction_or_step(n, whens):
+    groups = [(f"b{k}", f"a{k}", w) for k, w in enumerate(whens)]
+    text = " ".join(f"[{b}:{a}:{w}]" for b, a, w in groups)
+    got = steps_only(PromptSchedule.parse(text), n)
+    expected = [" ".join(row) for row in a1111_reference(groups, n)]
+    assert got == expected
+
+
+# ---------------------------------------------------------------------- timestep / λ / level
+def test_timestep_boundary_synthetic_run():
+    s = PromptSchedule.parse("a [cat:dog:t=745] photo")
+    prompts = s.prompts_for_steps(TIMESTEPS, LOG_SNRS)
+    k = first_index(prompts, "a dog photo")
+    assert k == 13  # t_13 = 734.9 ≤ 745 < t_12 = 754.3
+    assert prompts == ["a cat photo"] * k + ["a dog photo"] * (N_RUN - k)
+    assert all(t <= 745 for t in TIMESTEPS[k:]) and TIMESTEPS[k - 1] > 745
+
+
+def test_log_snr_boundary_synthetic_run():
+    for text in ("[x:y:logsnr=-1.5]", "[x:y:λ=-1.5]"):
+        prompts = PromptSchedule.parse(text).prompts_for_steps(TIMESTEPS, LOG_SNRS)
+        assert prompts == ["x"] * 17 + ["y"] * (N_RUN - 17)  # λ_17 = −1.49
+
+
+@pytest.mark.parametrize("m, k", [(32, 0), (16, 2), (8, 7), (4, 13), (2, 18), (1, 23)])
+def test_level_boundary_synthetic_run(m, k):
+    prompts = PromptSchedule.parse(f"[coarse:fine:m={m}]").prompts_for_steps(TIMESTEPS, LOG_SNRS)
+    assert prompts == ["coarse"] * k + ["fine"] * (N_RUN - k)
+    expected = next((i for i, lam in enumerate(LOG_SNRS) if lam >= -2 * math.log(m)), N_RUN)
+    assert k == expected
+
+
+def test_coarse_levels_are_born_first():
+    births = [
+        first_index(PromptSchedule.switch("a", "b", Boundary.level(m)).prompts_for_steps(TIMESTEPS, LOG_SNRS), "b")
+        for m in (64, 32, 16, 8, 4, 2, 1)
+    ]
+    assert births == sorted(births)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lams=st.lists(st.floats(-30, 30, allow_nan=False), min_size=1, max_size=80).map(sorted),
+    exponent=st.integers(0, 12),
+)
+def test_level_switches_once_at_first_step_past_birth(lams, exponent):
+    m = 2**exponent
+    n = len(lams)
+    timesteps = [float(n - 1 - i) for i in range(n)]
+    schedule = PromptSchedule.switch("coarse", "fine", Boundary.level(m))
+    prompts = schedule.prompts_for_steps(timesteps, lams)
+    changes = sum(1 for a, b in zip(prompts, prompts[1:]) if a != b)
+    assert changes <= 1
+    birth = next((i for i, lam in enumerate(lams) if lam >= -2 * math.log(m)), n)
+    assert prompts == ["coarse"] * birth + ["fine"] * (n - birth)
+    assert [schedule.prompt_at(i, n, timesteps[i], lams[i]) for i in range(n)] == prompts
+
+
+def test_level_accepts_minus_infinity_log_snr():
+    # zero-terminal-SNR schedules start at λ = −∞
+    lams = [-math.inf, -3.0, -1.0, 2.0]
+    assert PromptSchedule.parse("[a:b:m=2]").prompts_for_steps([3, 2, 1, 0], lams) == ["a", "a", "b", "b"]
+
+
+# ---------------------------------------------------------------------- several groups, sequences
+def test_multiple_groups_each_resolved_by_its_own_boundary():
+    s = PromptSchedule.parse("a [cat:dog:0.5] on [grass:sand:t=300], [sketch:photo:m=4]")
+    assert s.is_composite
+    prompts = s.prompts_for_steps(TIMESTEPS, LOG_SNRS)
+    for i, p in enumerate(prompts):
+        animal = "cat" if i <= int(0.5 * N_RUN) else "dog"
+        ground = "sand" if TIMESTEPS[i] <= 300 else "grass"
+        style = "photo" if LOG_SNRS[i] >= -2 * math.log(4) else "sketch"
+        assert p == f"a {animal} on {ground}, {style}"
+    assert len(set(prompts)) == 4  # sketch→photo at 13, cat→dog at 26, grass→sand at 35
+    assert [s.prompt_at(i, N_RUN, TIMESTEPS[i], LOG_SNRS[i]) for i in range(N_RUN)] == prompts
+
+
+def test_three_segment_sequential_schedule_and_stickiness():
+    s = PromptSchedule(
+        (
+            Segment("noise", Boundary.level(16)),
+            Segment("shape", Boundary.timestep(300)),
+            Segment(None),
+        )
+    )
+    prompts = s.prompts_for_steps(TIMESTEPS, LOG_SNRS)
+    assert prompts[:2] == ["noise"] * 2 and prompts[2] == "shape" and prompts[-1] is None
+    assert first_index(prompts, None) == 35  # t_35 = 285.4 ≤ 300
+    # a non-monotone run: once past a boundary, the schedule does not go back
+    back = PromptSchedule.switch("a", "b", Boundary.log_snr(0.0)).prompts_for_steps([3, 2, 1, 0], [-1, 1, -1, 1])
+    assert back == ["a", "b", "b", "b"]
+
+
+def test_later_boundary_already_crossed_skips_segment():
+    s = PromptSchedule((Segment("a", Boundary.step(3)), Segment("b", Boundary.fraction(0.1)), Segment("c")))
+    assert steps_only(s, 20) == ["a"] * 4 + ["c"] * 16
+
+
+# ---------------------------------------------------------------------- parsing details
+def test_plain_text_is_constant():
+    s = PromptSchedule.parse("a photo of a cat (detailed:1.2), [soft]")
+    assert s == PromptSchedule.constant("a photo of a cat (detailed:1.2), [soft]")
+    assert s.is_constant and s.boundaries == ()
+    assert steps_only(s, 3) == ["a photo of a cat (detailed:1.2), [soft]"] * 3
+    assert PromptSchedule.parse("") == PromptSchedule.constant("")
+
+
+def test_escapes_are_literal():
+    s = PromptSchedule.parse(r"a \[not a group\] and a \\ plus \(kept\)")
+    assert s == PromptSchedule.constant(r"a [not a group] and a \ plus \(kept\)")
+    s = PromptSchedule.parse(r"[x\:y:z\]:3]")
+    assert s == PromptSchedule.switch("x:y", "z]", Boundary.step(3))
+
+
+def test_whitespace_around_parts_is_stripped_and_empty_parts_allowed():
+    assert PromptSchedule.parse("[ a : b : 0.5 ]") == PromptSchedule.switch("a", "b", Boundary.fraction(0.5))
+    assert PromptSchedule.parse("[::3]") == PromptSchedule.switch("", "", Boundary.step(3))
+    assert PromptSchedule.parse("x[:y:m=2]") == PromptSchedule.switch("x", "xy", Boundary.level(2))
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("a [cat:dog:0.5", r"unbalanced brackets in prompt 'a \[cat:dog:0.5'"),
+        ("a cat:dog:0.5]", r"unbalanced brackets .*'\]' at position 13"),
+        ("[a:[b:c:2]:1]", r"nested groups are not supported"),
+        ("[cat|dog]", r"alternation \[a\|b\] is not supported"),
+        ("[cat:dog:x=3]", r"'\[cat:dog:x=3\]'.*unknown unit 'x'.*t=<timestep>"),
+        ("[cat:dog:1.5]", r"'1.5'.*fraction of the steps and must lie in \[0, 1\].*integer \(e.g. 1\)"),
+        ("[cat:dog:soon]", r"invalid 'when' 'soon'.*expected"),
+        ("[cat:dog:]", r"empty 'when'"),
+        ("[cat:dog:-2]", r"non-negative integer"),
+        ("[cat:dog:m=3]", r"'m=3'.*power of two"),
+        ("[cat:dog:t=-5]", r"'t=-5'.*≥ 0"),
+        ("[cat:dog:t=abc]", r"not a number after 't='"),
+        ("[a:b:c:0.5]", r"too many ':' in the group '\[a:b:c:0.5\]'"),
+        ("[(a:b:0.5]", r"unbalanced parentheses"),
+        ("[cat:dog:1e-1]", r"invalid 'when' '1e-1'"),
+    ],
+)
+def test_parse_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        PromptSchedule.parse(text)
+
+
+# ---------------------------------------------------------------------- construction, data, text
+def test_schedule_validation():
+    with pytest.raises(ValueError, match="at least one segment"):
+        PromptSchedule(())
+    with pytest.raises(ValueError, match="only the last segment"):
+        PromptSchedule((Segment("a"), Segment("b")))
+    with pytest.raises(ValueError, match="last segment"):
+        PromptSchedule((Segment("a", Boundary.step(2)),))
+    with pytest.raises(ValueError, match="not both"):
+        PromptSchedule((Segment("a"),), (PromptSchedule.constant("b"),))
+    with pytest.raises(TypeError):
+        Segment(3)  # type: ignore[arg-type]
+
+
+def test_constructors_and_coerce():
+    c = PromptSchedule.constant("x")
+    assert PromptSchedule.coerce(c) is c
+    assert PromptSchedule.coerce(None) == PromptSchedule.constant(None)
+    assert PromptSchedule.coerce(None).prompt_at(0, 1) is None
+    assert PromptSchedule.coerce("[a:b:m=4]") == PromptSchedule.switch("a", "b", Boundary.level(4))
+    assert PromptSchedule.switch("a", "b", "t=500") == PromptSchedule.switch("a", "b", Boundary.timestep(500))
+    assert PromptSchedule.coerce(c.to_dict()) == c
+    with pytest.raises(TypeError):
+        PromptSchedule.coerce(3)  # type: ignore[arg-type]
+    u = PromptSchedule.concat(PromptSchedule.switch(None, "late", Boundary.step(1)), None)
+    assert steps_only(u, 3) == [None, None, "late"]
+    assert PromptSchedule.concat("x") == PromptSchedule.constant("x")
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        PromptSchedule.constant(None),
+        PromptSchedule.constant("a cat"),
+        PromptSchedule.parse("a photo of a [cat:dog:0.6] on grass"),
+        PromptSchedule.parse("[a:b:12] [c:d:t=745.5] [e::logsnr=-1.25] [f:m=8] \\[x\\]"),
+        PromptSchedule((Segment("a", Boundary.level(16)), Segment("b", Boundary.fraction(0.75)), Segment(None))),
+    ],
+)
+def test_to_dict_round_trip(schedule):
+    data = json.loads(json.dumps(schedule.to_dict()))
+    assert PromptSchedule.from_dict(data) == schedule
+    assert PromptSchedule.from_dict(data).prompts_for_steps(TIMESTEPS, LOG_SNRS) == schedule.prompts_for_steps(
+        TIMESTEPS, LOG_SNRS
+    )
+
+
+def test_from_dict_rejects_bad_input():
+    with pytest.raises(ValueError):
+        PromptSchedule.from_dict({"segmnets": []})
+    with pytest.raises(ValueError):
+        PromptSchedule.from_dict({"segments": [{"text": "a"}]})
+    with pytest.raises(ValueError):
+        Boundary.from_dict({"value": 3})
+
+
+def test_str_is_a_readable_one_liner():
+    s = str(PromptSchedule.switch("a cat", "a dog", Boundary.level(4)))
+    assert s == '"a cat" until birth of level 4 (λ ≥ −2.77), then "a dog"'
+    assert str(PromptSchedule.constant(None)) == "<unconditional>"
+    multi = PromptSchedule.parse("a [cat:dog:0.5] on [grass:sand:t=300] \\[x\\]")
+    assert str(multi) == "a [cat:dog:0.5] on [grass:sand:t=300] \\[x\\]"
+    assert PromptSchedule.parse(str(multi)) == multi
+    assert "\n" not in str(PromptSchedule.parse("[a:b:3]"))
+
+
+def test_prompts_for_steps_checks_lengths_and_handles_empty():
+    with pytest.raises(ValueError, match="log_snrs has 2 entries"):
+        PromptSchedule.constant("a").prompts_for_steps([1, 2, 3], [0.0, 1.0])
+    assert PromptSchedule.parse("[a:b:0.5]").prompts_for_steps([]) == []
