@@ -66,6 +66,35 @@ class Comparison:
         return "\n".join(lines)
 
 
+def data_power(model, height: int, width: int, samples=None) -> tuple[np.ndarray | None, str]:
+    """The data power spectrum on the (H, W) FFT grid and where it came from.
+
+    The model's exact spectrum when it has one (``model.power``), else the RAPSD of ``samples``
+    (B, C, H, W) interpolated onto the grid, else ``(None, "none")``.
+    """
+    if model is not None and hasattr(model, "power"):
+        return model.power(height, width), "model"
+    if samples is None:
+        return None, "none"
+    final = samples.double()
+    final = final - final.mean(dim=(-2, -1), keepdim=True) if final.shape[0] < 2 else final - final.mean(0)
+    freqs, rad = spectral.rapsd(final)
+    return theory.power_grid_from_rapsd(freqs.cpu().numpy(), rad.cpu().numpy(), height, width), "samples"
+
+
+def expected(log_snr, levels: Sequence[int], power: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Theoretical fractions at the given λ (shape (S,)): (spectrum-aware or NaN, m² law), each (S, L).
+
+    ``power`` is a data spectrum on an (H, W) FFT grid; the octave rings of that grid define the bands.
+    """
+    log_snr = np.asarray(log_snr, dtype=np.float64)
+    m2 = theory.signal_fraction(log_snr, levels)
+    if power is None:
+        return np.full_like(m2, np.nan), m2
+    masks = spectral.octave_ring_masks(*power.shape[-2:], levels).cpu().numpy()
+    return theory.band_signal_fraction(log_snr, power, masks), m2
+
+
 def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequence[int] | None = None) -> Comparison:
     """Measured band signal fractions of ``traj`` against the theory.
 
@@ -84,21 +113,15 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     h, w = x0.shape[-2:]
     levels = tuple(levels) if levels is not None else spectral.levels_for(h, w)
     measured = traj.signal_fractions(levels, method=method).numpy()
-    if model is not None and hasattr(model, "power"):
-        power, source = model.power(h, w), "model"
-    else:
-        final = traj.sample.double()
-        final = final - final.mean(dim=(-2, -1), keepdim=True) if final.shape[0] < 2 else final - final.mean(0)
-        freqs, rad = spectral.rapsd(final)
-        power, source = theory.power_grid_from_rapsd(freqs.cpu().numpy(), rad.cpu().numpy(), h, w), "samples"
-    masks = spectral.octave_ring_masks(h, w, levels).cpu().numpy()
+    power, source = data_power(model, h, w, traj.sample)
+    spectrum_aware, m2 = expected(traj.log_snr, levels, power)
     return Comparison(
         levels=levels,
         method=method,
         timesteps=traj.timesteps,
         log_snr=traj.log_snr,
         measured=measured,
-        spectrum_aware=theory.band_signal_fraction(traj.log_snr, power, masks),
-        m2_law=theory.signal_fraction(traj.log_snr, levels),
+        spectrum_aware=spectrum_aware,
+        m2_law=m2,
         power_source=source,
     )

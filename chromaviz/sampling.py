@@ -132,6 +132,11 @@ def sample(
     prompt_at = _prompt_source(prompt, model, levels)
     guided = guidance != 1.0 and model.conditional
     target = _scheduler_prediction(sched)
+    if target == "epsilon" and any(lv.alpha == 0 for lv in levels):
+        # Zero terminal SNR: from ε, x̂0 = (x_t − σ·ε)/α is 0/0 at α = 0 (DDIM, DDPM and PNDM
+        # step to NaN). Hand the scheduler v = α·ε − σ·x̂0 instead (Lin et al. 2023): finite everywhere.
+        sched.register_to_config(prediction_type="v_prediction")
+        target = "v_prediction"
 
     generator = torch.Generator("cpu").manual_seed(seed)
     shape = (batch_size, model.channels, height, width)

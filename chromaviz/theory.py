@@ -71,8 +71,9 @@ def signal_fraction(log_snr, levels) -> np.ndarray:
 
 def rate_per_log_snr(log_snr, levels) -> np.ndarray:
     """ds_m/dλ = s_m·(1 − s_m), shape (N, L): the same bell for every level, centred at −2·ln m."""
-    s = signal_fraction(log_snr, levels)
-    return s * (1 - s)
+    z = np.atleast_1d(np.asarray(log_snr, dtype=np.float64))[:, None] + level_offset(levels)[None, :]
+    with np.errstate(over="ignore"):
+        return 1 / ((1 + np.exp(-z)) * (1 + np.exp(z)))  # sigmoid(z)·sigmoid(−z), exact in both tails
 
 
 def signal_fraction_at(schedule: Schedule, t, levels) -> np.ndarray:
@@ -300,7 +301,8 @@ def power_grid_from_rapsd(freqs, power, height: int, width: int) -> np.ndarray:
     Returns
     -------
     ndarray, shape (H, W)
-        Power at each mode of the unshifted FFT grid; DC takes the DC bin's value.
+        Power at each mode of the unshifted FFT grid; DC takes the DC bin's value, and modes past
+        the last bin (the corners beyond Nyquist) continue the log-log slope of the last octave.
     """
     f = np.asarray(freqs, dtype=np.float64)
     p = np.asarray(power, dtype=np.float64)
@@ -308,6 +310,13 @@ def power_grid_from_rapsd(freqs, power, height: int, width: int) -> np.ndarray:
     fx = np.fft.fftfreq(width)[None, :]
     radius = np.sqrt(fy**2 + fx**2)
     pos = (f > 0) & (p > 0)
-    grid = np.exp(np.interp(np.log(np.maximum(radius, 1e-12)), np.log(f[pos]), np.log(p[pos])))
+    lf, lp = np.log(f[pos]), np.log(p[pos])
+    lr = np.log(np.maximum(radius, 1e-12))
+    grid = np.exp(np.interp(lr, lf, lp))
+    # Beyond the last bin (the corners past Nyquist), continue the slope of the last octave.
+    top = lf >= lf[-1] - np.log(2)
+    slope = np.polyfit(lf[top], lp[top], 1)[0] if top.sum() >= 2 else 0.0
+    beyond = lr > lf[-1]
+    grid[beyond] = np.exp(lp[-1] + slope * (lr[beyond] - lf[-1]))
     grid[radius == 0] = p[0] if p[0] > 0 else grid[radius > 0].max()
     return grid

@@ -130,6 +130,11 @@ class Trajectory:
         """The generated sample: ``final`` if complete, else the last x̂0. Shape (B, C, H, W)."""
         if self.final is not None:
             return self.final
+        if not self.steps or self.steps[-1].x0 is None:
+            raise ValueError(
+                "this trajectory has no sample: it has no final output and no recorded x0 "
+                "(it stopped before its first step, or ran without record=('x0', …))"
+            )
         return self.steps[-1].x0
 
     # ------------------------------------------------------------------ analysis

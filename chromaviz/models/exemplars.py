@@ -174,7 +174,8 @@ class ExemplarMixture(Denoiser):
         z_hat = torch.fft.rfft2(z, s=(hp, wp)).conj()  # (B, C, Hp, Wf)
         photo_hat = torch.stack([bk.photo_hat for bk in banks])  # (Wn, S, C, Hp, Wf)
         cross = torch.fft.irfft2(torch.einsum("wschf,bchf->bwshf", photo_hat, z_hat), s=(hp, wp))[..., :nh, :nw]
-        energy = torch.stack([bk.window_power for bk in banks]) @ (1 / (a * a * classes + s * s))
+        inv_c = 1 / (a * a * classes + s * s)
+        energy = torch.stack([bk.window_power @ inv_c for bk in banks])  # (Wn, S, nh, nw)
         logits = a * cross - 0.5 * a * a * energy[None]
         allowed = torch.tensor([[p is None or p == word for word in words] for p in cond], device=x.device)
         logits = logits.masked_fill(~allowed[:, :, None, None, None], -torch.inf)

@@ -11,7 +11,6 @@ spectrum-aware chromatography of :mod:`chromaviz.theory` must agree with measure
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -77,6 +76,7 @@ class GaussianPowerLaw(Denoiser):
         self.channels = int(channels)
         self.default_size = (size, size) if isinstance(size, int) else tuple(size)
         self.name = "gaussian"
+        self._power_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 
     @classmethod
     def fitted_to(cls, photo: str = "cat", size: int = 64, **kwargs) -> GaussianPowerLaw:
@@ -94,9 +94,12 @@ class GaussianPowerLaw(Denoiser):
         """P(f) on the (H, W) FFT grid, shape (H, W): the data power of each mode."""
         return power_law_grid(height, width, self.amplitude, self.exponent)
 
-    @lru_cache(maxsize=8)
     def _power_tensor(self, height: int, width: int, device: torch.device) -> torch.Tensor:
-        return torch.from_numpy(self.power(height, width)[:, : width // 2 + 1]).to(device)
+        """P on the rfft grid, (H, W//2 + 1) float64, cached per size and device."""
+        key = (height, width, str(device))
+        if key not in self._power_cache:
+            self._power_cache[key] = torch.from_numpy(self.power(height, width)[:, : width // 2 + 1]).to(device)
+        return self._power_cache[key]
 
     def encode(self, prompts: Sequence[str | None]) -> Any:
         for p in prompts:
