@@ -109,7 +109,8 @@ def sample(
     ValueError
         For bad arguments, before any step runs.
     SamplingError
-        If the model returns NaN or ∞ or raises (e.g. out of memory) at some step; its
+        If anything fails once sampling has started: the model returns NaN or ∞ or raises (out of
+        memory, say), a live prompt is invalid, the scheduler or the callback raises. Its
         ``trajectory`` has status ``"failed"`` and keeps every earlier step.
     """
     num_steps = _check_positive_int("num_steps", num_steps)
@@ -151,7 +152,7 @@ def sample(
         metadata={
             "chromaviz_version": __version__,
             "model": model.describe(),
-            "scheduler": scheduler if isinstance(scheduler, str) else type(scheduler).__name__,
+            "scheduler": _scheduler_name(scheduler, model),
             "scheduler_class": type(sched).__name__,
             "scheduler_config": {k: v for k, v in dict(sched.config).items()},
             "num_steps": len(levels),
@@ -185,31 +186,15 @@ def sample(
             if stop is not None and stop.is_set():
                 traj.metadata.update(status="cancelled", message=f"stopped before step {i} of {len(levels)}")
                 break
-            active = prompt_at(i, level)
-            x_in = scale(x, t)
             try:
-                out = _predict(model, x_in, level, active, negative_prompt, guidance if guided else 1.0, encode)
-            except (ValueError, TypeError):
-                raise
-            except Exception as exc:  # out of memory, device errors, model bugs: keep the partial run
-                traj.metadata.update(status="failed", message=f"the model failed at step {i} (t={level.timestep:g}): {exc}")
+                rec, x = _step(model, sched, x, t, i, level, prompt_at, negative_prompt, guidance if guided else 1.0,
+                               encode, target, record, step_kwargs, scale, len(levels))
+            except _NonFinite as exc:
+                traj.metadata.update(status="failed", message=f"{exc}; sampling stopped and the {i} earlier steps are kept")
+                raise SamplingError(traj.metadata["message"], traj) from None
+            except Exception as exc:  # a bad live prompt, out of memory, a model bug: keep the partial run
+                traj.metadata.update(status="failed", message=f"step {i} (t={level.timestep:g}) failed: {type(exc).__name__}: {exc}")
                 raise SamplingError(traj.metadata["message"], traj) from exc
-            if not torch.isfinite(out).all():
-                traj.metadata.update(
-                    status="failed",
-                    message=f"the model returned NaN or infinity at step {i} (t={level.timestep:g}, λ={level.log_snr:.3g}); "
-                    f"sampling stopped and the {i} earlier steps are kept",
-                )
-                raise SamplingError(traj.metadata["message"], traj)
-            x0, eps = split_prediction(out, x_in, level, model.parameterization)
-            model_output = out if target == model.parameterization else join_prediction(x0, eps, level, target)
-            x = sched.step(model_output, t, x, **step_kwargs).prev_sample
-            kept = {"x_t": x_in, "x0": x0, "eps": eps}
-            rec = StepRecord(
-                index=i, timestep=level.timestep, log_snr=level.log_snr, alpha=level.alpha, sigma=level.sigma,
-                **{k: (v.detach().to("cpu", copy=True) if k in record else None) for k, v in kept.items()},
-                prompt=active, num_steps=len(levels),
-            )
             traj.steps.append(rec)
             if callback is not None:
                 callback(rec)
@@ -222,6 +207,29 @@ def sample(
         if bar is not None:
             bar.close()
     return traj
+
+
+class _NonFinite(ArithmeticError):
+    """The model's output had NaN or ∞."""
+
+
+def _step(model, sched, x, t, i, level, prompt_at, negative, guidance, encode, target, record, step_kwargs, scale, num_steps):
+    """One sampling step: the record of step ``i`` and the scheduler's next sample."""
+    active = prompt_at(i, level)
+    x_in = scale(x, t)
+    out = _predict(model, x_in, level, active, negative, guidance, encode)
+    if not torch.isfinite(out).all():
+        raise _NonFinite(f"the model returned NaN or infinity at step {i} (t={level.timestep:g}, λ={level.log_snr:.3g})")
+    x0, eps = split_prediction(out, x_in, level, model.parameterization)
+    model_output = out if target == model.parameterization else join_prediction(x0, eps, level, target)
+    x_next = sched.step(model_output, t, x, **step_kwargs).prev_sample
+    kept = {"x_t": x_in, "x0": x0, "eps": eps}
+    rec = StepRecord(
+        index=i, timestep=level.timestep, log_snr=level.log_snr, alpha=level.alpha, sigma=level.sigma,
+        **{k: (v.detach().to("cpu", copy=True) if k in record else None) for k, v in kept.items()},
+        prompt=active, num_steps=num_steps,
+    )
+    return rec, x_next
 
 
 def _predict(model: Denoiser, x_in, level, prompt, negative, guidance, encode) -> torch.Tensor:
@@ -256,6 +264,14 @@ def _prompt_source(prompt: PromptSource, model: Denoiser, levels: list[NoiseLeve
     per_step = schedule.prompts_for_steps([lv.timestep for lv in levels], [lv.log_snr for lv in levels])
     per_step = [model.check_prompt(p) for p in per_step]
     return lambda i, level: per_step[i]
+
+
+def _scheduler_name(scheduler: Any, model: Denoiser) -> str:
+    if not isinstance(scheduler, str):
+        return type(scheduler).__name__
+    if scheduler.lower() == "default":
+        return "flow_euler" if model.schedule.kind == "flow" else "ddim"
+    return scheduler.lower()
 
 
 def _describe_prompt(prompt: PromptSource) -> Any:

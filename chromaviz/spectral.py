@@ -47,7 +47,7 @@ __all__ = [
 METHODS: tuple[str, ...] = ("rings", "pyramid")
 """Band decomposition methods accepted by :func:`decompose` and :func:`signal_fractions`."""
 
-_MAX_CHUNK_ELEMENTS = 200_000_000
+_MAX_CHUNK_ELEMENTS = 20_000_000
 """Upper bound on S·B·C·H·W·L band elements that :func:`signal_fractions` builds at once."""
 
 

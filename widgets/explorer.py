@@ -36,9 +36,10 @@ class RunPanel:
 
     def __init__(self, title: str) -> None:
         self.title = W.HTML(f"<b>{title}</b>")
-        self.x_t = W.Image(format="png", layout=W.Layout(width="192px", height="192px"))
-        self.x0 = W.Image(format="png", layout=W.Layout(width="192px", height="192px"))
-        self.bands = W.Image(format="png", layout=W.Layout(max_width="560px"))
+        blank = png_bytes(np.full((8, 8, 3), 0.94))  # shown until the first step arrives
+        self.x_t = W.Image(value=blank, format="png", layout=W.Layout(width="192px", height="192px"))
+        self.x0 = W.Image(value=blank, format="png", layout=W.Layout(width="192px", height="192px"))
+        self.bands = W.Image(value=blank, format="png", layout=W.Layout(width="0px"))
         self.caption = W.HTML()
         labels = W.HBox([W.HTML("x<sub>t</sub>", layout=W.Layout(width="196px")), W.HTML("x̂<sub>0</sub> (prediction)")])
         self.widget = W.VBox([

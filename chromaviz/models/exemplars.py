@@ -196,9 +196,11 @@ class ExemplarMixture(Denoiser):
         return (y_bar + residual).to(x_t.dtype)
 
     def to(self, device) -> ExemplarMixture:
-        super().to(device)
-        self._banks.clear()
-        self._grids.clear()
+        """Move to ``device``; the precomputed photo banks are rebuilt there on first use."""
+        if torch.device(device) != self.device:
+            super().to(device)
+            self._banks.clear()
+            self._grids.clear()
         return self
 
     def describe(self) -> dict[str, Any]:

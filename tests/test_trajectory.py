@@ -1,0 +1,185 @@
+"""Tests for chromaviz.trajectory: the safetensors file format and measured signal fractions."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import threading
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from chromaviz import spectral
+from chromaviz.models import ExemplarMixture, GaussianPowerLaw
+from chromaviz.sampling import sample
+from chromaviz.schedules import Schedule
+from chromaviz.trajectory import RECORDABLE, Trajectory
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def gaussian() -> GaussianPowerLaw:
+    return GaussianPowerLaw(size=SIZE)
+
+
+def run(model, prompt=None, **kwargs) -> Trajectory:
+    kwargs.setdefault("num_steps", 6)
+    kwargs.setdefault("batch_size", 2)
+    kwargs.setdefault("device", "cpu")
+    return sample(model, prompt, **kwargs)
+
+
+def assert_round_trip(traj: Trajectory, loaded: Trajectory) -> None:
+    assert loaded.metadata == traj.metadata
+    assert len(loaded) == len(traj)
+    assert loaded.prompts == traj.prompts
+    np.testing.assert_array_equal(loaded.timesteps, traj.timesteps)
+    np.testing.assert_array_equal(loaded.log_snr, traj.log_snr)  # equal_nan not needed: ±inf compare equal
+    for a, b in zip(traj.steps, loaded.steps):
+        assert (a.index, a.timestep, a.alpha, a.sigma, a.prompt, a.num_steps) == (
+            b.index, b.timestep, b.alpha, b.sigma, b.prompt, b.num_steps,
+        )
+        assert a.log_snr == b.log_snr
+        for name in RECORDABLE:
+            va, vb = getattr(a, name), getattr(b, name)
+            assert (va is None) == (vb is None), name
+            if va is not None:
+                assert va.dtype == vb.dtype and torch.equal(va, vb), name
+    assert (loaded.final is None) == (traj.final is None)
+    if traj.final is not None:
+        assert torch.equal(loaded.final, traj.final)
+
+
+def read_header(path) -> dict:
+    """The safetensors header: an 8-byte little-endian length, then that many bytes of JSON."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    assert 0 < n <= len(raw) - 8
+    return json.loads(raw[8 : 8 + n].decode("utf-8"))
+
+
+# ---------------------------------------------------------------------- save / load
+def test_round_trip_with_prompts_including_none(tmp_path):
+    # margin=0: one window per photograph, so the unconditional (all-photograph) steps are cheap.
+    model = ExemplarMixture(size=SIZE, margin=0.0)
+    traj = run(model, "[cat::0.5]", num_steps=6)  # "cat", then the empty prompt (unconditional)
+    assert traj.prompts == ["cat"] * 4 + [None] * 2
+    path = traj.save(tmp_path / "sub" / "run.safetensors")
+    assert path.exists()
+    loaded = Trajectory.load(path)
+    assert_round_trip(traj, loaded)
+    assert loaded.status == "complete"
+    assert loaded.metadata["prompt"] == "[cat::0.5]"
+
+
+def test_round_trip_with_minus_infinite_log_snr(tmp_path):
+    model = GaussianPowerLaw(schedule=Schedule.preset("scaled_linear").zero_terminal_snr(), size=SIZE)
+    traj = run(model, scheduler="ddim", num_steps=8)
+    assert traj.status == "complete"
+    assert traj.log_snr[0] == -math.inf and np.isfinite(traj.log_snr[1:]).all()
+    loaded = Trajectory.load(traj.save(tmp_path / "zsnr.safetensors"))
+    assert_round_trip(traj, loaded)
+    assert loaded.log_snr[0] == -math.inf and loaded.steps[0].alpha == 0.0
+    assert repr(loaded) == repr(traj)
+
+
+def test_round_trip_of_a_cancelled_run(tmp_path, gaussian):
+    stop = threading.Event()
+    traj = run(gaussian, num_steps=10, stop=stop, callback=lambda rec: rec.index == 3 and stop.set())
+    assert traj.status == "cancelled" and len(traj) == 4 and traj.final is None
+    loaded = Trajectory.load(traj.save(tmp_path / "partial.safetensors"))
+    assert_round_trip(traj, loaded)
+    assert loaded.status == "cancelled" and loaded.final is None
+    assert torch.equal(loaded.sample, traj.steps[-1].x0)
+    assert loaded.metadata["num_steps"] == 10
+
+
+def test_round_trip_of_a_run_cancelled_before_its_first_step(tmp_path, gaussian):
+    stop = threading.Event()
+    stop.set()
+    traj = run(gaussian, stop=stop)
+    loaded = Trajectory.load(traj.save(tmp_path / "empty.safetensors"))
+    assert_round_trip(traj, loaded)
+    assert len(loaded) == 0 and loaded.status == "cancelled"
+
+
+def test_record_only_x0(tmp_path, gaussian):
+    traj = run(gaussian, record=("x0",))
+    path = traj.save(tmp_path / "x0.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert set(f.keys()) == {"timesteps", "log_snr", "alpha", "sigma", "x0", "final"}
+    loaded = Trajectory.load(path)
+    assert_round_trip(traj, loaded)
+    assert all(s.x_t is None and s.eps is None for s in loaded.steps)
+    with pytest.raises(ValueError, match=r"'x_t' was not recorded in this run"):
+        loaded.x_t
+    with pytest.raises(ValueError, match=r"'eps' was not recorded"):
+        loaded.eps
+    assert loaded.x0.shape == (6, 2, 3, SIZE, SIZE)
+
+
+def test_loading_a_safetensors_file_that_is_not_a_trajectory(tmp_path):
+    plain = tmp_path / "weights.safetensors"
+    save_file({"weight": torch.zeros(3, 2)}, str(plain))
+    with pytest.raises(ValueError, match="not a chromaviz trajectory"):
+        Trajectory.load(plain)
+    other = tmp_path / "other.safetensors"
+    save_file({"weight": torch.zeros(3, 2)}, str(other), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="not a chromaviz trajectory"):
+        Trajectory.load(other)
+
+
+def test_file_is_safetensors_without_pickle(tmp_path, gaussian):
+    traj = run(gaussian, num_steps=3)
+    path = traj.save(tmp_path / "run.safetensors")
+    raw = path.read_bytes()
+    assert not raw.startswith(b"\x80")  # pickle protocol ≥ 2 opcode
+    assert not raw.startswith(b"PK")  # torch.save's zip container
+    header = read_header(path)
+    assert set(header) == {"__metadata__", "timesteps", "log_snr", "alpha", "sigma", "x_t", "x0", "eps", "final"}
+    assert header["x0"]["dtype"] == "F32" and header["x0"]["shape"] == [3, 2, 3, SIZE, SIZE]
+    assert header["log_snr"]["dtype"] == "F64" and header["log_snr"]["shape"] == [3]
+    doc = json.loads(header["__metadata__"]["chromaviz"])
+    assert set(doc) == {"metadata", "prompts", "num_steps"}
+    assert doc["metadata"]["status"] == "complete" and doc["prompts"] == [None] * 3
+    # The tensor payload is exactly what the header describes: nothing else hides in the file.
+    n = struct.unpack("<Q", raw[:8])[0]
+    end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+    assert 8 + n + end == len(raw)
+
+
+# ---------------------------------------------------------------------- signal fractions
+@pytest.mark.parametrize("method", ["rings", "pyramid"])
+def test_signal_fractions_reach_one_at_the_last_step(gaussian, method):
+    traj = run(gaussian, scheduler="ddim", num_steps=20, batch_size=4)
+    # DDIM with set_alpha_to_one: its last step returns its own x̂0, equal to ours up to rounding.
+    assert traj.metadata["scheduler_config"]["set_alpha_to_one"] is True
+    torch.testing.assert_close(traj.final, traj.steps[-1].x0, atol=1e-5, rtol=0)
+    levels = spectral.levels_for(SIZE, SIZE)
+    g = traj.signal_fractions(levels, method=method)
+    assert g.shape == (20, len(levels)) and g.dtype == torch.float64
+    np.testing.assert_allclose(g[-1].numpy(), 1.0, atol=1e-6)
+    assert (g[0] < 0.5).all()  # the first prediction explains little of any band
+    assert (g[0, 0] < g[0, -1])  # fine detail least of all
+
+
+def test_signal_fractions_of_a_partial_run_use_the_last_x0(gaussian):
+    stop = threading.Event()
+    traj = run(gaussian, num_steps=10, batch_size=3, stop=stop, callback=lambda rec: rec.index == 5 and stop.set())
+    g = traj.signal_fractions()
+    assert g.shape == (6, len(spectral.levels_for(SIZE, SIZE)))
+    np.testing.assert_allclose(g[-1].numpy(), 1.0, rtol=0, atol=1e-12)
+
+
+def test_signal_fractions_of_a_single_sample_use_no_reference(gaussian):
+    traj = run(gaussian, batch_size=1)
+    auto = traj.signal_fractions()
+    explicit = traj.signal_fractions(reference=None)
+    assert torch.equal(auto, explicit)
+    with pytest.raises(ValueError, match="reference='batch' needs at least 2 samples"):
+        traj.signal_fractions(reference="batch")
