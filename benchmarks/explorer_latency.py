@@ -5,7 +5,8 @@ $CHROMAVIZ_CHROMIUM). Prints one table:
 
 - scrub latency: a key press on the step slider until the new x̂0 image has loaded and a frame
   has been painted, in JupyterLab (through the kernel) and in the exported standalone page;
-- live sampling: runs of the explorer's default model with the live UI attached, against
+- live sampling: the sampling time of the explorer's default model with the live UI attached
+  (previews, progress, measured points refreshed from the sampling thread), against
   ``chromaviz.sample`` alone in the same kernel, alternating; preview updates per second.
 
     python benchmarks/explorer_latency.py [--trials 40] [--steps 50] [--size 64] [--rounds 3]
@@ -38,20 +39,42 @@ img => {
 }
 """
 
+EXPORT_JS = """
+() => {
+  // Bokeh renders the frame inside nested shadow roots: search them all, every animation frame.
+  const deep = (root) => { const hit = root.querySelector('.chromaviz-caption'); if (hit) return hit;
+    for (const el of root.querySelectorAll('*')) if (el.shadowRoot) { const h = deep(el.shadowRoot); if (h) return h; }
+    return null; };
+  window.__chromaviz_latencies = []; let t0 = null, last = null;
+  document.addEventListener('keydown', () => { t0 = performance.now(); }, true);
+  const poll = () => {
+    const cap = deep(document);
+    if (cap && cap.textContent !== last) {
+      last = cap.textContent;
+      if (t0 !== null) { const start = t0; t0 = null;
+        const imgs = [...cap.parentNode.querySelectorAll('img')];
+        Promise.all(imgs.map(i => i.decode())).then(() =>
+          requestAnimationFrame(() => window.__chromaviz_latencies.push(performance.now() - start))); }
+    }
+    requestAnimationFrame(poll);
+  };
+  poll();
+}
+"""
+
 LIVE_CELL = """
 import json, time
 from chromaviz import sample
 bare, live, updates = [], [], []
 for r in range({rounds}):
     for mode in (("bare", "live") if r % 2 == 0 else ("live", "bare")):
-        t0 = time.perf_counter()
         if mode == "bare":
-            sample(model, prompt, num_steps=steps, height=size, width=size, seed=seed)
-            bare.append(time.perf_counter() - t0)
+            traj = sample(model, prompt, num_steps=steps, height=size, width=size, seed=seed)
+            bare.append(traj.metadata["elapsed_seconds"])
         else:
             explorer.preview_updates = 0
             explorer.run(); explorer.wait()
-            live.append(time.perf_counter() - t0)
+            live.append(explorer.trajectories["A"].metadata["elapsed_seconds"])
             updates.append(explorer.preview_updates)
 print("BENCH" + json.dumps({{"bare": bare, "live": live, "updates": updates}}))
 """
@@ -76,7 +99,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if (reason := browser_available()) is not None:
         raise SystemExit(f"cannot run: {reason}")
@@ -102,14 +125,7 @@ def main() -> None:
             page.goto((root / "run.html").as_uri())
             page.wait_for_selector(".chromaviz-caption", timeout=30_000)
             handle = page.locator(".noUi-handle")
-            page.evaluate("""() => { window.__chromaviz_latencies = []; let t0 = null;
-              document.addEventListener('keydown', () => { t0 = performance.now(); }, true);
-              const poll = () => { const cap = document.querySelector('.bk-Div')?.shadowRoot?.querySelector('.chromaviz-caption');
-                if (t0 !== null && cap && cap.textContent !== window.__last) { window.__last = cap.textContent;
-                  const s = t0; t0 = null; const imgs = [...cap.parentNode.querySelectorAll('img')];
-                  Promise.all(imgs.map(i => i.decode())).then(() => requestAnimationFrame(() => window.__chromaviz_latencies.push(performance.now() - s))); }
-                requestAnimationFrame(poll); };
-              window.__last = null; poll(); }""")
+            page.evaluate(EXPORT_JS)
             handle.focus()
             for i in range(args.trials):
                 page.keyboard.press("ArrowRight" if (i // 10) % 2 == 0 else "ArrowLeft")

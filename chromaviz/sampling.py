@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 from typing import Any, Callable, Sequence
 
 import torch
@@ -176,6 +177,7 @@ def sample(
             encoded[p] = model.encode([p] * batch_size)
         return encoded[p]
 
+    started = time.perf_counter()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -204,6 +206,7 @@ def sample(
             traj.final = x.detach().to("cpu", copy=True)
             traj.metadata.update(status="complete", message=f"{len(levels)} steps")
     finally:
+        traj.metadata["elapsed_seconds"] = time.perf_counter() - started
         if bar is not None:
             bar.close()
     return traj

@@ -40,6 +40,7 @@ __all__ = [
     "fit_power_law",
     "band_energies",
     "signal_fractions",
+    "step_band_energies",
     "measured_chromatogram",
     "METHODS",
 ]
@@ -602,6 +603,60 @@ def band_energies(bands: torch.Tensor, reference: object = None) -> torch.Tensor
     return _energies(bands, reference)
 
 
+def _fast_energies(x: torch.Tensor, levels: tuple[int, ...], method: str, reference: object) -> torch.Tensor:
+    """Band energies of each step without materialising the bands, shape (L, N).
+
+    ``x`` is (N, B, C, H, W) float64 and ``reference`` None or "batch". Rings use Parseval: a
+    ring band's energy is the sum of |FFT|² (orthonormal) over its modes, the masks being
+    symmetric under f → −f. Pyramid bands are piecewise constant on m×m blocks, so
+    ‖B_m x‖² = m²·‖D_m x − U_2 D_{2m} x‖² is computed at the pooled resolution.
+    """
+    if reference == "batch":
+        x = x - x.mean(dim=1, keepdim=True)
+    n, b, c, h, w = x.shape
+    flat = x.reshape(n * b, c, h, w)
+    if method == "rings":
+        power = torch.fft.fft2(flat, norm="ortho").abs().square().reshape(n, b * c, h * w).sum(1)  # (N, H·W)
+        masks = octave_ring_masks(h, w, levels, device=x.device).reshape(len(levels), h * w).to(power.dtype)
+        return masks @ power.T
+    pooled = {m: pool(flat, m) for m in levels}
+    out = []
+    for m in levels:
+        diff = pooled[m] if m == levels[-1] else pooled[m] - upsample(pooled[2 * m], 2)
+        out.append(m * m * diff.square().reshape(n, -1).sum(1))
+    return torch.stack(out)
+
+
+def step_band_energies(
+    x0_steps: torch.Tensor, levels: Sequence[int], method: str = "rings", reference: object = "batch"
+) -> torch.Tensor:
+    """Band energy of each step's x̂0, shape (S, L), float64: the numerators of :func:`signal_fractions`.
+
+    Each row depends on its own step alone, so a live view can compute new steps only and divide
+    by the energy of whichever sample it treats as final.
+
+    Parameters
+    ----------
+    x0_steps : torch.Tensor, shape (S, B, C, H, W)
+    levels : sequence of int
+    method : {"rings", "pyramid"}
+    reference : None or "batch"
+        As in :func:`band_energies` (tensor references need :func:`signal_fractions`).
+    """
+    if not isinstance(x0_steps, torch.Tensor) or x0_steps.ndim != 5:
+        raise ValueError("x0_steps must be a tensor of shape (S, B, C, H, W)")
+    if not (reference is None or (isinstance(reference, str) and reference == "batch")):
+        raise ValueError("step_band_energies takes reference None or 'batch'")
+    lv, method = _check_levels(levels), _check_method(method)
+    _check_reference(reference, x0_steps.shape[1], "x0_steps")
+    s, b, c, h, w = x0_steps.shape
+    chunk = max(1, _MAX_CHUNK_ELEMENTS // max(b * c * h * w, 1))
+    parts = [_fast_energies(x0_steps[i : i + chunk].to(torch.float64), lv, method, reference) for i in range(0, s, chunk)]
+    if not parts:
+        return torch.empty((0, len(lv)), dtype=torch.float64, device=x0_steps.device)
+    return torch.cat(parts, dim=1).T.contiguous()
+
+
 def signal_fractions(
     x0_steps: torch.Tensor,
     x0_final: torch.Tensor,
@@ -637,8 +692,9 @@ def signal_fractions(
 
     Notes
     -----
-    Computed in float64. Steps are decomposed together in chunks of at most about 2e8 band
-    elements (S·B·C·H·W·L) to bound memory.
+    Computed in float64. With ``reference`` None or "batch" the band energies come straight from
+    the spectrum (rings, by Parseval) or the pooled images (pyramid), without building the bands;
+    a tensor reference decomposes the steps in chunks of bounded size.
     """
     if not isinstance(x0_steps, torch.Tensor) or x0_steps.ndim != 5:
         shape = tuple(x0_steps.shape) if isinstance(x0_steps, torch.Tensor) else type(x0_steps).__name__
@@ -656,6 +712,10 @@ def signal_fractions(
     s, b, c, h, w = x0_steps.shape
     _check_reference(reference, b, "x0_final")
     _check_reference_shape(reference, (len(lv), b, c, h, w))
+
+    if reference is None or (isinstance(reference, str) and reference == "batch"):
+        denom = step_band_energies(x0_final[None], lv, method, reference)[0]
+        return step_band_energies(x0_steps, lv, method, reference) / denom
 
     final = decompose(x0_final.to(torch.float64), lv, method)
     denom = _energies(final, reference)  # (L,)

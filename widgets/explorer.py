@@ -14,6 +14,7 @@ from typing import Any
 
 import ipywidgets as W
 import numpy as np
+import torch
 from jupyter_bokeh.widgets import BokehModel
 
 from chromaviz import analysis, spectral, theory
@@ -75,6 +76,9 @@ class Explorer:
         Torch device (default: CUDA when available).
     preview_interval : float
         Minimum seconds between live preview refreshes while sampling.
+    ui_budget : float
+        Largest fraction of the sampling time the live refreshes may take (they are spaced out
+        further when one costs more than that).
 
     Examples
     --------
@@ -96,10 +100,15 @@ class Explorer:
         size: int | None = None,
         device: str | None = None,
         preview_interval: float = 0.1,
+        ui_budget: float = 0.05,
     ) -> None:
         self.model = model if model is not None else ExemplarMixture()
         self.device = device
         self.preview_interval = preview_interval
+        self.ui_budget = ui_budget
+        self._refresh_cost = 0.0
+        self._latest: tuple[str, StepRecord, float] | None = None
+        self._energies: dict[tuple, torch.Tensor] = {}
         self.records: dict[str, list[StepRecord]] = {"A": [], "B": []}
         self.trajectories: dict[str, Trajectory | None] = {"A": None, "B": None}
         self.errors: dict[str, str | None] = {"A": None, "B": None}
@@ -270,6 +279,7 @@ class Explorer:
         with self._lock:
             if tuple(levels) != self.levels:
                 self._build_chromatography(levels)
+            self._energies.clear()
             for name in ("A", "B"):
                 self.records[name] = []
                 self.trajectories[name] = None
@@ -283,7 +293,9 @@ class Explorer:
             self.scrub.value = 0
             self.status.value = "sampling…"
             self.run_button.disabled, self.stop_button.disabled = True, False
+        self._latest = None
         self.job = SamplingJob(self.model, runs, self._on_step, self._on_done).start()
+        threading.Thread(target=self._refresh_loop, args=(self.job,), name="chromaviz-preview", daemon=True).start()
 
     def stop(self) -> None:
         """Stop after the current step; what was recorded stays scrubbable."""
@@ -304,26 +316,42 @@ class Explorer:
         self.chroma.set_theory(timesteps, lam, spectrum_aware, m2)
 
     def _on_step(self, name: str, rec: StepRecord, elapsed: float) -> None:
+        """Called on the sampling thread: only note the step; the refresher thread draws it."""
         self.records[name].append(rec)
-        now = time.perf_counter()
-        last = rec.index + 1 == rec.num_steps
-        if now - self._last_refresh < self.preview_interval and not last:
-            return
-        self._last_refresh = now
-        with self._lock:
-            done = sum(len(r) for r in self.records.values())
-            self.progress.value = min(done, self.progress.max)
-            self.rate.value = f"run {name}: {rec.index + 1}/{rec.num_steps} · {(rec.index + 1) / max(elapsed, 1e-9):.1f} steps/s"
-            self._extend_scrubber()
-            self.panels[name].show(rec, self.model.to_rgb, self.levels, with_bands=False)
-            self._refresh_measured(name)
-            self.preview_updates += 1
+        self._latest = (name, rec, elapsed)
+
+    def _refresh_loop(self, job: SamplingJob) -> None:
+        """Redraw the live views while ``job`` samples: at most every ``preview_interval`` seconds,
+        and less often if a refresh costs more than ``ui_budget`` of the time between two."""
+        shown = None
+        while job.running:
+            time.sleep(max(self.preview_interval, self._refresh_cost / self.ui_budget))
+            latest = self._latest
+            if latest is None or latest is shown or not job.running:
+                continue
+            start = time.perf_counter()
+            with self._lock:
+                self._refresh_live(*latest)
+            self._refresh_cost = time.perf_counter() - start
+            shown = latest
+
+    def _refresh_live(self, name: str, rec: StepRecord, elapsed: float) -> None:
+        done = sum(len(r) for r in self.records.values())
+        self.progress.value = min(done, self.progress.max)
+        self.rate.value = f"run {name}: {rec.index + 1}/{rec.num_steps} · {(rec.index + 1) / max(elapsed, 1e-9):.1f} steps/s"
+        self._extend_scrubber()
+        self.panels[name].show(rec, self.model.to_rgb, self.levels, with_bands=False)
+        self._refresh_measured(name)
+        self.preview_updates += 1
 
     def _on_done(self, name: str, traj: Trajectory, error: str | None) -> None:
         with self._lock:
             self.trajectories[name] = traj
             self.records[name] = list(traj.steps)
             self.errors[name] = error
+            if traj.steps:
+                elapsed = traj.metadata.get("elapsed_seconds", 0.0)
+                self._refresh_live(name, traj.steps[-1], elapsed)
             if traj.steps and self._planned.get("power_source") == "none" and traj.status == "complete":
                 power, _ = analysis.data_power(None, *traj.sample.shape[-2:], traj.sample)
                 spectrum_aware, m2 = analysis.expected(self._planned["log_snr"], self.levels, power)
@@ -356,14 +384,30 @@ class Explorer:
         recs = self.records[name]
         return Trajectory(metadata={}, steps=list(recs)) if recs else None
 
+    def _measured_fractions(self, run: str, traj: Trajectory) -> np.ndarray:
+        """G_b per recorded step, (S, L). Band energies of past steps are cached, so a live
+        refresh only measures the steps that arrived since the last one."""
+        key = (run, self.method.value, self.levels)
+        cached = self._energies.get(key)
+        done = 0 if cached is None else len(cached)
+        batch = traj.steps[0].x0.shape[0]
+        reference = "batch" if batch >= 2 else None  # as Trajectory.signal_fractions does
+        if done < len(traj):
+            new = spectral.step_band_energies(torch.stack([s.x0 for s in traj.steps[done:]]), self.levels,
+                                              self.method.value, reference)
+            cached = new if cached is None else torch.cat([cached, new])
+            self._energies[key] = cached
+        final = cached[-1] if traj.final is None else spectral.step_band_energies(
+            traj.final[None], self.levels, self.method.value, reference)[0]
+        return (cached[: len(traj)] / final).numpy()
+
     def _refresh_measured(self, name: str | None = None) -> None:
         with self._lock:
             for run in ([name] if name else ["A", "B"]):
                 traj = self._partial(run)
                 if traj is None or traj.steps[0].x0 is None:
                     continue
-                fractions = traj.signal_fractions(self.levels, method=self.method.value).numpy()
-                self.chroma.set_measured(run, traj.timesteps, traj.log_snr, fractions)
+                self.chroma.set_measured(run, traj.timesteps, traj.log_snr, self._measured_fractions(run, traj))
 
     def _coordinate_changed(self, change) -> None:
         with self._lock:

@@ -134,17 +134,18 @@ class ExemplarMixture(Denoiser):
         photo = torch.from_numpy(load_photo(word, hp, wp)).double()
         sources = torch.stack([photo, photo.flip(-1)]) if self.flips else photo[None]
         _, class_index, _ = self._grid(h, w, torch.device("cpu"))
+        half_index, half_weight = _half_plane(class_index.reshape(h, w))
         n_classes = int(class_index.max()) + 1
-        windows = sources.unfold(-2, h, 1).unfold(-2, w, 1)  # (S, C, nh, nw, h, w)
+        windows = sources.unfold(-2, h, 1).unfold(-2, w, 1)  # view (S, C, nh, nw, h, w), nothing copied
         s, c, nh, nw = windows.shape[:4]
-        windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(s * nh * nw, c, h, w)
-        power = torch.zeros(s * nh * nw, n_classes, dtype=torch.float64)
-        for start in range(0, len(windows), 128):
-            chunk = torch.fft.fft2(windows[start : start + 128], norm="ortho").abs().square().sum(1)
-            power[start : start + 128].index_add_(1, class_index, chunk.reshape(len(chunk), -1))
+        power = torch.zeros(s, nh, nw, n_classes, dtype=torch.float64)
+        for src in range(s):
+            for row in range(nh):  # one row of window positions at a time keeps memory small
+                spectra = torch.fft.rfft2(windows[src, :, row].transpose(0, 1), norm="ortho").abs().square().sum(1)
+                power[src, row].index_add_(1, half_index, spectra.reshape(nw, -1) * half_weight)
         bank = _Bank(
             photo_hat=torch.fft.rfft2(sources).to(self.device),
-            window_power=power.reshape(s, nh, nw, n_classes).to(self.device),
+            window_power=power.to(self.device),
         )
         self._banks[key] = bank
         return bank
@@ -214,3 +215,15 @@ class ExemplarMixture(Denoiser):
 
     def __repr__(self) -> str:
         return f"ExemplarMixture({len(self.vocabulary)} photographs, flips={self.flips}, schedule={self.schedule.name})"
+
+
+def _half_plane(class_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class index and weight of each rfft2 mode: Σ over the full grid of a real image's |FFT|²
+    equals Σ over the half plane with columns 1 … ⌈W/2⌉−1 counted twice (their mirror images)."""
+    h, w = class_index.shape
+    half = w // 2 + 1
+    weight = torch.full((half,), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if w % 2 == 0:
+        weight[-1] = 1.0
+    return class_index[:, :half].reshape(-1), weight.expand(h, half).reshape(-1)
