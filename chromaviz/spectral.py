@@ -121,6 +121,13 @@ def _check_levels(levels: Iterable[int]) -> tuple[int, ...]:
     return expected
 
 
+def _check_divisible(height: int, width: int, m: int, what: str, alternative: str = "") -> None:
+    """Raise ``ValueError`` unless both sides are multiples of ``m`` (``what`` names m in the message)."""
+    for name, size in (("height", height), ("width", width)):
+        if size % m:
+            raise ValueError(f"{name} {size} is not divisible by {what}; use a size that is a multiple of {m}{alternative}")
+
+
 def _check_method(method: object) -> str:
     if method not in METHODS:
         raise ValueError(
@@ -204,12 +211,7 @@ def pool(x: torch.Tensor, m: int) -> torch.Tensor:
     x = _check_image(x)
     m = _check_size(m, "pooling factor m")
     b, c, h, w = x.shape
-    for name, size in (("height", h), ("width", w)):
-        if size % m:
-            raise ValueError(
-                f"{name} {size} is not divisible by the pooling factor {m}; "
-                f"use a size that is a multiple of {m}"
-            )
+    _check_divisible(h, w, m, f"the pooling factor {m}")
     if m == 1:
         return x
     return x.reshape(b, c, h // m, m, w // m, m).mean(dim=(3, 5))
@@ -266,12 +268,7 @@ def box_pyramid(x: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
     lv = _check_levels(levels)
     deepest = lv[-1]
     _, _, h, w = x.shape
-    for name, size in (("height", h), ("width", w)):
-        if size % deepest:
-            raise ValueError(
-                f"{name} {size} is not divisible by {deepest}, the deepest pyramid level; "
-                f"use a size that is a multiple of {deepest} or fewer levels"
-            )
+    _check_divisible(h, w, deepest, f"{deepest}, the deepest pyramid level", " or fewer levels")
     out = x.new_empty((len(lv),) + tuple(x.shape))
     coarse = x  # D_m x
     up = x  # U_m D_m x

@@ -130,7 +130,10 @@ class Explorer:
         self.switch = W.ToggleButton(value=False, description="switch A → B", icon="exchange", disabled=not conditional,
                                      tooltip="hand over from prompt A to prompt B at the switch time; can be flipped mid-run")
         self.switch_unit = W.Dropdown(options=SWITCH_UNITS, value="level", description="switch at", layout=W.Layout(width="210px"))
-        self.switch_value = W.FloatText(value=8.0, description="", layout=W.Layout(width="90px"))
+        self.switch_value = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="", readout_format=".2f",
+                                          layout=W.Layout(width="260px", display="none"))
+        self.switch_m = W.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64], value=8, description="",
+                                          tooltip="switch at the birth of level m (m²·SNR = 1)", layout=W.Layout(width="260px"))
         self.switch_level = W.Dropdown(options=[1, 2, 4, 8, 16, 32], value=8, description="level m", layout=W.Layout(width="150px"))
         self.from_theory = W.Button(description="at birth of level m", tooltip="set the switch time, in the chosen unit, to the birth of level m (m²·SNR = 1)")
         self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
@@ -165,7 +168,7 @@ class Explorer:
         self.widget = W.VBox([
             W.HTML(f"<style>.{CSS_CLASS} img {{image-rendering: pixelated;}}</style>"),
             W.HBox([self.prompt, self.second_prompt]),
-            W.HBox([self.switch, self.switch_unit, self.switch_value, self.switch_level, self.from_theory]),
+            W.HBox([self.switch, self.switch_unit, self.switch_value, self.switch_m, self.switch_level, self.from_theory]),
             W.HBox([self.steps, self.scheduler, self.guidance]),
             W.HBox([self.seed, self.size, self.side_by_side, self.variant]),
             W.HBox([self.run_button, self.stop_button, self.progress, self.rate]),
@@ -184,6 +187,7 @@ class Explorer:
         self.switch.observe(self._switch_changed, "value")
         self.switch_unit.observe(lambda _: self.set_switch_from_theory(), "value")
         self.switch_value.observe(self._switch_changed, "value")
+        self.switch_m.observe(self._switch_changed, "value")
         self.side_by_side.observe(lambda ch: setattr(self.panels["B"].widget.layout, "display", None if ch.new else "none"), "value")
         self.scrub.observe(lambda ch: self.show_step(ch.new), "value")
         self.coordinate.observe(self._coordinate_changed, "value")
@@ -212,10 +216,28 @@ class Explorer:
 
     def boundary(self) -> Boundary:
         """The switch time as set in the UI."""
-        unit, value = self.switch_unit.value, self.switch_value.value
+        unit = self.switch_unit.value
         if unit == "level":
-            return Boundary.level(int(value))
-        return Boundary(float(value), unit)
+            return Boundary.level(int(self.switch_m.value))
+        return Boundary(float(self.switch_value.value), unit)
+
+    def _configure_switch_slider(self, unit: str) -> None:
+        """Show the slider of ``unit``: levels m on their own slider, the others on a float slider
+        spanning the schedule (fraction 0…1, timesteps t_min…t_max, log-SNR over its finite range)."""
+        self.switch_m.layout.display = None if unit == "level" else "none"
+        self.switch_value.layout.display = "none" if unit == "level" else None
+        if unit == "level":
+            return
+        sched = self.model.schedule
+        lo, hi, step = {
+            "fraction": (0.0, 1.0, 0.01),
+            "timestep": (sched.t_min, sched.t_max, 0.1),
+            "log_snr": (max(sched.log_snr_range[0], -12.0), min(sched.log_snr_range[1], 12.0), 0.01),
+        }[unit]
+        slider = self.switch_value
+        slider.min, slider.max = min(lo, slider.min), max(hi, slider.max)  # widen first, so value stays valid
+        slider.value = min(max(slider.value, lo), hi)
+        slider.min, slider.max, slider.step = lo, hi, step
 
     def _switch_changed(self, _change=None) -> None:
         """Flipping the switch or moving its time mid-run takes effect from the next step."""
@@ -233,8 +255,10 @@ class Explorer:
         """Set the switch time, in the chosen unit, to the birth of the chosen level (m²·SNR = 1)."""
         m, unit = int(self.switch_level.value), self.switch_unit.value
         lam = float(theory.birth_log_snr(m)[0])
+        self._configure_switch_slider(unit)
         if unit == "level":
-            value = m
+            self.switch_m.value = m
+            value = None
         elif unit == "log_snr":
             value = round(lam, 4)
         elif unit == "timestep":
@@ -248,7 +272,8 @@ class Explorer:
             born = np.nonzero(planned >= lam)[0]
             k = int(born[0]) if len(born) else len(planned)
             value = round(min(1.0, max(0.0, (k - 0.5) / len(planned))), 4)
-        self.switch_value.value = value
+        if value is not None:
+            self.switch_value.value = value
         self._switch_changed()
         self.status.value = f"switch set to the birth of level {m}: {self.boundary().describe()}"
 
