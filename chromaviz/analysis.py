@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from . import spectral, theory
 from .trajectory import Trajectory
@@ -95,7 +96,38 @@ def expected(log_snr, levels: Sequence[int], power: np.ndarray | None = None) ->
     return theory.band_signal_fraction(log_snr, power, masks), m2
 
 
-def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequence[int] | None = None) -> Comparison:
+def decoded(traj: Trajectory, decode: Callable[[torch.Tensor], torch.Tensor], *, batch: int = 8) -> Trajectory:
+    """The run with every recorded x̂0 and its final sample decoded, e.g. latents → RGB.
+
+    Parameters
+    ----------
+    traj : Trajectory
+        A run that recorded x̂0; its x_t and ε are dropped (they live in the model's space).
+    decode : callable
+        (N, C, h, w) → (N, 3, H, W), e.g. ``model.decode`` (the VAE) or ``model.to_rgb`` (a preview).
+    batch : int
+        Tensors decoded per call.
+
+    Returns
+    -------
+    Trajectory
+        Same steps, noise levels and prompts; ``x0`` and ``final`` decoded; ``metadata["space"] = "rgb"``.
+    """
+    if not traj.steps or traj.steps[0].x0 is None:
+        raise ValueError("decoding needs a run that recorded x0 (record=('x0', ...))")
+    x0 = traj.x0  # (S, B, C, h, w)
+    s, b = x0.shape[:2]
+    flat = x0.reshape(s * b, *x0.shape[2:])
+    with torch.no_grad():
+        rgb = torch.cat([decode(flat[i : i + batch]).float().cpu() for i in range(0, len(flat), batch)])
+        final = decode(traj.final).float().cpu() if traj.final is not None else None
+    rgb = rgb.reshape(s, b, *rgb.shape[1:])
+    steps = [replace(st, x0=rgb[i], x_t=None, eps=None) for i, st in enumerate(traj.steps)]
+    return Trajectory(metadata={**traj.metadata, "space": "rgb"}, steps=steps, final=final)
+
+
+def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequence[int] | None = None,
+            decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Comparison:
     """Measured band signal fractions of ``traj`` against the theory.
 
     Parameters
@@ -108,7 +140,12 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     method : {"rings", "pyramid"}
     levels : sequence of int, optional
         Default :func:`chromaviz.spectral.levels_for` of the sample size.
+    decode : callable, optional
+        Measure in decoded space instead (latents → RGB, see :func:`decoded`); the data spectrum
+        then comes from the decoded final samples.
     """
+    if decode is not None:
+        traj, model = decoded(traj, decode), None
     x0 = traj.x0
     h, w = x0.shape[-2:]
     levels = tuple(levels) if levels is not None else spectral.levels_for(h, w)

@@ -65,6 +65,10 @@ def sample(
     callback: Callable[[StepRecord], None] | None = None,
     stop: threading.Event | None = None,
     progress: bool = False,
+    guidance_rescale: float = 0.0,
+    eta: float = 0.0,
+    generator_device: str | torch.device = "cpu",
+    record_scale: int = 1,
 ) -> Trajectory:
     """Sample from ``model`` and record every step.
 
@@ -79,7 +83,9 @@ def sample(
     num_steps : int
         Inference steps handed to the scheduler's ``set_timesteps``.
     scheduler : str or diffusers scheduler
-        A name from :data:`chromaviz.schedulers.SCHEDULERS` or ``"default"``.
+        A name from :data:`chromaviz.schedulers.SCHEDULERS`, a scheduler instance (copied), or
+        ``"default"``: the model's ``default_scheduler`` when it has one (a diffusers pipeline's
+        own scheduler), else DDIM (flow Euler for flow-matching schedules).
     guidance : float
         Classifier-free guidance scale; 1 means none (a single model call per step).
     negative_prompt : str or None
@@ -88,7 +94,8 @@ def sample(
         Seeds the initial noise and any stochastic scheduler, on a CPU generator so that a seed
         means the same noise on every device.
     batch_size, height, width : int
-        Samples per run and their size in pixels (default: the model's ``default_size``).
+        Samples per run and their size in pixels (default: the model's ``default_size``). Latent
+        models map pixels to their sample grid with ``model.latent_size(height, width)``.
     device : str or torch.device, optional
         Default: CUDA when available, else CPU.
     record : sequence of {"x_t", "x0", "eps"}
@@ -99,6 +106,19 @@ def sample(
         Checked before every step; once set, the run ends with status ``"cancelled"``.
     progress : bool
         Show a tqdm progress bar.
+    guidance_rescale : float
+        φ of Lin et al. (2023) §3.4, as diffusers' ``rescale_noise_cfg``: the guided output is
+        rescaled to the per-sample standard deviation of the conditional one and mixed with
+        weight φ. 0 (default) leaves guidance as is.
+    eta : float
+        Passed to the scheduler's ``step`` where it takes one (DDIM's η), as the pipelines do.
+    generator_device : str or torch.device
+        Device of the random generator that draws the initial noise (in the model's dtype, as
+        diffusers' ``randn_tensor``) and any scheduler noise. "cpu" (default) makes a seed mean the
+        same noise on every device.
+    record_scale : int
+        Keep recorded tensors average-pooled by this factor (1: full size); pooling happens on the
+        model's device before the copy to the host, so long high-resolution runs fit in memory.
 
     Returns
     -------
@@ -121,6 +141,9 @@ def sample(
     model.check_size(height, width)
     if not guidance >= 0:
         raise ValueError(f"guidance must be ≥ 0, got {guidance!r}")
+    if not 0 <= guidance_rescale <= 1:
+        raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale!r}")
+    record_scale = _check_positive_int("record_scale", record_scale)
     unknown = set(record) - set(RECORDABLE)
     if unknown:
         raise ValueError(f"cannot record {sorted(unknown)}; choose from {RECORDABLE}")
@@ -128,6 +151,8 @@ def sample(
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
 
+    if isinstance(scheduler, str) and scheduler.lower() == "default" and getattr(model, "default_scheduler", None) is not None:
+        scheduler = model.default_scheduler
     sched = make_scheduler(scheduler, model.schedule)
     sched.set_timesteps(num_steps)
     levels = noise_levels(sched, model.schedule)
@@ -140,14 +165,21 @@ def sample(
         sched.register_to_config(prediction_type="v_prediction")
         target = "v_prediction"
 
-    generator = torch.Generator("cpu").manual_seed(seed)
-    shape = (batch_size, model.channels, height, width)
+    generator = torch.Generator(generator_device).manual_seed(seed)
+    size = model.latent_size(height, width) if hasattr(model, "latent_size") else (height, width)
+    if record_scale > 1 and (size[0] % record_scale or size[1] % record_scale):
+        raise ValueError(f"record_scale={record_scale} must divide the sample size {size[0]}×{size[1]}")
+    shape = (batch_size, model.channels, *size)
     # FlowMatch* schedulers have no init_noise_sigma: their initial sample is ε itself (σ = 1).
     init_sigma = getattr(sched, "init_noise_sigma", 1.0)
-    x = (torch.randn(shape, generator=generator, dtype=torch.float32) * init_sigma).to(device, model.dtype)
+    # As diffusers' prepare_latents: noise drawn in the model's dtype on the generator's device.
+    x = torch.randn(shape, generator=generator, device=generator.device, dtype=model.dtype).to(device) * init_sigma
     # FlowMatch* schedulers have no scale_model_input (SD3/Flux pipelines feed x_t as is).
     scale = getattr(sched, "scale_model_input", lambda sample, timestep: sample)
-    step_kwargs = {"generator": generator} if "generator" in inspect.signature(sched.step).parameters else {}
+    accepted = inspect.signature(sched.step).parameters  # as the pipelines' prepare_extra_step_kwargs
+    step_kwargs = {k: v for k, v in {"eta": eta, "generator": generator}.items() if k in accepted}
+    guide = _Guide(guidance if guided else 1.0, guidance_rescale)
+    keep = _Recorder(record, record_scale, device)
 
     traj = Trajectory(
         metadata={
@@ -160,6 +192,9 @@ def sample(
             "num_inference_steps": num_steps,
             "seed": seed,
             "guidance": guidance,
+            "guidance_rescale": guidance_rescale,
+            "eta": eta,
+            "record_scale": record_scale,
             "negative_prompt": negative_prompt,
             "prompt": _describe_prompt(prompt),
             "batch_size": batch_size,
@@ -189,13 +224,16 @@ def sample(
                 traj.metadata.update(status="cancelled", message=f"stopped before step {i} of {len(levels)}")
                 break
             try:
-                rec, x = _step(model, sched, x, t, i, level, prompt_at, negative_prompt, guidance if guided else 1.0,
-                               encode, target, record, step_kwargs, scale, len(levels))
+                rec, x = _step(model, sched, x, t, i, level, prompt_at, negative_prompt, guide,
+                               encode, target, keep, step_kwargs, scale, len(levels))
             except _NonFinite as exc:
                 traj.metadata.update(status="failed", message=f"{exc}; sampling stopped and the {i} earlier steps are kept")
                 raise SamplingError(traj.metadata["message"], traj) from None
             except Exception as exc:  # a bad live prompt, out of memory, a model bug: keep the partial run
-                traj.metadata.update(status="failed", message=f"step {i} (t={level.timestep:g}) failed: {type(exc).__name__}: {exc}")
+                hint = ""
+                if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+                    hint = " (out of memory: try torch_dtype=torch.float16, a smaller batch or size, record=('x0',) or record_scale=2)"
+                traj.metadata.update(status="failed", message=f"step {i} (t={level.timestep:g}) failed: {type(exc).__name__}: {exc}{hint}")
                 raise SamplingError(traj.metadata["message"], traj) from exc
             traj.steps.append(rec)
             if callback is not None:
@@ -216,32 +254,98 @@ class _NonFinite(ArithmeticError):
     """The model's output had NaN or ∞."""
 
 
-def _step(model, sched, x, t, i, level, prompt_at, negative, guidance, encode, target, record, step_kwargs, scale, num_steps):
+def _step(model, sched, x, t, i, level, prompt_at, negative, guide, encode, target, keep, step_kwargs, scale, num_steps):
     """One sampling step: the record of step ``i`` and the scheduler's next sample."""
     active = prompt_at(i, level)
     x_in = scale(x, t)
-    out = _predict(model, x_in, level, active, negative, guidance, encode)
+    out = _predict(model, x_in, level, active, negative, guide, encode)
     if not torch.isfinite(out).all():
         raise _NonFinite(f"the model returned NaN or infinity at step {i} (t={level.timestep:g}, λ={level.log_snr:.3g})")
     x0, eps = split_prediction(out, x_in, level, model.parameterization)
     model_output = out if target == model.parameterization else join_prediction(x0, eps, level, target)
     x_next = sched.step(model_output, t, x, **step_kwargs).prev_sample
-    kept = {"x_t": x_in, "x0": x0, "eps": eps}
     rec = StepRecord(
         index=i, timestep=level.timestep, log_snr=level.log_snr, alpha=level.alpha, sigma=level.sigma,
-        **{k: (v.detach().to("cpu", copy=True) if k in record else None) for k, v in kept.items()},
-        prompt=active, num_steps=num_steps,
+        **keep({"x_t": x_in, "x0": x0, "eps": eps}), prompt=active, num_steps=num_steps,
     )
     return rec, x_next
 
 
-def _predict(model: Denoiser, x_in, level, prompt, negative, guidance, encode) -> torch.Tensor:
+class _Recorder:
+    """Copies the recorded tensors of a step to the host, pooled by ``scale``.
+
+    On CUDA the copies go to pinned host memory without blocking; one event per step is waited
+    for before the record is handed out, so the host never reads a half-copied tensor.
+    """
+
+    def __init__(self, record: Sequence[str], scale: int, device: torch.device) -> None:
+        self.record, self.scale = tuple(record), scale
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+        out: dict[str, torch.Tensor | None] = {}
+        for name, v in tensors.items():
+            if name not in self.record:
+                out[name] = None
+                continue
+            v = v.detach()
+            if self.scale > 1:
+                v = torch.nn.functional.avg_pool2d(v.float(), self.scale).to(v.dtype)
+            if self.cuda:
+                host = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
+                host.copy_(v, non_blocking=True)
+                out[name] = host
+            else:
+                out[name] = v.to("cpu", copy=True)
+        if self.cuda and any(o is not None for o in out.values()):
+            event = torch.cuda.Event()
+            event.record()
+            event.synchronize()
+        return out
+
+
+class _Guide:
+    """Classifier-free guidance with scale ``w`` and optional rescale φ (diffusers' ``rescale_noise_cfg``)."""
+
+    def __init__(self, scale: float, rescale: float = 0.0) -> None:
+        self.scale, self.rescale = scale, rescale
+
+    def __call__(self, uncond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        guided = uncond + self.scale * (cond - uncond)
+        if self.rescale > 0:
+            guided = rescale_guidance(guided, cond, self.rescale)
+        return guided
+
+
+def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:
+    """Lin et al. (2023) §3.4: match the per-sample std of ``guided`` to ``cond``, mix by ``rescale``.
+
+    Parameters
+    ----------
+    guided, cond : Tensor, shape (B, C, H, W)
+        The guided model output and the conditional one.
+    rescale : float
+        φ in [0, 1].
+
+    Returns
+    -------
+    Tensor, shape (B, C, H, W)
+        φ·guided·std(cond)/std(guided) + (1 − φ)·guided, std over all but the batch dimension.
+    """
+    dims = list(range(1, cond.ndim))
+    std_cond = cond.std(dim=dims, keepdim=True)
+    std_guided = guided.std(dim=dims, keepdim=True)
+    rescaled = guided * (std_cond / std_guided)
+    return rescale * rescaled + (1 - rescale) * guided
+
+
+def _predict(model: Denoiser, x_in, level, prompt, negative, guide, encode) -> torch.Tensor:
     """One model evaluation, with classifier-free guidance batched as [negative, positive]."""
-    if guidance == 1.0 or prompt is None:
+    if guide.scale == 1.0 or prompt is None:
         return model(x_in, level, encode(prompt))
     both = model(torch.cat([x_in, x_in]), level, _concat(encode(negative), encode(prompt)))
     uncond, cond = both.chunk(2)
-    return uncond + guidance * (cond - uncond)
+    return guide(uncond, cond)
 
 
 def _concat(a: Any, b: Any) -> Any:
