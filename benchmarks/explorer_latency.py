@@ -118,7 +118,7 @@ def main() -> None:
             page.wait_for_selector("text=/^BENCH/", timeout=600_000)
             live = json.loads(page.inner_text("text=/^BENCH/")[len("BENCH"):])
             explorer = ".chromaviz-explorer"
-            handle = page.locator(f"{explorer} .noUi-handle").last
+            handle = page.locator(f"{explorer} .chromaviz-scrub .noUi-handle")
             img = page.locator(f"{explorer} img").nth(1).element_handle()
             lab = scrub(page, handle, img, args.trials)
         with chromium_page(1000, 900) as page:

@@ -117,13 +117,24 @@ def open_notebook(page, url: str, token: str, name: str, timeout: float = 90_000
     page.wait_for_selector(".jp-NotebookPanel", timeout=timeout)
     deadline = time.time() + timeout / 1000
     while time.time() < deadline:
-        dialog = page.query_selector(".jp-Dialog .jp-mod-accept")
-        if dialog:
-            dialog.click()
+        dismiss_dialogs(page)
         if page.query_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]'):
+            page.wait_for_timeout(500)  # a kernel-selection dialog can still follow
+            dismiss_dialogs(page)
             return
         page.wait_for_timeout(250)
     raise TimeoutError("the notebook's kernel did not become idle")
+
+
+def dismiss_dialogs(page) -> None:
+    """Accept any JupyterLab dialog (kernel selection and the like), printing what it said."""
+    for dialog in page.query_selector_all(".jp-Dialog"):
+        print("JupyterLab dialog:", " ".join(dialog.inner_text().split())[:300])
+        accept = dialog.query_selector(".jp-mod-accept")
+        if accept:
+            accept.click()
+        else:
+            page.keyboard.press("Escape")
 
 
 def run_all_cells(page, attempts: int = 3) -> None:
@@ -133,6 +144,7 @@ def run_all_cells(page, attempts: int = 3) -> None:
     shows an execution mark ([*] or [n]) within 30 s.
     """
     for _ in range(attempts):
+        dismiss_dialogs(page)
         page.click('.lm-MenuBar-itemLabel:text-is("Run")')
         page.click('.lm-Menu-itemLabel:text-is("Run All Cells")')
         try:

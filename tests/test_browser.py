@@ -82,7 +82,7 @@ def test_explorer_live_run_scrub_switch_stop(lab):
 
         # Scrub back with the keyboard on the step slider: images and caption follow.
         before = images(page)[1]
-        page.locator(f"{EXPLORER} .noUi-handle").last.focus()
+        page.locator(f"{EXPLORER} .chromaviz-scrub .noUi-handle").focus()
         for _ in range(10):
             page.keyboard.press("ArrowLeft")
         wait_until(page, lambda: "step 30/40" in caption(page), timeout=20)
@@ -97,14 +97,20 @@ def test_explorer_live_run_scrub_switch_stop(lab):
         assert "prompt 'moon'" in caption(page)
         screenshot(page, "explorer-5-switched")
 
-        # Stop mid-run: the partial run is kept and stays scrubbable.
+        # Stop mid-run (a long run: 200 steps, set with the keyboard on the steps slider):
+        # the partial run is kept and stays scrubbable.
+        page.locator(f"{EXPLORER} .chromaviz-steps .noUi-handle").focus()
+        page.keyboard.press("End")
+        page.wait_for_function("() => document.querySelector('.chromaviz-steps .widget-readout').textContent.trim() === '200'",
+                               timeout=10_000)
         page.click(f"{EXPLORER} button.widget-button:text-is('Run')")
-        wait_until(page, lambda: 0 < progress(page) < 100, timeout=60, every=0.02)
+        page.wait_for_selector(f"{EXPLORER} button.widget-button:text-is('Stop'):not([disabled])", timeout=30_000)
+        wait_until(page, lambda: progress(page) > 0, timeout=60, every=0.02)
         page.click(f"{EXPLORER} button.widget-button:text-is('Stop')")
         wait_until(page, lambda: "cancelled" in status(page), timeout=60)
         kept = int(re.search(r"run A: cancelled \((\d+) steps\)", status(page)).group(1))
-        assert 0 < kept < 40
-        assert f"step {kept}/40" in caption(page)
+        assert 0 < kept < 200
+        assert f"step {kept}/200" in caption(page)
         screenshot(page, "explorer-6-stopped")
 
 

@@ -179,6 +179,8 @@ class Explorer:
             W.HBox([self.play, self.scrub]),
         ])
         self.widget.add_class(CSS_CLASS)
+        self.steps.add_class("chromaviz-steps")
+        self.scrub.add_class("chromaviz-scrub")
 
         # ---- events
         self.run_button.on_click(lambda _: self.run())
