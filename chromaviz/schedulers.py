@@ -31,6 +31,10 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 FLOW_SCHEDULERS = frozenset({"flow_euler"})
 
+DEFAULT_IS_OWN_CLASS = "_chromaviz_default_is_own_class"
+"""Key of a schedule's ``scheduler_config``: when true, ``"default"`` means its ``_class_name``
+(the scheduler the model came with) rather than DDIM."""
+
 
 @dataclass(frozen=True)
 class NoiseLevel:
@@ -70,7 +74,8 @@ def make_scheduler(scheduler, schedule: Schedule):
     ----------
     scheduler : str or diffusers scheduler
         A name from :data:`SCHEDULERS`, ``"default"`` (DDIM for variance-preserving schedules,
-        flow Euler for flow matching), or a scheduler instance (copied, never mutated).
+        flow Euler for flow matching; the schedule's own scheduler class where its config sets
+        :data:`DEFAULT_IS_OWN_CLASS`), or a scheduler instance (copied, never mutated).
     schedule : Schedule
         The noise schedule; its ``scheduler_config`` configures the scheduler.
     """
@@ -81,6 +86,13 @@ def make_scheduler(scheduler, schedule: Schedule):
             )
         return copy.deepcopy(scheduler)
     name = scheduler.lower()
+    own = schedule.scheduler_config.get("_class_name") if schedule.scheduler_config.get(DEFAULT_IS_OWN_CLASS) else None
+    if name == "default" and own is not None:  # a model whose own scheduler is its default (diffusers pipelines)
+        import diffusers
+
+        cls = getattr(diffusers, own)
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        return cls(**{k: v for k, v in schedule.scheduler_config.items() if k in accepted and not k.startswith("_")})
     if name == "default":
         name = "flow_euler" if schedule.kind == "flow" else "ddim"
     if name not in SCHEDULERS:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from chromaviz import spectral
 from chromaviz.analysis import compare, decoded
 from chromaviz.models.diffusers_adapter import DiffusersDenoiser, DiffusersPixelDenoiser, from_pipeline, load_pipeline
 from chromaviz.models.previews import LinearPreview, fit_linear_preview
@@ -128,6 +129,19 @@ def test_prompt_switch_equals_pipeline_callback(request, which):
     assert np.abs(ours - _pipe_image(model, **_switch_callback(model, k + 1))).max() > 1e-4
 
 
+def test_default_scheduler_is_the_pipelines_own(sdxl):
+    """``"default"`` rebuilds the pipeline's scheduler from the kept config, wherever it is made."""
+    from chromaviz.schedulers import make_scheduler
+
+    own = make_scheduler("default", sdxl.schedule)
+    assert type(own).__name__ == "EulerDiscreteScheduler"
+    assert {k: v for k, v in own.config.items() if not k.startswith("_")} == {k: v for k, v in sdxl.pipe.scheduler.config.items() if not k.startswith("_")}
+    sdxl.pipe.scheduler.set_timesteps(7)
+    timesteps, _ = sdxl.schedule.visited(7, "default")
+    np.testing.assert_array_equal(timesteps, sdxl.pipe.scheduler.timesteps.numpy())
+    assert type(make_scheduler("ddim", sdxl.schedule)).__name__ == "DDIMScheduler"  # names still choose
+
+
 def test_rescale_guidance_is_diffusers_formula():
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
@@ -223,6 +237,18 @@ def test_chromatography_in_latent_and_rgb_space(sd):
     assert max(rgb.levels) > max(latent.levels)  # measured on the 32×32 image, not the 16×16 latents
     np.testing.assert_allclose(rgb.measured, compare(rgb_traj).measured)
     assert np.all(np.isfinite(latent.measured)) and np.all(np.isfinite(rgb.measured))
+
+
+def test_explorer_runs_a_pipeline(sd):
+    from widgets import Explorer
+
+    ex = Explorer(sd, num_steps=4, size=SIZE, prompt=A, second_prompt=B, device="cpu")
+    ex.run_button.click()
+    ex.wait(60)
+    traj = ex.trajectories["A"]
+    assert traj.status == "complete" and traj.x0.shape == (4, 1, 4, SIZE // 2, SIZE // 2)
+    assert ex.levels == spectral.levels_for(SIZE // 2, SIZE // 2)  # bands of the latent grid
+    assert ex.panels["A"].x0.value[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------------- loading

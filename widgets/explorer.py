@@ -159,7 +159,7 @@ class Explorer:
         self.method = W.ToggleButtons(options=["rings", "pyramid"], value="rings", description="bands")
         self.rapsd = RapsdPlot()
         self.plots = W.HBox()
-        self._build_chromatography(spectral.levels_for(size, size))
+        self._build_chromatography(spectral.levels_for(*self._grid(size)))
         self.play = W.Play(value=0, min=0, max=0, interval=150, description="play")
         self.scrub = W.IntSlider(value=0, min=0, max=0, description="step", continuous_update=True, layout=W.Layout(width="480px"))
         W.jslink((self.play, "value"), (self.scrub, "value"))
@@ -302,7 +302,7 @@ class Explorer:
                 b_settings = settings.but(scheduler=self.variant.value.split(": ", 1)[1])
             runs.append(("B", b_settings, b_switch))
         self._switches = {name: sw for name, _, sw in runs}
-        levels = spectral.levels_for(settings.size, settings.size)
+        levels = spectral.levels_for(*self._grid(settings.size))
         with self._lock:
             if tuple(levels) != self.levels:
                 self._build_chromatography(levels)
@@ -323,6 +323,10 @@ class Explorer:
         self._latest = None
         self.job = SamplingJob(self.model, runs, self._on_step, self._on_done).start()
         threading.Thread(target=self._refresh_loop, args=(self.job,), name="chromaviz-preview", daemon=True).start()
+
+    def _grid(self, size: int) -> tuple[int, int]:
+        """(h, w) of the samples of a size×size run: the latent grid for latent models."""
+        return self.model.latent_size(size, size) if hasattr(self.model, "latent_size") else (size, size)
 
     def stop(self) -> None:
         """Stop after the current step; what was recorded stays scrubbable."""

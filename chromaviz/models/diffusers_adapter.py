@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..schedulers import NoiseLevel
+from ..schedulers import DEFAULT_IS_OWN_CLASS, NoiseLevel
 from ..schedules import Schedule
 from .base import PARAMETERIZATIONS, Denoiser
 from .previews import LinearPreview, TinyVaeDecoder, VaeDecoder, fit_linear_preview
@@ -72,7 +72,10 @@ class _DiffusersBase(Denoiser):
         self.unet = pipe.unet
         self.scheduler = pipe.scheduler
         self.default_scheduler = pipe.scheduler  # what sample(..., scheduler="default") steps with
-        self.schedule = Schedule.from_scheduler(pipe.scheduler)
+        schedule = Schedule.from_scheduler(pipe.scheduler)
+        # "default" means the pipeline's scheduler class everywhere (Schedule.visited, the explorer)
+        config = {**schedule.scheduler_config, DEFAULT_IS_OWN_CLASS: True}
+        self.schedule = Schedule(schedule.timesteps, schedule.signal_variance, schedule.kind, config, schedule.name)
         self.parameterization = _prediction_type(pipe.scheduler)
         self.name = name or getattr(pipe, "name_or_path", None) or type(pipe).__name__
         self.name = Path(str(self.name)).name or type(pipe).__name__
