@@ -19,7 +19,7 @@ from chromaviz.analysis import compare, decoded
 from chromaviz.models.diffusers_adapter import DiffusersDenoiser, DiffusersPixelDenoiser, from_pipeline, load_pipeline
 from chromaviz.models.previews import LinearPreview, fit_linear_preview
 from chromaviz.prompts import Boundary, PromptSchedule
-from chromaviz.sampling import rescale_guidance, sample
+from chromaviz.sampling import SamplingError, rescale_guidance, sample
 
 import diffusers_models as tiny
 
@@ -262,6 +262,39 @@ def test_unknown_model_fails_at_once_with_a_clear_message(monkeypatch, tmp_path)
         load_pipeline(tmp_path)
     with pytest.raises(ValueError, match="no folder"):
         load_pipeline(tmp_path / "missing" / "deeper")
+
+
+def test_unknown_model_fails_fast_without_the_offline_switch(monkeypatch):
+    """With HF_HUB_OFFLINE unset, an id that is not cached still ends in one ValueError, quickly:
+    here the hub cannot be reached; where it can, it answers that the repository does not exist."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"cannot load diffusers model 'chromaviz-tests/no-such-model'"):
+        load_pipeline("chromaviz-tests/no-such-model")
+    assert time.perf_counter() - started < 30
+
+
+def test_bfloat16_taesd_folder_and_out_of_memory(folders):
+    model = load_pipeline(folders["sd"], torch_dtype=torch.bfloat16, tiny_vae=folders["taesd"])
+    assert model.dtype == torch.bfloat16 and model.preview == "taesd"
+    traj = sample(model, A, num_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu")
+    assert traj.x0.dtype == torch.bfloat16 and torch.isfinite(model.decode(traj.final)).all()
+    assert model.to_rgb(traj.x0[-1]).shape == (1, 3, SIZE, SIZE)
+
+    class RunsOutOfMemory(DiffusersDenoiser):  # the real model, failing at its third call as a GPU would
+        calls = 0
+
+        def __call__(self, x_t, level, cond):
+            type(self).calls += 1
+            if self.calls == 3:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+            return super().__call__(x_t, level, cond)
+
+    failing = RunsOutOfMemory(model.pipe)
+    with pytest.raises(SamplingError, match="out of memory: try torch_dtype=torch.float16") as info:
+        sample(failing, A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
+    partial = info.value.trajectory
+    assert partial.status == "failed" and len(partial) == 2 and partial.final is None
 
 
 def test_unsupported_pipeline_is_refused(folders):

@@ -359,11 +359,12 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
     """
     from diffusers import AutoencoderTiny, DiffusionPipeline
 
-    opts = {k: v for k, v in {"torch_dtype": torch_dtype, "variant": variant}.items() if v is not None}
+    # diffusers ≥ 0.42 calls torch_dtype "dtype"
+    opts = {k: v for k, v in {"dtype": torch_dtype, "variant": variant}.items() if v is not None}
     opts.update(kwargs)
     kind = type(tiny_vae).__name__
     if isinstance(tiny_vae, (str, os.PathLike)):
-        tiny_vae = AutoencoderTiny.from_pretrained(tiny_vae, local_files_only=True, **({"torch_dtype": torch_dtype} if torch_dtype else {}))
+        tiny_vae = AutoencoderTiny.from_pretrained(tiny_vae, local_files_only=True, **({"dtype": torch_dtype} if torch_dtype else {}))
     elif tiny_vae is not None and kind != "AutoencoderTiny":
         raise ValueError(f"tiny_vae must be an AutoencoderTiny or a folder holding one, got {kind}")
     path = Path(os.fspath(model)).expanduser()
