@@ -25,6 +25,11 @@ PromptSource = str | PromptSchedule | Callable[[int, NoiseLevel], "str | None"] 
 """A prompt, a prompt schedule, or a function (step index, noise level) → prompt, polled every step."""
 
 
+DEFER_ON = ("cuda",)
+"""Device types on which a step's record is handed out one step late (after the next step is
+queued), so that copying it to the host never waits for the GPU."""
+
+
 class SamplingError(RuntimeError):
     """Sampling stopped at a step; ``trajectory`` holds everything recorded before it."""
 
@@ -218,29 +223,58 @@ def sample(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(levels), desc=f"sampling {model.name}", unit="step")
+    # On CUDA a step's record is handed out after the next step has been queued: its copies to
+    # pinned memory (and its NaN check) then complete while the GPU works on, never stalling it.
+    defer = keep.defer
+    pending = None
+
+    def hand_out(rec: StepRecord, notify: bool = True) -> None:
+        traj.steps.append(rec)
+        if notify and callback is not None:
+            callback(rec)
+        if bar is not None:
+            bar.update(1)
+
+    def fail_nonfinite(exc: _NonFinite) -> SamplingError:
+        traj.metadata.update(status="failed", message=f"{exc}; sampling stopped and the {len(traj.steps)} earlier steps are kept")
+        return SamplingError(traj.metadata["message"], traj)
+
+    def settle(notify: bool = True) -> None:
+        nonlocal pending
+        if pending is not None:
+            finish, pending = pending, None
+            try:
+                rec = finish()
+            except _NonFinite as exc:
+                raise fail_nonfinite(exc) from None
+            hand_out(rec, notify)
+
     try:
         for i, (t, level) in enumerate(zip(sched.timesteps, levels)):
             if stop is not None and stop.is_set():
+                settle()
                 traj.metadata.update(status="cancelled", message=f"stopped before step {i} of {len(levels)}")
                 break
+            rec = None
             try:
-                rec, x = _step(model, sched, x, t, i, level, prompt_at, negative_prompt, guide,
-                               encode, target, keep, step_kwargs, scale, len(levels))
+                finish, x = _step(model, sched, x, t, i, level, prompt_at, negative_prompt, guide,
+                                  encode, target, keep, step_kwargs, scale, len(levels))
+                if defer:
+                    finish, pending = pending, finish
+                rec = finish() if finish is not None else None
             except _NonFinite as exc:
-                traj.metadata.update(status="failed", message=f"{exc}; sampling stopped and the {i} earlier steps are kept")
-                raise SamplingError(traj.metadata["message"], traj) from None
+                raise fail_nonfinite(exc) from None
             except Exception as exc:  # a bad live prompt, out of memory, a model bug: keep the partial run
+                settle(notify=False)
                 hint = ""
                 if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
                     hint = " (out of memory: try torch_dtype=torch.float16, a smaller batch or size, record=('x0',) or record_scale=2)"
                 traj.metadata.update(status="failed", message=f"step {i} (t={level.timestep:g}) failed: {type(exc).__name__}: {exc}{hint}")
                 raise SamplingError(traj.metadata["message"], traj) from exc
-            traj.steps.append(rec)
-            if callback is not None:
-                callback(rec)
-            if bar is not None:
-                bar.update(1)
+            if rec is not None:
+                hand_out(rec)
         else:
+            settle()
             traj.final = x.detach().to("cpu", copy=True)
             traj.metadata.update(status="complete", message=f"{len(levels)} steps")
     finally:
@@ -259,30 +293,44 @@ def _step(model, sched, x, t, i, level, prompt_at, negative, guide, encode, targ
     active = prompt_at(i, level)
     x_in = scale(x, t)
     out = _predict(model, x_in, level, active, negative, guide, encode)
-    if not torch.isfinite(out).all():
-        raise _NonFinite(f"the model returned NaN or infinity at step {i} (t={level.timestep:g}, λ={level.log_snr:.3g})")
+    finite = torch.isfinite(out).all()
+    message = f"the model returned NaN or infinity at step {i} (t={level.timestep:g}, λ={level.log_snr:.3g})"
+    if not keep.defer and not finite:
+        raise _NonFinite(message)
     x0, eps = split_prediction(out, x_in, level, model.parameterization)
     model_output = out if target == model.parameterization else join_prediction(x0, eps, level, target)
     x_next = sched.step(model_output, t, x, **step_kwargs).prev_sample
-    rec = StepRecord(
-        index=i, timestep=level.timestep, log_snr=level.log_snr, alpha=level.alpha, sigma=level.sigma,
-        **keep({"x_t": x_in, "x0": x0, "eps": eps}), prompt=active, num_steps=num_steps,
-    )
-    return rec, x_next
+    if keep.cuda:
+        finite = finite.to("cpu", non_blocking=True)  # before the event, so the event covers it
+    copies, event = keep({"x_t": x_in, "x0": x0, "eps": eps})
+
+    def finish() -> StepRecord:
+        """The step's record, once its copies to the host are complete."""
+        if event is not None:
+            event.synchronize()
+        if not bool(finite):
+            raise _NonFinite(message)
+        return StepRecord(
+            index=i, timestep=level.timestep, log_snr=level.log_snr, alpha=level.alpha, sigma=level.sigma,
+            **copies, prompt=active, num_steps=num_steps,
+        )
+
+    return finish, x_next
 
 
 class _Recorder:
     """Copies the recorded tensors of a step to the host, pooled by ``scale``.
 
-    On CUDA the copies go to pinned host memory without blocking; one event per step is waited
+    On CUDA the copies go to pinned host memory without blocking; the returned event is waited
     for before the record is handed out, so the host never reads a half-copied tensor.
     """
 
     def __init__(self, record: Sequence[str], scale: int, device: torch.device) -> None:
         self.record, self.scale = tuple(record), scale
         self.cuda = device.type == "cuda"
+        self.defer = device.type in DEFER_ON
 
-    def __call__(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+    def __call__(self, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor | None], Any]:
         out: dict[str, torch.Tensor | None] = {}
         for name, v in tensors.items():
             if name not in self.record:
@@ -297,11 +345,11 @@ class _Recorder:
                 out[name] = host
             else:
                 out[name] = v.to("cpu", copy=True)
-        if self.cuda and any(o is not None for o in out.values()):
+        event = None
+        if self.cuda:
             event = torch.cuda.Event()
             event.record()
-            event.synchronize()
-        return out
+        return out, event
 
 
 class _Guide:

@@ -175,6 +175,44 @@ def test_prompts_sizes_and_default_scheduler(sd):
     assert traj.metadata["model"]["pipeline"] == "StableDiffusionPipeline"
 
 
+def test_deferred_records_are_the_same_run(sd, monkeypatch):
+    """The hand-out used on CUDA (each record one step late), exercised on the CPU."""
+    import chromaviz.sampling as sampling
+
+    now = sample(sd, A, num_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu")
+    monkeypatch.setattr(sampling, "DEFER_ON", ("cpu", "cuda"))
+    seen = []
+    late = sample(sd, A, num_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu", callback=seen.append)
+    assert [r.index for r in seen] == [0, 1, 2] and late.status == "complete"
+    torch.testing.assert_close(late.x0, now.x0, rtol=0, atol=0)
+    torch.testing.assert_close(late.final, now.final, rtol=0, atol=0)
+
+    class NanAtThirdCall(DiffusersDenoiser):
+        calls = 0
+
+        def __call__(self, x_t, level, cond):
+            type(self).calls += 1
+            out = super().__call__(x_t, level, cond)
+            return out * float("nan") if self.calls == 3 else out
+
+    with pytest.raises(SamplingError, match="NaN or infinity at step 2.*the 2 earlier steps are kept") as info:
+        sample(NanAtThirdCall(sd.pipe), A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
+    assert len(info.value.trajectory) == 2
+
+    class OutOfMemoryAtThirdCall(DiffusersDenoiser):
+        calls = 0
+
+        def __call__(self, x_t, level, cond):
+            type(self).calls += 1
+            if self.calls == 3:
+                raise torch.OutOfMemoryError("CUDA out of memory")
+            return super().__call__(x_t, level, cond)
+
+    with pytest.raises(SamplingError, match="step 2 .*out of memory") as info:
+        sample(OutOfMemoryAtThirdCall(sd.pipe), A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
+    assert [r.index for r in info.value.trajectory.steps] == [0, 1]  # the step still in flight is kept
+
+
 def test_record_scale_pools_the_records(sd):
     full = sample(sd, A, num_steps=2, height=SIZE, width=SIZE, device="cpu", record=("x0", "x_t"))
     pooled = sample(sd, A, num_steps=2, height=SIZE, width=SIZE, device="cpu", record=("x0",), record_scale=2)
