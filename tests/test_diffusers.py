@@ -50,6 +50,23 @@ def sdxl(folders) -> DiffusersDenoiser:
     return load_pipeline(folders["sdxl"])
 
 
+def failing_at(pipe, call: int, fault: str) -> DiffusersDenoiser:
+    """The real adapter, whose ``call``-th evaluation fails as a GPU would: ``fault`` is
+    ``"oom"`` (raises ``torch.OutOfMemoryError``) or ``"nan"`` (returns NaN)."""
+
+    class Failing(DiffusersDenoiser):
+        calls = 0
+
+        def __call__(self, x_t, level, cond):
+            type(self).calls += 1
+            if self.calls == call and fault == "oom":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+            out = super().__call__(x_t, level, cond)
+            return out * float("nan") if self.calls == call else out
+
+    return Failing(pipe)
+
+
 def _pipe_image(model, prompt=A, **kwargs) -> np.ndarray:
     """``pipe(...)`` output, (B, H, W, 3) in [0, 1]."""
     kwargs.setdefault("guidance_scale", 3.0)
@@ -187,29 +204,12 @@ def test_deferred_records_are_the_same_run(sd, monkeypatch):
     torch.testing.assert_close(late.x0, now.x0, rtol=0, atol=0)
     torch.testing.assert_close(late.final, now.final, rtol=0, atol=0)
 
-    class NanAtThirdCall(DiffusersDenoiser):
-        calls = 0
-
-        def __call__(self, x_t, level, cond):
-            type(self).calls += 1
-            out = super().__call__(x_t, level, cond)
-            return out * float("nan") if self.calls == 3 else out
-
     with pytest.raises(SamplingError, match="NaN or infinity at step 2.*the 2 earlier steps are kept") as info:
-        sample(NanAtThirdCall(sd.pipe), A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
+        sample(failing_at(sd.pipe, 3, "nan"), A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
     assert len(info.value.trajectory) == 2
 
-    class OutOfMemoryAtThirdCall(DiffusersDenoiser):
-        calls = 0
-
-        def __call__(self, x_t, level, cond):
-            type(self).calls += 1
-            if self.calls == 3:
-                raise torch.OutOfMemoryError("CUDA out of memory")
-            return super().__call__(x_t, level, cond)
-
     with pytest.raises(SamplingError, match="step 2 .*out of memory") as info:
-        sample(OutOfMemoryAtThirdCall(sd.pipe), A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
+        sample(failing_at(sd.pipe, 3, "oom"), A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
     assert [r.index for r in info.value.trajectory.steps] == [0, 1]  # the step still in flight is kept
 
 
@@ -319,16 +319,7 @@ def test_bfloat16_taesd_folder_and_out_of_memory(folders):
     assert traj.x0.dtype == torch.bfloat16 and torch.isfinite(model.decode(traj.final)).all()
     assert model.to_rgb(traj.x0[-1]).shape == (1, 3, SIZE, SIZE)
 
-    class RunsOutOfMemory(DiffusersDenoiser):  # the real model, failing at its third call as a GPU would
-        calls = 0
-
-        def __call__(self, x_t, level, cond):
-            type(self).calls += 1
-            if self.calls == 3:
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
-            return super().__call__(x_t, level, cond)
-
-    failing = RunsOutOfMemory(model.pipe)
+    failing = failing_at(model.pipe, 3, "oom")
     with pytest.raises(SamplingError, match="out of memory: try torch_dtype=torch.float16") as info:
         sample(failing, A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
     partial = info.value.trajectory
