@@ -1,4 +1,5 @@
-"""Command line: ``chromaviz run`` samples a built-in model and shows its chromatography."""
+"""Command line: ``chromaviz run`` samples a built-in model and shows its chromatography;
+``chromaviz report`` executes the parameterised report notebook."""
 
 from __future__ import annotations
 
@@ -50,6 +51,31 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if traj.status == "complete" else 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report import RESERVED, REPORT_NOTEBOOK, ReportCellError, format_parameters, notebook_parameters, run_report
+
+    notebook = Path(args.notebook) if args.notebook else REPORT_NOTEBOOK
+    if args.list:
+        print(f"parameters of {notebook} (set them with -p NAME VALUE):")
+        print(format_parameters(notebook_parameters(notebook), RESERVED))
+        return 0
+    start = time.perf_counter()
+    try:
+        files = run_report(args.parameter, args.out, notebook=notebook, progress=not args.quiet, cell_timeout=args.cell_timeout)
+    except ReportCellError as err:
+        print(f"chromaviz report: error: {err}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - start
+    figures = files.figures
+    if "max_deviation" in figures:
+        print(f"{figures.get('steps_recorded', '?')} steps, {figures.get('status', '?')}; "
+              f"max |G − s| = {figures['max_deviation']:.4f} over levels {figures.get('levels', '?')}")
+    print(f"report written in {elapsed:.1f} s:\n  {files.notebook}\n  {files.html}")
+    for path in files.extra:
+        print(f"  {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import BUILTIN
     from .schedulers import SCHEDULERS
@@ -74,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="chromaviz-output", help="output folder (default: ./chromaviz-output)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
+
+    report = sub.add_parser(
+        "report", help="execute the report notebook (papermill); write it executed and as HTML",
+        description="Execute notebooks/report.ipynb with papermill into an output folder: report.ipynb (executed), "
+                    "report.html (its rendering) and the files the report makes (images, tables, run.html with a "
+                    "step scrubber that works without a kernel).",
+    )
+    report.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="set a report parameter, e.g. -p model exemplars -p steps 30 (see --list)")
+    report.add_argument("-o", "--out", default="chromaviz-report", help="output folder (default: ./chromaviz-report)")
+    report.add_argument("--list", action="store_true", help="list the report's parameters with their types and defaults")
+    report.add_argument("--notebook", default=None, help="another report notebook (default: notebooks/report.ipynb)")
+    report.add_argument("--cell-timeout", type=float, default=600, help="seconds any one cell may run (default: 600)")
+    report.add_argument("--quiet", action="store_true", help="no progress bar")
+    report.set_defaults(func=_report)
     return parser
 
 
