@@ -175,6 +175,20 @@ def test_notebook(name, kernel, tmp_path):
 
 @pytest.mark.notebook
 @pytest.mark.slow
+def test_measurement_of_a_diffusers_pipeline(kernel, tmp_path):
+    """measurement.ipynb with ``pipeline`` set: a tiny random-weight SD pipeline, latents and decoded RGB."""
+    import diffusers_models as tiny
+
+    folder = tiny.save_sd(tmp_path / "sd")
+    small = {"size": 32, "batch": 2, "steps": 6, "exemplar_size": 16, "exemplar_batch": 1, "pipeline": str(folder),
+             "pipeline_prompt": "a photo of a cat", "pipeline_size": 32, "pipeline_batch": 2, "pipeline_guidance": 3.0}
+    figures = execute(ROOT / "notebooks" / "measurement.ipynb", ARTIFACTS / "measurement-pipeline.ipynb", kernel, small, cwd=tmp_path)
+    assert figures["pipeline_status"] == "complete"
+    assert math.isfinite(figures["pipeline_max_dev_latent"]) and math.isfinite(figures["pipeline_max_dev_rgb"])
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
 def test_a_failing_cell_fails_with_its_traceback(kernel, tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

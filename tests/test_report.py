@@ -23,7 +23,7 @@ REPORT_BUDGET_S = 60  # the issue's budget for the default report
 def test_report_parameters_and_their_types():
     params = notebook_parameters(REPORT_NOTEBOOK)
     expected = {"model": "str", "prompt": "str", "scheduler": "str", "schedule": "str", "steps": "int", "seed": "int",
-                "size": "int", "batch": "int", "guidance": "float", "method": "str", "device": "str",
+                "size": "int", "batch": "int", "guidance": "float", "method": "str", "device": "str", "dtype": "str",
                 "save_trajectory": "bool", "output_dir": "str"}
     assert {name: p.type for name, p in params.items()} == expected
     assert params["steps"].default == "50" and params["model"].default == '"gaussian"'
@@ -170,6 +170,24 @@ def test_a_failing_report_cell_exits_1_and_keeps_the_executed_notebook(tmp_path,
     err = capsys.readouterr().err
     assert re.search(r"cell \d+ of the report failed: RuntimeError: bad steps: 7", err)
     assert (tmp_path / "out" / "report.ipynb").is_file() and (tmp_path / "out" / "report.html").is_file()
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_report_on_a_diffusers_pipeline(tmp_path):
+    """``-p model FOLDER``: a pipeline written by save_pretrained (tiny, random weights), measured on its latents."""
+    import diffusers_models as tiny
+
+    from chromaviz import spectral
+
+    folder = tiny.save_sd(tmp_path / "sd")
+    code = main(["report", "-p", "model", str(folder), "-p", "prompt", "[a photo of a cat:a red house:0.5]", "-p", "steps", "4",
+                 "-p", "size", "32", "-p", "batch", "2", "-p", "guidance", "3", "-o", str(tmp_path / "out"), "--quiet"])
+    assert code == 0
+    figures = read_figures(tmp_path / "out" / "report.ipynb")
+    assert figures["status"] == "complete" and figures["steps_recorded"] == 4
+    assert figures["levels"] == list(spectral.levels_for(16, 16))  # the tiny VAE halves 32 pixels to 16 latents
+    assert (tmp_path / "out" / "run.html").is_file() and (tmp_path / "out" / "samples.png").is_file()
 
 
 @pytest.mark.browser
