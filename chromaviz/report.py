@@ -248,7 +248,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits:
     """A Markdown table (for ``IPython.display.Markdown`` and nbconvert's HTML); floats get ``digits`` significant digits."""
     def cell(v: Any) -> str:
         if isinstance(v, float):
-            return "–" if math.isnan(v) else f"{v:.{digits}g}"
+            return "–" if math.isnan(v) else f"{v + 0.0:.{digits}g}"  # + 0.0: no "-0"
         return str(v).replace("|", "\\|")
 
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]

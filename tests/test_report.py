@@ -122,8 +122,8 @@ def test_crossing_steps_per_level():
 
 
 def test_markdown_table_escapes_and_formats():
-    table = markdown_table(["m", "max |G − s|"], [[1, 0.123456], [2, float("nan")]])
-    assert table.splitlines() == ["| m | max \\|G − s\\| |", "|---|---|", "| 1 | 0.123 |", "| 2 | – |"]
+    table = markdown_table(["m", "max |G − s|"], [[1, 0.123456], [2, float("nan")], [4, -0.0]])
+    assert table.splitlines() == ["| m | max \\|G − s\\| |", "|---|---|", "| 1 | 0.123 |", "| 2 | – |", "| 4 | 0 |"]
 
 
 # ---------------------------------------------------------------------- real reports
