@@ -1,6 +1,7 @@
 """Static pictures of a run: an image strip over the steps and a chromatogram, as PNG files.
 
-Uses matplotlib's non-interactive Agg backend, so it works in scripts and on servers.
+Figures are built as bare matplotlib ``Figure`` objects (no pyplot, no backend switch), so this
+works in scripts, on servers and inside a live notebook kernel alike.
 """
 
 from __future__ import annotations
@@ -75,15 +76,15 @@ def save_chromatogram(comparison: Comparison, path: str | Path, *, title: str = 
 
     Lines are the spectrum-aware theory, dashed lines the m² law, dots the measurement.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     c = comparison
     steps = np.arange(len(c.timesteps))
-    colors = plt.cm.viridis(np.linspace(0.05, 0.9, len(c.levels)))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    colors = colormaps["viridis"](np.linspace(0.05, 0.9, len(c.levels)))
+    # A bare Figure (no pyplot): nothing global changes, so this is safe inside a live kernel.
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
     for j, m in enumerate(c.levels):
         ax1.plot(steps, c.spectrum_aware[:, j], color=colors[j], lw=2, label=f"m={m}")
         ax1.plot(steps, c.m2_law[:, j], color=colors[j], lw=1, ls="--")
@@ -101,5 +102,4 @@ def save_chromatogram(comparison: Comparison, path: str | Path, *, title: str = 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
