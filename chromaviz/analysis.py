@@ -77,10 +77,25 @@ def data_power(model, height: int, width: int, samples=None) -> tuple[np.ndarray
         return model.power(height, width), "model"
     if samples is None:
         return None, "none"
-    final = samples.double()
-    final = final - final.mean(dim=(-2, -1), keepdim=True) if final.shape[0] < 2 else final - final.mean(0)
-    freqs, rad = spectral.rapsd(final)
-    return theory.power_grid_from_rapsd(freqs.cpu().numpy(), rad.cpu().numpy(), height, width), "samples"
+    return theory.power_grid_from_rapsd(*centred_rapsd(samples), height, width), "samples"
+
+
+def centred_rapsd(samples) -> tuple[np.ndarray, np.ndarray]:
+    """RAPSD of samples (B, C, H, W) with the batch mean removed (a batch of one: each image's mean),
+    scaled by B/(B − 1) so that the removal does not bias it (white noise gives 1).
+
+    Returns
+    -------
+    freqs, power : ndarray, shape (R,)
+        As :func:`chromaviz.spectral.rapsd`: cycles/pixel and power (white noise = 1); bin 0 is DC.
+    """
+    x = samples.double()
+    b = x.shape[0]
+    x = x - x.mean(0) if b > 1 else x - x.mean(dim=(-2, -1), keepdim=True)
+    freqs, power = spectral.rapsd(x)
+    if b > 1:  # removing the batch mean takes away 1/B of every mode's variance
+        power = power * (b / (b - 1))
+    return freqs.cpu().numpy(), power.cpu().numpy()
 
 
 def expected(log_snr, levels: Sequence[int], power: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

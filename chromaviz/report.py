@@ -192,12 +192,10 @@ def centred_rapsd(x: Any):
     freqs, power : ndarray, shape (R − 1,)
         Radial frequency (cycles/pixel) and power (white noise = 1).
     """
-    from . import spectral
+    from .analysis import centred_rapsd as with_dc
 
-    x = x.double()
-    x = x - x.mean(0) if x.shape[0] > 1 else x - x.mean(dim=(-2, -1), keepdim=True)
-    freqs, power = spectral.rapsd(x)
-    return freqs.cpu().numpy()[1:], power.cpu().numpy()[1:]
+    freqs, power = with_dc(x)
+    return freqs[1:], power[1:]
 
 
 def rapsd_figure(traj: Any, *, count: int = 5, reference: tuple[str, Any] | None = None, title: str = ""):
