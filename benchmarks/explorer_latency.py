@@ -79,6 +79,7 @@ times = {{"main": [], "worker": [], "live": []}}
 updates = []
 for r in range({rounds}):
     for mode in (("main", "worker", "live") if r % 2 == 0 else ("live", "worker", "main")):
+        time.sleep(1.0)  # let the browser finish drawing the previous run before the next one starts
         if mode == "main":
             times["main"].append(sample(model, prompt, num_steps=steps, height=size, width=size, seed=seed).metadata["elapsed_seconds"])
         elif mode == "worker":
@@ -87,7 +88,7 @@ for r in range({rounds}):
             explorer.preview_updates = 0
             explorer.run(); explorer.wait()
             times["live"].append(explorer.trajectories["A"].metadata["elapsed_seconds"])
-            updates.append(explorer.preview_updates)
+            updates.append(explorer.preview_updates - 1)  # the last redraw comes after sampling ended
 print("BENCH" + json.dumps({{**times, "updates": updates}}))
 """
 

@@ -106,7 +106,7 @@ class Explorer:
         self.device = device
         self.preview_interval = preview_interval
         self.ui_budget = ui_budget
-        self._refresh_cost = 0.0
+        self._refresh_cost = 0.01
         self._following = False
         self._latest: tuple[str, StepRecord, float] | None = None
         self._energies: dict[tuple, torch.Tensor] = {}
@@ -322,6 +322,9 @@ class Explorer:
             self.status.value = "sampling…"
             self.run_button.disabled, self.stop_button.disabled = True, False
         self._latest = None
+        # Until a refresh has been timed, assume it costs 10 ms: with a 5% budget the first live
+        # refresh comes after 0.2 s, so runs shorter than that just show their final state.
+        self._refresh_cost = 0.01
         self.job = SamplingJob(self.model, runs, self._on_step, self._on_done).start()
         threading.Thread(target=self._refresh_loop, args=(self.job,), name="chromaviz-preview", daemon=True).start()
 
