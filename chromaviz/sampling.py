@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .models.base import Denoiser, join_prediction, split_prediction
 from .prompts import PromptSchedule
-from .schedulers import NoiseLevel, is_flow_scheduler, make_scheduler, noise_levels
+from .schedulers import NoiseLevel, is_flow_scheduler, make_scheduler, noise_levels, scheduler_name
 from .trajectory import RECORDABLE, StepRecord, Trajectory
 
 PromptSource = str | PromptSchedule | Callable[[int, NoiseLevel], "str | None"] | None
@@ -89,8 +89,8 @@ def sample(
         Inference steps handed to the scheduler's ``set_timesteps``.
     scheduler : str or diffusers scheduler
         A name from :data:`chromaviz.schedulers.SCHEDULERS`, a scheduler instance (copied), or
-        ``"default"``: the model's ``default_scheduler`` when it has one (a diffusers pipeline's
-        own scheduler), else DDIM (flow Euler for flow-matching schedules).
+        ``"default"``: the model's own scheduler where its schedule says so (a diffusers
+        pipeline's), else DDIM (flow Euler for flow-matching schedules).
     guidance : float
         Classifier-free guidance scale; 1 means none (a single model call per step).
     negative_prompt : str or None
@@ -156,8 +156,6 @@ def sample(
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
 
-    if isinstance(scheduler, str) and scheduler.lower() == "default" and getattr(model, "default_scheduler", None) is not None:
-        scheduler = model.default_scheduler
     sched = make_scheduler(scheduler, model.schedule)
     sched.set_timesteps(num_steps)
     levels = noise_levels(sched, model.schedule)
@@ -190,7 +188,7 @@ def sample(
         metadata={
             "chromaviz_version": __version__,
             "model": model.describe(),
-            "scheduler": _scheduler_name(scheduler, model),
+            "scheduler": scheduler_name(scheduler, model.schedule),
             "scheduler_class": type(sched).__name__,
             "scheduler_config": {k: v for k, v in dict(sched.config).items()},
             "num_steps": len(levels),
@@ -419,14 +417,6 @@ def _prompt_source(prompt: PromptSource, model: Denoiser, levels: list[NoiseLeve
     per_step = schedule.prompts_for_steps([lv.timestep for lv in levels], [lv.log_snr for lv in levels])
     per_step = [model.check_prompt(p) for p in per_step]
     return lambda i, level: per_step[i]
-
-
-def _scheduler_name(scheduler: Any, model: Denoiser) -> str:
-    if not isinstance(scheduler, str):
-        return type(scheduler).__name__
-    if scheduler.lower() == "default":
-        return "flow_euler" if model.schedule.kind == "flow" else "ddim"
-    return scheduler.lower()
 
 
 def _describe_prompt(prompt: PromptSource) -> Any:

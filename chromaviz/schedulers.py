@@ -67,6 +67,22 @@ def is_flow_scheduler(scheduler) -> bool:
     return type(scheduler).__name__.startswith("FlowMatch") or bool(scheduler.config.get("use_flow_sigmas"))
 
 
+def _own_class(schedule: Schedule) -> str | None:
+    cfg = schedule.scheduler_config
+    return cfg.get("_class_name") if cfg.get(DEFAULT_IS_OWN_CLASS) else None
+
+
+def scheduler_name(scheduler, schedule: Schedule) -> str:
+    """The scheduler a request means: a :data:`SCHEDULERS` name, or a diffusers class name for a
+    scheduler instance or for a model whose own scheduler is its ``"default"``."""
+    if not isinstance(scheduler, str):
+        return type(scheduler).__name__
+    name = scheduler.lower()
+    if name != "default":
+        return name
+    return _own_class(schedule) or ("flow_euler" if schedule.kind == "flow" else "ddim")
+
+
 def make_scheduler(scheduler, schedule: Schedule):
     """A fresh diffusers scheduler realising ``schedule``.
 
@@ -85,16 +101,13 @@ def make_scheduler(scheduler, schedule: Schedule):
                 f"{type(scheduler).__name__} does not match the model's {schedule.kind!r} schedule"
             )
         return copy.deepcopy(scheduler)
-    name = scheduler.lower()
-    own = schedule.scheduler_config.get("_class_name") if schedule.scheduler_config.get(DEFAULT_IS_OWN_CLASS) else None
-    if name == "default" and own is not None:  # a model whose own scheduler is its default (diffusers pipelines)
+    name = scheduler_name(scheduler, schedule)
+    if name == _own_class(schedule):  # a model whose own scheduler is its default (diffusers pipelines)
         import diffusers
 
-        cls = getattr(diffusers, own)
+        cls = getattr(diffusers, name)
         accepted = set(inspect.signature(cls.__init__).parameters)
         return cls(**{k: v for k, v in schedule.scheduler_config.items() if k in accepted and not k.startswith("_")})
-    if name == "default":
-        name = "flow_euler" if schedule.kind == "flow" else "ddim"
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {sorted(SCHEDULERS)}")
     if (name in FLOW_SCHEDULERS) != (schedule.kind == "flow"):

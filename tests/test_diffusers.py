@@ -99,7 +99,7 @@ def test_sd_guidance_rescale_and_negative_prompt_equal_pipeline(sd):
 
 
 def test_sdxl_final_image_equals_pipeline(sdxl):
-    assert sdxl.xl and type(sdxl.default_scheduler).__name__ == "EulerDiscreteScheduler"
+    assert sdxl.xl and type(sdxl.scheduler).__name__ == "EulerDiscreteScheduler"
     ours, ref = _our_image(sdxl, guidance_rescale=0.5), _pipe_image(sdxl, guidance_rescale=0.5)
     assert np.abs(ours - ref).max() <= 1e-4
 

@@ -71,7 +71,6 @@ class _DiffusersBase(Denoiser):
         self.pipe = pipe
         self.unet = pipe.unet
         self.scheduler = pipe.scheduler
-        self.default_scheduler = pipe.scheduler  # what sample(..., scheduler="default") steps with
         schedule = Schedule.from_scheduler(pipe.scheduler)
         # "default" means the pipeline's scheduler class everywhere (Schedule.visited, the explorer)
         config = {**schedule.scheduler_config, DEFAULT_IS_OWN_CLASS: True}
@@ -149,7 +148,6 @@ class DiffusersDenoiser(_DiffusersBase):
         if preview == "taesd" and tiny_vae is None:
             raise ValueError("preview='taesd' needs tiny_vae=AutoencoderTiny.from_pretrained(<a local TAESD folder>)")
         self.preview = preview
-        self._height_width = self.default_size
 
     # ------------------------------------------------------------------ sizes and prompts
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
