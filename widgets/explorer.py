@@ -23,7 +23,7 @@ from chromaviz.prompts import Boundary
 from chromaviz.schedulers import SCHEDULERS, FLOW_SCHEDULERS
 from chromaviz.trajectory import StepRecord, Trajectory
 
-from .imaging import band_grid, display_scale, png_bytes, sample_rgb
+from .imaging import band_grid, band_grid_width, png_bytes, sample_rgb
 from .plots import ChromatographyPlot, RapsdPlot
 from .worker import PromptSwitch, RunSettings, SamplingJob
 
@@ -55,7 +55,7 @@ class RunPanel:
         self.x0.value = png_bytes(sample_rgb(rec.x0[0], to_rgb))
         if with_bands:
             grid = band_grid(rec.x0[0], levels)
-            self.bands.layout.width = f"{grid.shape[1] * max(1, display_scale(rec.x0.shape[-2]) // 2)}px"
+            self.bands.layout.width = f"{band_grid_width(grid, rec.x0.shape[-2])}px"
             self.bands.value = png_bytes(grid)
         prompt = "unconditional" if rec.prompt is None else repr(rec.prompt)
         self.caption.value = (f"step {rec.index + 1}/{rec.num_steps} · t = {rec.timestep:.1f} · "
@@ -115,7 +115,6 @@ class Explorer:
         self.errors: dict[str, str | None] = {"A": None, "B": None}
         self.job: SamplingJob | None = None
         self._lock = threading.RLock()
-        self._last_refresh = 0.0
         self._planned: dict[str, Any] = {}
         self.preview_updates = 0
         conditional = self.model.conditional

@@ -21,7 +21,7 @@ from chromaviz import analysis, spectral
 from chromaviz.models import Denoiser
 from chromaviz.trajectory import Trajectory
 
-from .imaging import band_grid, data_uri, display_scale, png_bytes, sample_rgb
+from .imaging import band_grid, band_grid_width, data_uri, display_scale, png_bytes, sample_rgb
 from .plots import ChromatographyPlot
 
 _FRAME_JS = """
@@ -77,8 +77,9 @@ def export_html(traj: Trajectory, model: Denoiser, path: str | Path, *, method: 
 
     xt = [data_uri(png_bytes(sample_rgb(s.x_t[sample], model.to_rgb))) for s in traj.steps]
     x0 = [data_uri(png_bytes(sample_rgb(s.x0[sample], model.to_rgb))) for s in traj.steps]
-    bands = [data_uri(png_bytes(band_grid(s.x0[sample], levels))) for s in traj.steps]
-    band_width = band_grid(traj.steps[0].x0[sample], levels).shape[1] * max(1, display_scale(h) // 2)
+    grids = [band_grid(s.x0[sample], levels) for s in traj.steps]
+    bands = [data_uri(png_bytes(g)) for g in grids]
+    band_width = band_grid_width(grids[0], h)
     captions = [
         html.escape(f"step {s.index + 1}/{s.num_steps} · t = {s.timestep:.1f} · λ = {s.log_snr:+.2f} · "
                     f"prompt {'unconditional' if s.prompt is None else repr(s.prompt)}")

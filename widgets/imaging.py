@@ -70,3 +70,9 @@ def band_grid(x0: torch.Tensor, levels: Sequence[int]) -> np.ndarray:
 def display_scale(height: int, target: int = 192) -> int:
     """Integer enlargement that brings a sample of ``height`` pixels near ``target`` pixels."""
     return max(1, target // max(height, 1))
+
+
+def band_grid_width(grid: np.ndarray, height: int) -> int:
+    """Display width in pixels of a :func:`band_grid` of samples ``height`` pixels tall (half
+    the enlargement of the sample images: the grid holds several bands side by side)."""
+    return grid.shape[1] * max(1, display_scale(height) // 2)
