@@ -13,12 +13,12 @@ from . import __version__
 
 def _run(args: argparse.Namespace) -> int:
     from .analysis import compare
-    from .models import load_builtin
+    from .models import TRAINED, load_builtin
     from .render import save_chromatogram, save_strip
     from .sampling import SamplingError, sample
     from .schedules import Schedule
 
-    kwargs = {"size": args.size, "schedule": Schedule.coerce(args.schedule)}
+    kwargs = {"size": args.size} if args.model in TRAINED else {"size": args.size, "schedule": Schedule.coerce(args.schedule)}
     model = load_builtin(args.model, **kwargs)
     out = Path(args.out)
     start = time.perf_counter()

@@ -103,3 +103,52 @@ def save_chromatogram(comparison: Comparison, path: str | Path, *, title: str = 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def schedule_chromatograms(timings, *, ncols: int | None = None):
+    """Chromatograms of several schedules side by side, per sampling step.
+
+    Parameters
+    ----------
+    timings : mapping of label → :class:`chromaviz.schedule_design.StepTimings`
+        One panel each (e.g. from :func:`chromaviz.schedule_design.compare_schedules`).
+    ncols : int, optional
+        Panels per row (default: all in one row).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A bare Figure (no pyplot). x is the run fraction i/S, y the m² law's signal generated at
+        step i, s_m(λ_i) − s_m(λ_{i−1}); squares at x = 0 mark row 0, what the run inherits from
+        its initial noise, and a dotted line each level's birth step.
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    from . import theory
+
+    items = list(timings.items())
+    if not items:
+        raise ValueError("no schedules to draw")
+    ncols = len(items) if ncols is None else max(1, min(ncols, len(items)))
+    nrows = -(-len(items) // ncols)
+    levels = items[0][1].levels
+    colors = colormaps["viridis"](np.linspace(0.05, 0.9, len(levels)))
+    fig = Figure(figsize=(3.4 * ncols + 0.6, 3.2 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
+    for ax, (label, st) in zip(axes, items):
+        rate = theory.rate_per_step(st.log_snr, st.levels)
+        x = np.arange(st.num_steps) / st.num_steps
+        for j, m in enumerate(st.levels):
+            ax.plot(x[1:], rate[1:, j], color=colors[j], lw=1.5, label=f"m={m}")
+            ax.plot([0], [rate[0, j]], "s", color=colors[j], ms=6, mfc="none")
+            if st.birth_steps[j]:
+                ax.axvline(x[st.birth_steps[j]], color=colors[j], lw=0.8, ls=":")
+        inherited = ", ".join(map(str, st.inherited)) or "nothing"
+        ax.set(xlabel="run fraction i/S", title=f"{label}\ninherits m = {inherited}" if st.inherited else f"{label}\ninherits nothing")
+        ax.title.set_fontsize(9)
+    for ax in axes[len(items):]:
+        ax.set_visible(False)
+    axes[0].set(ylabel="signal generated in the step (m² law)")
+    axes[len(items) - 1].legend(fontsize=7, loc="upper right")
+    return fig

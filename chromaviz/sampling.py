@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .models.base import Denoiser, join_prediction, split_prediction
 from .prompts import PromptSchedule
-from .schedulers import NoiseLevel, is_flow_scheduler, make_scheduler, noise_levels, scheduler_name
+from .schedulers import NoiseLevel, is_flow_scheduler, make_scheduler, noise_levels, scheduler_name, set_timesteps
 from .trajectory import RECORDABLE, StepRecord, Trajectory
 
 PromptSource = str | PromptSchedule | Callable[[int, NoiseLevel], "str | None"] | None
@@ -157,7 +157,7 @@ def sample(
     model.to(device)
 
     sched = make_scheduler(scheduler, model.schedule)
-    sched.set_timesteps(num_steps)
+    set_timesteps(sched, num_steps)
     levels = noise_levels(sched, model.schedule)
     prompt_at = _prompt_source(prompt, model, levels)
     guided = guidance != 1.0 and model.conditional

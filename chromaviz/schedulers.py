@@ -120,7 +120,30 @@ def make_scheduler(scheduler, schedule: Schedule):
     config.update(overrides)
     cls = getattr(diffusers, class_name)
     accepted = set(inspect.signature(cls.__init__).parameters)
+    if config.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in accepted:
+        able = sorted(n for n, (c, _) in SCHEDULERS.items()
+                      if "rescale_betas_zero_snr" in inspect.signature(getattr(diffusers, c).__init__).parameters)
+        raise ValueError(f"scheduler {name!r} ({class_name}) cannot step a zero-terminal-SNR schedule: it has no "
+                         f"rescale_betas_zero_snr and would silently use the unrescaled betas; choose one of {able}")
     return cls(**{k: v for k, v in config.items() if k in accepted})
+
+
+def set_timesteps(scheduler, num_steps: int) -> None:
+    """``scheduler.set_timesteps(num_steps)``, refusing step lists diffusers cannot index.
+
+    Karras sigmas on a schedule whose σ_max is huge (zero terminal SNR, the cosine schedule) crowd
+    many steps onto the same integer timestep; diffusers' schedulers find their place by timestep
+    and step past the end of their sigmas. That is refused here, before any step is taken.
+    """
+    scheduler.set_timesteps(num_steps)
+    if scheduler.config.get("use_karras_sigmas"):
+        timesteps = [float(t) for t in scheduler.timesteps]
+        if len(set(timesteps)) < len(timesteps):
+            sigma_max = float(scheduler.sigmas[0])
+            raise ValueError(
+                f"Karras sigmas give {len(timesteps) - len(set(timesteps))} repeated timesteps in {num_steps} steps "
+                f"for this schedule (σ_max = {sigma_max:.4g}), which {type(scheduler).__name__} cannot step "
+                "through; use 'dpmsolver++' or 'euler' for schedules with (near) zero terminal SNR")
 
 
 def noise_levels(scheduler, schedule: Schedule) -> list[NoiseLevel]:

@@ -353,10 +353,10 @@ class Schedule:
             Per model evaluation, noisiest first. ``log_snr`` is the noise level the network
             input has at that step (from the scheduler's own sigmas where it keeps them).
         """
-        from .schedulers import make_scheduler, noise_levels
+        from .schedulers import make_scheduler, noise_levels, set_timesteps
 
         sched = make_scheduler(scheduler, self)
-        sched.set_timesteps(num_inference_steps)
+        set_timesteps(sched, num_inference_steps)
         levels = noise_levels(sched, self)
         return np.array([lv.timestep for lv in levels]), np.array([lv.log_snr for lv in levels])
 

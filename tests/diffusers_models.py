@@ -2,62 +2,24 @@
 
 Each builder makes the pipeline, writes it with ``save_pretrained`` into a folder and returns that
 folder, so tests load it back through the real ``from_pretrained`` path. Nothing is downloaded:
-the CLIP tokenizer is written here from a byte-level vocabulary and a handful of merges.
+the CLIP tokenizer is written from a byte-level vocabulary and a handful of merges
+(``chromaviz.models.tokenizer``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from chromaviz.models.tokenizer import clip_tokenizer as words_tokenizer
+
 WORDS = ("a", "photo", "of", "cat", "dog", "moon", "red", "blue", "house", "tree")
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / CLIP byte → printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-def write_clip_tokenizer(folder: Path) -> Path:
-    """A CLIP BPE tokenizer (vocab.json, merges.txt) for :data:`WORDS`, byte-level otherwise.
-
-    Returns the folder; its vocabulary has 256·2 byte tokens, the merged words and the two specials.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
-    vocab_list = chars + [c + "</w>" for c in chars]
-    merges = []
-    for word in WORDS:  # merge each word left to right into one "word</w>" token
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(pieces) > 1:
-            merges.append(f"{pieces[0]} {pieces[1]}")
-            merged = pieces[0] + pieces[1]
-            if merged not in vocab_list:
-                vocab_list.append(merged)
-            pieces = [merged] + pieces[2:]
-    merges = list(dict.fromkeys(merges))
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return folder
-
-
 def clip_tokenizer(folder: Path, max_length: int = 16):
-    from transformers import CLIPTokenizer
-
-    write_clip_tokenizer(folder)
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
+    """A CLIP tokenizer for :data:`WORDS` (byte-level otherwise), written into ``folder``."""
+    return words_tokenizer(folder, WORDS, max_length)
 
 
 def _text_config(tokenizer, hidden: int = 32):

@@ -48,7 +48,8 @@ def wait_until(page, predicate, timeout=120.0, every=0.05):
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    write_notebook(ROOT / "notebooks" / "explorer.ipynb", root / "explorer.ipynb", steps=40, size=128)
+    write_notebook(ROOT / "notebooks" / "explorer.ipynb", root / "explorer.ipynb", model_name="exemplars",
+                   prompt="cat", second_prompt="moon", steps=40, size=128)
     with jupyter_lab(root) as server:
         yield server
 

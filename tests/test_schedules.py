@@ -12,6 +12,7 @@ import diffusers
 import numpy as np
 import pytest
 
+from chromaviz.schedulers import make_scheduler
 from chromaviz.schedules import PRESETS, Schedule
 
 T = 1000
@@ -409,3 +410,17 @@ def test_shifted_vp_schedule(sd):
     np.testing.assert_allclose(sh.log_snr(t), sd.log_snr(t) - 2 * math.log(2), atol=1e-9)
     fl = Schedule.flow_matching(2.0).shifted(1.5)
     assert fl.scheduler_config["shift"] == pytest.approx(3.0)
+
+
+def test_schedulers_that_cannot_realise_a_schedule_say_so():
+    """PNDM has no zero-SNR rescale; Karras sigmas repeat timesteps when σ_max is huge."""
+    from chromaviz import GaussianPowerLaw, sample
+
+    zero = Schedule.preset("scaled_linear").zero_terminal_snr()
+    with pytest.raises(ValueError, match="'pndm'.*zero-terminal-SNR.*ddim"):
+        make_scheduler("pndm", zero)
+    with pytest.raises(ValueError, match="repeated timesteps.*'dpmsolver\\+\\+'"):
+        sample(GaussianPowerLaw(size=16, schedule=zero), num_steps=30, scheduler="dpmsolver++_karras", device="cpu")
+    with pytest.raises(ValueError, match="repeated timesteps"):
+        Schedule.preset("squaredcos_cap_v2").visited(30, "dpmsolver++_karras")
+    assert len(Schedule.preset("scaled_linear").visited(30, "dpmsolver++_karras")[0]) == 30

@@ -18,7 +18,7 @@ import torch
 from jupyter_bokeh.widgets import BokehModel
 
 from chromaviz import analysis, spectral, theory
-from chromaviz.models import Denoiser, ExemplarMixture
+from chromaviz.models import Denoiser, load_shapes
 from chromaviz.prompts import Boundary
 from chromaviz.schedulers import SCHEDULERS, FLOW_SCHEDULERS
 from chromaviz.trajectory import StepRecord, Trajectory
@@ -28,6 +28,7 @@ from .plots import ChromatographyPlot, RapsdPlot
 from .worker import PromptSwitch, RunSettings, SamplingJob
 
 SWITCH_UNITS = ("fraction", "timestep", "log_snr", "level")
+DEFAULT: Any = object()  # "the model's example prompt"
 SIZES = (32, 64, 96, 128)
 CSS_CLASS = "chromaviz-explorer"
 
@@ -68,10 +69,13 @@ class Explorer:
     Parameters
     ----------
     model : Denoiser, optional
-        Any chromaviz model (default: the built-in exemplar mixture).
-    prompt, second_prompt : str or None
-        Prompt A, and the prompt the switch hands over to.
-    num_steps, scheduler, guidance, seed, size : run settings (editable in the UI).
+        Any chromaviz model (default: the bundled shapes model, a trained text-to-image network).
+    prompt, second_prompt : str or None, optional
+        Prompt A, and the prompt the switch hands over to (default: the model's
+        ``example_prompts``, else "cat" and "moon").
+    guidance : float, optional
+        Classifier-free guidance scale (default: the model's ``recommended_guidance``).
+    num_steps, scheduler, seed, size : run settings (editable in the UI).
     device : str, optional
         Torch device (default: CUDA when available).
     preview_interval : float
@@ -91,18 +95,22 @@ class Explorer:
         self,
         model: Denoiser | None = None,
         *,
-        prompt: str | None = "cat",
-        second_prompt: str | None = "moon",
+        prompt: str | None = DEFAULT,
+        second_prompt: str | None = DEFAULT,
         num_steps: int = 50,
         scheduler: str = "default",
-        guidance: float = 1.0,
+        guidance: float | None = None,
         seed: int = 0,
         size: int | None = None,
         device: str | None = None,
         preview_interval: float = 0.1,
         ui_budget: float = 0.05,
     ) -> None:
-        self.model = model if model is not None else ExemplarMixture()
+        self.model = model if model is not None else load_shapes()
+        examples = self.model.example_prompts or ("cat", "moon")
+        prompt = examples[0] if prompt is DEFAULT else prompt
+        second_prompt = examples[1] if second_prompt is DEFAULT else second_prompt
+        guidance = self.model.recommended_guidance if guidance is None else guidance
         self.device = device
         self.preview_interval = preview_interval
         self.ui_budget = ui_budget

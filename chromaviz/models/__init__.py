@@ -4,19 +4,23 @@ from .base import PARAMETERIZATIONS, Denoiser, join_prediction, split_prediction
 from .exemplars import ExemplarMixture
 from .gaussian import GaussianPowerLaw, power_law_grid
 from .photos import PHOTOS, vocabulary
+from .shapes_model import load_shapes
 
-BUILTIN = {"gaussian": GaussianPowerLaw, "exemplars": ExemplarMixture}
-"""Built-in model names → classes."""
+BUILTIN = {"gaussian": GaussianPowerLaw, "exemplars": ExemplarMixture, "shapes": load_shapes}
+"""Built-in model names → their constructors: the two exact models and the bundled trained network."""
+
+TRAINED = frozenset({"shapes"})
+"""Built-in models that are trained networks: they keep the schedule they were trained with."""
 
 
 def load_builtin(name: str, **kwargs) -> Denoiser:
-    """A built-in model by name (``"gaussian"`` or ``"exemplars"``)."""
+    """A built-in model by name (``"gaussian"``, ``"exemplars"`` or ``"shapes"``)."""
     if name not in BUILTIN:
         raise ValueError(f"unknown built-in model {name!r}; choose one of {sorted(BUILTIN)}")
     return BUILTIN[name](**kwargs)
 
 
 __all__ = [
-    "BUILTIN", "PARAMETERIZATIONS", "PHOTOS", "Denoiser", "ExemplarMixture", "GaussianPowerLaw",
-    "join_prediction", "load_builtin", "power_law_grid", "split_prediction", "vocabulary",
+    "BUILTIN", "PARAMETERIZATIONS", "TRAINED", "PHOTOS", "Denoiser", "ExemplarMixture", "GaussianPowerLaw",
+    "join_prediction", "load_builtin", "load_shapes", "power_law_grid", "split_prediction", "vocabulary",
 ]

@@ -74,6 +74,10 @@ class Denoiser(abc.ABC):
         Prompts the model understands, or None if it is unconditional (or takes free text).
     conditional : bool
         Whether prompts change its prediction (classifier-free guidance needs this).
+    example_prompts : tuple of str or None
+        Two prompts that show the model off (a UI's defaults for prompt A and prompt B).
+    recommended_guidance : float
+        The classifier-free guidance scale the model is documented with (1 = none).
     """
 
     name: str = "denoiser"
@@ -83,6 +87,8 @@ class Denoiser(abc.ABC):
     default_size: tuple[int, int] = (64, 64)
     vocabulary: tuple[str, ...] | None = None
     conditional: bool = False
+    example_prompts: tuple[str, str] | None = None
+    recommended_guidance: float = 1.0
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
 

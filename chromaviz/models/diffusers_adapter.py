@@ -8,6 +8,9 @@
   Prompts go through the pipeline's own ``encode_prompt``; samples are latents (C = 4) and
   ``height``/``width`` of a run are in pixels.
 - :class:`DiffusersPixelDenoiser`: pixel-space ``UNet2DModel`` pipelines (``DDPMPipeline``).
+- :class:`DiffusersTextPixelDenoiser`: chromaviz's own text-to-pixels pipeline
+  (:class:`~chromaviz.models.text_pixels.TextToPixelsPipeline`, the bundled shapes model): a
+  ``UNet2DConditionModel`` over RGB pixels, prompts through its ``encode_prompt`` like SDXL's.
 
 The model keeps the pipeline's scheduler (``model.scheduler``): ``sample(model, ...)`` with
 ``scheduler="default"`` steps with a copy of it, so a chromaviz run with no intervention reproduces
@@ -102,7 +105,52 @@ class _DiffusersBase(Denoiser):
         return Denoiser.to_rgb(self, x)
 
 
-class DiffusersDenoiser(_DiffusersBase):
+class _TextConditioned(_DiffusersBase):
+    """Pipelines whose prompts go through their own ``encode_prompt`` into a ``UNet2DConditionModel``."""
+
+    conditional = True
+    vocabulary = None
+    pooled = False  # whether the UNet also takes a pooled text embedding (SDXL; the text-to-pixels model)
+
+    def check_prompt(self, prompt: str | None) -> str | None:
+        """Any text (None = unconditional, which is the empty prompt or, for SDXL, zeros)."""
+        if prompt is not None and not isinstance(prompt, str):
+            raise ValueError(f"a prompt must be a str or None, got {type(prompt).__name__}")
+        return prompt
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str | None]) -> DiffusersCond:
+        """Encode with the pipeline's own ``encode_prompt``; one row per prompt.
+
+        None is the unconditional prompt ``pipe(...)`` uses for its negative half: the empty
+        string's embedding or, for SDXL with ``force_zeros_for_empty_prompt``, zeros.
+        """
+        rows: dict[str | None, DiffusersCond] = {}
+        for p in dict.fromkeys(prompts):
+            rows[p] = self._encode_one(p)
+        embeds = torch.cat([rows[p].prompt_embeds for p in prompts])
+        pooled = torch.cat([rows[p].text_embeds for p in prompts]) if self.pooled else None
+        return DiffusersCond(embeds, pooled)
+
+    def _encode_one(self, prompt: str | None) -> DiffusersCond:
+        embeds, _ = self.pipe.encode_prompt("" if prompt is None else prompt, self.device, 1, False)
+        return DiffusersCond(embeds.to(self.dtype))
+
+    def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
+        """Keyword arguments of the UNet besides the sample, timestep and token embeddings."""
+        return {}
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: DiffusersCond) -> torch.Tensor:
+        """The UNet's output (ε or v, the scheduler's ``prediction_type``) for inputs (B, C, h, w)."""
+        if cond is None or len(cond) != len(x_t):
+            raise ValueError(f"conditioning for {0 if cond is None else len(cond)} samples given for a batch of {len(x_t)}")
+        t = torch.tensor(level.timestep, device=x_t.device)
+        return self.unet(x_t.to(self.dtype), t, encoder_hidden_states=cond.prompt_embeds, return_dict=False,
+                         **self._added_conditioning(x_t, cond))[0]
+
+
+class DiffusersDenoiser(_TextConditioned):
     """A Stable Diffusion (1.x/2.x) or SDXL pipeline as a chromaviz latent denoiser.
 
     Parameters
@@ -125,14 +173,11 @@ class DiffusersDenoiser(_DiffusersBase):
         (H, W) in pixels: the UNet's ``sample_size`` times ``vae_scale_factor``.
     """
 
-    conditional = True
-    vocabulary = None
-
     def __init__(self, pipe, *, preview: str | None = None, tiny_vae=None, name: str | None = None) -> None:
         if getattr(pipe, "vae", None) is None or not hasattr(pipe, "encode_prompt"):
             raise ValueError(f"{type(pipe).__name__} is not a latent text-to-image pipeline (no vae or encode_prompt)")
         super().__init__(pipe, name)
-        self.xl = getattr(pipe, "text_encoder_2", None) is not None or hasattr(pipe, "_get_add_time_ids")
+        self.xl = self.pooled = getattr(pipe, "text_encoder_2", None) is not None or hasattr(pipe, "_get_add_time_ids")
         self.channels = int(self.unet.config.in_channels)
         self.vae_scale_factor = int(getattr(pipe, "vae_scale_factor", 8))
         size = self.unet.config.sample_size
@@ -159,26 +204,6 @@ class DiffusersDenoiser(_DiffusersBase):
         if height % m or width % m or height < m or width < m:
             raise ValueError(f"size {height}×{width} does not fit {self.name}: height and width must be positive multiples of {m} pixels")
 
-    def check_prompt(self, prompt: str | None) -> str | None:
-        """Any text (None = unconditional, which is the empty prompt or, for SDXL, zeros)."""
-        if prompt is not None and not isinstance(prompt, str):
-            raise ValueError(f"a prompt must be a str or None, got {type(prompt).__name__}")
-        return prompt
-
-    @torch.no_grad()
-    def encode(self, prompts: Sequence[str | None]) -> DiffusersCond:
-        """Encode with the pipeline's own ``encode_prompt``; one row per prompt.
-
-        None is SD's unconditional prompt: the empty string's embedding, or for SDXL with
-        ``force_zeros_for_empty_prompt`` zeros, as ``pipe(...)`` uses for its negative half.
-        """
-        rows: dict[str | None, DiffusersCond] = {}
-        for p in dict.fromkeys(prompts):
-            rows[p] = self._encode_one(p)
-        embeds = torch.cat([rows[p].prompt_embeds for p in prompts])
-        pooled = torch.cat([rows[p].text_embeds for p in prompts]) if self.xl else None
-        return DiffusersCond(embeds, pooled)
-
     def _encode_one(self, prompt: str | None) -> DiffusersCond:
         text = "" if prompt is None else prompt
         if self.xl:
@@ -188,8 +213,7 @@ class DiffusersDenoiser(_DiffusersBase):
             if prompt is None and self.pipe.config.get("force_zeros_for_empty_prompt", False):
                 embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
             return DiffusersCond(embeds.to(self.dtype), pooled.to(self.dtype))
-        embeds, _ = self.pipe.encode_prompt(text, self.device, 1, False)
-        return DiffusersCond(embeds.to(self.dtype))
+        return super()._encode_one(prompt)
 
     # ------------------------------------------------------------------ prediction
     def _time_ids(self, x_t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
@@ -199,17 +223,10 @@ class DiffusersDenoiser(_DiffusersBase):
         ids = self.pipe._get_add_time_ids((h, w), (0, 0), (h, w), dtype=pooled.dtype, text_encoder_projection_dim=proj)
         return ids.to(x_t.device).repeat(x_t.shape[0], 1)
 
-    @torch.no_grad()
-    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: DiffusersCond) -> torch.Tensor:
-        """The UNet's output (ε or v, the scheduler's ``prediction_type``) for latents (B, C, h, w)."""
-        if cond is None or len(cond) != len(x_t):
-            raise ValueError(f"conditioning for {0 if cond is None else len(cond)} samples given for a batch of {len(x_t)}")
-        added = None
-        if self.xl:
-            added = {"text_embeds": cond.text_embeds, "time_ids": self._time_ids(x_t, cond.text_embeds)}
-        t = torch.tensor(level.timestep, device=x_t.device)
-        return self.unet(x_t.to(self.dtype), t, encoder_hidden_states=cond.prompt_embeds,
-                         added_cond_kwargs=added, return_dict=False)[0]
+    def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
+        if not self.xl:
+            return {}
+        return {"added_cond_kwargs": {"text_embeds": cond.text_embeds, "time_ids": self._time_ids(x_t, cond.text_embeds)}}
 
     # ------------------------------------------------------------------ RGB
     @property
@@ -236,7 +253,22 @@ class DiffusersDenoiser(_DiffusersBase):
         return {**super().describe(), "preview": self.preview, "vae_scale_factor": self.vae_scale_factor, "xl": self.xl}
 
 
-class DiffusersPixelDenoiser(_DiffusersBase):
+class _PixelSpace:
+    """Sizes of a pixel-space UNet: ``default_size`` is its ``sample_size``; sizes are multiples of its downsampling."""
+
+    def _init_pixels(self) -> None:
+        self.channels = int(self.unet.config.in_channels)
+        size = self.unet.config.sample_size
+        self.default_size = (size, size) if isinstance(size, int) else tuple(size)
+        self._multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def check_size(self, height: int, width: int) -> None:
+        m = self._multiple
+        if height % m or width % m or height < m or width < m:
+            raise ValueError(f"size {height}×{width} does not fit {self.name}: height and width must be positive multiples of {m}")
+
+
+class DiffusersPixelDenoiser(_PixelSpace, _DiffusersBase):
     """A pixel-space ``UNet2DModel`` pipeline (``DDPMPipeline``, ``DDIMPipeline``) as a chromaviz denoiser.
 
     Samples are images (B, C, H, W) in [−1, 1]; the model is unconditional.
@@ -247,15 +279,7 @@ class DiffusersPixelDenoiser(_DiffusersBase):
 
     def __init__(self, pipe, *, name: str | None = None) -> None:
         super().__init__(pipe, name)
-        self.channels = int(self.unet.config.in_channels)
-        size = self.unet.config.sample_size
-        self.default_size = (size, size) if isinstance(size, int) else tuple(size)
-        self._multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
-
-    def check_size(self, height: int, width: int) -> None:
-        m = self._multiple
-        if height % m or width % m or height < m or width < m:
-            raise ValueError(f"size {height}×{width} does not fit {self.name}: height and width must be positive multiples of {m}")
+        self._init_pixels()
 
     def encode(self, prompts: Sequence[str | None]) -> None:
         return None
@@ -267,14 +291,37 @@ class DiffusersPixelDenoiser(_DiffusersBase):
         return self.unet(x_t.to(self.dtype), t, return_dict=False)[0]
 
 
+class DiffusersTextPixelDenoiser(_PixelSpace, _TextConditioned):
+    """A :class:`~chromaviz.models.text_pixels.TextToPixelsPipeline` as a chromaviz denoiser.
+
+    Samples are RGB images (B, 3, H, W) in [−1, 1]. Prompts go through the pipeline's
+    ``encode_prompt``: token embeddings for cross-attention and the pooled embedding as the UNet's
+    ``class_labels``; None is the empty prompt, the negative half ``pipe(...)`` uses.
+    """
+
+    pooled = True
+
+    def __init__(self, pipe, *, name: str | None = None) -> None:
+        super().__init__(pipe, name)
+        self._init_pixels()
+
+    def _encode_one(self, prompt: str | None) -> DiffusersCond:
+        embeds, _, pooled, _ = self.pipe.encode_prompt("" if prompt is None else prompt, self.device, 1, False)
+        return DiffusersCond(embeds.to(self.dtype), pooled.to(self.dtype))
+
+    def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
+        return {"class_labels": cond.text_embeds}
+
+
 def from_pipeline(pipe, *, preview: str | None = None, tiny_vae=None, name: str | None = None) -> _DiffusersBase:
     """The chromaviz denoiser for a loaded diffusers pipeline.
 
     Parameters
     ----------
     pipe : DiffusionPipeline
-        ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline`` or a pipeline whose ``unet`` is a
-        ``UNet2DModel`` (``DDPMPipeline``, ``DDIMPipeline``).
+        ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, chromaviz's
+        ``TextToPixelsPipeline``, or a pipeline whose ``unet`` is a ``UNet2DModel``
+        (``DDPMPipeline``, ``DDIMPipeline``).
     preview, tiny_vae : see :class:`DiffusersDenoiser` (latent pipelines only).
 
     Raises
@@ -282,8 +329,14 @@ def from_pipeline(pipe, *, preview: str | None = None, tiny_vae=None, name: str 
     ValueError
         For any other pipeline.
     """
+    from .text_pixels import TextToPixelsPipeline
+
     unet = getattr(pipe, "unet", None)
     kind = type(unet).__name__
+    if isinstance(pipe, TextToPixelsPipeline):
+        if preview is not None or tiny_vae is not None:
+            raise ValueError("preview and tiny_vae apply to latent pipelines; a pixel-space model shows its samples as they are")
+        return DiffusersTextPixelDenoiser(pipe, name=name)
     if kind == "UNet2DConditionModel" and getattr(pipe, "vae", None) is not None and hasattr(pipe, "encode_prompt"):
         if getattr(unet.config, "time_cond_proj_dim", None) is not None:
             raise ValueError("guidance-distilled UNets (time_cond_proj_dim, e.g. LCM) are not supported")
@@ -294,7 +347,7 @@ def from_pipeline(pipe, *, preview: str | None = None, tiny_vae=None, name: str 
         return DiffusersPixelDenoiser(pipe, name=name)
     raise ValueError(
         f"chromaviz cannot drive {type(pipe).__name__} (unet: {kind}); supported: StableDiffusionPipeline, "
-        "StableDiffusionXLPipeline and UNet2DModel pipelines such as DDPMPipeline"
+        "StableDiffusionXLPipeline, TextToPixelsPipeline and UNet2DModel pipelines such as DDPMPipeline"
     )
 
 
@@ -327,6 +380,18 @@ def _not_loadable(model: str, why: str) -> ValueError:
         f"access, run DiffusionPipeline.from_pretrained({model!r}).save_pretrained('some/folder'), copy "
         "the folder here and call load_pipeline('some/folder')"
     )
+
+
+def _pipeline_class(folder: Path):
+    """The class to load ``folder`` with: chromaviz's own pipeline where model_index.json names it."""
+    import json
+
+    from diffusers import DiffusionPipeline
+
+    from .text_pixels import TextToPixelsPipeline
+
+    name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    return TextToPixelsPipeline if name == TextToPixelsPipeline.__name__ else DiffusionPipeline
 
 
 def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
@@ -369,7 +434,7 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ValueError(f"{str(model)!r} is a folder but not a diffusers pipeline (no model_index.json); write one with pipe.save_pretrained(folder)")
-        pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **opts)
+        pipe = _pipeline_class(path).from_pretrained(path, local_files_only=True, **opts)
     else:
         model = os.fspath(model)
         if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:

@@ -92,6 +92,7 @@ class ExemplarMixture(Denoiser):
         self.schedule = Schedule.coerce(schedule)
         self.default_size = (size, size) if isinstance(size, int) else tuple(size)
         self.vocabulary = tuple(PHOTOS)
+        self.example_prompts = ("cat", "moon")
         self.channels = 3
         self._banks: dict[tuple[str, int, int, str], _Bank] = {}
         self._grids: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}

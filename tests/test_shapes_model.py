@@ -1,0 +1,76 @@
+"""The bundled shapes model: shipped in the package, loaded with from_pretrained, and it learned its data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from chromaviz import by_resolution, sample, shapes, shapes_checker
+from chromaviz.composing import band_provenance
+from chromaviz.models import load_builtin
+from chromaviz.models.diffusers_adapter import DiffusersTextPixelDenoiser
+from chromaviz.models.shapes_model import GUIDANCE, WEIGHTS, load_shapes
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_builtin("shapes")
+
+
+def test_shipped_as_safetensors_within_20_mb():
+    files = [p for p in WEIGHTS.rglob("*") if p.is_file()]
+    assert (WEIGHTS / "model_index.json").is_file()
+    assert json.loads((WEIGHTS / "model_index.json").read_text())["_class_name"] == "TextToPixelsPipeline"
+    assert {p.suffix for p in files} <= {".json", ".safetensors", ".txt"}, "no pickles in the package"
+    assert sum(p.stat().st_size for p in files) <= 20 * 2**20
+
+
+def test_loads_through_the_diffusers_adapter(model):
+    assert isinstance(model, DiffusersTextPixelDenoiser) and model.name == "shapes"
+    assert model.default_size == (32, 32) and model.recommended_guidance == GUIDANCE
+    params = sum(p.numel() for p in model.pipe.unet.parameters()) + sum(p.numel() for p in model.pipe.text_encoder.parameters())
+    assert 1e6 < params < 5e6
+    assert type(model.scheduler).__name__ == "DDIMScheduler"
+    with pytest.raises(ValueError, match="keeps the schedule it was trained with"):
+        load_shapes(schedule="linear")
+    with pytest.raises(FileNotFoundError, match="no trained shapes pipeline"):
+        load_shapes(folder=WEIGHTS / "missing")
+
+
+def test_samples_show_what_the_caption_says(model):
+    """16 captions, 30 steps: the checker reads the shape's colour and the background's colour back.
+
+    A regression guard, not the quality measurement (benchmarks/shapes_quality.py: 256 samples, 50 steps).
+    """
+    scenes = shapes.random_scenes(16, torch.Generator().manual_seed(7))
+    images = model.pipe([s.caption for s in scenes], num_inference_steps=30, guidance_scale=GUIDANCE,
+                        generator=torch.Generator().manual_seed(0), output_type="pt").images
+    acc = shapes_checker.accuracy(shapes_checker.read_batch(images), scenes)
+    assert acc["colour"] >= 0.75 and acc["background"] >= 0.75, acc
+
+
+def test_composing_on_the_trained_model_hands_over_with_the_switch(model):
+    """The later the switch (the finer the level), the more of A's coarse band the composed sample keeps.
+
+    The crossover itself does not follow the level births on this model (docs/composing.md): it
+    commits to its discrete attributes within a few steps, so a switch gives mostly A or mostly B.
+    """
+    a, b = "a red circle on blue stripes", "a yellow star on green checks"
+    kw = dict(num_steps=30, guidance=1.0, batch_size=8, device="cpu", record=())
+    only_a, only_b = sample(model, a, **kw), sample(model, b, **kw)
+    coarse_from_a = {}
+    for m in (8, 2):
+        composed = sample(model, by_resolution(coarse=a, fine=b, level=m), **kw)
+        coarse_from_a[m] = band_provenance(composed, only_a, only_b).weight_a[-1]
+    assert coarse_from_a[2] > coarse_from_a[8] + 0.1, coarse_from_a
+
+
+def test_upscales_to_twice_its_size(model):
+    """Upsample guidance on a text-conditioned pixel pipeline: the run completes at 64×64, with guidance."""
+    from chromaviz import upscale
+
+    run = upscale(model, "a red circle on blue stripes", factor=2, num_steps=10, guidance=GUIDANCE, device="cpu")
+    assert run.metadata["status"] == "complete" and run.final.shape == (1, 3, 64, 64)
+    assert torch.isfinite(run.final).all()
