@@ -114,9 +114,7 @@ def loss_fn(pipe: TextToPixelsPipeline, images, captions, t, noise) -> torch.Ten
     abar = pipe.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
     x_t = alpha * images + sigma * noise
-    tokens = pipe.tokenizer(captions, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                            truncation=True, return_tensors="pt").input_ids.to(images.device)
-    embeds, pooled = pipe.text_encoder(tokens, return_dict=False)[:2]
+    embeds, pooled = pipe.embed_text(captions, images.device)
     pred = pipe.unet(x_t, t, encoder_hidden_states=embeds, class_labels=pooled, return_dict=False)[0]
     snr = (abar / (1 - abar)).flatten()
     if pipe.scheduler.config.prediction_type == "v_prediction":
@@ -188,6 +186,11 @@ def export(pipe: TextToPixelsPipeline, ema: dict, folder: Path) -> None:
             p.copy_(backup[k])
 
 
+def _write_summary(folder: Path, report: dict) -> None:
+    """How the weights were trained travels with them: the report without its loss curve."""
+    (folder / "training.json").write_text(json.dumps({k: v for k, v in report.items() if k != "losses"}, indent=1))
+
+
 def _checkpoint_ema(out: Path, params: dict) -> dict[str, torch.Tensor]:
     if not (out / "checkpoint.safetensors").is_file():
         raise FileNotFoundError(f"no checkpoint in {out}; train first (python -m chromaviz.train --out {out})")
@@ -200,9 +203,8 @@ def export_checkpoint(out: Path, folder: Path, seed: int = 0) -> int:
     state = json.loads((out / "checkpoint.json").read_text()) if (out / "checkpoint.json").is_file() else {}
     pipe = build_pipeline(seed, out, state.get("config", {}).get("prediction_type", "epsilon"))
     export(pipe, _checkpoint_ema(out, _trainable(pipe)), folder)
-    if (out / "training.json").is_file():  # how it was trained travels with the weights
-        report = json.loads((out / "training.json").read_text())
-        (Path(folder) / "training.json").write_text(json.dumps({k: v for k, v in report.items() if k != "losses"}, indent=1))
+    if (out / "training.json").is_file():
+        _write_summary(Path(folder), json.loads((out / "training.json").read_text()))
     return json.loads((out / "checkpoint.json").read_text())["step"]
 
 
@@ -272,10 +274,11 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 2e-3, seed: i
                              "text_encoder": sum(p.numel() for p in pipe.text_encoder.parameters())},
               "losses": state["losses"], "sessions": state["sessions"]}
     (out / "training.json").write_text(json.dumps(report, indent=1))
-    export(pipe.to("cpu"), {k: v.cpu() for k, v in ema.items()}, out / "pipeline")
+    ema_cpu = {k: v.cpu() for k, v in ema.items()}
+    export(pipe.to("cpu"), ema_cpu, out / "pipeline")
     if export_to is not None:
-        export(pipe, {k: v.cpu() for k, v in ema.items()}, export_to)
-        (Path(export_to) / "training.json").write_text(json.dumps({k: v for k, v in report.items() if k != "losses"}, indent=1))
+        export(pipe, ema_cpu, export_to)
+        _write_summary(Path(export_to), report)
     print(f"trained {until} steps in {report['seconds'] / 60:.1f} min on {report['machine']}; "
           f"final loss {state['losses'][-1][1]:.4f}; pipeline in {out / 'pipeline'}")
     return report

@@ -41,7 +41,8 @@ class TextToPixelsPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
-    def _embed(self, texts: list[str], device: torch.device, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_text(self, texts: list[str], device: torch.device, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings (B·n, L, D) and pooled embeddings (B·n, D) of ``texts``, with gradients."""
         tokens = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
         embeds, pooled = self.text_encoder(tokens.input_ids.to(device), return_dict=False)[:2]
@@ -58,12 +59,12 @@ class TextToPixelsPipeline(DiffusionPipeline):
         embedding; the negatives are None without guidance.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        embeds, pooled = self._embed(prompts, device, num_images_per_prompt)
+        embeds, pooled = self.embed_text(prompts, device, num_images_per_prompt)
         negative = negative_pooled = None
         if do_classifier_free_guidance:
             negatives = negative_prompt if negative_prompt is not None else ""
             negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
-            negative, negative_pooled = self._embed(negatives, device, num_images_per_prompt)
+            negative, negative_pooled = self.embed_text(negatives, device, num_images_per_prompt)
         return embeds, negative, pooled, negative_pooled
 
     @torch.no_grad()
