@@ -5,11 +5,13 @@ and ``CLIPTextModel`` together (v-prediction, or ε with ``--prediction-type eps
 see :func:`loss_fn`; 10% empty captions for classifier-free guidance, an exponential moving average of the
 weights) on :mod:`chromaviz.shapes`, and writes the moving-average pipeline with ``save_pretrained``.
 
-The bundled model was trained in two stages on a 2-core CPU (docs/shapes_model.md):
+The bundled model was trained in three stages on a 2-core CPU (docs/shapes_model.md says why):
 
     python -m chromaviz.train --out runs/shapes-eps --prediction-type epsilon --steps 4000 --stop-at 2250 --threads 1
     python -m chromaviz.train --out runs/shapes --init-from runs/shapes-eps --steps 2600 --lr 1e-3 --threads 1
-    python -m chromaviz.train --out runs/shapes --export-checkpoint chromaviz/models/weights/shapes32
+    python -m chromaviz.train --out runs/shapes-tok --init-from runs/shapes/pipeline --steps 2600 --lr 4e-4 \
+        --ema-decay 0.999 --seed 3 --threads 2
+    python -m chromaviz.train --out runs/shapes-tok --export-checkpoint chromaviz/models/weights/shapes32
 
 - **Seeded**: the batch, timesteps and noise of step k are drawn from generators seeded with
   (``seed``, k), and the weights start from ``seed``; two runs with the same arguments on the same
@@ -198,6 +200,20 @@ def _checkpoint_ema(out: Path, params: dict) -> dict[str, torch.Tensor]:
     return {k: tensors[f"ema.{k}"] for k in params}
 
 
+def _starting_weights(source: Path, params: dict) -> dict[str, torch.Tensor]:
+    """The weights a run starts from: a run folder's checkpoint (its moving average) or a saved pipeline."""
+    files = {part: source / part / name for part, name in (("unet", "diffusion_pytorch_model.safetensors"),
+                                                            ("text_encoder", "model.safetensors"))}
+    if (source / "checkpoint.safetensors").is_file() or not all(f.is_file() for f in files.values()):
+        return _checkpoint_ema(source, params)
+    tensors = {f"{part}.{k}": v for part, f in files.items() for k, v in load_file(f).items()}
+    missing = sorted(set(params) - set(tensors))
+    if missing:
+        raise ValueError(f"the pipeline in {source} does not fit this network: {len(missing)} weights missing "
+                         f"(first: {missing[0]}); it must have been trained with the same configuration")
+    return {k: tensors[k] for k in params}
+
+
 def export_checkpoint(out: Path, folder: Path, seed: int = 0) -> int:
     """Write the moving average of the last checkpoint in ``out`` as a pipeline to ``folder``; its step."""
     state = json.loads((out / "checkpoint.json").read_text()) if (out / "checkpoint.json").is_file() else {}
@@ -215,8 +231,9 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 2e-3, seed: i
     """Train for ``steps`` steps (see the module docstring); returns the report written to training.json.
 
     ``init_from`` starts the networks from the moving average of another run's checkpoint (a run
-    folder); ``stop_at`` ends this session at that step, keeping the learning-rate schedule of
-    ``steps`` so that ``resume`` can go on later.
+    folder) or from a pipeline saved by :func:`export` (the bundled weights, to fine-tune them).
+    ``stop_at`` ends this session at that step, keeping the learning-rate schedule of ``steps`` so
+    that ``resume`` can go on later.
     """
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
@@ -226,7 +243,7 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 2e-3, seed: i
     params = _trainable(pipe)
     if init_from is not None:
         with torch.no_grad():
-            for k, v in _checkpoint_ema(Path(init_from), params).items():
+            for k, v in _starting_weights(Path(init_from), params).items():
                 params[k].copy_(v)
     pipe.to(device)
     pipe.unet.train()
@@ -299,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="CPU threads for torch (default: torch's choice; 1 is faster on a CPU shared with other work)")
     parser.add_argument("--prediction-type", choices=("v_prediction", "epsilon"), default="v_prediction")
     parser.add_argument("--init-from", type=Path, default=None, metavar="RUN",
-                        help="start from the moving average of another run's checkpoint (a run folder)")
+                        help="start from the moving average of another run's checkpoint (a run folder) or from a saved pipeline "
+                             "(e.g. the bundled weights)")
     parser.add_argument("--stop-at", type=int, default=None, help="end this session at that step (resume later)")
     parser.add_argument("--export", type=Path, default=None, help="also write the pipeline to this folder")
     parser.add_argument("--export-checkpoint", type=Path, default=None, metavar="FOLDER",

@@ -149,7 +149,7 @@ def run_all_cells(page, attempts: int = 3) -> None:
         page.click('.lm-Menu-itemLabel:text-is("Run All Cells")')
         try:
             page.wait_for_function(
-                """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                r"""() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
                          .some(p => /\[(\*|\d+)\]/.test(p.textContent))""",
                 timeout=30_000,
             )

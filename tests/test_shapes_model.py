@@ -40,7 +40,7 @@ def test_loads_through_the_diffusers_adapter(model):
 
 
 def test_samples_show_what_the_caption_says(model):
-    """16 captions, 30 steps: the checker reads the shape's colour and the background's colour back.
+    """16 captions, 30 steps: the checker reads all four attributes back in at least 3 of 4 samples.
 
     A regression guard, not the quality measurement (benchmarks/shapes_quality.py: 256 samples, 50 steps).
     """
@@ -48,7 +48,7 @@ def test_samples_show_what_the_caption_says(model):
     images = model.pipe([s.caption for s in scenes], num_inference_steps=30, guidance_scale=GUIDANCE,
                         generator=torch.Generator().manual_seed(0), output_type="pt").images
     acc = shapes_checker.accuracy(shapes_checker.read_batch(images), scenes)
-    assert acc["colour"] >= 0.75 and acc["background"] >= 0.75, acc
+    assert min(acc[k] for k in ("colour", "shape", "background", "texture")) >= 0.75, acc
 
 
 def test_composing_on_the_trained_model_hands_over_with_the_switch(model):

@@ -103,7 +103,7 @@ def test_training_is_seeded_and_resumable(tmp_path):
 
 
 def test_training_stages_epsilon_then_v(tmp_path):
-    """The bundled model's two stages: ε-prediction, then v-prediction started from its moving average."""
+    """The bundled model's stages: ε, then v started from its moving average, then a fine-tune from a saved pipeline."""
     train(tmp_path / "eps", steps=2, batch_size=2, checkpoint_every=2, prediction_type="epsilon")
     first = load_file(tmp_path / "eps" / "checkpoint.safetensors")
     export_checkpoint(tmp_path / "eps", tmp_path / "eps-export")
@@ -113,5 +113,9 @@ def test_training_stages_epsilon_then_v(tmp_path):
     second = load_file(tmp_path / "v" / "checkpoint.safetensors")
     key = next(k for k in second if k.startswith("param.unet.conv_in"))
     assert torch.equal(second[key], first[key.replace("param.", "ema.", 1)])  # lr 0: the start is the other run's average
+    fine = train(tmp_path / "fine", steps=1, batch_size=2, checkpoint_every=1, init_from=tmp_path / "eps-export", lr=0.0)
+    assert fine["init_from"] == "eps-export"
+    third = load_file(tmp_path / "fine" / "checkpoint.safetensors")
+    assert all(torch.equal(third[k], second[k]) for k in second if k.startswith("param."))  # a saved pipeline = its run's average
     with pytest.raises(ValueError, match="prediction_type must be"):
         train(tmp_path / "bad", steps=1, prediction_type="sample")

@@ -25,29 +25,69 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+def _chain(word: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """The merges that build ``word`` left to right: per step (left, right, the other adjacent pairs then)."""
+    pieces = list(word[:-1]) + [word[-1] + "</w>"]
+    steps = []
+    while len(pieces) > 1:
+        steps.append((pieces[0], pieces[1], list(zip(pieces[1:-1], pieces[2:]))))
+        pieces = [pieces[0] + pieces[1]] + pieces[2:]
+    return steps
+
+
+def _ranked_merges(words: list[str]) -> list[tuple[str, str]]:
+    """All words' merges, ordered so that byte-level BPE builds each word into one token.
+
+    BPE applies, again and again, the lowest-ranked merge among the adjacent pairs. Written word by
+    word, a merge of an earlier word can fire inside a later one and derail it ("r e" of "red" inside
+    "green" leaves g|re|e|n). So every merge a word needs must rank below each other merge that could
+    fire at that step: a topological order of those constraints, else the first-seen order.
+    """
+    chains = {w: _chain(w) for w in words}
+    merges = list(dict.fromkeys((a, b) for steps in chains.values() for a, b, _ in steps))
+    known = set(merges)
+    before: dict[tuple[str, str], set] = {m: set() for m in merges}  # merge -> merges that must rank after it
+    for steps in chains.values():
+        for a, b, others in steps:
+            before[(a, b)].update(o for o in others if o in known and o != (a, b))
+    waiting = {m: 0 for m in merges}
+    for m, later in before.items():
+        for o in later:
+            waiting[o] += 1
+    order, ready = [], [m for m in merges if waiting[m] == 0]
+    while ready:
+        m = min(ready, key=merges.index)
+        ready.remove(m)
+        order.append(m)
+        for o in before[m]:
+            waiting[o] -= 1
+            if waiting[o] == 0:
+                ready.append(o)
+    if len(order) < len(merges):
+        stuck = sorted(w for w, steps in chains.items() if any(waiting[(a, b)] for a, b, _ in steps))
+        raise ValueError(f"no order of the left-to-right merges keeps each of these words one token: {stuck}")
+    return order
+
+
 def write_clip_tokenizer(folder: Path, words: Iterable[str]) -> Path:
     """Write ``vocab.json`` and ``merges.txt`` into ``folder`` so that each of ``words`` is one token.
 
-    Words must be lowercase ASCII without spaces (CLIP lowercases its input). Returns ``folder``.
+    Words must be lowercase ASCII without spaces (CLIP lowercases its input). The token ids depend on
+    the words and their order only: the 512 byte tokens, then each word's prefixes as it is built, then
+    the two specials. Returns ``folder``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
-    vocab_list = chars + [c + "</w>" for c in chars]
-    merges = []
-    for word in words:  # merge each word left to right into one "word</w>" token
+    words = list(dict.fromkeys(words))
+    for word in words:
         if not word or word != word.lower() or not word.isascii() or " " in word:
             raise ValueError(f"tokenizer words must be lowercase ASCII without spaces, got {word!r}")
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(pieces) > 1:
-            merges.append(f"{pieces[0]} {pieces[1]}")
-            merged = pieces[0] + pieces[1]
-            if merged not in vocab_list:
-                vocab_list.append(merged)
-            pieces = [merged] + pieces[2:]
-    merges = list(dict.fromkeys(merges))
+    chars = list(_bytes_to_unicode().values())
+    vocab_list = chars + [c + "</w>" for c in chars]
+    vocab_list += [a + b for w in words for a, b, _ in _chain(w)]
     vocab_list += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    merges = [f"{a} {b}" for a, b in _ranked_merges(words)]
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     return folder
