@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import diffusers_models as tiny  # noqa: E402
 
-from chromaviz.models.diffusers_adapter import from_pipeline  # noqa: E402
+from chromaviz.models.diffusers.adapter import from_pipeline  # noqa: E402
 from chromaviz.sampling import sample  # noqa: E402
 
 

@@ -18,7 +18,7 @@ import time
 import torch
 
 from chromaviz import ExemplarMixture, compare, sample
-from chromaviz.trajectory import RECORDABLE
+from chromaviz.sampling.trajectory import RECORDABLE
 
 
 def timed(fn) -> tuple[float, object]:

@@ -1,7 +1,7 @@
 """Quality and speed of the bundled shapes model, measured by the analytic checker.
 
 For each guidance scale, 256 captions drawn from a held-out seed are sampled (50 DDIM steps, the
-pipeline's own ``__call__``, 16 prompts per batch) and read back by ``chromaviz.shapes_checker``;
+pipeline's own ``__call__``, 16 prompts per batch) and read back by ``chromaviz.models.shapes.checker``;
 the table gives the fraction of images whose shape colour, shape, background colour and texture
 match the caption. The first row is the checker on the dataset's own images of the same captions
 (the checker's accuracy). Then seconds per 50-step chromaviz run (recording every step) at batch 1
@@ -17,8 +17,10 @@ import time
 
 import torch
 
-from chromaviz import sample, shapes, shapes_checker
-from chromaviz.models.shapes_model import EXAMPLE_PROMPTS, GUIDANCE, load_shapes
+from chromaviz import sample
+from chromaviz.models.shapes import checker as shapes_checker
+from chromaviz.models.shapes import dataset as shapes
+from chromaviz.models.shapes.model import EXAMPLE_PROMPTS, GUIDANCE, load_shapes
 
 ATTRIBUTES = ("colour", "shape", "background", "texture", "all")
 

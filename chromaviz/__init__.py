@@ -5,17 +5,12 @@ See which resolution a diffusion model generates at each step (theory), measure 
 resolution, upscaling with upsample guidance, schedules designed from level births.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .analysis import Comparison, compare
-from .composing import by_resolution
+from .apps import UpsampleGuided, by_resolution, from_births, upscale
 from .models import Denoiser, ExemplarMixture, GaussianPowerLaw, load_shapes
-from .prompts import Boundary, PromptSchedule
-from .sampling import SamplingError, sample
-from .schedule_design import from_births
-from .schedules import Schedule
-from .trajectory import StepRecord, Trajectory
-from .upscaling import UpsampleGuided, upscale
+from .noise import Schedule
+from .sampling import Boundary, PromptSchedule, SamplingError, StepRecord, Trajectory, sample
 
 __all__ = [
     "Boundary", "Comparison", "Denoiser", "ExemplarMixture", "GaussianPowerLaw", "PromptSchedule",

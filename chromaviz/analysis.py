@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import spectral, theory
-from .trajectory import Trajectory
+from .sampling.trajectory import Trajectory
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 
 
 def _run(args: argparse.Namespace) -> int:
     from .analysis import compare
     from .models import TRAINED, load_builtin
-    from .render import save_chromatogram, save_strip
+    from .views.figures import save_chromatogram, save_strip
     from .sampling import SamplingError, sample
-    from .schedules import Schedule
+    from .noise.schedules import Schedule
 
     kwargs = {"size": args.size} if args.model in TRAINED else {"size": args.size, "schedule": Schedule.coerce(args.schedule)}
     model = load_builtin(args.model, **kwargs)
@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import RESERVED, REPORT_NOTEBOOK, ReportCellError, format_parameters, notebook_parameters, run_report
+    from .notebook.report import RESERVED, REPORT_NOTEBOOK, ReportCellError, format_parameters, notebook_parameters, run_report
 
     notebook = Path(args.notebook) if args.notebook else REPORT_NOTEBOOK
     if args.list:
@@ -78,8 +78,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import BUILTIN
-    from .schedulers import SCHEDULERS
-    from .schedules import PRESETS
+    from .noise.schedulers import SCHEDULERS
+    from .noise.schedules import PRESETS
 
     parser = argparse.ArgumentParser(prog="chromaviz", description="Resolution chromatography of diffusion models.")
     parser.add_argument("--version", action="version", version=f"chromaviz {__version__}")
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report", help="execute the report notebook (papermill); write it executed and as HTML",
-        description="Execute notebooks/report.ipynb with papermill into an output folder: report.ipynb (executed), "
+        description="Execute chromaviz/notebook/report.ipynb with papermill into an output folder: report.ipynb (executed), "
                     "report.html (its rendering) and the files the report makes (images, tables, run.html with a "
                     "step scrubber that works without a kernel).",
     )
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="set a report parameter, e.g. -p model exemplars -p steps 30 (see --list)")
     report.add_argument("-o", "--out", default="chromaviz-report", help="output folder (default: ./chromaviz-report)")
     report.add_argument("--list", action="store_true", help="list the report's parameters with their types and defaults")
-    report.add_argument("--notebook", default=None, help="another report notebook (default: notebooks/report.ipynb)")
+    report.add_argument("--notebook", default=None, help="another report notebook (default: chromaviz/notebook/report.ipynb)")
     report.add_argument("--cell-timeout", type=float, default=600, help="seconds any one cell may run (default: 600)")
     report.add_argument("--quiet", action="store_true", help="no progress bar")
     report.set_defaults(func=_report)

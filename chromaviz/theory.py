@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .schedules import Schedule
+from .noise.schedules import Schedule
 
 COORDINATES = ("log_snr", "timestep", "step")
 """Coordinates a chromatogram can be drawn in."""

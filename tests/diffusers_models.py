@@ -3,7 +3,7 @@
 Each builder makes the pipeline, writes it with ``save_pretrained`` into a folder and returns that
 folder, so tests load it back through the real ``from_pretrained`` path. Nothing is downloaded:
 the CLIP tokenizer is written from a byte-level vocabulary and a handful of merges
-(``chromaviz.models.tokenizer``).
+(``chromaviz.models.shapes.tokenizer``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from chromaviz.models.tokenizer import clip_tokenizer as words_tokenizer
+from chromaviz.models.shapes.tokenizer import clip_tokenizer as words_tokenizer
 
 WORDS = ("a", "photo", "of", "cat", "dog", "moon", "red", "blue", "house", "tree")
 

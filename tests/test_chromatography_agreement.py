@@ -15,8 +15,8 @@ import pytest
 from chromaviz import spectral, theory
 from chromaviz.models import GaussianPowerLaw
 from chromaviz.sampling import sample
-from chromaviz.schedules import Schedule
-from chromaviz.trajectory import Trajectory
+from chromaviz.noise.schedules import Schedule
+from chromaviz.sampling.trajectory import Trajectory
 
 H = W = 64
 BATCH = 16

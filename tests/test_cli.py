@@ -9,7 +9,7 @@ from PIL import Image
 
 from chromaviz import GaussianPowerLaw, compare
 from chromaviz.cli import main
-from chromaviz.trajectory import Trajectory
+from chromaviz.sampling.trajectory import Trajectory
 
 
 def test_run_writes_trajectory_strip_and_chromatogram(tmp_path, capsys):

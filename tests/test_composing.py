@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from chromaviz import ExemplarMixture, PromptSchedule, Schedule, sample
-from chromaviz.composing import (
+from chromaviz.apps.composing import (
     Provenance, band_provenance, band_weights, by_fraction, by_resolution, crossover_level, equivalent_fraction,
     naive_fractions, plan,
 )
-from chromaviz.prompts import Boundary
+from chromaviz.sampling.prompts import Boundary
 from chromaviz.theory import birth_log_snr
 
 A, B = "cat", "moon"
@@ -180,7 +180,7 @@ def test_level_switch_follows_the_scheduler_a_fixed_fraction_does_not():
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory):
     diffusers_models = pytest.importorskip("diffusers_models")
-    from chromaviz.models.diffusers_adapter import load_pipeline
+    from chromaviz.models.diffusers.adapter import load_pipeline
 
     return load_pipeline(diffusers_models.save_sd(tmp_path_factory.mktemp("composing") / "sd"))
 

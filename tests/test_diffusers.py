@@ -1,7 +1,7 @@
 """chromaviz driving real diffusers pipelines, checked against ``pipe(...)`` itself.
 
 Every model here is tiny with random weights (tests/diffusers_models.py), written with
-``save_pretrained`` and loaded back through :func:`chromaviz.models.diffusers_adapter.load_pipeline`,
+``save_pretrained`` and loaded back through :func:`chromaviz.models.diffusers.adapter.load_pipeline`,
 so the real loading path runs. Nothing is downloaded.
 """
 
@@ -16,10 +16,10 @@ import torch
 
 from chromaviz import spectral
 from chromaviz.analysis import compare, decoded
-from chromaviz.models.diffusers_adapter import DiffusersDenoiser, DiffusersPixelDenoiser, from_pipeline, load_pipeline
-from chromaviz.models.previews import LinearPreview, fit_linear_preview
-from chromaviz.prompts import Boundary, PromptSchedule
-from chromaviz.sampling import SamplingError, rescale_guidance, sample
+from chromaviz.models.diffusers.adapter import DiffusersDenoiser, DiffusersPixelDenoiser, from_pipeline, load_pipeline
+from chromaviz.models.diffusers.previews import LinearPreview, fit_linear_preview
+from chromaviz.sampling.prompts import Boundary, PromptSchedule
+from chromaviz.sampling import SamplingError, sample
 
 import diffusers_models as tiny
 
@@ -148,7 +148,7 @@ def test_prompt_switch_equals_pipeline_callback(request, which):
 
 def test_default_scheduler_is_the_pipelines_own(sdxl):
     """``"default"`` rebuilds the pipeline's scheduler from the kept config, wherever it is made."""
-    from chromaviz.schedulers import make_scheduler
+    from chromaviz.noise import make_scheduler
 
     own = make_scheduler("default", sdxl.schedule)
     assert type(own).__name__ == "EulerDiscreteScheduler"
@@ -159,16 +159,6 @@ def test_default_scheduler_is_the_pipelines_own(sdxl):
     assert type(make_scheduler("ddim", sdxl.schedule)).__name__ == "DDIMScheduler"  # names still choose
 
 
-def test_rescale_guidance_is_diffusers_formula():
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
-
-    g = torch.Generator().manual_seed(0)
-    guided, cond = torch.randn(3, 4, 8, 8, generator=g) * 3, torch.randn(3, 4, 8, 8, generator=g)
-    for phi in (0.0, 0.3, 1.0):
-        torch.testing.assert_close(rescale_guidance(guided, cond, phi), rescale_noise_cfg(guided, cond, guidance_rescale=phi))
-
-
-# ---------------------------------------------------------------------- prompts, sizes, scheduler
 def test_unconditional_is_the_pipelines_negative_half(sd, sdxl):
     _, neg = sd.pipe.encode_prompt(A, "cpu", 1, True)
     torch.testing.assert_close(sd.encode([None]).prompt_embeds, neg)
@@ -194,7 +184,7 @@ def test_prompts_sizes_and_default_scheduler(sd):
 
 def test_deferred_records_are_the_same_run(sd, monkeypatch):
     """The hand-out used on CUDA (each record one step late), exercised on the CPU."""
-    import chromaviz.sampling as sampling
+    import chromaviz.sampling.sampler as sampling
 
     now = sample(sd, A, num_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu")
     monkeypatch.setattr(sampling, "DEFER_ON", ("cpu", "cuda"))

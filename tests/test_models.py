@@ -23,7 +23,7 @@ from chromaviz.models import (
     vocabulary,
 )
 from chromaviz.models.photos import PHOTOS, load_photo
-from chromaviz.schedulers import NoiseLevel
+from chromaviz.noise import NoiseLevel
 
 
 def _power_law_np(h: int, w: int, amplitude: float, exponent: float) -> np.ndarray:

@@ -21,10 +21,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from chromaviz.report import kernel_for_this_python, notebook_parameters, read_figures
+from chromaviz.notebook.report import REPORT_NOTEBOOK, kernel_for_this_python, notebook_parameters, read_figures
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted([*(ROOT / "notebooks").glob("*.ipynb"), REPORT_NOTEBOOK])  # the report ships in the package
 BASELINES_PATH = ROOT / "tests" / "notebook_baselines.json"
 ARTIFACTS = ROOT / "test-artifacts" / "notebooks"
 CELL_TIMEOUT = 300  # seconds any one cell may run
@@ -166,7 +166,7 @@ def test_python3_kernel_runs_this_environment(kernel):
 @pytest.mark.parametrize("name", [nb.stem for nb in NOTEBOOKS])
 def test_notebook(name, kernel, tmp_path):
     target = ARTIFACTS / f"{name}.ipynb"
-    figures = execute(ROOT / "notebooks" / f"{name}.ipynb", target, kernel, OVERRIDES.get(name), cwd=tmp_path)
+    figures = execute(next(nb for nb in NOTEBOOKS if nb.stem == name), target, kernel, OVERRIDES.get(name), cwd=tmp_path)
     if os.environ.get("CHROMAVIZ_UPDATE_BASELINES"):
         update_baselines(name, figures)
     problems = figure_problems(f"{name}.ipynb", figures, load_baselines().get(name, {}))

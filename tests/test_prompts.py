@@ -1,4 +1,4 @@
-"""Tests for chromaviz.prompts: prompt schedules, A1111 prompt editing, λ/level boundaries."""
+"""Tests for chromaviz.sampling.prompts: prompt schedules, A1111 prompt editing, λ/level boundaries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chromaviz.prompts import UNITS, Boundary, PromptSchedule, Segment
+from chromaviz.sampling.prompts import UNITS, Boundary, PromptSchedule, Segment
 
 # A synthetic 50-step run: t from 999 to 0, λ from −6 to 7.
 N_RUN = 50

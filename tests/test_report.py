@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from chromaviz.cli import main
-from chromaviz.report import (
+from chromaviz.notebook.report import (
     FIGURE_MIME, REPORT_NOTEBOOK, Parameter, ReportError, crossing_steps, markdown_table, notebook_parameters,
     parse_parameters, read_figures, record,
 )

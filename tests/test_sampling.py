@@ -17,11 +17,11 @@ import torch
 
 from chromaviz.models import Denoiser, ExemplarMixture, GaussianPowerLaw
 from chromaviz.models.photos import PHOTOS
-from chromaviz.prompts import Boundary, PromptSchedule
+from chromaviz.sampling.prompts import Boundary, PromptSchedule
 from chromaviz.sampling import SamplingError, sample
-from chromaviz.schedulers import FLOW_SCHEDULERS, SCHEDULERS, make_scheduler, noise_levels
-from chromaviz.schedules import Schedule
-from chromaviz.trajectory import RECORDABLE, StepRecord, Trajectory
+from chromaviz.noise import FLOW_SCHEDULERS, SCHEDULERS, make_scheduler, noise_levels
+from chromaviz.noise.schedules import Schedule
+from chromaviz.sampling.trajectory import RECORDABLE, StepRecord, Trajectory
 
 SIZE = 32
 FLOW = Schedule.flow_matching(3.0)

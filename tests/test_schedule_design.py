@@ -1,4 +1,4 @@
-"""Tests for chromaviz.schedule_design: schedules built from targets, compared by step, and measured.
+"""Tests for chromaviz.apps.schedule_design: schedules built from targets, compared by step, and measured.
 
 Expected values come from the definitions (a birth is λ = −2·ln m; diffusers' "trailing" spacing puts
 step i at t = round(T − i·T/N) − 1), from diffusers' own schedulers, and from sampling the exact
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from chromaviz import GaussianPowerLaw, Schedule, compare, sample, theory
-from chromaviz.report import crossing_steps
-from chromaviz.schedule_design import (
+from chromaviz.notebook.report import crossing_steps
+from chromaviz.apps.schedule_design import (
     comparison_table,
     compare_schedules,
     from_births,
@@ -23,7 +23,7 @@ from chromaviz.schedule_design import (
     shift_for_birth,
     step_timings,
 )
-from chromaviz.schedulers import make_scheduler
+from chromaviz.noise import make_scheduler
 
 TARGETS = {8: 0.2, 1: 0.8}
 T = 1000
@@ -143,7 +143,7 @@ def test_compare_schedules_side_by_side(sd, designed):
 
 
 def test_schedule_chromatograms_figure(sd, designed):
-    from chromaviz.render import schedule_chromatograms
+    from chromaviz.views.figures import schedule_chromatograms
 
     fig = schedule_chromatograms(compare_schedules({"sd": sd, "designed": designed}, [1, 4, 16], 20))
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 2

@@ -1,4 +1,4 @@
-"""Tests for chromaviz.schedules (and the scheduler glue it uses in ``Schedule.visited``).
+"""Tests for chromaviz.noise.schedules (and the scheduler glue it uses in ``Schedule.visited``).
 
 Every expected value is computed here independently: from diffusers' own schedulers, from the
 closed forms of THEORY.md §1, or from first principles in numpy.
@@ -12,8 +12,8 @@ import diffusers
 import numpy as np
 import pytest
 
-from chromaviz.schedulers import make_scheduler
-from chromaviz.schedules import PRESETS, Schedule
+from chromaviz.noise import make_scheduler
+from chromaviz.noise.schedules import PRESETS, Schedule
 
 T = 1000
 
@@ -187,7 +187,7 @@ def test_flow_scheduler_on_vp_schedule_and_vice_versa(sd):
         sd.visited(10, "flow_euler")
     with pytest.raises(ValueError, match="ddim"):
         Schedule.flow_matching(3.0).visited(10, "ddim")
-    from chromaviz.schedulers import make_scheduler
+    from chromaviz.noise import make_scheduler
 
     with pytest.raises(ValueError):
         make_scheduler(diffusers.FlowMatchEulerDiscreteScheduler(), sd)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from chromaviz import shapes, shapes_checker
-from chromaviz.shapes import Scene
+from chromaviz.models.shapes import checker as shapes_checker
+from chromaviz.models.shapes import dataset as shapes
+from chromaviz.models.shapes.dataset import Scene
 
 
 def _scenes(n: int, seed: int) -> tuple[list[Scene], torch.Tensor]:

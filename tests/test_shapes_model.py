@@ -7,11 +7,13 @@ import json
 import pytest
 import torch
 
-from chromaviz import by_resolution, sample, shapes, shapes_checker
-from chromaviz.composing import band_provenance
+from chromaviz import by_resolution, sample
+from chromaviz.models.shapes import checker as shapes_checker
+from chromaviz.models.shapes import dataset as shapes
+from chromaviz.apps.composing import band_provenance
 from chromaviz.models import load_builtin
-from chromaviz.models.diffusers_adapter import DiffusersTextPixelDenoiser
-from chromaviz.models.shapes_model import GUIDANCE, WEIGHTS, load_shapes
+from chromaviz.models.diffusers.adapter import DiffusersTextPixelDenoiser
+from chromaviz.models.shapes.model import GUIDANCE, WEIGHTS, load_shapes
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from chromaviz import Boundary, PromptSchedule, sample
-from chromaviz.models.diffusers_adapter import DiffusersTextPixelDenoiser, load_pipeline
-from chromaviz.models.text_pixels import TextToPixelsPipeline
-from chromaviz.train import build_pipeline, export_checkpoint, train
+from chromaviz.models.diffusers.adapter import DiffusersTextPixelDenoiser, load_pipeline
+from chromaviz.models.diffusers.text_pixels import TextToPixelsPipeline
+from chromaviz.models.shapes.train import build_pipeline, export_checkpoint, train
 
 A, B = "a red circle on blue stripes", "a yellow star on green checks"
 STEPS = 5

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from chromaviz import theory
 from chromaviz.models.gaussian import power_law_grid
-from chromaviz.schedules import Schedule
+from chromaviz.noise.schedules import Schedule
 
 LEVELS = (1, 2, 4, 8, 16, 32, 64, 128)
 SD_KW = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)

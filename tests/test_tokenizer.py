@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from chromaviz import shapes
-from chromaviz.models.shapes_model import WEIGHTS
-from chromaviz.models.tokenizer import clip_tokenizer, write_clip_tokenizer
+from chromaviz.models.shapes import dataset as shapes
+from chromaviz.models.shapes.model import WEIGHTS
+from chromaviz.models.shapes.tokenizer import clip_tokenizer, write_clip_tokenizer
 from diffusers_models import WORDS
 
 

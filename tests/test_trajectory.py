@@ -1,4 +1,4 @@
-"""Tests for chromaviz.trajectory: the safetensors file format and measured signal fractions."""
+"""Tests for chromaviz.sampling.trajectory: the safetensors file format and measured signal fractions."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 from chromaviz import spectral
 from chromaviz.models import ExemplarMixture, GaussianPowerLaw
 from chromaviz.sampling import sample
-from chromaviz.schedules import Schedule
-from chromaviz.trajectory import RECORDABLE, Trajectory
+from chromaviz.noise.schedules import Schedule
+from chromaviz.sampling.trajectory import RECORDABLE, Trajectory
 
 SIZE = 32
 

@@ -1,9 +1,9 @@
-"""Upsample guidance (chromaviz.upscaling): the time and intensity mapping, the guidance formula,
+"""Upsample guidance (chromaviz.apps.upscaling): the time and intensity mapping, the guidance formula,
 and what it does to the spectrum where the truth is known.
 
 The measurement: GaussianPowerLaw built at 16×16 is sampled at 2× and 4× that size, plain and with
 guidance, and the power of the samples in each octave ring is compared with the true process at
-the target size (:func:`chromaviz.upscaling.upscaled_truth`). Runs use the zero-terminal-SNR
+the target size (:func:`chromaviz.apps.upscaling.upscaled_truth`). Runs use the zero-terminal-SNR
 version of Stable Diffusion's schedule and 100 DDIM steps, so that no coarse level is inherited
 from the initial noise and the sampler itself is within about 0.1 (in ln power) of the truth; the
 truth model run through the same sampler is the floor every comparison is reported against.
@@ -19,9 +19,9 @@ import torch
 
 from chromaviz import GaussianPowerLaw, Schedule, sample, spectral, theory
 from chromaviz.models.base import Denoiser, split_prediction
-from chromaviz.models.diffusers_adapter import load_pipeline
-from chromaviz.schedulers import NoiseLevel
-from chromaviz.upscaling import UpsampleGuided, adjusted_level, band_log_ratio, guidance_weight, upscale, upscaled_truth
+from chromaviz.models.diffusers.adapter import load_pipeline
+from chromaviz.noise import NoiseLevel
+from chromaviz.apps.upscaling import UpsampleGuided, adjusted_level, band_log_ratio, guidance_weight, upscale, upscaled_truth
 
 import diffusers_models as tiny
 

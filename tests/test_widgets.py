@@ -10,7 +10,7 @@ import torch
 
 from chromaviz import GaussianPowerLaw, theory
 from chromaviz.models import ExemplarMixture
-from chromaviz.prompts import Boundary
+from chromaviz.sampling.prompts import Boundary
 from widgets import Explorer
 from widgets.imaging import data_uri, png_bytes, sample_rgb
 

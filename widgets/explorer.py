@@ -19,9 +19,9 @@ from jupyter_bokeh.widgets import BokehModel
 
 from chromaviz import analysis, spectral, theory
 from chromaviz.models import Denoiser, load_shapes
-from chromaviz.prompts import Boundary
-from chromaviz.schedulers import SCHEDULERS, FLOW_SCHEDULERS
-from chromaviz.trajectory import StepRecord, Trajectory
+from chromaviz.sampling.prompts import Boundary
+from chromaviz.noise import SCHEDULERS, FLOW_SCHEDULERS
+from chromaviz.sampling.trajectory import StepRecord, Trajectory
 
 from .imaging import band_grid, band_grid_width, png_bytes, sample_rgb
 from .plots import ChromatographyPlot, RapsdPlot

@@ -19,7 +19,7 @@ from bokeh.resources import INLINE
 
 from chromaviz import analysis, spectral
 from chromaviz.models import Denoiser
-from chromaviz.trajectory import Trajectory
+from chromaviz.sampling.trajectory import Trajectory
 
 from .imaging import band_grid, band_grid_width, data_uri, display_scale, png_bytes, sample_rgb
 from .plots import ChromatographyPlot

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from chromaviz.models import Denoiser
-from chromaviz.prompts import Boundary
+from chromaviz.sampling.prompts import Boundary
 from chromaviz.sampling import SamplingError, sample
-from chromaviz.schedulers import NoiseLevel
-from chromaviz.trajectory import StepRecord, Trajectory
+from chromaviz.noise import NoiseLevel
+from chromaviz.sampling.trajectory import StepRecord, Trajectory
 
 
 @dataclass

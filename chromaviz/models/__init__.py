@@ -4,7 +4,7 @@ from .base import PARAMETERIZATIONS, Denoiser, join_prediction, split_prediction
 from .exemplars import ExemplarMixture
 from .gaussian import GaussianPowerLaw, power_law_grid
 from .photos import PHOTOS, vocabulary
-from .shapes_model import load_shapes
+from .shapes import load_shapes
 
 BUILTIN = {"gaussian": GaussianPowerLaw, "exemplars": ExemplarMixture, "shapes": load_shapes}
 """Built-in model names → their constructors: the two exact models and the bundled trained network."""

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..schedulers import NoiseLevel
-from ..schedules import Schedule
+from ..noise.plan import NoiseLevel
+from ..noise.schedules import Schedule
 
 PARAMETERIZATIONS = ("sample", "epsilon", "v_prediction", "flow")
 """What a denoiser's output means: x̂0, ε, v = α·ε − σ·x0, or the flow velocity ε − x0."""

@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..schedulers import NoiseLevel
-from ..schedules import Schedule
+from ..noise.plan import NoiseLevel
+from ..noise.schedules import Schedule
 from .base import Denoiser
 from .gaussian import power_law_grid
 from .photos import PHOTOS, load_photo, match_prompt

@@ -16,8 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..schedulers import NoiseLevel
-from ..schedules import Schedule
+from .. import spectral
+from ..noise.plan import NoiseLevel
+from ..noise.schedules import Schedule
 from .base import Denoiser
 
 
@@ -81,7 +82,6 @@ class GaussianPowerLaw(Denoiser):
     @classmethod
     def fitted_to(cls, photo: str = "cat", size: int = 64, **kwargs) -> GaussianPowerLaw:
         """Natural-image statistics: A and α fitted to a bundled photograph's RAPSD at ``size``."""
-        from .. import spectral
         from .photos import load_photo
 
         img = torch.from_numpy(load_photo(photo, size, size)).unsqueeze(0)

@@ -15,10 +15,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import __version__
-from .models.base import Denoiser, join_prediction, split_prediction
+from .._version import __version__
+from ..models.base import Denoiser, join_prediction, split_prediction
+from .guidance import Guidance
 from .prompts import PromptSchedule
-from .schedulers import NoiseLevel, is_flow_scheduler, make_scheduler, noise_levels, scheduler_name, set_timesteps
+from ..noise.plan import NoiseLevel, noise_levels
+from ..noise.schedulers import is_flow_scheduler, make_scheduler, scheduler_name, set_timesteps
 from .trajectory import RECORDABLE, StepRecord, Trajectory
 
 PromptSource = str | PromptSchedule | Callable[[int, NoiseLevel], "str | None"] | None
@@ -88,7 +90,7 @@ def sample(
     num_steps : int
         Inference steps handed to the scheduler's ``set_timesteps``.
     scheduler : str or diffusers scheduler
-        A name from :data:`chromaviz.schedulers.SCHEDULERS`, a scheduler instance (copied), or
+        A name from :data:`chromaviz.noise.SCHEDULERS`, a scheduler instance (copied), or
         ``"default"``: the model's own scheduler where its schedule says so (a diffusers
         pipeline's), else DDIM (flow Euler for flow-matching schedules).
     guidance : float
@@ -106,7 +108,7 @@ def sample(
     record : sequence of {"x_t", "x0", "eps"}
         What to keep per step (kept on the CPU).
     callback : callable, optional
-        Called with each :class:`~chromaviz.trajectory.StepRecord` as soon as it is recorded.
+        Called with each :class:`~chromaviz.sampling.trajectory.StepRecord` as soon as it is recorded.
     stop : threading.Event, optional
         Checked before every step; once set, the run ends with status ``"cancelled"``.
     progress : bool
@@ -181,7 +183,7 @@ def sample(
     scale = getattr(sched, "scale_model_input", lambda sample, timestep: sample)
     accepted = inspect.signature(sched.step).parameters  # as the pipelines' prepare_extra_step_kwargs
     step_kwargs = {k: v for k, v in {"eta": eta, "generator": generator}.items() if k in accepted}
-    guide = _Guide(guidance if guided else 1.0, guidance_rescale)
+    guide = Guidance(guidance if guided else 1.0, guidance_rescale)
     keep = _Recorder(record, record_scale, device)
 
     traj = Trajectory(
@@ -290,7 +292,7 @@ def _step(model, sched, x, t, i, level, prompt_at, negative, guide, encode, targ
     """One sampling step: the record of step ``i`` and the scheduler's next sample."""
     active = prompt_at(i, level)
     x_in = scale(x, t)
-    out = _predict(model, x_in, level, active, negative, guide, encode)
+    out = guide.predict(model, x_in, level, active, negative, encode)
     finite = torch.isfinite(out).all()
     message = f"the model returned NaN or infinity at step {i} (t={level.timestep:g}, λ={level.log_snr:.3g})"
     if not keep.defer and not finite:
@@ -348,62 +350,6 @@ class _Recorder:
             event = torch.cuda.Event()
             event.record()
         return out, event
-
-
-class _Guide:
-    """Classifier-free guidance with scale ``w`` and optional rescale φ (diffusers' ``rescale_noise_cfg``)."""
-
-    def __init__(self, scale: float, rescale: float = 0.0) -> None:
-        self.scale, self.rescale = scale, rescale
-
-    def __call__(self, uncond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        guided = uncond + self.scale * (cond - uncond)
-        if self.rescale > 0:
-            guided = rescale_guidance(guided, cond, self.rescale)
-        return guided
-
-
-def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:
-    """Lin et al. (2023) §3.4: match the per-sample std of ``guided`` to ``cond``, mix by ``rescale``.
-
-    Parameters
-    ----------
-    guided, cond : Tensor, shape (B, C, H, W)
-        The guided model output and the conditional one.
-    rescale : float
-        φ in [0, 1].
-
-    Returns
-    -------
-    Tensor, shape (B, C, H, W)
-        φ·guided·std(cond)/std(guided) + (1 − φ)·guided, std over all but the batch dimension.
-    """
-    dims = list(range(1, cond.ndim))
-    std_cond = cond.std(dim=dims, keepdim=True)
-    std_guided = guided.std(dim=dims, keepdim=True)
-    rescaled = guided * (std_cond / std_guided)
-    return rescale * rescaled + (1 - rescale) * guided
-
-
-def _predict(model: Denoiser, x_in, level, prompt, negative, guide, encode) -> torch.Tensor:
-    """One model evaluation, with classifier-free guidance batched as [negative, positive]."""
-    if guide.scale == 1.0 or prompt is None:
-        return model(x_in, level, encode(prompt))
-    both = model(torch.cat([x_in, x_in]), level, _concat(encode(negative), encode(prompt)))
-    uncond, cond = both.chunk(2)
-    return guide(uncond, cond)
-
-
-def _concat(a: Any, b: Any) -> Any:
-    if isinstance(a, torch.Tensor):
-        return torch.cat([a, b])
-    if isinstance(a, list):
-        return a + b
-    if a is None and b is None:
-        return None
-    if hasattr(a, "concat"):
-        return a.concat(b)
-    raise TypeError(f"cannot batch conditioning of type {type(a).__name__} for guidance")
 
 
 def _prompt_source(prompt: PromptSource, model: Denoiser, levels: list[NoiseLevel]) -> Callable[[int, NoiseLevel], str | None]:

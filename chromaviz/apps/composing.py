@@ -1,0 +1,471 @@
+"""Prompt composing by resolution: one prompt for the coarse levels, another for the fine ones.
+
+Coarse levels are generated early and fine levels late (``docs/chromatography.md``), so a prompt
+that is active only while some levels are being generated decides those levels. This module says
+it the way a user means it, "``A`` for the levels coarser than ``m``, ``B`` for the finer ones",
+and turns it into a :class:`~chromaviz.sampling.prompts.PromptSchedule` whose switch is the *birth of
+level m*, a boundary in level units that :func:`chromaviz.sampling.sample` resolves against the
+model's own schedule and scheduler at run time.
+
+What "coarser than m" means
+---------------------------
+``by_resolution(coarse=A, fine=B, level=m)`` switches at :meth:`Boundary.level(m)
+<chromaviz.sampling.prompts.Boundary.level>`: the first step whose log-SNR reaches ``λ = −2·ln m``
+(``m²·SNR = 1``). At that moment, by the m² law ``s_m = sigmoid(λ + 2·ln m)``, level ``m`` is
+half formed (s = 1/2), level ``2m`` has 4/5 of its signal and ``4m`` 16/17, while ``m/2`` has
+1/5 and ``m/4`` 1/17. So ``A`` decides the levels coarser than ``m``, ``B`` the finer ones, and
+level ``m`` itself is shared: **m is the requested crossover level.**
+
+Measuring it
+------------
+:func:`band_provenance` compares the final samples of the composed run with an ``A``-only and a
+``B``-only run from the same seed, band by band (box pyramid: the band of level ``m`` is what
+pooling by ``m`` keeps and pooling by ``2m`` does not). :func:`crossover_level` finds the level
+where ``B`` overtakes ``A``, interpolated in ``log2 m``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import spectral
+from ..sampling.prompts import Boundary, PromptSchedule, Segment
+from ..noise.schedules import Schedule
+from ..sampling.trajectory import Trajectory
+
+__all__ = [
+    "Switch", "Provenance", "by_resolution", "by_fraction", "naive_fractions", "plan",
+    "equivalent_fraction", "band_provenance", "band_weights", "crossover_level",
+]
+
+_UNSET: Any = object()
+
+
+def _check_levels(levels: Sequence[int], count: int) -> tuple[int, ...]:
+    """Levels as ints: powers of two ≥ 1, strictly decreasing (coarse to fine), ``count`` of them."""
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence):
+        raise ValueError(f"levels must be a sequence of powers of two, got {levels!r}")
+    if len(levels) != count:
+        raise ValueError(
+            f"{count + 1} prompts need {count} level(s) between them (one per switch), got {len(levels)}: {list(levels)!r}"
+        )
+    out = []
+    for m in levels:
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 or (int(m) & (int(m) - 1)):
+            raise ValueError(f"every level must be a power of two ≥ 1 (1, 2, 4, 8, …), got {m!r} in {list(levels)!r}")
+        out.append(int(m))
+    if any(b >= a for a, b in zip(out, out[1:])):
+        raise ValueError(
+            f"levels must be strictly decreasing, coarse to fine (e.g. [8, 2]): the prompts are listed from "
+            f"the coarsest levels to the finest, got {out!r}"
+        )
+    return tuple(out)
+
+
+def _check_prompts(prompts: Sequence[str | None]) -> tuple[str | None, ...]:
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise ValueError(f"prompts must be a list of prompts (coarsest levels first), got {prompts!r}")
+    if len(prompts) < 2:
+        raise ValueError(f"composing needs at least two prompts, got {len(prompts)}")
+    for p in prompts:
+        if p is not None and not isinstance(p, str):
+            raise ValueError(f"every prompt must be a str or None (unconditional), got {p!r}")
+    return tuple(prompts)
+
+
+def by_resolution(
+    prompts: Sequence[str | None] | None = None,
+    levels: Sequence[int] | None = None,
+    *,
+    coarse: str | None = _UNSET,
+    fine: str | None = _UNSET,
+    level: int | None = None,
+) -> PromptSchedule:
+    """A prompt schedule that gives each prompt a range of resolution levels.
+
+    Two forms::
+
+        by_resolution(coarse="cat", fine="moon", level=4)   # cat coarser than 4, moon finer
+        by_resolution(["A", "B", "C"], levels=[8, 2])       # A coarser than 8, B between, C finer than 2
+
+    Parameters
+    ----------
+    prompts : sequence of str or None, length n ≥ 2
+        The prompts from the coarsest levels to the finest (None: unconditional).
+    levels : sequence of int, length n − 1
+        The crossover levels between consecutive prompts, in pixels of block size (powers of two),
+        strictly decreasing. Prompt ``k`` is active until the birth of ``levels[k]``.
+    coarse, fine : str or None
+        The two-prompt form: ``coarse`` for the levels coarser than ``level``, ``fine`` for the
+        finer ones.
+    level : int
+        The crossover level of the two-prompt form.
+
+    Returns
+    -------
+    PromptSchedule
+        Sequential; its boundaries are ``Boundary.level(m)``, so each switch resolves from the
+        model's own schedule and scheduler at run time (the first step with ``λ_i ≥ −2·ln m``).
+
+    Raises
+    ------
+    ValueError
+        Both or neither form given; fewer than two prompts; the wrong number of levels; a level
+        that is not a power of two ≥ 1; levels not strictly decreasing.
+
+    Notes
+    -----
+    At the birth of level ``m`` its signal fraction is 1/2 (``m²·SNR = 1``), that of ``2m`` is
+    4/5 and that of ``m/2`` is 1/5: the prompt before the switch decides the levels coarser than
+    ``m``, the one after it the finer ones, and level ``m`` is where they cross over.
+
+    Examples
+    --------
+    >>> print(by_resolution(coarse="cat", fine="moon", level=4))
+    "cat" until birth of level 4 (λ ≥ −2.77), then "moon"
+    >>> [b.value for b in by_resolution(["a", "b", "c"], levels=[8, 2]).boundaries]
+    [8, 2]
+    """
+    two = coarse is not _UNSET or fine is not _UNSET or level is not None
+    if two and (prompts is not None or levels is not None):
+        raise ValueError("give either prompts and levels, or coarse, fine and level, not both")
+    if two:
+        if coarse is _UNSET or fine is _UNSET or level is None:
+            raise ValueError("the two-prompt form needs coarse=, fine= and level= (e.g. coarse='cat', fine='moon', level=4)")
+        prompts, levels = [coarse, fine], [level]
+    if prompts is None or levels is None:
+        raise ValueError("by_resolution needs prompts and levels (e.g. ['A', 'B'], [4]) or coarse=, fine=, level=")
+    ps = _check_prompts(prompts)
+    ms = _check_levels(levels, len(ps) - 1)
+    segments = [Segment(p, Boundary.level(m)) for p, m in zip(ps, ms)]
+    return PromptSchedule((*segments, Segment(ps[-1], None)))
+
+
+def by_fraction(prompts: Sequence[str | None], fractions: Sequence[float]) -> PromptSchedule:
+    """The same prompts switched at fixed fractions of the steps, the way existing tools do.
+
+    Parameters
+    ----------
+    prompts : sequence of str or None, length n ≥ 2
+        First to last.
+    fractions : sequence of float, length n − 1
+        Non-decreasing fractions in [0, 1], with AUTOMATIC1111's rule: ``[A:B:f]`` uses ``A`` for
+        steps ``0 … int(f·N)`` (see :class:`~chromaviz.sampling.prompts.Boundary`).
+
+    Returns
+    -------
+    PromptSchedule
+        Sequential, with ``"fraction"`` boundaries (for two prompts, what ``"[A:B:f]"`` parses to).
+
+    Raises
+    ------
+    ValueError
+        Wrong count, a fraction outside [0, 1], or fractions that decrease.
+    """
+    ps = _check_prompts(prompts)
+    fs = [float(f) for f in fractions]
+    if len(fs) != len(ps) - 1:
+        raise ValueError(f"{len(ps)} prompts need {len(ps) - 1} fraction(s), got {len(fs)}: {fs!r}")
+    if any(b < a for a, b in zip(fs, fs[1:])):
+        raise ValueError(f"fractions must be non-decreasing, got {fs!r}")
+    segments = [Segment(p, Boundary.fraction(f)) for p, f in zip(ps, fs)]
+    return PromptSchedule((*segments, Segment(ps[-1], None)))
+
+
+def naive_fractions(n: int) -> list[float]:
+    """The switch fractions one picks without the theory: ``n`` prompts get equal shares of the steps.
+
+    Returns
+    -------
+    list of float, length n − 1
+        ``[1/n, 2/n, …]``; ``[0.5]`` for two prompts (``"[A:B:0.5]"``).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer ≥ 2 (the number of prompts), got {n!r}")
+    return [k / n for k in range(1, n)]
+
+
+def equivalent_fraction(switch_step: int, num_steps: int) -> float:
+    """The AUTOMATIC1111 fraction ``f`` whose ``[A:B:f]`` switches at step ``switch_step``.
+
+    Parameters
+    ----------
+    switch_step : int
+        The first 0-based step with the second prompt (``≥ num_steps``: never).
+    num_steps : int
+        ``N``.
+
+    Returns
+    -------
+    float
+        ``0`` for step 0, ``(k − 1)/N`` for step ``k ≥ 2`` (A1111 keeps the first prompt for steps
+        ``0 … int(f·N)``), ``1`` for never. Step 1 cannot be written as a fraction (``f < 1/N``
+        switches at step 0, ``f = 1/N`` at step 2); ``1/N`` is returned, one step late.
+    """
+    n = int(num_steps)
+    if n < 1:
+        raise ValueError(f"num_steps must be ≥ 1, got {num_steps!r}")
+    k = int(switch_step)
+    if k < 0:
+        raise ValueError(f"switch_step must be ≥ 0, got {switch_step!r}")
+    if k == 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    f = max(k - 1, 1) / n
+    if Boundary.fraction(f).switch_index(n) != max(k, 2):  # float rounding in int(f·N)
+        f = (max(k - 1, 1) + 0.5) / n
+    return f
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Where one level boundary of a schedule falls in a run.
+
+    Attributes
+    ----------
+    level : int
+        The crossover level m (block size in pixels of the model's sample grid).
+    log_snr : float
+        Its birth, ``λ = −2·ln m``.
+    timestep : float
+        The theory's birth timestep on the model's continuous schedule (``t(λ)``; NaN if the
+        schedule never reaches that λ).
+    step : int
+        The first 0-based step whose λ reaches it: the first step of the next prompt
+        (``num_steps`` if never).
+    step_timestep : float
+        The timestep of that step (NaN if never).
+    fraction : float
+        :func:`equivalent_fraction` of ``step``: the A1111 fraction that switches at the same step
+        for this model, scheduler and step count.
+    num_steps : int
+        Steps of the run.
+    """
+
+    level: int
+    log_snr: float
+    timestep: float
+    step: int
+    step_timestep: float
+    fraction: float
+    num_steps: int
+
+
+def plan(
+    schedule: PromptSchedule,
+    model: Any,
+    num_steps: int,
+    scheduler: Any = "default",
+) -> list[Switch]:
+    """Resolve the level boundaries of a schedule for one model, scheduler and step count.
+
+    Parameters
+    ----------
+    schedule : PromptSchedule
+        Sequential, with ``"level"`` boundaries (as :func:`by_resolution` makes).
+    model : Denoiser or Schedule
+        Whose noise schedule to use (a model's ``.schedule``).
+    num_steps : int
+        Inference steps, as passed to :func:`~chromaviz.sampling.sample`.
+    scheduler : str or diffusers scheduler
+        As in :func:`~chromaviz.sampling.sample`.
+
+    Returns
+    -------
+    list of Switch
+        One per boundary, in order. ``step`` is exactly where :func:`~chromaviz.sampling.sample`
+        switches: both build the scheduler the same way (``make_scheduler``, ``set_timesteps``)
+        and read each step's λ from it (:meth:`~chromaviz.noise.schedules.Schedule.visited`).
+    """
+    if schedule.is_composite or any(s.until is not None and s.until.unit != "level" for s in schedule.segments):
+        raise ValueError(f"plan needs a sequential schedule with level boundaries (see by_resolution), got {schedule}")
+    noise = model if isinstance(model, Schedule) else model.schedule
+    timesteps, log_snr = noise.visited(num_steps, scheduler)
+    n = len(timesteps)
+    out, start = [], 0
+    for seg in schedule.segments[:-1]:
+        until = seg.until
+        assert until is not None
+        # as PromptSchedule.prompts_for_steps: segments are consumed in order, from the last switch on
+        step = next((i for i in range(start, n) if until.crossed(i, n, timesteps[i], log_snr[i])), n)
+        start = step
+        m = int(until.value)
+        lam = -2.0 * math.log(m)
+        t_birth = float(noise.t_of_log_snr(np.array([lam]))[0])
+        out.append(Switch(m, lam, t_birth, step, float(timesteps[step]) if step < n else math.nan,
+                          equivalent_fraction(step, n), n))
+    return out
+
+
+# ---------------------------------------------------------------------- measurement
+@dataclass(frozen=True)
+class Provenance:
+    """Where each resolution level of a composed sample came from.
+
+    Attributes
+    ----------
+    levels : tuple of int, length L
+        Box-pyramid levels, finest first (pixels of block size).
+    corr_a, corr_b : ndarray, shape (L,)
+        Pearson correlation of each band of the composed samples with the same band of the
+        ``A``-only and ``B``-only samples (pooled over batch, channels and pixels; each band
+        centred per sample and channel).
+    weight_a, weight_b : ndarray, shape (L,)
+        Least-squares weights of the band fit ``composed ≈ a·A + b·B``. A-only and B-only runs
+        from one seed share whatever the noise decides, so their bands correlate with each other;
+        the joint fit separates the two: ``(a, b) = (1, 0)`` is pure ``A``, ``(0, 1)`` pure ``B``,
+        ``(0, 0)`` neither.
+    """
+
+    levels: tuple[int, ...]
+    corr_a: np.ndarray
+    corr_b: np.ndarray
+    weight_a: np.ndarray
+    weight_b: np.ndarray
+
+    def crossover(self) -> float:
+        """:func:`crossover_level` of this provenance."""
+        return crossover_level(self)
+
+    def rows(self) -> list[list[float | int]]:
+        """One row per level, coarsest first: ``[m, corr_a, corr_b, weight_a, weight_b]``."""
+        return [[m, float(ca), float(cb), float(wa), float(wb)]
+                for m, ca, cb, wa, wb in zip(self.levels, self.corr_a, self.corr_b, self.weight_a, self.weight_b)][::-1]
+
+
+def _final(x: torch.Tensor | Trajectory, name: str) -> torch.Tensor:
+    if isinstance(x, Trajectory):
+        x = x.sample
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"{name} must be samples of shape (B, C, H, W) or a Trajectory, got {getattr(x, 'shape', x)!r}")
+    return x.detach().to("cpu", torch.float64)
+
+
+def band_provenance(
+    composed: torch.Tensor | Trajectory,
+    only_a: torch.Tensor | Trajectory,
+    only_b: torch.Tensor | Trajectory,
+    levels: Sequence[int] | None = None,
+) -> Provenance:
+    """Compare a composed run's final samples, band by band, with A-only and B-only runs.
+
+    Parameters
+    ----------
+    composed, only_a, only_b : Tensor, shape (B, C, H, W), or Trajectory
+        Final samples (a trajectory's ``sample``) of the composed run and of one run per prompt,
+        all from the same seed, so that sample ``i`` of each started from the same noise. Any space
+        the model samples in (pixels, or a latent model's latents).
+    levels : sequence of int, optional
+        Box-pyramid levels ``(1, 2, …, M)``; default :func:`chromaviz.spectral.levels_for` (H, W).
+
+    Returns
+    -------
+    Provenance
+        Per level: the band of level ``m`` is ``U_m·D_m x − U_2m·D_2m x`` (what pooling by ``m``
+        keeps and pooling by ``2m`` averages away); the coarsest level takes the residual
+        ``U_M·D_M x``.
+
+    Raises
+    ------
+    ValueError
+        For samples of different shapes or bad levels.
+    """
+    corr, weights = _band_statistics(composed, [only_a, only_b], levels)
+    lv = tuple(levels) if levels is not None else spectral.levels_for(*_final(composed, "composed").shape[-2:])
+    return Provenance(lv, corr[:, 0], corr[:, 1], weights[:, 0], weights[:, 1])
+
+
+def band_weights(
+    composed: torch.Tensor | Trajectory,
+    references: Sequence[torch.Tensor | Trajectory],
+    levels: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Least-squares weights of each band of a composed run on the same band of n reference runs.
+
+    The n-prompt form of :attr:`Provenance.weight_a` / ``weight_b``: per level, the band of
+    ``composed`` is fitted as ``Σ_j w_j · band(references[j])``.
+
+    Parameters
+    ----------
+    composed : Tensor, shape (B, C, H, W), or Trajectory
+        Final samples of the composed run.
+    references : sequence of Tensor (B, C, H, W) or Trajectory, length n ≥ 1
+        One single-prompt run per prompt, same seed.
+    levels : sequence of int, optional
+        Box-pyramid levels; default :func:`chromaviz.spectral.levels_for` (H, W).
+
+    Returns
+    -------
+    ndarray, shape (L, n)
+        Levels finest first; row ``l`` is the weights of the references in band ``l``.
+    """
+    return _band_statistics(composed, references, levels)[1]
+
+
+def _band_statistics(composed, references, levels) -> tuple[np.ndarray, np.ndarray]:
+    """Correlations (L, n) of the composed bands with each reference's, and the joint fit's weights (L, n)."""
+    if len(references) < 1:
+        raise ValueError("band statistics need at least one reference run")
+    c = _final(composed, "composed")
+    refs = [_final(r, f"reference {j}") for j, r in enumerate(references)]
+    for j, r in enumerate(refs):
+        if r.shape != c.shape:
+            raise ValueError(f"reference {j} has shape {tuple(r.shape)}, the composed samples {tuple(c.shape)}; they must match")
+    lv = tuple(levels) if levels is not None else spectral.levels_for(c.shape[-2], c.shape[-1])
+
+    def bands(x: torch.Tensor) -> torch.Tensor:  # (L, B·C·H·W), centred per sample and channel
+        z = spectral.box_pyramid(x, lv).flatten(3)
+        return (z - z.mean(-1, keepdim=True)).flatten(1)
+
+    bc = bands(c)
+    br = torch.stack([bands(r) for r in refs], dim=1)  # (L, n, P)
+    gram = torch.einsum("lip,ljp->lij", br, br).numpy()  # (L, n, n)
+    proj = torch.einsum("lip,lp->li", br, bc).numpy()  # (L, n)
+    norm_c = bc.square().sum(-1).numpy()  # (L,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = proj / np.sqrt(norm_c[:, None] * np.diagonal(gram, axis1=1, axis2=2))
+        weights = np.stack([np.linalg.lstsq(g, p, rcond=None)[0] for g, p in zip(gram, proj)])
+    return corr, weights
+
+
+def crossover_level(provenance: Provenance, by: str = "weight") -> float:
+    """The level at which ``B`` overtakes ``A``, interpolated in log2 m.
+
+    Parameters
+    ----------
+    provenance : Provenance
+    by : {"weight", "corr"}
+        Compare ``weight_b − weight_a`` (default: the joint fit, robust to what the two reference
+        runs share) or ``corr_b − corr_a``.
+
+    Returns
+    -------
+    float
+        Walking from the coarsest level to the finest, the first level where the difference
+        ``d = B − A`` turns from negative (A) to non-negative (B), linearly interpolated in
+        ``log2 m`` between the two levels around the sign change (block size in pixels, so
+        ``2**x``). ``inf`` when ``B`` wins at every level (the crossover lies coarser than the
+        coarsest level measured), ``0`` when ``A`` wins at every level (finer than the finest),
+        NaN if a band has no variance.
+    """
+    if by not in ("weight", "corr"):
+        raise ValueError(f"by must be 'weight' or 'corr', got {by!r}")
+    a, b = (provenance.weight_a, provenance.weight_b) if by == "weight" else (provenance.corr_a, provenance.corr_b)
+    d = (np.asarray(b, dtype=float) - np.asarray(a, dtype=float))[::-1]  # coarsest first
+    x = np.log2(np.asarray(provenance.levels, dtype=float))[::-1]
+    if not np.isfinite(d).all():
+        return math.nan
+    if d[0] >= 0:
+        return math.inf
+    for k in range(1, len(d)):
+        if d[k] >= 0:
+            u = d[k - 1] / (d[k - 1] - d[k])  # fraction of the way from level k−1 to k where d = 0
+            return float(2.0 ** (x[k - 1] + u * (x[k] - x[k - 1])))
+    return 0.0

@@ -1,0 +1,455 @@
+"""Real diffusers pipelines as chromaviz denoisers.
+
+:func:`from_pipeline` wraps a loaded pipeline, :func:`load_pipeline` loads one from a local folder
+(or a model id already in the Hugging Face cache, or from the hub when it can be reached):
+
+- :class:`DiffusersDenoiser`: latent models, ``StableDiffusionPipeline`` (1.x/2.x, ε or v) and
+  ``StableDiffusionXLPipeline`` (pooled text embeddings and ``add_time_ids`` as added conditioning).
+  Prompts go through the pipeline's own ``encode_prompt``; samples are latents (C = 4) and
+  ``height``/``width`` of a run are in pixels.
+- :class:`DiffusersPixelDenoiser`: pixel-space ``UNet2DModel`` pipelines (``DDPMPipeline``).
+- :class:`DiffusersTextPixelDenoiser`: chromaviz's own text-to-pixels pipeline
+  (:class:`~chromaviz.models.diffusers.text_pixels.TextToPixelsPipeline`, the bundled shapes model): a
+  ``UNet2DConditionModel`` over RGB pixels, prompts through its ``encode_prompt`` like SDXL's.
+
+The model keeps the pipeline's scheduler (``model.scheduler``): ``sample(model, ...)`` with
+``scheduler="default"`` steps with a copy of it, so a chromaviz run with no intervention reproduces
+``pipe(...)`` with the same seed, steps and guidance (tests/test_diffusers.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ...noise.plan import NoiseLevel
+from ...noise.schedulers import DEFAULT_IS_OWN_CLASS
+from ...noise.schedules import Schedule
+from ..base import PARAMETERIZATIONS, Denoiser
+from .previews import LinearPreview, TinyVaeDecoder, VaeDecoder, fit_linear_preview
+
+PREVIEWS = ("linear", "taesd", "vae")
+"""Preview decoders :meth:`DiffusersDenoiser.to_rgb` can use."""
+
+
+@dataclass
+class DiffusersCond:
+    """Encoded prompts of a diffusers model, one row per batch element.
+
+    Attributes
+    ----------
+    prompt_embeds : Tensor, shape (B, L, D)
+        ``encoder_hidden_states`` of the UNet.
+    text_embeds : Tensor or None, shape (B, P)
+        SDXL's pooled text embedding (``added_cond_kwargs["text_embeds"]``).
+    """
+
+    prompt_embeds: torch.Tensor
+    text_embeds: torch.Tensor | None = None
+
+    def concat(self, other: DiffusersCond) -> DiffusersCond:
+        """Batch ``self`` before ``other`` (guidance puts [negative, positive])."""
+        pooled = None if self.text_embeds is None else torch.cat([self.text_embeds, other.text_embeds])
+        return DiffusersCond(torch.cat([self.prompt_embeds, other.prompt_embeds]), pooled)
+
+    def __len__(self) -> int:
+        return len(self.prompt_embeds)
+
+
+def _prediction_type(scheduler) -> str:
+    pred = scheduler.config.get("prediction_type", "epsilon")
+    if pred not in PARAMETERIZATIONS:
+        raise ValueError(f"the pipeline's scheduler predicts {pred!r}; chromaviz supports {PARAMETERIZATIONS}")
+    return pred
+
+
+class _DiffusersBase(Denoiser):
+    """What latent and pixel adapters share: the pipeline, its scheduler and schedule, devices."""
+
+    def __init__(self, pipe, name: str | None) -> None:
+        self.pipe = pipe
+        self.unet = pipe.unet
+        self.scheduler = pipe.scheduler
+        schedule = Schedule.from_scheduler(pipe.scheduler)
+        # "default" means the pipeline's scheduler class everywhere (Schedule.visited, the explorer)
+        config = {**schedule.scheduler_config, DEFAULT_IS_OWN_CLASS: True}
+        self.schedule = Schedule(schedule.timesteps, schedule.signal_variance, schedule.kind, config, schedule.name)
+        self.parameterization = _prediction_type(pipe.scheduler)
+        self.name = name or getattr(pipe, "name_or_path", None) or type(pipe).__name__
+        self.name = Path(str(self.name)).name or type(pipe).__name__
+        param = next(self.unet.parameters())
+        self.device, self.dtype = param.device, param.dtype
+
+    def to(self, device: str | torch.device) -> _DiffusersBase:
+        device = torch.device(device)
+        if device != self.device:
+            self.pipe.to(device)
+            self.device = device
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "pipeline": type(self.pipe).__name__,
+            "scheduler": type(self.scheduler).__name__,
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """The sample as the pipeline returns it: RGB (B, 3, H, W) in [0, 1]."""
+        return Denoiser.to_rgb(self, x)
+
+
+class _TextConditioned(_DiffusersBase):
+    """Pipelines whose prompts go through their own ``encode_prompt`` into a ``UNet2DConditionModel``."""
+
+    conditional = True
+    vocabulary = None
+    pooled = False  # whether the UNet also takes a pooled text embedding (SDXL; the text-to-pixels model)
+
+    def check_prompt(self, prompt: str | None) -> str | None:
+        """Any text (None = unconditional, which is the empty prompt or, for SDXL, zeros)."""
+        if prompt is not None and not isinstance(prompt, str):
+            raise ValueError(f"a prompt must be a str or None, got {type(prompt).__name__}")
+        return prompt
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str | None]) -> DiffusersCond:
+        """Encode with the pipeline's own ``encode_prompt``; one row per prompt.
+
+        None is the unconditional prompt ``pipe(...)`` uses for its negative half: the empty
+        string's embedding or, for SDXL with ``force_zeros_for_empty_prompt``, zeros.
+        """
+        rows: dict[str | None, DiffusersCond] = {}
+        for p in dict.fromkeys(prompts):
+            rows[p] = self._encode_one(p)
+        embeds = torch.cat([rows[p].prompt_embeds for p in prompts])
+        pooled = torch.cat([rows[p].text_embeds for p in prompts]) if self.pooled else None
+        return DiffusersCond(embeds, pooled)
+
+    def _encode_one(self, prompt: str | None) -> DiffusersCond:
+        embeds, _ = self.pipe.encode_prompt("" if prompt is None else prompt, self.device, 1, False)
+        return DiffusersCond(embeds.to(self.dtype))
+
+    def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
+        """Keyword arguments of the UNet besides the sample, timestep and token embeddings."""
+        return {}
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: DiffusersCond) -> torch.Tensor:
+        """The UNet's output (ε or v, the scheduler's ``prediction_type``) for inputs (B, C, h, w)."""
+        if cond is None or len(cond) != len(x_t):
+            raise ValueError(f"conditioning for {0 if cond is None else len(cond)} samples given for a batch of {len(x_t)}")
+        t = torch.tensor(level.timestep, device=x_t.device)
+        return self.unet(x_t.to(self.dtype), t, encoder_hidden_states=cond.prompt_embeds, return_dict=False,
+                         **self._added_conditioning(x_t, cond))[0]
+
+
+class DiffusersDenoiser(_TextConditioned):
+    """A Stable Diffusion (1.x/2.x) or SDXL pipeline as a chromaviz latent denoiser.
+
+    Parameters
+    ----------
+    pipe : StableDiffusionPipeline or StableDiffusionXLPipeline
+        A loaded pipeline (any device and dtype).
+    preview : {"linear", "taesd", "vae"}, optional
+        What :meth:`to_rgb` uses: default ``"taesd"`` when ``tiny_vae`` is given, else ``"linear"``.
+    tiny_vae : AutoencoderTiny, optional
+        A TAESD for fast previews (it is moved to the pipeline's device and dtype).
+    name : str, optional
+
+    Attributes
+    ----------
+    channels : int
+        Latent channels (4).
+    vae_scale_factor : int
+        Pixels per latent pixel (8 for SD; whatever the VAE has for tiny test models).
+    default_size : tuple of int
+        (H, W) in pixels: the UNet's ``sample_size`` times ``vae_scale_factor``.
+    """
+
+    def __init__(self, pipe, *, preview: str | None = None, tiny_vae=None, name: str | None = None) -> None:
+        if getattr(pipe, "vae", None) is None or not hasattr(pipe, "encode_prompt"):
+            raise ValueError(f"{type(pipe).__name__} is not a latent text-to-image pipeline (no vae or encode_prompt)")
+        super().__init__(pipe, name)
+        self.xl = self.pooled = getattr(pipe, "text_encoder_2", None) is not None or hasattr(pipe, "_get_add_time_ids")
+        self.channels = int(self.unet.config.in_channels)
+        self.vae_scale_factor = int(getattr(pipe, "vae_scale_factor", 8))
+        size = self.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        self.default_size = (size[0] * self.vae_scale_factor, size[1] * self.vae_scale_factor)
+        self._multiple = self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        self.vae_decoder = VaeDecoder(pipe.vae)
+        self.tiny_decoder = TinyVaeDecoder(tiny_vae.to(self.device, self.dtype)) if tiny_vae is not None else None
+        self._linear: LinearPreview | None = None
+        preview = preview or ("taesd" if tiny_vae is not None else "linear")
+        if preview not in PREVIEWS:
+            raise ValueError(f"unknown preview {preview!r}; choose one of {PREVIEWS}")
+        if preview == "taesd" and tiny_vae is None:
+            raise ValueError("preview='taesd' needs tiny_vae=AutoencoderTiny.from_pretrained(<a local TAESD folder>)")
+        self.preview = preview
+
+    # ------------------------------------------------------------------ sizes and prompts
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the latents for an image of (height, width) pixels."""
+        return height // self.vae_scale_factor, width // self.vae_scale_factor
+
+    def check_size(self, height: int, width: int) -> None:
+        m = max(self._multiple, 8)
+        if height % m or width % m or height < m or width < m:
+            raise ValueError(f"size {height}×{width} does not fit {self.name}: height and width must be positive multiples of {m} pixels")
+
+    def _encode_one(self, prompt: str | None) -> DiffusersCond:
+        text = "" if prompt is None else prompt
+        if self.xl:
+            embeds, _, pooled, _ = self.pipe.encode_prompt(
+                text, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
+            if prompt is None and self.pipe.config.get("force_zeros_for_empty_prompt", False):
+                embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
+            return DiffusersCond(embeds.to(self.dtype), pooled.to(self.dtype))
+        return super()._encode_one(prompt)
+
+    # ------------------------------------------------------------------ prediction
+    def _time_ids(self, x_t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        h, w = x_t.shape[-2] * self.vae_scale_factor, x_t.shape[-1] * self.vae_scale_factor
+        te2 = getattr(self.pipe, "text_encoder_2", None)
+        proj = int(pooled.shape[-1]) if te2 is None else te2.config.projection_dim
+        ids = self.pipe._get_add_time_ids((h, w), (0, 0), (h, w), dtype=pooled.dtype, text_encoder_projection_dim=proj)
+        return ids.to(x_t.device).repeat(x_t.shape[0], 1)
+
+    def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
+        if not self.xl:
+            return {}
+        return {"added_cond_kwargs": {"text_embeds": cond.text_embeds, "time_ids": self._time_ids(x_t, cond.text_embeds)}}
+
+    # ------------------------------------------------------------------ RGB
+    @property
+    def linear_preview(self) -> LinearPreview:
+        """The least-squares latent → RGB map of this pipeline's VAE (fitted on first use)."""
+        if self._linear is None:
+            self._linear = fit_linear_preview(self.vae_decoder, self.channels, self.vae_scale_factor,
+                                              upsample=self.vae_scale_factor)
+        return self._linear
+
+    def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents (B, C, h, w) → preview RGB (B, 3, H, W) in [0, 1], by ``self.preview``."""
+        if self.preview == "vae":
+            return self.vae_decoder(x)
+        if self.preview == "taesd":
+            return self.tiny_decoder(x)
+        return self.linear_preview(x.to(self.device))
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents (B, C, h, w) → the final image (B, 3, H, W) in [0, 1] with the pipeline's VAE."""
+        return self.vae_decoder(x)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "preview": self.preview, "vae_scale_factor": self.vae_scale_factor, "xl": self.xl}
+
+
+class _PixelSpace:
+    """Sizes of a pixel-space UNet: ``default_size`` is its ``sample_size``; sizes are multiples of its downsampling."""
+
+    def _init_pixels(self) -> None:
+        self.channels = int(self.unet.config.in_channels)
+        size = self.unet.config.sample_size
+        self.default_size = (size, size) if isinstance(size, int) else tuple(size)
+        self._multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def check_size(self, height: int, width: int) -> None:
+        m = self._multiple
+        if height % m or width % m or height < m or width < m:
+            raise ValueError(f"size {height}×{width} does not fit {self.name}: height and width must be positive multiples of {m}")
+
+
+class DiffusersPixelDenoiser(_PixelSpace, _DiffusersBase):
+    """A pixel-space ``UNet2DModel`` pipeline (``DDPMPipeline``, ``DDIMPipeline``) as a chromaviz denoiser.
+
+    Samples are images (B, C, H, W) in [−1, 1]; the model is unconditional.
+    """
+
+    conditional = False
+    vocabulary = None
+
+    def __init__(self, pipe, *, name: str | None = None) -> None:
+        super().__init__(pipe, name)
+        self._init_pixels()
+
+    def encode(self, prompts: Sequence[str | None]) -> None:
+        return None
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: Any) -> torch.Tensor:
+        """The UNet's output for images (B, C, H, W) at ``level``."""
+        t = torch.tensor(level.timestep, device=x_t.device)
+        return self.unet(x_t.to(self.dtype), t, return_dict=False)[0]
+
+
+class DiffusersTextPixelDenoiser(_PixelSpace, _TextConditioned):
+    """A :class:`~chromaviz.models.diffusers.text_pixels.TextToPixelsPipeline` as a chromaviz denoiser.
+
+    Samples are RGB images (B, 3, H, W) in [−1, 1]. Prompts go through the pipeline's
+    ``encode_prompt``: token embeddings for cross-attention and the pooled embedding as the UNet's
+    ``class_labels``; None is the empty prompt, the negative half ``pipe(...)`` uses.
+    """
+
+    pooled = True
+
+    def __init__(self, pipe, *, name: str | None = None) -> None:
+        super().__init__(pipe, name)
+        self._init_pixels()
+
+    def _encode_one(self, prompt: str | None) -> DiffusersCond:
+        embeds, _, pooled, _ = self.pipe.encode_prompt("" if prompt is None else prompt, self.device, 1, False)
+        return DiffusersCond(embeds.to(self.dtype), pooled.to(self.dtype))
+
+    def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
+        return {"class_labels": cond.text_embeds}
+
+
+def from_pipeline(pipe, *, preview: str | None = None, tiny_vae=None, name: str | None = None) -> _DiffusersBase:
+    """The chromaviz denoiser for a loaded diffusers pipeline.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, chromaviz's
+        ``TextToPixelsPipeline``, or a pipeline whose ``unet`` is a ``UNet2DModel``
+        (``DDPMPipeline``, ``DDIMPipeline``).
+    preview, tiny_vae : see :class:`DiffusersDenoiser` (latent pipelines only).
+
+    Raises
+    ------
+    ValueError
+        For any other pipeline.
+    """
+    from .text_pixels import TextToPixelsPipeline  # imports diffusers' pipelines: only when one is used
+
+    unet = getattr(pipe, "unet", None)
+    kind = type(unet).__name__
+    if isinstance(pipe, TextToPixelsPipeline):
+        if preview is not None or tiny_vae is not None:
+            raise ValueError("preview and tiny_vae apply to latent pipelines; a pixel-space model shows its samples as they are")
+        return DiffusersTextPixelDenoiser(pipe, name=name)
+    if kind == "UNet2DConditionModel" and getattr(pipe, "vae", None) is not None and hasattr(pipe, "encode_prompt"):
+        if getattr(unet.config, "time_cond_proj_dim", None) is not None:
+            raise ValueError("guidance-distilled UNets (time_cond_proj_dim, e.g. LCM) are not supported")
+        return DiffusersDenoiser(pipe, preview=preview, tiny_vae=tiny_vae, name=name)
+    if kind == "UNet2DModel":
+        if preview is not None or tiny_vae is not None:
+            raise ValueError("preview and tiny_vae apply to latent pipelines; a pixel-space UNet2DModel shows its samples as they are")
+        return DiffusersPixelDenoiser(pipe, name=name)
+    raise ValueError(
+        f"chromaviz cannot drive {type(pipe).__name__} (unet: {kind}); supported: StableDiffusionPipeline, "
+        "StableDiffusionXLPipeline, TextToPixelsPipeline and UNet2DModel pipelines such as DDPMPipeline"
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers within ``timeout`` seconds (DNS included)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _not_loadable(model: str, why: str) -> ValueError:
+    return ValueError(
+        f"cannot load diffusers model {model!r}: {why}. Pass a local folder instead: on a machine with "
+        f"access, run DiffusionPipeline.from_pretrained({model!r}).save_pretrained('some/folder'), copy "
+        "the folder here and call load_pipeline('some/folder')"
+    )
+
+
+def _pipeline_class(folder: Path):
+    """The class to load ``folder`` with: chromaviz's own pipeline where model_index.json names it."""
+    import json
+
+    from diffusers import DiffusionPipeline
+
+    from .text_pixels import TextToPixelsPipeline
+
+    name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    return TextToPixelsPipeline if name == TextToPixelsPipeline.__name__ else DiffusionPipeline
+
+
+def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+                  preview: str | None = None, tiny_vae=None, variant: str | None = None, **kwargs) -> _DiffusersBase:
+    """Load a diffusers pipeline and wrap it with :func:`from_pipeline`.
+
+    Parameters
+    ----------
+    model : str or path
+        A local folder written by ``save_pretrained`` (it has ``model_index.json``), or a hub id.
+        An id is taken from the local cache; only if it is not there and the hub answers is it
+        downloaded. Otherwise one ``ValueError`` says so at once.
+    torch_dtype : torch.dtype, optional
+        e.g. ``torch.float16`` or ``torch.bfloat16`` on CUDA.
+    device : str or torch.device, optional
+        Where to put the pipeline (default: where it loads, the CPU).
+    preview, tiny_vae
+        See :class:`DiffusersDenoiser`. ``tiny_vae`` may be a loaded ``AutoencoderTiny`` or a path to one.
+    variant : str, optional
+        Weight variant, e.g. ``"fp16"``.
+    **kwargs
+        Passed to ``DiffusionPipeline.from_pretrained``.
+
+    Raises
+    ------
+    ValueError
+        The folder is not a diffusers pipeline, or the id is neither local nor reachable.
+    """
+    from diffusers import AutoencoderTiny, DiffusionPipeline
+
+    # diffusers ≥ 0.42 calls torch_dtype "dtype"
+    opts = {k: v for k, v in {"dtype": torch_dtype, "variant": variant}.items() if v is not None}
+    opts.update(kwargs)
+    kind = type(tiny_vae).__name__
+    if isinstance(tiny_vae, (str, os.PathLike)):
+        tiny_vae = AutoencoderTiny.from_pretrained(tiny_vae, local_files_only=True, **({"dtype": torch_dtype} if torch_dtype else {}))
+    elif tiny_vae is not None and kind != "AutoencoderTiny":
+        raise ValueError(f"tiny_vae must be an AutoencoderTiny or a folder holding one, got {kind}")
+    path = Path(os.fspath(model)).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(f"{str(model)!r} is a folder but not a diffusers pipeline (no model_index.json); write one with pipe.save_pretrained(folder)")
+        pipe = _pipeline_class(path).from_pretrained(path, local_files_only=True, **opts)
+    else:
+        model = os.fspath(model)
+        if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+            raise ValueError(f"no folder {model!r}; pass a folder written by pipe.save_pretrained(folder) or a hub id like 'owner/name'")
+        try:
+            pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True, **opts)
+        except Exception as cached_error:  # not in the cache (or incomplete): try the hub if it answers
+            if not _hub_reachable():
+                raise _not_loadable(model, "it is not in the local Hugging Face cache and the hub cannot be reached") from cached_error
+            try:
+                pipe = DiffusionPipeline.from_pretrained(model, **opts)
+            except Exception as exc:
+                raise _not_loadable(model, f"the hub did not provide it ({type(exc).__name__}: {exc})") from exc
+    denoiser = from_pipeline(pipe, preview=preview, tiny_vae=tiny_vae)
+    if device is not None:
+        denoiser.to(device)
+    return denoiser

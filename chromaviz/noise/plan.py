@@ -1,0 +1,152 @@
+"""The step plan of a run: which noise levels a diffusers scheduler visits, computed once.
+
+A run's plan is its scheduler after ``set_timesteps`` and, for every model evaluation, the noise
+level (t, α, σ, λ) of the network input. Theory in step coordinates, prompt boundaries, composing's
+``plan``, schedule design's ``step_timings``, the sampler and the explorer all read this one object.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .schedulers import is_flow_scheduler, make_scheduler, scheduler_name, set_timesteps
+
+if TYPE_CHECKING:
+    from .schedules import Schedule
+
+
+@dataclass(frozen=True)
+class NoiseLevel:
+    """Noise level of the network input at one step: x_t = α·x0 + σ·ε.
+
+    Attributes
+    ----------
+    timestep : float
+        The timestep passed to the network (diffusers convention, 0 = least noisy).
+    alpha, sigma : float
+        Signal and noise scales of the network input.
+    """
+
+    timestep: float
+    alpha: float
+    sigma: float
+
+    @property
+    def log_snr(self) -> float:
+        """λ = log(α²/σ²); +∞ at σ = 0, −∞ at α = 0."""
+        if self.sigma == 0:
+            return math.inf
+        if self.alpha == 0:
+            return -math.inf
+        return 2 * (math.log(self.alpha) - math.log(self.sigma))
+
+
+def noise_levels(scheduler, schedule: Schedule) -> list[NoiseLevel]:
+    """Noise level of the network input at each of ``scheduler.timesteps``.
+
+    Call after ``set_timesteps``. One entry per model evaluation, noisiest first.
+    """
+    timesteps = [float(t) for t in scheduler.timesteps]
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) == len(timesteps) + 1:
+        sig = [float(s) for s in sigmas[: len(timesteps)]]
+        if is_flow_scheduler(scheduler):
+            return [NoiseLevel(t, 1.0 - s, s) for t, s in zip(timesteps, sig)]
+        # Karras-style σ (variance exploding): the scaled model input has α = 1/√(1+σ²).
+        return [NoiseLevel(t, 1 / math.sqrt(1 + s * s), s / math.sqrt(1 + s * s)) for t, s in zip(timesteps, sig)]
+    levels = []
+    for t in timesteps:
+        alpha, sigma = schedule.alpha_sigma(t)
+        levels.append(NoiseLevel(t, float(alpha), float(sigma)))
+    return levels
+
+
+@dataclass(frozen=True, eq=False)
+class StepPlan:
+    """The visited steps of one run: its scheduler and the noise level of every model evaluation.
+
+    Attributes
+    ----------
+    scheduler : diffusers scheduler
+        A fresh scheduler after ``set_timesteps(num_inference_steps)``; never stepped (the sampler
+        steps a copy, :meth:`new_scheduler`).
+    scheduler_name : str
+        The name the run was asked for (a :data:`~chromaviz.noise.schedulers.SCHEDULERS` name or a
+        diffusers class name).
+    noise : tuple of NoiseLevel, length S
+        The noise level of the network input at each model evaluation, noisiest first.
+    num_inference_steps : int
+        N, the steps handed to ``set_timesteps``. The number of model evaluations S
+        (:attr:`num_evaluations`) differs for PNDM, Heun and KDPM2.
+    """
+
+    scheduler: Any
+    scheduler_name: str
+    noise: tuple[NoiseLevel, ...]
+    num_inference_steps: int
+
+    @property
+    def num_evaluations(self) -> int:
+        """S, the number of model evaluations (one record per evaluation)."""
+        return len(self.noise)
+
+    def __len__(self) -> int:
+        return len(self.noise)
+
+    @property
+    def timesteps(self) -> np.ndarray:
+        """Timestep of each evaluation, shape (S,), noisiest first."""
+        return np.array([lv.timestep for lv in self.noise], dtype=np.float64)
+
+    @property
+    def log_snr(self) -> np.ndarray:
+        """λ of the network input at each evaluation, shape (S,), noisiest first."""
+        return np.array([lv.log_snr for lv in self.noise], dtype=np.float64)
+
+    @property
+    def is_flow(self) -> bool:
+        """True for flow-matching schedulers (velocity targets, α = 1 − σ)."""
+        return is_flow_scheduler(self.scheduler)
+
+    def new_scheduler(self):
+        """A copy of the planned scheduler, ready to be stepped from the first step."""
+        return copy.deepcopy(self.scheduler)
+
+
+def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "default") -> StepPlan:
+    """The step plan of a run: ``scheduler`` built for ``schedule`` and set to N steps.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The model's noise schedule (its ``scheduler_config`` configures the scheduler).
+    num_inference_steps : int
+        N, passed to diffusers' ``set_timesteps``.
+    scheduler : str or diffusers scheduler
+        See :func:`~chromaviz.noise.schedulers.make_scheduler`.
+
+    Returns
+    -------
+    StepPlan
+
+    Raises
+    ------
+    ValueError
+        For an unknown scheduler, one that cannot sample this schedule, or a step list diffusers
+        cannot index (repeated timesteps).
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule, plan_steps
+    >>> plan = plan_steps(Schedule.preset("scaled_linear"), 10, "ddim")
+    >>> plan.num_inference_steps, plan.num_evaluations, plan.timesteps[0]
+    (10, 10, 901.0)
+    """
+    sched = make_scheduler(scheduler, schedule)
+    set_timesteps(sched, num_inference_steps)
+    return StepPlan(sched, scheduler_name(scheduler, schedule), tuple(noise_levels(sched, schedule)), num_inference_steps)

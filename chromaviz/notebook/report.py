@@ -1,0 +1,518 @@
+"""Notebooks as reports and as regression tests: recorded figures, report parameters, ``chromaviz report``.
+
+- :func:`record` publishes a named figure (a number, a string, or a short list of them) as an
+  output of the notebook cell that computes it; :func:`read_figures` reads every recorded figure
+  back from an executed notebook. Tests compare them with baselines; nothing else is needed to
+  read them (no scrapbook, no pandas).
+- :func:`notebook_parameters` lists the parameters of a notebook's ``parameters`` cell with the
+  type each one takes; :func:`parse_parameters` turns ``NAME VALUE`` text pairs into those types
+  and says clearly what is wrong otherwise.
+- :func:`run_report` executes ``chromaviz/notebook/report.ipynb`` with papermill and writes the executed
+  notebook and its HTML rendering.
+
+This module imports no UI package. In a Jupyter kernel :func:`record` uses the IPython that is
+already running there (it never imports it); in a plain script it prints the figure.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+FIGURE_MIME = "application/x-chromaviz-figure+json"
+"""MIME type of a recorded figure's display output: ``{"name": str, "value": JSON}``."""
+
+REPORT_NOTEBOOK = Path(__file__).resolve().parent / "report.ipynb"
+"""The parameterised report (package data, installed with chromaviz)."""
+
+RESERVED = {"output_dir": "use -o DIR"}
+"""Report parameters that ``chromaviz report`` sets itself, with what to do instead."""
+
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+class ReportError(ValueError):
+    """A report could not be started: a wrong parameter name or value, a missing notebook or kernel."""
+
+
+class ReportCellError(RuntimeError):
+    """A cell of the report failed; the executed notebook and its HTML were still written."""
+
+
+# ---------------------------------------------------------------------- recorded figures
+def _encode(value: Any) -> Any:
+    """A JSON value for ``value``: numpy and torch scalars and arrays become Python numbers and lists.
+
+    Non-finite floats become the strings ``"nan"``, ``"inf"`` and ``"-inf"`` (JSON has no NaN);
+    :func:`read_figures` turns them back into floats.
+    """
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()  # numpy / torch scalars and arrays
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    raise TypeError(f"cannot record a {type(value).__name__}; record numbers, strings, booleans or lists of them")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    return value
+
+
+def record(name: str, value: Any) -> None:
+    """Record a named figure so that it can be read back from the executed notebook.
+
+    Parameters
+    ----------
+    name : str
+        Figure name, unique within the notebook (a later record of the same name wins).
+    value : number, str, bool, None, or a list or dict of them
+        numpy and torch scalars and arrays are converted to Python numbers and lists.
+
+    Notes
+    -----
+    In a Jupyter kernel this displays one output whose data holds ``{FIGURE_MIME: {"name", "value"},
+    "text/plain": "name = value"}``; elsewhere it prints ``name = value``.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a figure name must be a non-empty string, got {name!r}")
+    encoded = _encode(value)
+    text = f"{name} = {json.dumps(encoded)}"
+    ipython = sys.modules.get("IPython")  # already loaded in a kernel; never imported here
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:
+        shell.display_pub.publish(data={FIGURE_MIME: {"name": name, "value": encoded}, "text/plain": text}, metadata={})
+    else:
+        print(text)
+
+
+class Picture:
+    """A PNG image that notebooks display (``_repr_png_``) and reports save.
+
+    Attributes
+    ----------
+    data : bytes
+        The PNG file.
+    path : Path or None
+        Where it was saved, if anywhere.
+    """
+
+    def __init__(self, data: bytes, path: Path | None = None) -> None:
+        self.data = data
+        self.path = path
+
+    def _repr_png_(self) -> bytes:
+        return self.data
+
+    def __repr__(self) -> str:
+        return f"Picture({len(self.data)} bytes" + (f", {self.path})" if self.path else ")")
+
+
+def picture(source: Any, path: str | Path | None = None, *, dpi: int = 110) -> Picture:
+    """A :class:`Picture` of a matplotlib figure (which is then closed) or of a PNG file.
+
+    Works whatever matplotlib backend is active: a notebook keeps showing figures after
+    :mod:`chromaviz.views.figures` has switched matplotlib to its non-interactive Agg backend.
+
+    Parameters
+    ----------
+    source : matplotlib Figure, or str / Path of a PNG file
+    path : str or Path, optional
+        Also save the PNG there (folders are created).
+    dpi : int
+        Resolution for figures.
+    """
+    if isinstance(source, (str, Path)):
+        data = Path(source).read_bytes()
+    else:
+        import io
+
+        buf = io.BytesIO()
+        source.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        data = buf.getvalue()
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close(source)
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return Picture(data, Path(path) if path is not None else None)
+
+
+def crossing_steps(fractions: Any, threshold: float = 0.5) -> list[int | None]:
+    """First step at which each level's signal fraction reaches ``threshold``, per level.
+
+    Parameters
+    ----------
+    fractions : array_like, shape (S, L)
+        Signal fractions per step and level (measured G, or a theory such as
+        :attr:`chromaviz.theory.Chromatogram.signal` in step coordinates).
+
+    Returns
+    -------
+    list of int or None, length L
+        None for a level that never reaches it.
+    """
+    import numpy as np
+
+    reached = np.asarray(fractions, dtype=float) >= threshold
+    return [int(np.argmax(col)) if col.any() else None for col in reached.T]
+
+
+def centred_rapsd(x: Any):
+    """RAPSD (:func:`chromaviz.spectral.rapsd`) of images with the batch mean removed, DC bin dropped.
+
+    A batch of one has each image's own mean removed instead.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, C, H, W)
+
+    Returns
+    -------
+    freqs, power : ndarray, shape (R − 1,)
+        Radial frequency (cycles/pixel) and power (white noise = 1).
+    """
+    from ..analysis import centred_rapsd as with_dc
+
+    freqs, power = with_dc(x)
+    return freqs[1:], power[1:]
+
+
+def rapsd_figure(traj: Any, *, count: int = 5, reference: tuple[str, Any] | None = None, title: str = ""):
+    """RAPSD of the final samples and of x̂0 at ``count`` steps, with each step's noise floor 1/SNR.
+
+    Frequencies whose power lies below a step's floor e^(−λ) are still buried in the noise at that
+    step. Spectra are taken with :func:`centred_rapsd`.
+
+    Parameters
+    ----------
+    traj : Trajectory
+        A run that recorded x̂0.
+    count : int
+        Steps shown, spread evenly over the run.
+    reference : (label, callable), optional
+        A reference spectrum P(f) drawn dotted, e.g. ``("model", lambda f: 0.04 * f**-2)``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A figure outside pyplot (show it with :func:`picture`).
+    """
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    freqs, power = centred_rapsd(traj.sample)
+    ax.loglog(freqs, power, "k-", lw=2, label="final samples")
+    if reference is not None:
+        ax.loglog(freqs, reference[1](freqs), "k:", label=reference[0])
+    shown = np.unique(np.linspace(0, len(traj) - 1, count).round().astype(int))
+    top = power.max()
+    for i, c in zip(shown, colormaps["plasma"](np.linspace(0, 0.85, len(shown)))):
+        ax.loglog(*centred_rapsd(traj.steps[i].x0), color=c, lw=1, label=f"x̂0 at step {i} (λ = {traj.log_snr[i]:+.1f})")
+        if np.isfinite(traj.log_snr[i]):
+            ax.axhline(np.exp(-traj.log_snr[i]), color=c, lw=0.8, ls="--")
+            top = max(top, np.exp(-traj.log_snr[i]))
+    ax.set(xlabel="frequency (cycles/pixel)", ylabel="power (white noise = 1)", ylim=(power.min() * 1e-3, top * 3),
+           title=title or "RAPSD of x̂0 during the run; dashed: noise floor 1/SNR at that step")
+    ax.tick_params(axis="x", which="minor", labelbottom=False)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
+    """A Markdown table (for ``IPython.display.Markdown`` and nbconvert's HTML); floats get ``digits`` significant digits."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "–" if math.isnan(v) else f"{v + 0.0:.{digits}g}"  # + 0.0: no "-0"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def read_figures(notebook: str | Path | Mapping) -> dict[str, Any]:
+    """Every figure recorded with :func:`record` in an executed notebook, by name.
+
+    Parameters
+    ----------
+    notebook : path or notebook dict
+        An ``.ipynb`` file (or its parsed JSON / ``nbformat`` node).
+
+    Returns
+    -------
+    dict
+        Figure name → value, in the order they were recorded; non-finite floats are floats again.
+    """
+    nb = json.loads(Path(notebook).read_text(encoding="utf-8")) if isinstance(notebook, (str, Path)) else notebook
+    figures: dict[str, Any] = {}
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            data = output.get("data", {}).get(FIGURE_MIME)
+            if data is None:
+                continue
+            if isinstance(data, str):  # some writers keep JSON data as text
+                data = json.loads(data)
+            figures[data["name"]] = _decode(data["value"])
+    return figures
+
+
+# ---------------------------------------------------------------------- parameters
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "tuple": tuple, "dict": dict}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of a notebook's ``parameters`` cell.
+
+    Attributes
+    ----------
+    name : str
+    type : str
+        ``"int"``, ``"float"``, ``"bool"``, ``"str"``, ``"list"``, ``"tuple"``, ``"dict"``, or
+        ``"any"``: the annotation when there is one, else the type of the default value.
+    default : str
+        The default as written in the cell.
+    help : str
+        The comment after it.
+    """
+
+    name: str
+    type: str
+    default: str
+    help: str = ""
+
+    def convert(self, text: str) -> Any:
+        """The value of command-line ``text`` for this parameter; :class:`ReportError` if it has the wrong type."""
+        expected = {"int": "an integer", "float": "a number", "bool": "true or false", "list": "a list such as [1, 2]",
+                    "tuple": "a tuple such as (1, 2)", "dict": "a dict such as {'a': 1}"}
+        try:
+            if self.type == "str":
+                return text
+            if self.type == "bool":
+                lowered = text.strip().lower()
+                if lowered in ("true", "yes", "1", "on"):
+                    return True
+                if lowered in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(text)
+            if self.type == "int":
+                return int(text)
+            if self.type == "float":
+                return float(text)
+            if self.type in ("list", "tuple", "dict"):
+                value = ast.literal_eval(text)
+                if not isinstance(value, _TYPES[self.type]):
+                    raise ValueError(text)
+                return value
+        except (ValueError, SyntaxError):
+            raise ReportError(
+                f"parameter {self.name!r} expects {expected[self.type]} ({self.type}, default {self.default}), got {text!r}"
+            ) from None
+        try:  # "any": a Python literal if it is one, else the text itself
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+
+    def describe(self) -> str:
+        """``name (type, default value): help``."""
+        return f"{self.name} ({self.type}, default {self.default})" + (f": {self.help}" if self.help else "")
+
+
+def _parameter_type(annotation: str, default: str) -> str:
+    if annotation and annotation != "None":
+        return annotation if annotation in _TYPES else "any"
+    try:
+        value = ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return "any"
+    name = type(value).__name__
+    return name if name in _TYPES else "any"
+
+
+def notebook_parameters(notebook: str | Path) -> dict[str, Parameter]:
+    """The parameters of ``notebook``'s cell tagged ``parameters``, with their types, in order.
+
+    Types come from annotations (``steps: int = 50``) or else from the default's literal value.
+    """
+    import papermill
+
+    path = Path(notebook)
+    if not path.is_file():
+        raise ReportError(f"no notebook at {path}")
+    found = papermill.inspect_notebook(str(path))
+    return {
+        name: Parameter(name, _parameter_type(p.get("inferred_type_name", ""), p["default"]), p["default"], p.get("help", ""))
+        for name, p in found.items()
+    }
+
+
+def format_parameters(parameters: Mapping[str, Parameter], skip: Sequence[str] = ()) -> str:
+    """One indented line per parameter (see :meth:`Parameter.describe`)."""
+    return "\n".join(f"  {p.describe()}" for name, p in parameters.items() if name not in skip)
+
+
+def parse_parameters(pairs: Sequence[Sequence[str]], parameters: Mapping[str, Parameter], reserved: Mapping[str, str] | Sequence[str] = ()) -> dict[str, Any]:
+    """Typed values for ``NAME VALUE`` pairs (as given to ``-p``).
+
+    Raises
+    ------
+    ReportError
+        For a name the notebook does not have (or one in ``reserved``, a mapping name → hint),
+        listing the parameters with their types and defaults, or for a value that does not convert
+        to the parameter's type.
+    """
+    import difflib
+
+    hints = dict(reserved) if isinstance(reserved, Mapping) else {name: "" for name in reserved}
+    values: dict[str, Any] = {}
+    for name, text in pairs:
+        if name not in parameters or name in hints:
+            if name in hints:
+                why = "is set by the command itself" + (f" ({hints[name]})" if hints[name] else "")
+            else:
+                close = difflib.get_close_matches(name, [n for n in parameters if n not in hints], n=1)
+                why = "is not a parameter of this report" + (f" (did you mean {close[0]!r}?)" if close else "")
+            raise ReportError(f"{name!r} {why}; the report's parameters are:\n{format_parameters(parameters, hints)}")
+        values[name] = parameters[name].convert(text)
+    return values
+
+
+# ---------------------------------------------------------------------- the report
+def kernel_for_this_python() -> str:
+    """Name of the Jupyter kernel that runs this interpreter: ``python3``, as ipykernel installs it.
+
+    Raises
+    ------
+    ReportError
+        If Jupyter knows no ``python3`` kernel, or if the one it knows runs another Python (a
+        kernel spec left in a user folder by another environment, say).
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    fix = "run: python -m ipykernel install --sys-prefix  (in this environment)"
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        raise ReportError(f"Jupyter has no 'python3' kernel; {fix}") from None
+    program = spec.argv[0] if spec.argv else ""
+    # jupyter_client starts a kernel whose program is plain "python", "python3" or "python3.X" with this interpreter
+    same = program in ("python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2]))
+    if not same and program:
+        try:
+            same = Path(program).resolve() == Path(sys.executable).resolve()
+        except OSError:
+            same = False
+    if not same:
+        raise ReportError(f"the 'python3' Jupyter kernel ({spec.resource_dir}) runs {program}, not {sys.executable}; {fix}")
+    return "python3"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What :func:`run_report` wrote."""
+
+    notebook: Path
+    html: Path
+    extra: tuple[Path, ...]
+    figures: dict[str, Any]
+
+
+def to_html(notebook: str | Path, path: str | Path) -> Path:
+    """Render an executed notebook, outputs included, as one HTML page (nbconvert's ``lab`` template)."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_filename(str(notebook))
+    path = Path(path)
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def run_report(
+    pairs: Sequence[Sequence[str]] = (),
+    out: str | Path = "chromaviz-report",
+    *,
+    notebook: str | Path | None = None,
+    progress: bool = True,
+    cell_timeout: float = 600,
+    kernel_name: str | None = None,
+) -> ReportFiles:
+    """Execute the report notebook with papermill into ``out``; write ``report.ipynb`` and ``report.html``.
+
+    Parameters
+    ----------
+    pairs : sequence of (name, value) text pairs
+        Parameter overrides, converted to the types of the notebook's defaults.
+    out : path
+        Output folder; the notebook runs there (``output_dir = "."``), so the files it writes
+        (images, tables, the kernel-free ``run.html``) land next to ``report.html``.
+    notebook : path, optional
+        Default :data:`REPORT_NOTEBOOK`.
+    progress : bool
+        tqdm progress bar over the cells.
+    cell_timeout : float
+        Seconds any one cell may run.
+
+    Raises
+    ------
+    ReportError
+        Wrong parameters, or no notebook or kernel: before anything runs.
+    ReportCellError
+        A cell failed. The executed notebook and its HTML are still written, so that the error can
+        be read in context.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = Path(notebook) if notebook is not None else REPORT_NOTEBOOK
+    if not source.is_file():
+        raise ReportError(f"cannot find the report notebook at {source}; pass --notebook PATH")
+    parameters = notebook_parameters(source)
+    values = parse_parameters(pairs, parameters, reserved=RESERVED)
+    kernel_name = kernel_name or kernel_for_this_python()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if "output_dir" in parameters:
+        values["output_dir"] = "."
+    target = out / "report.ipynb"
+    failure = None
+    try:
+        papermill.execute_notebook(
+            str(source.resolve()), str(target.resolve()), parameters=values, cwd=str(out.resolve()), progress_bar=progress,
+            kernel_name=kernel_name, execution_timeout=cell_timeout,
+        )
+    except PapermillExecutionError as err:
+        failure = err
+    html = to_html(target, out / "report.html")
+    if failure is not None:
+        raise ReportCellError(
+            f"cell {failure.cell_index} of the report failed: {failure.ename}: {failure.evalue}\n"
+            f"(the executed notebook is {target}, rendered as {html})"
+        )
+    written = (p for p in out.iterdir() if p.is_file() and p.stat().st_mtime >= started - 1)
+    extra = tuple(sorted(p for p in written if p not in (target, html)))
+    return ReportFiles(target, html, extra, read_figures(target))

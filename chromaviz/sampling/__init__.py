@@ -1,0 +1,11 @@
+"""The sampling layer: prompt schedules, the sampler (diffusers' schedulers driving any model) and
+the trajectories it records."""
+
+from .prompts import UNITS, Boundary, PromptSchedule, Segment
+from .sampler import PromptSource, SamplingError, default_device, sample
+from .trajectory import RECORDABLE, StepRecord, Trajectory
+
+__all__ = [
+    "RECORDABLE", "UNITS", "Boundary", "PromptSchedule", "PromptSource", "SamplingError", "Segment", "StepRecord",
+    "Trajectory", "default_device", "sample",
+]
