@@ -1,0 +1,161 @@
+"""Argument checks shared by the public functions: one rule per kind of argument, one wording.
+
+Every check raises before any work is done, names the argument, says what was given and what is
+allowed. Integers may be Python, numpy or torch integers (never booleans); numbers may be any real
+number type (never strings).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Any, Iterable
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as a Python int, checked to lie in [minimum, maximum].
+
+    Accepts Python, numpy and torch integers (anything with ``__index__``), never ``bool``.
+
+    Raises
+    ------
+    TypeError
+        For a non-integer (a float, a string, a bool, None).
+    ValueError
+        Outside the allowed range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> integer("num_inference_steps", np.int64(5), minimum=1)
+    5
+    >>> integer("seed", -1, minimum=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be an integer ≥ 0, got -1
+    """
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{name} must be an integer{_range_text(minimum, maximum)}, got {_describe(value)} "
+                        f"({type(value).__name__})")
+    try:
+        value = operator.index(value)
+    except TypeError:  # a tensor with more than one element, say
+        raise TypeError(f"{name} must be a single integer, got {_describe(value)}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an integer{_range_text(minimum, maximum)}, got {value}")
+    return value
+
+
+def positive_int(name: str, value: Any) -> int:
+    """An integer ≥ 1 (Python, numpy or torch); see :func:`integer`.
+
+    Examples
+    --------
+    >>> positive_int("batch_size", 3)
+    3
+    """
+    return integer(name, value, minimum=1)
+
+
+def _range_text(minimum: float | None, maximum: float | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" ≥ {minimum}"
+    if maximum is not None:
+        return f" ≤ {maximum}"
+    return ""
+
+
+def real(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
+         finite: bool = True) -> float:
+    """``value`` as a float, checked to be finite (unless ``finite=False``) and in [minimum, maximum].
+
+    Accepts Python, numpy and torch real numbers, never ``bool`` or strings.
+
+    Raises
+    ------
+    TypeError
+        For a non-number.
+    ValueError
+        For NaN, ±∞ (when ``finite``), or a value outside the range.
+
+    Examples
+    --------
+    >>> real("guidance", 7.5, minimum=0)
+    7.5
+    >>> real("eta", float("nan"), minimum=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: eta must be a finite number ≥ 0, got nan
+    """
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or _is_real_scalar(value)):
+        raise TypeError(f"{name} must be a number{_range_text(minimum, maximum)}, got {_describe(value)} "
+                        f"({type(value).__name__})")
+    value = float(value)
+    kind = "a finite number" if finite else "a number"
+    if (finite and not math.isfinite(value)) or math.isnan(value):
+        raise ValueError(f"{name} must be {kind}{_range_text(minimum, maximum)}, got {value}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {kind}{_range_text(minimum, maximum)}, got {value}")
+    return value
+
+
+def _is_real_scalar(value: Any) -> bool:
+    """A one-element numpy or torch real number."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or getattr(value, "ndim", None) != 0:
+        return False
+    return getattr(dtype, "is_complex", False) is False and (
+        getattr(dtype, "is_floating_point", False) or getattr(dtype, "kind", "") in "fiu")
+
+
+def boolean(name: str, value: Any) -> bool:
+    """A real ``bool`` (numpy bools too), never a number or a string that looks like one.
+
+    Examples
+    --------
+    >>> boolean("progress", True)
+    True
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {_describe(value)} ({type(value).__name__})")
+
+
+def choice(name: str, value: Any, allowed: Iterable[str]) -> str:
+    """One of ``allowed`` (strings), compared exactly.
+
+    Examples
+    --------
+    >>> choice("method", "rings", ("rings", "pyramid"))
+    'rings'
+    """
+    allowed = tuple(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {_describe(value)}")
+    return value
+
+
+def subset(name: str, value: Any, allowed: Iterable[str]) -> tuple[str, ...]:
+    """A list or tuple of names from ``allowed`` (a single string is refused: it is not read as letters).
+
+    Examples
+    --------
+    >>> subset("record", ["x0"], ("x_t", "x0", "eps"))
+    ('x0',)
+    """
+    allowed = tuple(allowed)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a list or tuple of names from {list(allowed)}, got {_describe(value)}")
+    items = tuple(value)
+    unknown = [v for v in items if not isinstance(v, str) or v not in allowed]
+    if unknown:
+        raise ValueError(f"{name} has {unknown}; choose from {list(allowed)}")
+    return items
