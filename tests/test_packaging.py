@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name → PyPI name
+CONDA_NAMES = {"pytorch": "torch", "dask_core": "dask"}  # conda-forge name → PyPI name
 NOT_PACKAGES = {"python", "pip"}
 
 
