@@ -183,3 +183,73 @@ def test_signal_fractions_of_a_single_sample_use_no_reference(gaussian):
     assert torch.equal(auto, explicit)
     with pytest.raises(ValueError, match="reference='batch' needs at least 2 samples"):
         traj.signal_fractions(reference="batch")
+
+
+# ---------------------------------------------------------------------- files that are not what they claim
+def write_doc(path, doc_text: str, tensors: dict | None = None):
+    """A safetensors file with ``doc_text`` as its chromaviz document (and 3 steps' tensors by default)."""
+    if tensors is None:
+        tensors = {name: torch.zeros(3, dtype=torch.float64) for name in ("timesteps", "log_snr", "alpha", "sigma")}
+    save_file(tensors, str(path), metadata={"chromaviz": doc_text})
+    return path
+
+
+def good_doc(n: int = 3, **changes) -> dict:
+    doc = {"metadata": {"status": "cancelled", "num_steps": 5}, "prompts": [None] * n, "num_steps": [5] * n}
+    doc.update(changes)
+    return doc
+
+
+@pytest.mark.parametrize("doc_text, why", [
+    ("{}", r"lacks \['metadata', 'prompts', 'num_steps'\]"),
+    ("[1, 2]", "is a JSON list, not an object"),
+    (json.dumps(good_doc(4)), r"the tensor 'timesteps' has shape \(3,\); 4 prompts need \(4,\)"),
+    (json.dumps(good_doc(2)), r"the tensor 'timesteps' has shape \(3,\); 2 prompts need \(2,\)"),
+    (json.dumps(good_doc(3, metadata={"status": "complete", "num_steps": 5})), "complete with 5 steps but holds 3"),
+    (json.dumps(good_doc(3, metadata={"status": "done"})), "status 'done' is not one of"),
+    (json.dumps(good_doc(3, prompts=[1, 2, 3])), "'prompts' must be a list of strings or nulls"),
+    (json.dumps(good_doc(3, num_steps=[5, 5])), "3 prompts but 2 step counts"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    ('{"metadata": {"x": NaN}, "prompts": [], "num_steps": []}', "not valid JSON"),
+    ("not json", "not valid JSON"),
+])
+def test_a_bad_document_is_one_value_error_naming_the_file(tmp_path, doc_text, why):
+    path = write_doc(tmp_path / "bad.safetensors", doc_text)
+    with pytest.raises(ValueError, match=why) as exc:
+        Trajectory.load(path)
+    assert str(path) in str(exc.value)
+
+
+def test_a_recording_shorter_than_the_prompts_is_refused(tmp_path):
+    tensors = {name: torch.zeros(3, dtype=torch.float64) for name in ("timesteps", "log_snr", "alpha", "sigma")}
+    tensors["x0"] = torch.zeros(2, 1, 3, 4, 4)
+    path = write_doc(tmp_path / "short.safetensors", json.dumps(good_doc(3)), tensors)
+    with pytest.raises(ValueError, match=r"'x0' has shape \(2, 1, 3, 4, 4\); 3 prompts need \(3, B, C, H, W\)"):
+        Trajectory.load(path)
+
+
+def test_a_png_a_folder_and_a_missing_file_are_named(tmp_path):
+    png = tmp_path / "picture.png"
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(png)
+    for target, why in [(png, "not a safetensors file"), (tmp_path, "it is a folder"), (tmp_path / "nope.safetensors", "no such file")]:
+        with pytest.raises(ValueError, match=why) as exc:
+            Trajectory.load(target)
+        assert str(target) in str(exc.value)
+
+
+def test_metadata_is_strict_json_with_non_finite_numbers_tagged(tmp_path, gaussian):
+    # DPM-Solver's config holds lambda_min_clipped = -inf; the document must still be RFC 8259 JSON
+    traj = run(gaussian, scheduler="dpmsolver++", num_steps=3)
+    assert traj.metadata["scheduler_config"]["lambda_min_clipped"] == -math.inf
+    traj.metadata["extra"] = {"nan": math.nan, "inf": math.inf, "text": "Infinity", "np": np.float32(-np.inf)}
+    path = traj.save(tmp_path / "dpm.safetensors")
+    text = read_header(path)["__metadata__"]["chromaviz"]
+    doc = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON literal {name}"))
+    assert doc["metadata"]["scheduler_config"]["lambda_min_clipped"] == {"$float": "-Infinity"}
+    loaded = Trajectory.load(path)
+    assert loaded.metadata["scheduler_config"]["lambda_min_clipped"] == -math.inf
+    extra = loaded.metadata["extra"]
+    assert math.isnan(extra["nan"]) and extra["inf"] == math.inf and extra["np"] == -math.inf
+    assert extra["text"] == "Infinity"  # a string stays a string

@@ -3,6 +3,12 @@
 Saved as one ``.safetensors`` file: the tensors, plus a JSON document (per-step prompts and the
 run's metadata) in the file's string metadata. No pickle anywhere, so a trajectory from someone
 else is safe to open.
+
+The JSON document is strict RFC 8259 JSON (``JSON.parse`` reads it): a non-finite number, such as
+a scheduler config's ``lambda_min_clipped = -inf``, is written as the one-key object
+``{"$float": "-Infinity"}`` (or ``"Infinity"``, ``"NaN"``) and read back as the float.
+:meth:`Trajectory.load` checks the document and the tensors against each other before building
+anything and refuses a file that does not fit with one ``ValueError`` naming the path.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -174,21 +180,44 @@ class Trajectory:
             tensors["final"] = self.final.contiguous()
         doc = {"metadata": self.metadata, "prompts": self.prompts, "num_steps": [s.num_steps for s in self.steps]}
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu() for k, v in tensors.items()}, str(path), metadata={"chromaviz": json.dumps(doc, default=_json_default)})
+        save_file({k: v.detach().cpu() for k, v in tensors.items()}, str(path), metadata={"chromaviz": dumps(doc)})
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Trajectory:
-        """Read a trajectory written by :meth:`save`."""
-        from safetensors import safe_open
+        """Read a trajectory written by :meth:`save`.
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if "chromaviz" not in meta:
-                raise ValueError(f"{path} is a safetensors file but not a chromaviz trajectory")
-            doc = json.loads(meta["chromaviz"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        n = len(doc["prompts"])
+        Raises
+        ------
+        ValueError
+            Naming ``path`` and what is wrong, for anything that is not a complete, self-consistent
+            trajectory file: no such file, a folder, not safetensors, no chromaviz document, a
+            document that does not match the schema (prompts and tensors of different lengths, a
+            ``"complete"`` run with fewer steps than it planned, …). Nothing is half loaded.
+        """
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.exists():
+            raise ValueError(f"cannot load a trajectory from {path}: no such file")
+        if not path.is_file():
+            raise ValueError(f"cannot load a trajectory from {path}: it is a folder, not a .safetensors file")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if "chromaviz" not in meta:
+                    raise ValueError(f"{path} is a safetensors file but not a chromaviz trajectory (no 'chromaviz' metadata)")
+                doc = loads(meta["chromaviz"])
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"cannot load a trajectory from {path}: not a safetensors file ({exc})") from None
+        except (json.JSONDecodeError, RecursionError, UnicodeError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ValueError(f"cannot load a trajectory from {path}: its chromaviz document is not valid JSON ({why})") from None
+        problem = _schema_problem(doc, tensors)
+        if problem:
+            raise ValueError(f"cannot load a trajectory from {path}: {problem}")
+        recorded = {name: tensors.get(name) for name in RECORDABLE}
         steps = [
             StepRecord(
                 index=i,
@@ -196,13 +225,11 @@ class Trajectory:
                 log_snr=float(tensors["log_snr"][i]),
                 alpha=float(tensors["alpha"][i]),
                 sigma=float(tensors["sigma"][i]),
-                x_t=tensors["x_t"][i] if "x_t" in tensors else None,
-                x0=tensors["x0"][i] if "x0" in tensors else None,
-                eps=tensors["eps"][i] if "eps" in tensors else None,
+                **{name: None if v is None else v[i] for name, v in recorded.items()},
                 prompt=doc["prompts"][i],
                 num_steps=doc["num_steps"][i],
             )
-            for i in range(n)
+            for i in range(len(doc["prompts"]))
         ]
         return cls(metadata=doc["metadata"], steps=steps, final=tensors.get("final"))
 
@@ -214,12 +241,86 @@ class Trajectory:
         )
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        f = float(obj)
-        return f if math.isfinite(f) else str(f)
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return obj.tolist()
+_FLOAT_TAG = "$float"
+_NON_FINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
+_PER_STEP = ("timesteps", "log_snr", "alpha", "sigma")
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` with only JSON types left: non-finite floats tagged, numpy and torch values unwrapped."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor, np.generic)):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        return {_FLOAT_TAG: "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")}
     return str(obj)
+
+
+def dumps(doc: Any) -> str:
+    """Strict RFC 8259 JSON of ``doc``; non-finite floats as ``{"$float": "-Infinity"}`` (see the module docstring)."""
+    return json.dumps(_jsonable(doc), allow_nan=False, ensure_ascii=False)
+
+
+def _untag(obj: dict) -> Any:
+    if len(obj) == 1 and _FLOAT_TAG in obj and obj[_FLOAT_TAG] in _NON_FINITE:
+        return _NON_FINITE[obj[_FLOAT_TAG]]
+    return obj
+
+
+def _refuse_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+def loads(text: str) -> Any:
+    """Inverse of :func:`dumps`; refuses the non-standard ``NaN``/``Infinity`` literals."""
+    return json.loads(text, object_hook=_untag, parse_constant=_refuse_constant)
+
+
+def _schema_problem(doc: Any, tensors: Mapping[str, torch.Tensor]) -> str:
+    """What is wrong with a trajectory file's document and tensors, or "" if nothing."""
+    if not isinstance(doc, dict):
+        return f"its chromaviz document is a JSON {type(doc).__name__}, not an object"
+    missing = [k for k in ("metadata", "prompts", "num_steps") if k not in doc]
+    if missing:
+        return f"its chromaviz document lacks {missing}"
+    meta, prompts, counts = doc["metadata"], doc["prompts"], doc["num_steps"]
+    if not isinstance(meta, dict):
+        return f"'metadata' is a {type(meta).__name__}, not an object"
+    if not isinstance(prompts, list) or not all(p is None or isinstance(p, str) for p in prompts):
+        return "'prompts' must be a list of strings or nulls"
+    if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in counts):
+        return "'num_steps' must be a list of positive integers"
+    n = len(prompts)
+    if len(counts) != n:
+        return f"{n} prompts but {len(counts)} step counts"
+    status = meta.get("status", "running")
+    if status not in STATUSES:
+        return f"status {status!r} is not one of {list(STATUSES)}"
+    planned = meta.get("num_steps")
+    if status == "complete" and planned != n:
+        return f"it says the run is complete with {planned!r} steps but holds {n}"
+    if isinstance(planned, int) and n > planned:
+        return f"it holds {n} steps of a run planned with {planned}"
+    for name in (*_PER_STEP, *RECORDABLE):
+        if name not in tensors:
+            if name in _PER_STEP:
+                return f"the tensor {name!r} is missing"
+            continue
+        t = tensors[name]
+        expected = 1 if name in _PER_STEP else 5
+        if t.dim() != expected or t.shape[0] != n:
+            return (f"the tensor {name!r} has shape {tuple(t.shape)}; {n} prompts need "
+                    f"{'(' + str(n) + ',)' if expected == 1 else '(' + str(n) + ', B, C, H, W)'}")
+    final = tensors.get("final")
+    if final is not None and final.dim() != 4:
+        return f"the tensor 'final' has shape {tuple(final.shape)}, not (B, C, H, W)"
+    if status == "complete" and final is None:
+        return "it says the run is complete but has no 'final' sample"
+    return ""
