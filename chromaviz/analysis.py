@@ -177,3 +177,93 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
         m2_law=m2,
         power_source=source,
     )
+
+
+class StepwiseComparison:
+    """:func:`compare` of a run while it goes: steps are added as they are recorded.
+
+    Each step's band energies are computed once, when it is added; :meth:`comparison` then divides
+    by the energies of the run's sample (its ``final`` output, else the newest x̂0), exactly as
+    :func:`compare` does for a trajectory holding the same steps, and returns the same type.
+
+    Parameters
+    ----------
+    model : Denoiser, optional
+        As in :func:`compare` (its exact spectrum, if it has one, feeds the theory).
+    method : {"rings", "pyramid"}
+    levels : sequence of int, optional
+        Default :func:`chromaviz.spectral.levels_for` of the sample size.
+
+    Examples
+    --------
+    >>> from chromaviz import GaussianPowerLaw, sample
+    >>> model = GaussianPowerLaw(size=16)
+    >>> traj = sample(model, num_steps=4, batch_size=2)
+    >>> live = StepwiseComparison(model)
+    >>> live.extend(traj.steps[:2])
+    >>> live.comparison().measured.shape
+    (2, 4)
+    """
+
+    def __init__(self, model=None, *, method: str = "rings", levels: Sequence[int] | None = None) -> None:
+        self.model = model
+        self.method = spectral._check_method(method)
+        self.levels = tuple(levels) if levels is not None else None
+        self.steps: list = []
+        self._energies: torch.Tensor | None = None
+        self._power: tuple[np.ndarray | None, str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def _reference(self) -> str | None:
+        return "batch" if self.steps[0].x0.shape[0] >= 2 else None  # as Trajectory.signal_fractions
+
+    def extend(self, steps) -> None:
+        """Add recorded steps (:class:`~chromaviz.sampling.trajectory.StepRecord` with x̂0), in order."""
+        steps = list(steps)
+        if not steps:
+            return
+        if any(s.x0 is None for s in steps):
+            raise ValueError("a step-by-step comparison needs steps that recorded x0 (record=('x0', ...))")
+        self.steps.extend(steps)
+        if self.levels is None:
+            self.levels = spectral.levels_for(*steps[0].x0.shape[-2:])
+        new = spectral.step_band_energies(torch.stack([s.x0 for s in steps]), self.levels, self.method, self._reference())
+        self._energies = new if self._energies is None else torch.cat([self._energies, new])
+
+    def comparison(self, final: torch.Tensor | None = None) -> Comparison:
+        """The :class:`Comparison` of the steps added so far.
+
+        Parameters
+        ----------
+        final : torch.Tensor, shape (B, C, H, W), optional
+            The run's final output once it is complete (as ``Trajectory.final``); without it the
+            newest x̂0 is the reference, as :func:`compare` does for a partial run.
+
+        Raises
+        ------
+        ValueError
+            If no step has been added.
+        """
+        if not self.steps:
+            raise ValueError("no steps added yet: a comparison needs at least one recorded step")
+        sample = final if final is not None else self.steps[-1].x0
+        denom = self._energies[-1] if final is None else spectral.step_band_energies(
+            final[None], self.levels, self.method, self._reference())[0]
+        h, w = sample.shape[-2:]
+        if self._power is None or self._power[1] != "model":  # the model's spectrum never changes
+            self._power = data_power(self.model, h, w, sample)
+        power, source = self._power
+        log_snr = np.array([s.log_snr for s in self.steps], dtype=np.float64)
+        spectrum_aware, m2 = expected(log_snr, self.levels, power)
+        return Comparison(
+            levels=self.levels,
+            method=self.method,
+            timesteps=np.array([s.timestep for s in self.steps], dtype=np.float64),
+            log_snr=log_snr,
+            measured=(self._energies / denom).numpy(),
+            spectrum_aware=spectrum_aware,
+            m2_law=m2,
+            power_source=source,
+        )
