@@ -27,7 +27,7 @@ from .. import spectral
 RECORDABLE = ("x_t", "x0", "eps")
 """Per-step tensors a run can record: the network input, the clean-sample prediction, the noise prediction."""
 
-STATUSES = ("running", "complete", "cancelled", "failed")
+STATUSES = ("running", "complete", "cancelled", "interrupted", "failed")
 
 
 @dataclass(frozen=True)
