@@ -28,6 +28,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from .noise.levels import check_levels
+
 __all__ = [
     "levels_for",
     "pool",
@@ -37,6 +39,7 @@ __all__ = [
     "ring_bands",
     "decompose",
     "rapsd",
+    "centred_rapsd",
     "fit_power_law",
     "band_energies",
     "signal_fractions",
@@ -92,33 +95,10 @@ def _check_size(value: object, name: str) -> int:
     return v
 
 
-def _check_levels(levels: Iterable[int]) -> tuple[int, ...]:
-    """Validate a level list: consecutive powers of two starting at 1. Returns it as a tuple."""
-    hint = "levels must be consecutive powers of two starting at 1, e.g. (1, 2, 4, 8)"
-    if isinstance(levels, (str, bytes)):
-        raise ValueError(f"{hint}; got the string {levels!r}")
-    if isinstance(levels, torch.Tensor):
-        levels = levels.tolist()
-    try:
-        items = list(levels)
-    except TypeError:
-        raise ValueError(f"{hint}; got {levels!r}, which is not a sequence") from None
-    if not items:
-        raise ValueError(f"{hint}; got an empty list (levels_for(height, width) gives a default)")
-    out = []
-    for item in items:
-        if isinstance(item, bool):
-            raise ValueError(f"{hint}; got {tuple(items)!r}, which contains the boolean {item!r}")
-        try:
-            out.append(operator.index(item))
-        except TypeError:
-            raise ValueError(
-                f"{hint}; got {tuple(items)!r}, which contains the non-integer {item!r}"
-            ) from None
-    expected = tuple(2**i for i in range(len(out)))
-    if tuple(out) != expected:
-        raise ValueError(f"{hint}; got {tuple(out)!r} (expected {expected!r} for {len(out)} levels)")
-    return expected
+def _check_levels(levels: Iterable[int], size: tuple[int, int] | None = None) -> tuple[int, ...]:
+    """The levels of a band stack, ``(1, 2, 4, …, M)`` (:func:`chromaviz.noise.levels.check_levels`
+    with ``ladder=True``), none coarser than an image of ``size``; returned as a tuple of ints."""
+    return tuple(int(m) for m in check_levels(levels, ladder=True, size=size))
 
 
 def _check_divisible(height: int, width: int, m: int, what: str, alternative: str = "") -> None:
@@ -265,9 +245,9 @@ def box_pyramid(x: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
         Bad levels, or H or W not divisible by the deepest pyramid level.
     """
     x = _check_image(x)
-    lv = _check_levels(levels)
-    deepest = lv[-1]
     _, _, h, w = x.shape
+    lv = _check_levels(levels, (h, w))
+    deepest = lv[-1]
     _check_divisible(h, w, deepest, f"{deepest}, the deepest pyramid level", " or fewer levels")
     out = x.new_empty((len(lv),) + tuple(x.shape))
     coarse = x  # D_m x
@@ -317,7 +297,7 @@ def octave_ring_masks(
     """
     h = _check_size(height, "height")
     w = _check_size(width, "width")
-    lv = _check_levels(levels)
+    lv = _check_levels(levels)  # any grid: levels coarser than it own empty rings
     f = _radial_frequency(h, w, device)
     # edges[i] is the upper edge of level i; level i is [edges[i+1], edges[i]).
     edges = [float("inf")] + [0.5 / m for m in lv[1:]] + [float("-inf")]
@@ -348,8 +328,8 @@ def ring_bands(x: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
         transformed in float32 and cast back).
     """
     x = _check_image(x)
-    lv = _check_levels(levels)
     _, _, h, w = x.shape
+    lv = _check_levels(levels)
     spectrum = torch.fft.fft2(x.to(_fft_dtype(x.dtype)))
     masks = octave_ring_masks(h, w, lv, device=x.device)
     out = x.new_empty((len(lv),) + tuple(x.shape))
@@ -437,6 +417,39 @@ def rapsd(x: torch.Tensor, per_channel: bool = False) -> tuple[torch.Tensor, tor
         mean = sums / (counts * (b * c))
     freqs = torch.arange(nbins, dtype=torch.float64, device=x.device) / n
     return freqs, mean
+
+
+def centred_rapsd(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rapsd` of samples with the batch mean removed, unbiased for that removal.
+
+    Removing the batch mean takes away 1/B of every mode's variance, so the power is scaled by
+    B/(B − 1) (white noise of unit variance gives 1 at every frequency). A batch of one has each
+    image's own mean removed instead (its DC bin is then 0).
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (B, C, H, W)
+        Real floating-point samples.
+
+    Returns
+    -------
+    freqs, power : ndarray (float64), shape (R,)
+        As :func:`rapsd`: cycles/pixel and power (white noise = 1); bin 0 is DC.
+
+    Examples
+    --------
+    >>> noise = torch.randn(64, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> freqs, power = centred_rapsd(noise)
+    >>> freqs.shape, bool(abs(power[1:].mean() - 1) < 0.02)
+    ((17,), True)
+    """
+    x = _check_image(x).double()
+    b = x.shape[0]
+    x = x - x.mean(0) if b > 1 else x - x.mean(dim=(-2, -1), keepdim=True)
+    freqs, power = rapsd(x)
+    if b > 1:
+        power = power * (b / (b - 1))
+    return freqs.cpu().numpy(), power.cpu().numpy()
 
 
 def _as_numpy_1d(a: object, name: str) -> np.ndarray:
@@ -644,7 +657,7 @@ def step_band_energies(
         raise ValueError("x0_steps must be a tensor of shape (S, B, C, H, W)")
     if not (reference is None or (isinstance(reference, str) and reference == "batch")):
         raise ValueError("step_band_energies takes reference None or 'batch'")
-    lv, method = _check_levels(levels), _check_method(method)
+    lv, method = _check_levels(levels, x0_steps.shape[-2:]), _check_method(method)
     _check_reference(reference, x0_steps.shape[1], "x0_steps")
     s, b, c, h, w = x0_steps.shape
     chunk = max(1, _MAX_CHUNK_ELEMENTS // max(b * c * h * w, 1))
@@ -704,7 +717,7 @@ def signal_fractions(
             f"x0_steps has per-step shape {tuple(x0_steps.shape[1:])} but x0_final has shape "
             f"{tuple(x0_final.shape)}; they must match (B, C, H, W)"
         )
-    lv = _check_levels(levels)
+    lv = _check_levels(levels, x0_steps.shape[-2:])
     method = _check_method(method)
     s, b, c, h, w = x0_steps.shape
     _check_reference(reference, b, "x0_final")

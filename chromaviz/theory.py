@@ -27,27 +27,19 @@ from typing import Sequence
 
 import numpy as np
 
+from .noise.levels import birth_log_snr, check_levels, level_offset, sigmoid
+from .noise.plan import StepPlan, plan_steps
 from .noise.schedules import Schedule
+
+__all__ = [
+    "COORDINATES", "Chromatogram", "LevelTiming", "band_signal_fraction", "birth_log_snr", "chromatogram",
+    "dominant_level", "inherited_levels", "level_offset", "level_timings", "power_grid_from_rapsd",
+    "rate_per_log_snr", "rate_per_step", "rate_per_timestep", "signal_fraction", "signal_fraction_at",
+    "time_adjustment",
+]
 
 COORDINATES = ("log_snr", "timestep", "step")
 """Coordinates a chromatogram can be drawn in."""
-
-
-def _levels(levels: Sequence[int] | int) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(levels, dtype=np.float64))
-    if np.any(arr < 1):
-        raise ValueError(f"levels must be ≥ 1 (block sizes in pixels), got {arr.tolist()}")
-    return arr
-
-
-def level_offset(levels) -> np.ndarray:
-    """2·ln m: what m×m pooling adds to the log-SNR."""
-    return 2 * np.log(_levels(levels))
-
-
-def birth_log_snr(levels) -> np.ndarray:
-    """λ at which level m is born (m²·SNR = 1): −2·ln m."""
-    return -level_offset(levels)
 
 
 def signal_fraction(log_snr, levels) -> np.ndarray:
@@ -64,22 +56,19 @@ def signal_fraction(log_snr, levels) -> np.ndarray:
     ndarray, shape (N, L)
     """
     lam = np.atleast_1d(np.asarray(log_snr, dtype=np.float64))[:, None]
-    z = lam + level_offset(levels)[None, :]
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-z))
+    return sigmoid(lam + level_offset(levels)[None, :])
 
 
 def rate_per_log_snr(log_snr, levels) -> np.ndarray:
     """ds_m/dλ = s_m·(1 − s_m), shape (N, L): the same bell for every level, centred at −2·ln m."""
     z = np.atleast_1d(np.asarray(log_snr, dtype=np.float64))[:, None] + level_offset(levels)[None, :]
-    with np.errstate(over="ignore"):
-        return 1 / ((1 + np.exp(-z)) * (1 + np.exp(z)))  # sigmoid(z)·sigmoid(−z), exact in both tails
+    return sigmoid(z) * sigmoid(-z)  # exact in both tails
 
 
 def signal_fraction_at(schedule: Schedule, t, levels) -> np.ndarray:
     """s_m at timesteps ``t`` (shape (N,)) of ``schedule``, shape (N, L); exact at λ = ±∞."""
     abar = np.atleast_1d(schedule.signal_variance_at(t))[:, None]
-    m2 = _levels(levels)[None, :] ** 2
+    m2 = check_levels(levels)[None, :] ** 2
     return m2 * abar / ((1 - abar) + m2 * abar)
 
 
@@ -88,7 +77,7 @@ def rate_per_timestep(schedule: Schedule, t, levels) -> np.ndarray:
     t = np.atleast_1d(np.asarray(t, dtype=np.float64))
     abar = schedule.signal_variance_at(t)[:, None]
     dabar = schedule.d_signal_variance_dt(t)[:, None]
-    m2 = _levels(levels)[None, :] ** 2
+    m2 = check_levels(levels)[None, :] ** 2
     return m2 * (-dabar) / ((1 - abar) + m2 * abar) ** 2
 
 
@@ -142,6 +131,7 @@ def chromatogram(
     *,
     num_steps: int = 50,
     scheduler: str = "default",
+    plan: StepPlan | None = None,
     num_points: int = 1001,
     log_snr_limits: tuple[float, float] = (-12.0, 12.0),
 ) -> Chromatogram:
@@ -154,12 +144,38 @@ def chromatogram(
         Block sizes m.
     coordinate : {"log_snr", "timestep", "step"}
         ``"log_snr"``: a λ grid over the schedule's range clipped to ``log_snr_limits``;
-        ``"timestep"``: a timestep grid from t_max down to t_min; ``"step"``: the steps a
-        ``scheduler`` takes for ``num_steps`` (see :meth:`Schedule.visited`).
+        ``"timestep"``: a timestep grid from t_max down to t_min; ``"step"``: the visited steps of
+        a run (one row per model evaluation), read from ``plan``.
+    num_steps, scheduler
+        N and the scheduler of the run whose steps ``"step"`` uses, when no ``plan`` is given
+        (:func:`~chromaviz.noise.plan.plan_steps`).
+    plan : StepPlan, optional
+        The step plan of the run (e.g. a trajectory's); overrides ``num_steps`` and ``scheduler``.
+    num_points : int
+        Grid points of the ``"log_snr"`` and ``"timestep"`` coordinates.
+    log_snr_limits : (float, float)
+        λ range of the ``"log_snr"`` grid.
+
+    Returns
+    -------
+    Chromatogram
+        ``x`` of shape (N,), ``signal`` and ``rate`` of shape (N, L).
+
+    Raises
+    ------
+    ValueError
+        For an unknown coordinate or invalid levels.
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> c = chromatogram(Schedule.preset("scaled_linear"), (1, 4), "step", num_steps=10, scheduler="ddim")
+    >>> c.signal.shape, c.signal[-1].round(3).tolist()
+    ((10, 2), [0.998, 1.0])
     """
     if coordinate not in COORDINATES:
         raise ValueError(f"unknown coordinate {coordinate!r}; choose one of {COORDINATES}")
-    levels = tuple(int(m) for m in _levels(levels))
+    levels = tuple(int(m) for m in check_levels(levels))
     if coordinate == "log_snr":
         lo, hi = schedule.log_snr_range
         lo, hi = max(lo, log_snr_limits[0]), min(hi, log_snr_limits[1])
@@ -171,7 +187,7 @@ def chromatogram(
             coordinate, t, levels, signal_fraction_at(schedule, t, levels), rate_per_timestep(schedule, t, levels),
             schedule.log_snr(t),
         )
-    _, lam = schedule.visited(num_steps, scheduler)
+    lam = (plan if plan is not None else plan_steps(schedule, num_steps, scheduler)).log_snr
     steps = np.arange(len(lam), dtype=np.float64)
     return Chromatogram(coordinate, steps, levels, signal_fraction(lam, levels), rate_per_step(lam, levels), lam)
 
@@ -216,8 +232,8 @@ def level_timings(schedule: Schedule, levels: Sequence[int] = (1, 2, 4, 8, 16, 3
     rates = rate_per_timestep(schedule, grid, levels)
     start = signal_fraction_at(schedule, [schedule.t_max], levels)[0]
     out = []
-    for j, m in enumerate(_levels(levels)):
-        birth_lam = float(-2 * np.log(m))
+    for j, m in enumerate(check_levels(levels)):
+        birth_lam = float(birth_log_snr(m)[0])
         inherited = bool(lam_noisiest >= birth_lam)
         birth = float("nan") if inherited else float(schedule.t_of_log_snr(birth_lam))
         peak = float("nan") if inherited else float(grid[np.argmax(rates[:, j])])
@@ -249,9 +265,8 @@ def time_adjustment(schedule: Schedule, t, m: float) -> tuple[np.ndarray, np.nda
     rho : ndarray
         Intensity factor, shape of ``t``.
     """
-    if m < 1:
-        raise ValueError(f"pooling factor m must be ≥ 1, got {m}")
-    lam = schedule.log_snr(t) + 2 * np.log(m)
+    (m,) = check_levels(m, name="pooling factor m")
+    lam = schedule.log_snr(t) + level_offset(m)[0]
     alpha, sigma = schedule.alpha_sigma(t)
     return schedule.t_of_log_snr(lam), np.sqrt(alpha**2 + sigma**2 / m**2)
 
@@ -284,8 +299,7 @@ def band_signal_fraction(log_snr, power, masks) -> np.ndarray:
     for b, mask in enumerate(masks):
         pb = p[:, mask].ravel()
         pb = pb[pb > 0]
-        with np.errstate(over="ignore"):
-            r = 1 / (1 + np.exp(-(lam[:, None] + np.log(pb)[None, :])))
+        r = sigmoid(lam[:, None] + np.log(pb)[None, :])
         out[:, b] = (r * pb).sum(axis=1) / pb.sum()
     return out
 

@@ -52,6 +52,30 @@ def test_levels_are_born_where_requested_within_a_step(designed, scheduler, num_
             assert step == f * num_steps, (m, f, step)
 
 
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmsolver++"])
+def test_step_timings_composing_and_the_sampler_name_the_same_birth_step(designed, scheduler):
+    """One birth rule: schedule design, composing's plan and the sampler's level switch agree.
+
+    Euler and DPM-Solver keep σ in float32, so a birth placed exactly on a step (level 8 at 0.2 of
+    10 steps) has λ_i a few 1e-7 below −2·ln 8; all three must still call it that step.
+    """
+    from chromaviz import ExemplarMixture
+    from chromaviz.apps.composing import by_resolution, plan
+    from chromaviz.noise import plan_steps
+
+    n = 10
+    steps = plan_steps(designed, n, scheduler)
+    model = ExemplarMixture(size=16, margin=0, flips=False, schedule=designed)
+    for m in TARGETS:
+        birth = step_timings(designed, [m], plan=steps).birth_steps[0]
+        assert birth == TARGETS[m] * n  # on the step asked for
+        assert birth == step_timings(designed, [m], n, scheduler).birth_steps[0]
+        composed = by_resolution(coarse="cat", fine="moon", level=m)
+        assert plan(composed, designed, step_plan=steps)[0].step == birth == plan(composed, model, n, scheduler)[0].step
+        traj = sample(model, composed, num_steps=n, scheduler=scheduler, batch_size=1, device="cpu", record=())
+        assert traj.prompts.index("moon") == birth
+
+
 def test_births_sit_on_the_trailing_timesteps(designed):
     # fraction f ↔ t = T − 1 − f·T; the schedule's own inverse finds the birth there
     for lt in theory.level_timings(designed, list(TARGETS)):

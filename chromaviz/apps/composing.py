@@ -35,8 +35,10 @@ import numpy as np
 import torch
 
 from .. import spectral
-from ..sampling.prompts import Boundary, PromptSchedule, Segment
+from ..noise.levels import birth_log_snr, check_levels
+from ..noise.plan import StepPlan, plan_steps
 from ..noise.schedules import Schedule
+from ..sampling.prompts import Boundary, PromptSchedule, Segment
 from ..sampling.trajectory import Trajectory
 
 __all__ = [
@@ -48,24 +50,21 @@ _UNSET: Any = object()
 
 
 def _check_levels(levels: Sequence[int], count: int) -> tuple[int, ...]:
-    """Levels as ints: powers of two ≥ 1, strictly decreasing (coarse to fine), ``count`` of them."""
+    """Levels as ints: powers of two ≥ 1 (:func:`~chromaviz.noise.levels.check_levels`), strictly
+    decreasing (coarse to fine), ``count`` of them."""
     if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence):
         raise ValueError(f"levels must be a sequence of powers of two, got {levels!r}")
     if len(levels) != count:
         raise ValueError(
             f"{count + 1} prompts need {count} level(s) between them (one per switch), got {len(levels)}: {list(levels)!r}"
         )
-    out = []
-    for m in levels:
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 or (int(m) & (int(m) - 1)):
-            raise ValueError(f"every level must be a power of two ≥ 1 (1, 2, 4, 8, …), got {m!r} in {list(levels)!r}")
-        out.append(int(m))
+    out = tuple(int(m) for m in check_levels(levels, dyadic=True))
     if any(b >= a for a, b in zip(out, out[1:])):
         raise ValueError(
             f"levels must be strictly decreasing, coarse to fine (e.g. [8, 2]): the prompts are listed from "
             f"the coarsest levels to the finest, got {out!r}"
         )
-    return tuple(out)
+    return out
 
 
 def _check_prompts(prompts: Sequence[str | None]) -> tuple[str | None, ...]:
@@ -261,8 +260,10 @@ class Switch:
 def plan(
     schedule: PromptSchedule,
     model: Any,
-    num_steps: int,
+    num_steps: int | None = None,
     scheduler: Any = "default",
+    *,
+    step_plan: StepPlan | None = None,
 ) -> list[Switch]:
     """Resolve the level boundaries of a schedule for one model, scheduler and step count.
 
@@ -273,21 +274,42 @@ def plan(
     model : Denoiser or Schedule
         Whose noise schedule to use (a model's ``.schedule``).
     num_steps : int
-        Inference steps, as passed to :func:`~chromaviz.sampling.sample`.
+        Inference steps N, as passed to :func:`~chromaviz.sampling.sample` (not needed with
+        ``step_plan``).
     scheduler : str or diffusers scheduler
         As in :func:`~chromaviz.sampling.sample`.
+    step_plan : StepPlan, optional
+        The run's step plan (:func:`~chromaviz.noise.plan.plan_steps`); overrides ``num_steps``
+        and ``scheduler``.
 
     Returns
     -------
     list of Switch
         One per boundary, in order. ``step`` is exactly where :func:`~chromaviz.sampling.sample`
-        switches: both build the scheduler the same way (``make_scheduler``, ``set_timesteps``)
-        and read each step's λ from it (:meth:`~chromaviz.noise.schedules.Schedule.visited`).
+        switches: both read the visited steps from one :class:`~chromaviz.noise.plan.StepPlan`
+        and apply one birth rule (:func:`~chromaviz.noise.levels.is_born`). ``num_steps`` of a
+        switch is S, the model evaluations of the run.
+
+    Raises
+    ------
+    ValueError
+        For a composite schedule, one with other than level boundaries, or neither ``num_steps``
+        nor ``step_plan``.
+
+    Examples
+    --------
+    >>> (sw,) = plan(by_resolution(coarse="cat", fine="moon", level=4), Schedule.preset("scaled_linear"), 30)
+    >>> sw.step, round(sw.log_snr, 3)
+    (7, -2.773)
     """
     if schedule.is_composite or any(s.until is not None and s.until.unit != "level" for s in schedule.segments):
         raise ValueError(f"plan needs a sequential schedule with level boundaries (see by_resolution), got {schedule}")
     noise = model if isinstance(model, Schedule) else model.schedule
-    timesteps, log_snr = noise.visited(num_steps, scheduler)
+    if step_plan is None:
+        if num_steps is None:
+            raise ValueError("plan needs num_steps (N) or a step_plan")
+        step_plan = plan_steps(noise, num_steps, scheduler)
+    timesteps, log_snr = step_plan.timesteps, step_plan.log_snr
     n = len(timesteps)
     out, start = [], 0
     for seg in schedule.segments[:-1]:
@@ -297,7 +319,7 @@ def plan(
         step = next((i for i in range(start, n) if until.crossed(i, n, timesteps[i], log_snr[i])), n)
         start = step
         m = int(until.value)
-        lam = -2.0 * math.log(m)
+        lam = float(birth_log_snr(m)[0])
         t_birth = float(noise.t_of_log_snr(np.array([lam]))[0])
         out.append(Switch(m, lam, t_birth, step, float(timesteps[step]) if step < n else math.nan,
                           equivalent_fraction(step, n), n))

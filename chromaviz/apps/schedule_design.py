@@ -33,23 +33,21 @@ import numpy as np
 
 from .. import theory
 from ..analysis import compare
+from ..noise.levels import BIRTH_TOLERANCE, birth_log_snr, check_levels, first_born_step, sigmoid
+from ..noise.plan import StepPlan, plan_steps
 from ..noise.schedules import Schedule
 from ..sampling import sample
+
+__all__ = [
+    "BIRTH_TOLERANCE", "LEVELS", "Inheritance", "StepTimings", "compare_schedules", "comparison_table",
+    "from_births", "measured_inheritance", "resolution_shift", "shift_for_birth", "step_timings",
+]
 
 LEVELS = (1, 2, 4, 8, 16, 32, 64)
 """Default block sizes m for comparisons."""
 
-BIRTH_TOLERANCE = 1e-5
-"""A step counts as a level's birth when λ_i ≥ −2·ln m − this: Euler-type schedulers keep σ in
-float32, which moves λ by about 1e-6, and a birth requested exactly on a step must not slip to the next."""
-
 
 # ---------------------------------------------------------------------- building
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-x))
-
-
 def from_births(
     births: Mapping[float, float],
     *,
@@ -113,10 +111,9 @@ def from_births(
     if not births:
         raise ValueError("from_births needs at least one target {level: fraction}")
     T = base.num_train_timesteps
+    check_levels(list(births), name="births (its levels)")
     targets = sorted((float(f), float(m)) for m, f in births.items())
     for f, m in targets:
-        if not np.isfinite(m) or m < 1:
-            raise ValueError(f"levels are block sizes ≥ 1, got m = {m:g}")
         if not 0 < f < (T - 1) / T:
             raise ValueError(
                 f"level {m:g}: birth fraction {f:g} must lie strictly inside (0, 1) "
@@ -131,7 +128,8 @@ def from_births(
                 "coarser levels (larger m) are born earlier"
             )
     lam_final = base.log_snr_range[1] if final_log_snr is None else float(final_log_snr)
-    lam_first, lam_last = -2 * np.log(targets[0][1]), -2 * np.log(targets[-1][1])
+    lam_targets = birth_log_snr([m for _, m in targets])
+    lam_first, lam_last = lam_targets[0], lam_targets[-1]
     if not terminal_log_snr < lam_first:
         raise ValueError(
             f"terminal_log_snr = {terminal_log_snr:g} must be below the coarsest target's λ = {lam_first:.4g} "
@@ -141,14 +139,14 @@ def from_births(
         raise ValueError(f"final_log_snr = {lam_final:g} must be finite and above the finest target's λ = {lam_last:.4g}")
 
     u_anchor = np.array([0.0, *(f for f, _ in targets), (T - 1) / T])
-    lam_anchor = np.array([terminal_log_snr, *(-2 * np.log(m) for _, m in targets), lam_final])
+    lam_anchor = np.array([terminal_log_snr, *lam_targets, lam_final])
     u = (T - 1 - np.arange(T)) / T  # run fraction of each training timestep
     if np.isfinite(terminal_log_snr):
-        abar = _sigmoid(np.interp(u, u_anchor, lam_anchor))
+        abar = sigmoid(np.interp(u, u_anchor, lam_anchor))
     else:
-        abar = _sigmoid(np.interp(u, u_anchor[1:], lam_anchor[1:]))
+        abar = sigmoid(np.interp(u, u_anchor[1:], lam_anchor[1:]))
         first = u < u_anchor[1]
-        abar[first] = (u[first] / u_anchor[1] * np.sqrt(_sigmoid(lam_anchor[1]))) ** 2
+        abar[first] = (u[first] / u_anchor[1] * np.sqrt(sigmoid(lam_anchor[1]))) ** 2
     prev = np.concatenate([[1.0], abar[:-1]])
     config = {
         "num_train_timesteps": T,
@@ -187,7 +185,8 @@ def resolution_shift(base_size: int | tuple[int, int], size: int | tuple[int, in
 
 
 def shift_for_birth(
-    schedule: Schedule, level: float, fraction: float, *, num_steps: int = 50, scheduler: str = "default"
+    schedule: Schedule, level: float, fraction: float, *, num_steps: int = 50, scheduler: str = "default",
+    plan: StepPlan | None = None,
 ) -> float:
     """The resolution shift s after which ``level`` is born at ``fraction`` of an N-step run.
 
@@ -209,18 +208,31 @@ def shift_for_birth(
     num_steps : int
         Steps of the run the fraction refers to.
     scheduler : str
-        Scheduler whose visited steps count (see :meth:`Schedule.visited`).
+        Scheduler whose visited steps count (see :func:`~chromaviz.noise.plan.plan_steps`).
+    plan : StepPlan, optional
+        The run's step plan for ``schedule``; overrides ``num_steps`` and ``scheduler``.
 
     Returns
     -------
     float
         s for ``schedule.shifted(s)``; below 1 where the level is born later than asked already.
+
+    Raises
+    ------
+    ValueError
+        For a level below 1, a fraction outside (0, 1) or one that falls outside the visited steps.
+
+    Examples
+    --------
+    >>> sd = Schedule.preset("scaled_linear")
+    >>> s = shift_for_birth(sd, 16, 0.2, num_steps=30)
+    >>> round(s, 3), step_timings(sd.shifted(s), [16], 30).birth_steps
+    (3.398, (6,))
     """
-    if not level >= 1:
-        raise ValueError(f"level must be a block size ≥ 1, got {level}")
+    (level,) = check_levels(level, name="level")
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie strictly inside (0, 1), got {fraction}")
-    _, lam = schedule.visited(num_steps, scheduler)
+    lam = (plan if plan is not None else plan_steps(schedule, num_steps, scheduler)).log_snr
     position = fraction * len(lam)
     finite = np.isfinite(lam)
     if position > len(lam) - 1 or position < np.argmax(finite):
@@ -279,7 +291,8 @@ class StepTimings:
 
 
 def step_timings(
-    schedule: Schedule, levels: Sequence[int] = LEVELS, num_steps: int = 50, scheduler: str = "default", name: str | None = None
+    schedule: Schedule, levels: Sequence[int] = LEVELS, num_steps: int = 50, scheduler: str = "default",
+    name: str | None = None, *, plan: StepPlan | None = None,
 ) -> StepTimings:
     """Births, inherited levels and steps per level of an N-step run of ``schedule``.
 
@@ -291,16 +304,31 @@ def step_timings(
     num_steps : int
         Inference steps N (PNDM and other multi-evaluation schedulers visit S ≠ N steps).
     scheduler : str
-        As for :meth:`Schedule.visited`; ``"default"`` is the schedule's own sampler (DDIM for
-        variance-preserving schedules, with the spacing their config asks for).
+        As for :func:`~chromaviz.noise.plan.plan_steps`; ``"default"`` is the schedule's own
+        sampler (DDIM for variance-preserving schedules, with the spacing their config asks for).
+    name : str, optional
+        Label (default the schedule's name).
+    plan : StepPlan, optional
+        The run's step plan; overrides ``num_steps`` and ``scheduler``.
+
+    Returns
+    -------
+    StepTimings
+        Birth steps by :func:`~chromaviz.noise.levels.first_born_step`, the rule the sampler's
+        level switches and :func:`chromaviz.apps.composing.plan` use.
+
+    Examples
+    --------
+    >>> st = step_timings(from_births({8: 0.2, 1: 0.8}), [8, 1], 10, "ddim")
+    >>> st.birth_steps, st.inherited
+    ((2, 8), ())
     """
-    levels = tuple(int(m) for m in theory._levels(levels))
-    _, lam = schedule.visited(num_steps, scheduler)
-    born = lam[:, None] >= theory.birth_log_snr(levels)[None, :] - BIRTH_TOLERANCE
-    births = tuple(int(np.argmax(col)) if col.any() else None for col in born.T)
+    levels = tuple(int(m) for m in check_levels(levels))
+    lam = (plan if plan is not None else plan_steps(schedule, num_steps, scheduler)).log_snr
+    births = tuple(first_born_step(lam, m) for m in levels)
     # dominant level of each step, as the index of the level whose octave (m/2, m] holds it
     order = np.argsort(levels)
-    sorted_births = theory.birth_log_snr(np.array(levels)[order])  # decreasing λ: finest first
+    sorted_births = birth_log_snr(np.array(levels)[order])  # decreasing λ: finest first
     octave = np.searchsorted(-sorted_births, -lam, side="left")  # 0: λ ≥ birth of the finest
     octave = np.clip(octave, 0, len(levels) - 1)
     counts = np.bincount(octave, minlength=len(levels))

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .levels import sigmoid
 from .plan import plan_steps
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -243,7 +244,7 @@ class Schedule:
                 self.scheduler_config.get("shift", 1.0) * shift, self.scheduler_config.get("num_train_timesteps", 1000)
             )
         lam = self.log_snr(self.timesteps) - 2 * np.log(shift)
-        return Schedule.from_alphas_cumprod(1 / (1 + np.exp(-lam)), name=f"{self.name}_shift{shift:g}")
+        return Schedule.from_alphas_cumprod(sigmoid(lam), name=f"{self.name}_shift{shift:g}")
 
     # ------------------------------------------------------------------ evaluation
     @property
@@ -329,7 +330,7 @@ class Schedule:
         lam = np.asarray(log_snr, dtype=np.float64)
         if self.kind == "flow":
             return self.t_max / (1 + np.exp(lam / 2))
-        target = 1 / (1 + np.exp(-lam))
+        target = sigmoid(lam)
         a, t = self.signal_variance[::-1], self.timesteps[::-1]
         # ᾱ is non-increasing in t; np.interp needs increasing abscissae, and flat runs (none in
         # practice) would make the inverse ambiguous.
