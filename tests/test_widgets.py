@@ -1,5 +1,8 @@
-"""The explorer driven from Python: clicks, live switch flips, stop, errors, export."""
+"""The explorer driven from Python: clicks, live switch flips, stop, errors, export, and the numbers
+it shows against compare() and the report."""
 
+import base64
+import io
 import math
 import re
 import time
@@ -7,12 +10,16 @@ import time
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from chromaviz import GaussianPowerLaw, theory
+from chromaviz import GaussianPowerLaw, compare, sample, theory
 from chromaviz.models import ExemplarMixture
-from chromaviz.sampling.prompts import Boundary
-from widgets import Explorer
-from widgets.imaging import data_uri, png_bytes, sample_rgb
+from chromaviz.noise import plan_steps
+from chromaviz.notebook import report
+from chromaviz.sampling import Boundary
+from chromaviz.views.frames import build_frames, sample_rgb
+from widgets import Explorer, export_html, run_page
+from widgets.export import run_document
 
 
 def Slow(model, delay=0.03, nan_from=None):
@@ -33,6 +40,19 @@ def Slow(model, delay=0.03, nan_from=None):
     return slowed
 
 
+def BrokenPreview(model):
+    """The same model, but its ``to_rgb`` raises (a bug in a model's preview)."""
+    base = type(model)
+
+    class Broken(base):
+        def to_rgb(self, x):
+            raise RuntimeError("preview decoder exploded")
+
+    broken = Broken.__new__(Broken)
+    broken.__dict__.update(model.__dict__)
+    return broken
+
+
 def wait_for(predicate, timeout=20.0):
     end = time.time() + timeout
     while time.time() < end:
@@ -42,53 +62,118 @@ def wait_for(predicate, timeout=20.0):
     raise AssertionError("condition not reached in time")
 
 
+def decoded(uri):
+    """The RGB pixels of a data URI."""
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+
+
 @pytest.fixture(scope="module")
 def mixture():
     return ExemplarMixture(size=32)
 
 
-def test_run_records_everything_and_fills_the_views(mixture):
+@pytest.fixture(scope="module")
+def finished(mixture):
     ex = Explorer(mixture, num_steps=12, size=32)
     ex.run_button.click()
-    ex.wait(30)
+    ex.wait(60)
+    return ex
+
+
+def test_run_records_everything_and_fills_the_view(finished):
+    ex = finished
     traj = ex.trajectories["A"]
     assert traj.status == "complete" and len(traj) == 12
     assert ex.status.value.startswith("done") and not ex.run_button.disabled and ex.stop_button.disabled
-    assert ex.scrub.max == 11 and ex.progress.value == 12
-    for img in (ex.panels["A"].x_t, ex.panels["A"].x0, ex.panels["A"].bands):
-        assert img.value[:8] == b"\x89PNG\r\n\x1a\n"
-    measured = ex.chroma.measured["A"].data
-    assert len(measured["step"]) == 12
-    expected = traj.signal_fractions(ex.levels, method="rings").numpy()
-    np.testing.assert_allclose(measured["g0"], expected[:, 0])
-    assert np.isfinite(ex.chroma.theory.data["sa0"]).all()  # filled from the samples' spectrum at the end
+    assert len(ex.view) == 12 and ex.view.slider.end == 11 and ex.view.slider.value == 11  # followed the newest
+    assert ex.progress.value == 12
+    frame = ex.shown()
+    for key in ("x_t", "x0", "bands"):
+        assert frame[key].startswith("data:image/webp;base64,")
+    assert frame["caption"].startswith("step 12/12")
+    assert ex.preview_updates >= 0 and ex.runs["A"].shown == 12
 
 
-def test_scrubbing_shows_the_chosen_step_and_moves_the_cursor(mixture):
-    ex = Explorer(mixture, num_steps=10, size=32)
-    ex.run()
-    ex.wait(30)
-    ex.scrub.value = 3
-    rec = ex.records["A"][3]
-    assert f"step 4/10 · t = {rec.timestep:.1f}" in ex.panels["A"].caption.value
-    assert ex.chroma.cursor.location == 3
-    ex.coordinate.value = "log_snr"
-    assert ex.chroma.cursor.location == pytest.approx(rec.log_snr)
-    assert ex.chroma.fig.xaxis[0].axis_label == "log-SNR λ"
-    np.testing.assert_allclose(ex.chroma.measured["A"].data["x"], ex.trajectories["A"].log_snr)
+def test_every_number_shown_equals_compare_and_the_report(finished, mixture):
+    """The explorer's measured points, theory, spectra and captions for a finished run are what
+    compare() and the report compute for the same trajectory."""
+    ex = finished
+    traj = ex.trajectories["A"]
+    expected = compare(traj, mixture, levels=ex.levels)
+    measured = ex.view.chroma.measured["A"].data
+    for j in range(len(ex.levels)):
+        np.testing.assert_allclose(measured[f"g{j}"], expected.measured[:, j], rtol=1e-12)
+        np.testing.assert_allclose(ex.view.chroma.theory.data[f"sa{j}"], expected.spectrum_aware[:, j], rtol=1e-12)
+        np.testing.assert_allclose(ex.view.chroma.theory.data[f"m2{j}"], expected.m2_law[:, j], rtol=1e-12)
+    np.testing.assert_allclose(measured["timestep"], expected.timesteps)
+    np.testing.assert_allclose(measured["log_snr"], expected.log_snr)
+    rows = ex.view.frames["A"].data
+    for i in (0, 5, 11):
+        freqs, power = report.centred_rapsd(traj.steps[i].x0)
+        np.testing.assert_allclose(rows["f"][i], freqs, rtol=1e-6)
+        np.testing.assert_allclose(rows["rapsd_x0"][i], power, rtol=1e-6)
+        assert rows["floor"][i] == pytest.approx(math.exp(-traj.steps[i].log_snr))
+        assert f"t = {traj.steps[i].timestep:.1f} · λ = {traj.steps[i].log_snr:+.2f}" in rows["caption"][i]
+    np.testing.assert_allclose(ex.view.final.data["p"], report.centred_rapsd(traj.sample)[1], rtol=1e-6)
+    # The step plan the explorer planned is the run's.
+    np.testing.assert_array_equal(ex.runs["A"].plan.timesteps, plan_steps(mixture.schedule, 12).timesteps)
+    # The exported page of the same trajectory shows the same numbers.
+    doc = run_document(traj, mixture)
+    for key in ("caption", "step", "timestep", "log_snr", "floor"):
+        assert list(doc.frames["A"].data[key]) == list(rows[key])
+    for j in range(len(ex.levels)):
+        np.testing.assert_allclose(doc.chroma.measured["A"].data[f"g{j}"], measured[f"g{j}"], rtol=1e-12)
+
+
+def test_frames_are_the_recorded_images(finished, mixture):
+    ex = finished
+    rec = ex.trajectories["A"].steps[5]
+    ex.show_step(5)
+    shown = decoded(ex.shown()["x0"]).astype(int)
+    truth = sample_rgb(rec.x0[0], mixture.to_rgb).astype(int)
+    assert shown.shape == truth.shape and np.abs(shown - truth).mean() < 6  # lossy WebP, same picture
+    other = sample_rgb(ex.trajectories["A"].steps[0].x0[0], mixture.to_rgb).astype(int)
+    assert np.abs(shown - other).mean() > 3 * np.abs(shown - truth).mean()
+
+
+def test_show_step_indexes_like_python_and_refuses_the_rest(finished):
+    ex = finished
+    ex.show_step(3)
+    assert ex.view.slider.value == 3 and ex.shown()["caption"].startswith("step 4/12")
+    ex.show_step(-2)
+    assert ex.view.slider.value == 10 and ex.shown()["caption"].startswith("step 11/12")
+    for bad in (12, -13):
+        with pytest.raises(IndexError, match=r"out of range: 12 recorded steps"):
+            ex.show_step(bad)
+    with pytest.raises(TypeError, match="step"):
+        ex.show_step(1.5)
+    ex.show_step(np.int64(2))
+    assert ex.view.slider.value == 2
+
+
+def test_bad_constructor_arguments_are_clear_errors(mixture):
+    with pytest.raises(ValueError, match=r"scheduler must be one of .*'ddim'.*got 'bogus'"):
+        Explorer(mixture, scheduler="bogus")
+    with pytest.raises(ValueError, match=r"num_steps.*0"):
+        Explorer(mixture, num_steps=0)
+    with pytest.raises(ValueError, match=r"num_steps.*500"):
+        Explorer(mixture, num_steps=500)
+    with pytest.raises(TypeError, match="prompt"):
+        Explorer(mixture, prompt=3)
 
 
 def test_stop_button_keeps_a_scrubbable_partial_run():
     ex = Explorer(Slow(GaussianPowerLaw(size=32), delay=0.05), num_steps=100, size=32)
     ex.run_button.click()
-    wait_for(lambda: len(ex.records["A"]) >= 5)
+    wait_for(lambda: len(ex.job.runs[0].records) >= 5)
     ex.stop_button.click()
-    ex.wait(10)
+    ex.wait(20)
     traj = ex.trajectories["A"]
     assert traj.status == "cancelled" and 5 <= len(traj) < 100
-    assert "cancelled" in ex.status.value
-    ex.scrub.value = 2
-    assert "step 3/100" in ex.panels["A"].caption.value
+    assert "cancelled" in ex.status.value and not ex.run_button.disabled
+    assert len(ex.view) == len(traj)
+    ex.show_step(2)
+    assert ex.shown()["caption"].startswith("step 3/100")
 
 
 def test_flipping_the_switch_mid_run_takes_effect_from_the_next_step(mixture):
@@ -96,14 +181,28 @@ def test_flipping_the_switch_mid_run_takes_effect_from_the_next_step(mixture):
     ex.switch_unit.value = "fraction"
     ex.switch_value.value = 0.0  # once switched on, B applies at once
     ex.run()
-    wait_for(lambda: len(ex.records["A"]) >= 8)
+    wait_for(lambda: len(ex.job.runs[0].records) >= 8)
     ex.switch.value = True
-    flipped_after = len(ex.records["A"])
-    ex.wait(30)
+    flipped_after = len(ex.job.runs[0].records)
+    ex.wait(60)
     prompts = ex.trajectories["A"].prompts
     first_b = prompts.index("moon")
     assert set(prompts[:first_b]) == {"cat"} and set(prompts[first_b:]) == {"moon"}
     assert flipped_after <= first_b <= flipped_after + 1  # the step under way keeps its prompt
+
+
+def test_prompt_a_takes_a_prompt_schedule_as_sample_does(mixture):
+    ex = Explorer(mixture, prompt="[cat:moon:0.6]", num_steps=10, size=32)
+    ex.run()
+    ex.wait(60)
+    assert ex.trajectories["A"].prompts == sample(mixture, "[cat:moon:0.6]", num_inference_steps=10).prompts
+    ex.switch.value = True  # a schedule in A and the switch: refused in the widget
+    ex.run()
+    assert "already a prompt schedule" in ex.status.value and ex.job.thread.is_alive() is False
+    ex.prompt.value = "[cat:moon"
+    ex.switch.value = False
+    ex.run()
+    assert "error" in ex.status.value and not ex.run_button.disabled
 
 
 def test_switch_from_theory_in_each_unit(mixture):
@@ -115,7 +214,7 @@ def test_switch_from_theory_in_each_unit(mixture):
     ex.switch_unit.value = "log_snr"
     assert ex.switch_value.value == pytest.approx(-2 * math.log(4), abs=1e-3)
     ex.switch_unit.value = "fraction"
-    _, lam = mixture.schedule.visited(50, "default")
+    lam = plan_steps(mixture.schedule, 50).log_snr
     first_born = int(np.nonzero(lam >= -2 * math.log(4))[0][0])
     assert Boundary.fraction(ex.switch_value.value).switch_index(50) == first_born
     ex.switch_unit.value = "level"
@@ -126,18 +225,21 @@ def test_switch_from_theory_in_each_unit(mixture):
     assert "inherited from the initial noise" in ex.status.value
 
 
-def test_side_by_side_runs_share_the_seed_and_differ_by_the_switch(mixture):
+def test_side_by_side_runs_share_the_seed_and_the_export_shows_both(mixture, tmp_path):
     ex = Explorer(mixture, prompt="cat", second_prompt="moon", num_steps=10, size=32)
     ex.switch.value = True
     ex.switch_unit.value = "fraction"
     ex.switch_value.value = 0.5
     ex.side_by_side.value = True
     ex.run()
-    ex.wait(30)
+    ex.wait(60)
     a, b = ex.trajectories["A"], ex.trajectories["B"]
     assert a.prompts[-1] == "moon" and set(b.prompts) == {"cat"}
     assert torch.equal(a.steps[0].x_t, b.steps[0].x_t)  # same seed, same initial noise
-    assert ex.panels["B"].widget.layout.display is None
+    assert ex.view.titles["B"].visible and len(ex.view.frames["B"].data["caption"]) == 10
+    page = ex.export_html(tmp_path / "ab.html").read_text()
+    assert page.count("data:image/webp;base64,") >= 2 * 3 * 10  # both runs, every frame
+    assert "prompt 'moon'" in page and "frames-B" in page
 
 
 def test_bad_prompt_is_shown_in_the_widget_not_raised(mixture):
@@ -148,28 +250,60 @@ def test_bad_prompt_is_shown_in_the_widget_not_raised(mixture):
     assert "astronaut" in ex.status.value and not ex.run_button.disabled
 
 
+def test_a_plan_diffusers_cannot_step_is_an_error_and_the_previous_run_stays(finished):
+    ex = finished
+    before = ex.trajectories["A"]
+    ex.scheduler.value = "dpmsolver++_karras"
+    ex.steps.value = 50
+    ex.run_button.click()
+    assert "error" in ex.status.value and "repeated timesteps" in ex.status.value
+    assert not ex.run_button.disabled and ex.stop_button.disabled
+    assert ex.trajectories["A"] is before and len(ex.view) == 12  # still on screen, still scrubbable
+    ex.show_step(4)
+    assert ex.shown()["caption"].startswith("step 5/12")
+    ex.scheduler.value, ex.steps.value = "default", 12
+
+
 def test_nan_mid_run_is_reported_and_the_partial_run_stays_scrubbable():
     ex = Explorer(Slow(GaussianPowerLaw(size=32), delay=0.0, nan_from=6), num_steps=20, size=32)
     ex.run()
-    ex.wait(30)
+    ex.wait(60)
     traj = ex.trajectories["A"]
     assert traj.status == "failed" and len(traj) == 6
     assert re.search(r"NaN or infinity at step 6", ex.status.value)
     assert "6 recorded steps stay scrubbable" in ex.status.value
     assert not ex.run_button.disabled and ex.stop_button.disabled
-    ex.scrub.value = 4
-    assert "step 5/20" in ex.panels["A"].caption.value
+    ex.show_step(4)
+    assert ex.shown()["caption"].startswith("step 5/20")
 
 
-def test_export_writes_a_page_with_every_frame(mixture, tmp_path):
-    ex = Explorer(mixture, num_steps=8, size=32)
-    with pytest.raises(ValueError, match="no recorded steps"):
-        ex.export_html(tmp_path / "empty.html")
+def test_a_failing_preview_is_an_error_in_the_widget(mixture):
+    ex = Explorer(BrokenPreview(mixture), num_steps=30, size=32)
     ex.run()
-    ex.wait(30)
-    page = ex.export_html(tmp_path / "run.html").read_text()
-    assert page.count("data:image/png;base64,") >= 3 * 8  # x_t, x̂0 and bands for every step
-    step5 = ex.trajectories["A"].steps[5]
-    assert data_uri(png_bytes(sample_rgb(step5.x0[0], mixture.to_rgb))) in page
-    assert 'name":"scrubber"' in page.replace(" ", "") or '"scrubber"' in page
-    assert "cdn.bokeh.org" not in page  # BokehJS is inline: the page works offline
+    ex.wait(60)
+    assert "error" in ex.status.value and "preview decoder exploded" in ex.status.value
+    assert not ex.run_button.disabled and ex.stop_button.disabled and not ex.job.running
+
+
+def test_export_writes_a_standalone_page_with_every_frame(finished, mixture, tmp_path):
+    empty = Explorer(mixture, num_steps=8, size=32)
+    with pytest.raises(ValueError, match="no recorded step"):
+        empty.export_html(tmp_path / "empty.html")
+    page = finished.export_html(tmp_path / "run.html").read_text()
+    assert page.count("data:image/webp;base64,") >= 3 * 12  # x_t, x̂0 and bands for every step
+    assert '"scrubber"' in page and "cdn.bokeh.org" not in page  # BokehJS is inline: works offline
+    traj = finished.trajectories["A"]
+    text = run_page(traj, mixture)
+    assert text.lstrip().lower().startswith("<!doctype html>") and text.count("data:image/webp;base64,") >= 3 * 12
+    path = export_html(traj, mixture, tmp_path / "same.html", method="pyramid")
+    assert path.read_text().count("data:image/webp;base64,") >= 3 * 12
+    with pytest.raises(TypeError, match="Trajectory"):
+        run_page("run.safetensors", mixture)
+
+
+def test_frames_refuse_a_run_without_x0(mixture):
+    traj = sample(mixture, "cat", num_inference_steps=3, record=("x_t",))
+    with pytest.raises(ValueError, match="x0"):
+        build_frames(traj.steps, mixture.to_rgb, (1, 2))
+    with pytest.raises(ValueError, match="x0"):
+        run_page(traj, mixture)

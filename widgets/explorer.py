@@ -1,66 +1,44 @@
 """The explorer: live sampling, scrubbing, band decomposition against theory, prompt switches.
 
-Layout, top to bottom: controls; image panels per run (x_t, x̂0, and the bands of x̂0: box pyramid
-above, FFT rings below); the chromatography plot and the RAPSD plot; the scrubber; the status line.
-Sampling runs in a worker thread (:mod:`widgets.worker`); every number shown comes from chromaviz.
+Layout, top to bottom: Run/Stop, progress and the status line; the prompts and the switch; the run
+settings; then one bokeh document (:class:`widgets.document.RunDocument`): the scrubber and Play
+over x_t, x̂0 and the band images beside the chromatography plot with its cursor, the RAPSD below.
+Sampling runs in a worker thread (:mod:`widgets.worker`); a refresher thread turns recorded steps
+into frames (:mod:`chromaviz.views.frames`) and streams them into the document, where scrubbing
+and Play run in the browser. Every number shown comes from chromaviz.
 """
 
 from __future__ import annotations
 
+import html
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
-import numpy as np
-import torch
 from jupyter_bokeh.widgets import BokehModel
 
-from chromaviz import analysis, spectral, theory
+from chromaviz import _checks, analysis, spectral, theory
+from chromaviz.analysis import StepwiseComparison
+from chromaviz.apps import composing
 from chromaviz.models import Denoiser, load_shapes
-from chromaviz.sampling.prompts import Boundary
-from chromaviz.noise import SCHEDULERS, FLOW_SCHEDULERS
+from chromaviz.noise import FLOW_SCHEDULERS, SCHEDULERS, plan_steps
+from chromaviz.sampling import Boundary, PromptSchedule
 from chromaviz.sampling.trajectory import StepRecord, Trajectory
+from chromaviz.views.frames import build_frames, rapsd
 
-from .imaging import band_grid, band_grid_width, png_bytes, sample_rgb
-from .plots import ChromatographyPlot, RapsdPlot
-from .worker import PromptSwitch, RunSettings, SamplingJob
+from .document import RunDocument
+from .export import page
+from .worker import LivePrompt, RunSettings, RunState, SamplingJob
 
 SWITCH_UNITS = ("fraction", "timestep", "log_snr", "level")
 DEFAULT: Any = object()  # "the model's example prompt"
 SIZES = (32, 64, 96, 128)
+STEPS = (2, 200)
+"""Range of the steps slider (N)."""
 CSS_CLASS = "chromaviz-explorer"
-
-
-class RunPanel:
-    """Images of one run at the selected step: x_t, x̂0 and the band grid."""
-
-    def __init__(self, title: str) -> None:
-        self.title = W.HTML(f"<b>{title}</b>")
-        blank = png_bytes(np.full((8, 8, 3), 0.94))  # shown until the first step arrives
-        self.x_t = W.Image(value=blank, format="png", layout=W.Layout(width="192px", height="192px"))
-        self.x0 = W.Image(value=blank, format="png", layout=W.Layout(width="192px", height="192px"))
-        self.bands = W.Image(value=blank, format="png", layout=W.Layout(width="0px"))
-        self.caption = W.HTML()
-        labels = W.HBox([W.HTML("x<sub>t</sub>", layout=W.Layout(width="196px")), W.HTML("x̂<sub>0</sub> (prediction)")])
-        self.widget = W.VBox([
-            self.title, labels, W.HBox([self.x_t, self.x0]),
-            W.HTML("bands of x̂<sub>0</sub>, finest → coarsest (top: box pyramid, bottom: FFT rings)"),
-            self.bands, self.caption,
-        ], layout=W.Layout(border="1px solid #ddd", padding="4px", margin="2px"))
-
-    def show(self, rec: StepRecord, to_rgb, levels, with_bands: bool = True) -> None:
-        """Images are sent at their own size; CSS enlarges them without smoothing."""
-        self.x_t.value = png_bytes(sample_rgb(rec.x_t[0], to_rgb))
-        self.x0.value = png_bytes(sample_rgb(rec.x0[0], to_rgb))
-        if with_bands:
-            grid = band_grid(rec.x0[0], levels)
-            self.bands.layout.width = f"{band_grid_width(grid, rec.x0.shape[-2])}px"
-            self.bands.value = png_bytes(grid)
-        prompt = "unconditional" if rec.prompt is None else repr(rec.prompt)
-        self.caption.value = (f"step {rec.index + 1}/{rec.num_steps} · t = {rec.timestep:.1f} · "
-                              f"λ = {rec.log_snr:+.2f} · prompt {prompt}")
 
 
 class Explorer:
@@ -71,18 +49,31 @@ class Explorer:
     model : Denoiser, optional
         Any chromaviz model (default: the bundled shapes model, a trained text-to-image network).
     prompt, second_prompt : str or None, optional
-        Prompt A, and the prompt the switch hands over to (default: the model's
-        ``example_prompts``, else "cat" and "moon").
+        Prompt A (a prompt schedule such as ``"[cat:moon:0.6]"`` is parsed as in ``sample()``), and
+        the prompt the switch hands over to (default: the model's ``example_prompts``, else "cat"
+        and "moon").
+    num_steps : int
+        N, inference steps, 2 to 200.
+    scheduler : str
+        "default" or a name from :data:`chromaviz.noise.SCHEDULERS` that fits the model's schedule.
     guidance : float, optional
-        Classifier-free guidance scale (default: the model's ``recommended_guidance``).
-    num_steps, scheduler, seed, size : run settings (editable in the UI).
+        Classifier-free guidance scale, 0 to 10 (default: the model's ``recommended_guidance``).
+    seed : int
+        Seed of both runs, ≥ 0.
+    size : int, optional
+        Image size in pixels (default: the model's).
     device : str, optional
         Torch device (default: CUDA when available).
     preview_interval : float
-        Minimum seconds between live preview refreshes while sampling.
+        Seconds between live refreshes while sampling (> 0).
     ui_budget : float
-        Largest fraction of the sampling time the live refreshes may take (they are spaced out
-        further when one costs more than that).
+        Largest fraction of the sampling time the live refreshes may take, in (0, 1]; they are
+        spaced out further when one costs more than that.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument, naming it, what was given and what is allowed.
 
     Examples
     --------
@@ -107,90 +98,100 @@ class Explorer:
         ui_budget: float = 0.05,
     ) -> None:
         self.model = model if model is not None else load_shapes()
+        if not isinstance(self.model, Denoiser):
+            raise TypeError(f"model must be a chromaviz Denoiser, got {type(self.model).__name__}")
+        flow = self.model.schedule.kind == "flow"
+        self.scheduler_names = ["default", *[n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == flow]]
+        scheduler = _checks.choice("scheduler", scheduler, self.scheduler_names)
+        num_steps = _checks.integer("num_steps", num_steps, minimum=STEPS[0], maximum=STEPS[1])
+        seed = _checks.integer("seed", seed, minimum=0)
+        guidance = _checks.real("guidance", self.model.recommended_guidance if guidance is None else guidance,
+                                minimum=0, maximum=10)
+        size = _checks.positive_int("size", size if size is not None else self.model.default_size[0])
+        self.preview_interval = _checks.real("preview_interval", preview_interval, minimum=0.001)
+        self.ui_budget = _checks.real("ui_budget", ui_budget, minimum=0.001, maximum=1)
         examples = self.model.example_prompts or ("cat", "moon")
         prompt = examples[0] if prompt is DEFAULT else prompt
         second_prompt = examples[1] if second_prompt is DEFAULT else second_prompt
-        guidance = self.model.recommended_guidance if guidance is None else guidance
+        for name, value in (("prompt", prompt), ("second_prompt", second_prompt)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
         self.device = device
-        self.preview_interval = preview_interval
-        self.ui_budget = ui_budget
-        self._refresh_cost = 0.01
-        self._following = False
-        self._latest: tuple[str, StepRecord, float] | None = None
-        self._energies: dict[tuple, torch.Tensor] = {}
-        self.records: dict[str, list[StepRecord]] = {"A": [], "B": []}
-        self.trajectories: dict[str, Trajectory | None] = {"A": None, "B": None}
-        self.errors: dict[str, str | None] = {"A": None, "B": None}
+        self.runs: dict[str, RunState] = {}
+        """The runs on screen, by name ("A", and "B" beside it)."""
         self.job: SamplingJob | None = None
-        self._lock = threading.RLock()
-        self._planned: dict[str, Any] = {}
         self.preview_updates = 0
-        conditional = self.model.conditional
-        size = size or self.model.default_size[0]
-        flow = self.model.schedule.kind == "flow"
-        scheduler_names = ["default", *[n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == flow]]
+        self.traceback: str | None = None
+        """The traceback of the last failure in drawing, for a bug report."""
+        self._pending: dict[str, RunState] | None = None
+        self._refresher: threading.Thread | None = None
+        self._refresh_cost = 0.01
+        self._lock = threading.RLock()
+        self._build_controls(prompt, second_prompt, num_steps, scheduler, guidance, seed, size)
+        self._build_document(spectral.levels_for(*self._grid(size)))
+        self._build_layout()
+        self._wire()
 
-        # ---- controls
+    # ------------------------------------------------------------------ building
+    def _build_controls(self, prompt, second_prompt, num_steps, scheduler, guidance, seed, size) -> None:
+        conditional = self.model.conditional
         if not conditional:  # an unconditional model takes no prompt: the fields stay empty and disabled
             prompt = second_prompt = None
-        self.prompt = W.Text(value=prompt or "", description="prompt A", disabled=not conditional)
-        self.second_prompt = W.Text(value=second_prompt or "", description="prompt B", disabled=not conditional)
+        narrow = W.Layout(width="170px")
+        self.prompt = W.Text(value=prompt or "", description="prompt A", disabled=not conditional,
+                             placeholder="a prompt, or a schedule: [cat:moon:0.6]", layout=W.Layout(width="330px"))
+        self.second_prompt = W.Text(value=second_prompt or "", description="prompt B", disabled=not conditional,
+                                    layout=W.Layout(width="280px"))
         self.switch = W.ToggleButton(value=False, description="switch A → B", icon="exchange", disabled=not conditional,
                                      tooltip="hand over from prompt A to prompt B at the switch time; can be flipped mid-run")
-        self.switch_unit = W.Dropdown(options=SWITCH_UNITS, value="level", description="switch at", layout=W.Layout(width="210px"))
+        self.switch_unit = W.Dropdown(options=SWITCH_UNITS, value="level", description="at", layout=W.Layout(width="150px"))
         self.switch_value = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="", readout_format=".2f",
-                                          layout=W.Layout(width="260px", display="none"))
+                                          layout=W.Layout(width="220px", display="none"))
         self.switch_m = W.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64], value=8, description="",
-                                          tooltip="switch at the birth of level m (m²·SNR = 1)", layout=W.Layout(width="260px"))
-        self.switch_level = W.Dropdown(options=[1, 2, 4, 8, 16, 32], value=8, description="level m", layout=W.Layout(width="150px"))
-        self.from_theory = W.Button(description="at birth of level m", tooltip="set the switch time, in the chosen unit, to the birth of level m (m²·SNR = 1)")
-        self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
-        self.steps = W.IntSlider(value=num_steps, min=2, max=200, description="steps")
-        self.scheduler = W.Dropdown(options=scheduler_names, value=scheduler, description="scheduler")
-        self.guidance = W.FloatSlider(value=guidance, min=0.0, max=10.0, step=0.25, description="guidance", disabled=not conditional)
-        self.size = W.Dropdown(options=SIZES if size in SIZES else (*SIZES, size), value=size, description="size", layout=W.Layout(width="160px"))
-        self.side_by_side = W.Checkbox(value=False, description="run B beside A (same seed)")
-        self.variant = W.Dropdown(options=["prompt switch flipped", *[f"scheduler: {n}" for n in scheduler_names[1:]]],
-                                  description="B differs by", layout=W.Layout(width="320px"))
-        self.run_button = W.Button(description="Run", button_style="success", icon="play")
-        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
-        self.progress = W.IntProgress(value=0, min=0, max=num_steps, description="progress")
+                                          tooltip="switch at the birth of level m (m²·SNR = 1)", layout=W.Layout(width="220px"))
+        self.switch_level = W.Dropdown(options=[1, 2, 4, 8, 16, 32], value=8, description="", layout=W.Layout(width="60px"))
+        self.from_theory = W.Button(description="at birth of level m", layout=W.Layout(width="150px"),
+                                    tooltip="set the switch time, in the chosen unit, to the birth of level m (m²·SNR = 1)")
+        self.seed = W.BoundedIntText(value=seed, min=0, max=2**63 - 1, description="seed", layout=W.Layout(width="150px"))
+        self.steps = W.IntSlider(value=num_steps, min=STEPS[0], max=STEPS[1], description="steps", layout=W.Layout(width="260px"))
+        self.scheduler = W.Dropdown(options=self.scheduler_names, value=scheduler, description="scheduler", layout=W.Layout(width="260px"))
+        self.guidance = W.FloatSlider(value=guidance, min=0.0, max=10.0, step=0.25, description="guidance",
+                                      disabled=not conditional, layout=W.Layout(width="260px"))
+        self.size = W.Dropdown(options=SIZES if size in SIZES else (*SIZES, size), value=size, description="size", layout=narrow)
+        self.side_by_side = W.Checkbox(value=False, description="run B beside A (same seed)", indent=False, layout=W.Layout(width="200px"))
+        self.variant = W.Dropdown(options=["prompt switch flipped", *[f"scheduler: {n}" for n in self.scheduler_names[1:]]],
+                                  description="B differs by", layout=W.Layout(width="300px"))
+        self.method = W.ToggleButtons(options=["rings", "pyramid"], value="rings", description="measure",
+                                      style={"button_width": "70px"},
+                                      tooltips=["FFT octave rings", "box pyramid"])
+        self.run_button = W.Button(description="Run", button_style="success", icon="play", layout=W.Layout(width="90px"))
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True, layout=W.Layout(width="90px"))
+        self.progress = W.IntProgress(value=0, min=0, max=num_steps, description="", layout=W.Layout(width="200px"))
         self.rate = W.Label(value="")
         self.status = W.HTML(value="")
+        self.steps.add_class("chromaviz-steps")
+        self.status.add_class("chromaviz-status")
 
-        # ---- views
-        self.panels = {"A": RunPanel("run A"), "B": RunPanel("run B")}
-        self.panels["B"].widget.layout.display = "none"
-        self.coordinate = W.ToggleButtons(options=[(label, key) for key, label in
-                                                   (("step", "step"), ("timestep", "timestep"), ("log_snr", "log-SNR"))],
-                                          value="step", description="x axis")
-        self.method = W.ToggleButtons(options=["rings", "pyramid"], value="rings", description="bands")
-        self.rapsd = RapsdPlot()
-        self.plots = W.HBox()
-        self._build_chromatography(spectral.levels_for(*self._grid(size)))
-        self.play = W.Play(value=0, min=0, max=0, interval=150, description="play")
-        self.scrub = W.IntSlider(value=0, min=0, max=0, description="step", continuous_update=True, layout=W.Layout(width="480px"))
-        W.jslink((self.play, "value"), (self.scrub, "value"))
-        W.jslink((self.play, "max"), (self.scrub, "max"))
+    def _build_document(self, levels) -> None:
+        """The bokeh document of the runs (rebuilt when a run's levels differ)."""
+        self.view = RunDocument(levels, runs=("A", "B"))
+        self.view.titles["B"].visible = False
+        self._bokeh = BokehModel(self.view.layout)
 
+    def _build_layout(self) -> None:
+        self.view_box = W.Box([self._bokeh])
         self.widget = W.VBox([
-            W.HTML(f"<style>.{CSS_CLASS} img {{image-rendering: pixelated;}}</style>"),
-            W.HBox([self.prompt, self.second_prompt]),
-            W.HBox([self.switch, self.switch_unit, self.switch_value, self.switch_m, self.switch_level, self.from_theory]),
-            W.HBox([self.steps, self.scheduler, self.guidance]),
-            W.HBox([self.seed, self.size, self.side_by_side, self.variant]),
-            W.HBox([self.run_button, self.stop_button, self.progress, self.rate]),
-            self.status,
-            W.HBox([self.panels["A"].widget, self.panels["B"].widget]),
-            W.HBox([self.coordinate, self.method]),
-            self.plots,
-            W.HBox([self.play, self.scrub]),
+            W.HTML(f"<style>.{CSS_CLASS} .widget-inline-hbox {{margin: 1px 0}}</style>"),
+            W.HBox([self.run_button, self.stop_button, self.progress, self.rate, self.status]),
+            W.HBox([self.prompt, self.second_prompt, self.switch, self.switch_unit, self.switch_value, self.switch_m,
+                    self.from_theory, self.switch_level]),
+            W.HBox([self.steps, self.scheduler, self.guidance, self.seed, self.size]),
+            W.HBox([self.side_by_side, self.variant, self.method]),
+            self.view_box,
         ])
         self.widget.add_class(CSS_CLASS)
-        self.steps.add_class("chromaviz-steps")
-        self.scrub.add_class("chromaviz-scrub")
 
-        # ---- events
+    def _wire(self) -> None:
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.from_theory.on_click(lambda _: self.set_switch_from_theory())
@@ -198,18 +199,7 @@ class Explorer:
         self.switch_unit.observe(lambda _: self.set_switch_from_theory(), "value")
         self.switch_value.observe(self._switch_changed, "value")
         self.switch_m.observe(self._switch_changed, "value")
-        self.side_by_side.observe(lambda ch: setattr(self.panels["B"].widget.layout, "display", None if ch.new else "none"), "value")
-        self.scrub.observe(self._scrubbed, "value")
-        self.coordinate.observe(self._coordinate_changed, "value")
-        self.method.observe(lambda _: self._refresh_measured(), "value")
-        self._switches: dict[str, PromptSwitch] = {}
-
-    # ------------------------------------------------------------------ display
-    def _build_chromatography(self, levels) -> None:
-        self.levels = tuple(levels)
-        self.chroma = ChromatographyPlot(self.levels, runs=("A", "B"))
-        self.chroma.set_coordinate(self.coordinate.value)
-        self.plots.children = [BokehModel(self.chroma.fig), BokehModel(self.rapsd.fig)]
+        self.method.observe(lambda _: self._guarded(self._remeasure), "value")
 
     def _ipython_display_(self) -> None:
         from bokeh.io import output_notebook
@@ -218,6 +208,27 @@ class Explorer:
 
         output_notebook(INLINE, hide_banner=True)  # BokehJS from the package, never a CDN
         display(self.widget)
+
+    # ------------------------------------------------------------------ read-outs
+    @property
+    def levels(self) -> tuple[int, ...]:
+        """Block sizes m of the plot and the band images."""
+        return self.view.levels
+
+    @property
+    def trajectories(self) -> dict[str, Trajectory | None]:
+        """The finished (or stopped) trajectory of each run on screen (None while it goes)."""
+        return {name: state.trajectory for name, state in self.runs.items()}
+
+    def shown(self, run: str = "A") -> dict[str, Any]:
+        """The frame of run ``run`` at the scrubber's position, as the browser draws it: a dict of
+        the frame's columns (caption, image data URIs, positions, spectra)."""
+        data = self.view.frames[run].data
+        n = len(data["caption"])
+        if not n:
+            raise ValueError(f"run {run} has no frames on screen")
+        k = min(self.view.slider.value, n - 1)
+        return {key: values[k] for key, values in data.items()}
 
     # ------------------------------------------------------------------ settings
     def settings(self) -> RunSettings:
@@ -230,6 +241,21 @@ class Explorer:
         if unit == "level":
             return Boundary.level(int(self.switch_m.value))
         return Boundary(float(self.switch_value.value), unit)
+
+    def _prompts(self, boundary: Boundary) -> tuple[PromptSchedule, PromptSchedule | None]:
+        """Prompt A as a schedule (parsed as ``sample`` parses it) and, if the switch can apply,
+        the schedule with the switch to B."""
+        if not self.model.conditional:
+            return PromptSchedule.constant(None), None
+        first = PromptSchedule.parse(self.prompt.value) if self.prompt.value else PromptSchedule.constant(None)
+        second = self.second_prompt.value or None
+        switched = None
+        if first.is_constant:
+            switched = PromptSchedule.switch(first.prompt_at(0, 1), second, boundary)
+        elif self.switch.value:
+            raise ValueError(f"prompt A is already a prompt schedule ({first}); the switch A → B needs a plain "
+                             "prompt A: turn the switch off, or write B into the schedule")
+        return first, switched
 
     def _configure_switch_slider(self, unit: str) -> None:
         """Show the slider of ``unit``: levels m on their own slider, the others on a float slider
@@ -253,91 +279,99 @@ class Explorer:
         """Flipping the switch or moving its time mid-run takes effect from the next step."""
         try:
             boundary = self.boundary()
+            states = list((self._pending or self.runs).values()) if self.job is not None and self.job.running else []
+            for state in states:
+                flipped = state.name == "B" and self.variant.value == "prompt switch flipped"
+                if state.prompt.switched is not None:
+                    first = state.prompt.schedule.prompt_at(0, 1)
+                    state.prompt.switched = PromptSchedule.switch(first, self.second_prompt.value or None, boundary)
+                state.prompt.enabled = self.switch.value != flipped
         except (ValueError, TypeError) as err:
             self._show_error(f"switch time: {err}")
-            return
-        for name, sw in self._switches.items():
-            flipped = name == "B" and self.variant.value == "prompt switch flipped"
-            sw.enabled = self.switch.value != flipped
-            sw.boundary = boundary
 
     def set_switch_from_theory(self) -> None:
-        """Set the switch time, in the chosen unit, to the birth of the chosen level (m²·SNR = 1)."""
-        m, unit = int(self.switch_level.value), self.switch_unit.value
-        lam = float(theory.birth_log_snr(m)[0])
-        self._configure_switch_slider(unit)
-        if unit == "level":
-            self.switch_m.value = m
-            value = None
-        elif unit == "log_snr":
-            value = round(lam, 4)
-        elif unit == "timestep":
-            timing = theory.level_timings(self.model.schedule, [m])[0]
-            if timing.inherited:
-                self._show_error(f"level {m} is inherited from the initial noise under this schedule: it has no birth time")
-                return
-            value = round(timing.birth_timestep, 2)
-        else:
-            _, planned = self.model.schedule.visited(self.steps.value, self.scheduler.value)
-            born = np.nonzero(planned >= lam)[0]
-            k = int(born[0]) if len(born) else len(planned)
-            value = round(min(1.0, max(0.0, (k - 0.5) / len(planned))), 4)
-        if value is not None:
-            self.switch_value.value = value
-        self._switch_changed()
-        self.status.value = f"switch set to the birth of level {m}: {self.boundary().describe()}"
+        """Set the switch time, in the chosen unit, to the birth of the chosen level (m²·SNR = 1),
+        as :func:`chromaviz.apps.composing.plan` places it for this model, scheduler and N."""
+        try:
+            m, unit = int(self.switch_level.value), self.switch_unit.value
+            self._configure_switch_slider(unit)
+            if unit == "level":
+                self.switch_m.value = m
+            else:
+                timing = theory.level_timings(self.model.schedule, [m])[0]
+                if timing.inherited:
+                    self._show_error(f"level {m} is inherited from the initial noise under this schedule: it has no birth time")
+                    return
+                switch = composing.plan(PromptSchedule.switch("A", "B", Boundary.level(m)), self.model,
+                                        self.steps.value, self.scheduler.value)[0]
+                self.switch_value.value = {"timestep": round(switch.timestep, 2), "fraction": switch.fraction,
+                                           "log_snr": switch.log_snr}[unit]
+            self._switch_changed()
+            self.status.value = html.escape(f"switch set to the birth of level {m}: {self.boundary().describe()}")
+        except (ValueError, TypeError) as err:
+            self._show_error(f"switch time: {err}")
 
     # ------------------------------------------------------------------ running
+    def _plan_runs(self) -> dict[str, RunState]:
+        """The runs a click on Run starts, planned and checked (raises ValueError/TypeError)."""
+        settings = self.settings()
+        _checks.integer("seed", settings.seed, minimum=0)
+        self.model.check_size(settings.size, settings.size)
+        boundary = self.boundary()
+        first, switched = self._prompts(boundary)
+        levels = spectral.levels_for(*self._grid(settings.size))
+        variants = [("A", settings, self.switch.value)]
+        if self.side_by_side.value:
+            if self.variant.value == "prompt switch flipped":
+                if switched is None:
+                    raise ValueError("run B flips the switch, but prompt A is a prompt schedule: choose another variant")
+                variants.append(("B", settings, not self.switch.value))
+            else:
+                variants.append(("B", settings.but(scheduler=self.variant.value.split(": ", 1)[1]), self.switch.value))
+        runs = {}
+        for name, s, enabled in variants:
+            try:
+                plan = plan_steps(self.model.schedule, s.num_steps, s.scheduler)
+            except ValueError as err:
+                raise ValueError(f"run {name} ({s.scheduler}, {s.num_steps} steps): {err}") from None
+            for schedule in (first, switched if enabled or name == "A" else None):
+                if schedule is not None:  # every prompt the run can give, checked before it starts
+                    for text in set(schedule.prompts_for_steps(plan.timesteps, plan.log_snr)):
+                        self.model.check_prompt(text)
+            prompt = LivePrompt(first, switched, enabled, plan.num_evaluations)
+            runs[name] = RunState(name, s, prompt, plan, StepwiseComparison(self.model, method=self.method.value, levels=levels))
+        return runs
+
     def run(self) -> None:
-        """Start sampling (run A, and run B beside it if chosen) in the background."""
+        """Start sampling (run A, and run B beside it if chosen) in the background.
+
+        Bad settings, prompts or step plans are reported in the status line; the runs on screen
+        stay until the new run has recorded its first step."""
         if self.job is not None and self.job.running:
             return
         try:
-            settings = self.settings()
-            for text in (self.prompt.value, self.second_prompt.value if self.switch.value else None):
-                self.model.check_prompt(text or None)
-            self.model.check_size(settings.size, settings.size)
-            boundary = self.boundary()
-        except ValueError as err:
+            runs = self._plan_runs()
+        except (ValueError, TypeError) as err:
             self._show_error(str(err))
             return
-        runs = [("A", settings, PromptSwitch(self.prompt.value or None, self.second_prompt.value or None, boundary, self.switch.value))]
-        if self.side_by_side.value:
-            b_settings, b_switch = settings, PromptSwitch(runs[0][2].first, runs[0][2].second, boundary, self.switch.value)
-            if self.variant.value == "prompt switch flipped":
-                b_switch.enabled = not self.switch.value
-            else:
-                b_settings = settings.but(scheduler=self.variant.value.split(": ", 1)[1])
-            runs.append(("B", b_settings, b_switch))
-        self._switches = {name: sw for name, _, sw in runs}
-        levels = spectral.levels_for(*self._grid(settings.size))
         with self._lock:
-            if tuple(levels) != self.levels:
-                self._build_chromatography(levels)
-            self._energies.clear()
-            for name in ("A", "B"):
-                self.records[name] = []
-                self.trajectories[name] = None
-                self.errors[name] = None
-                self.chroma.clear_measured(name)
-            self._plan_theory(settings)
-            self.progress.max = sum(len(self.model.schedule.visited(s.num_steps, s.scheduler)[0]) for _, s, _ in runs)
+            self._pending = runs
+            self.progress.max = sum(s.plan.num_evaluations for s in runs.values())
             self.progress.value = 0
             self.progress.bar_style = "info"
-            self.scrub.max = self.play.max = 0
-            self.scrub.value = 0
             self.status.value = "sampling…"
+            self.rate.value = ""
             self.run_button.disabled, self.stop_button.disabled = True, False
-        self._latest = None
-        # Until a refresh has been timed, assume it costs 10 ms: with a 5% budget the first live
-        # refresh comes after 0.2 s, so runs shorter than that just show their final state.
-        self._refresh_cost = 0.01
-        self.job = SamplingJob(self.model, runs, self._on_step, self._on_done).start()
-        threading.Thread(target=self._refresh_loop, args=(self.job,), name="chromaviz-preview", daemon=True).start()
+            # Until a refresh has been timed, assume it costs 10 ms: with a 5% budget the first live
+            # refresh comes after 0.2 s, so runs shorter than that show their final state.
+            self._refresh_cost = 0.01
+            self.job = SamplingJob(self.model, list(runs.values()), self._on_step, self._on_done).start()
+            self._refresher = threading.Thread(target=self._refresh_loop, args=(self.job,), name="chromaviz-view", daemon=True)
+            self._refresher.start()
 
     def _grid(self, size: int) -> tuple[int, int]:
         """(h, w) of the samples of a size×size run: the latent grid for latent models."""
-        return self.model.latent_size(size, size) if hasattr(self.model, "latent_size") else (size, size)
+        return tuple(self.model.latent_size(size, size)) if hasattr(self.model, "latent_size") else (size, size)
 
     def stop(self) -> None:
         """Stop after the current step; what was recorded stays scrubbable."""
@@ -345,156 +379,172 @@ class Explorer:
             self.job.stop()
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the current job ends (for scripts, tests and executed notebooks)."""
-        if self.job is not None:
-            self.job.join(timeout)
+        """Block until the current job ends and its last frames are drawn (for scripts, tests and
+        executed notebooks)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in (self.job.thread if self.job else None, self._refresher):
+            if thread is not None:
+                thread.join(None if end is None else max(0.0, end - time.monotonic()))
 
-    def _plan_theory(self, settings: RunSettings) -> None:
-        """Theory curves over the planned steps, drawn before the first step arrives."""
-        timesteps, lam = self.model.schedule.visited(settings.num_steps, settings.scheduler)
-        power, source = analysis.data_power(self.model, settings.size, settings.size)
-        spectrum_aware, m2 = analysis.expected(lam, self.levels, power)
-        self._planned = {"timesteps": timesteps, "log_snr": lam, "power_source": source}
-        self.chroma.set_theory(timesteps, lam, spectrum_aware, m2)
+    def _on_step(self, state: RunState, rec: StepRecord, elapsed: float) -> None:
+        """Called on the sampling thread: only note the step; the refresher draws it."""
+        state.records.append(rec)
+        state.elapsed = elapsed
 
-    def _on_step(self, name: str, rec: StepRecord, elapsed: float) -> None:
-        """Called on the sampling thread: only note the step; the refresher thread draws it."""
-        self.records[name].append(rec)
-        self._latest = (name, rec, elapsed)
+    def _on_done(self, state: RunState, traj: Trajectory, error: str | None) -> None:
+        """Called on the sampling thread when a run ends."""
+        state.records = list(traj.steps)  # a step recorded as the run failed is in the trajectory only
+        state.error = error
+        state.trajectory = traj
 
     def _refresh_loop(self, job: SamplingJob) -> None:
-        """Redraw the live views while ``job`` samples: at most every ``preview_interval`` seconds,
-        and less often if a refresh costs more than ``ui_budget`` of the time between two."""
-        shown = None
-        while job.running:
-            time.sleep(max(self.preview_interval, self._refresh_cost / self.ui_budget))
-            latest = self._latest
-            if latest is None or latest is shown or not job.running:
-                continue
-            start = time.thread_time()  # this thread's CPU time: waiting for the GIL is not UI cost
-            with self._lock:
-                self._refresh_live(*latest)
-            self._refresh_cost = time.thread_time() - start
-            shown = latest
+        """Draw new steps while ``job`` samples, at most every ``preview_interval`` seconds and less
+        often if a refresh costs more than ``ui_budget`` of the time between two; then the end."""
+        try:
+            while job.running:
+                time.sleep(max(self.preview_interval, self._refresh_cost / self.ui_budget))
+                start = time.thread_time()  # this thread's CPU time: waiting for the GIL is not UI cost
+                if self._refresh(final=False):
+                    self.preview_updates += 1
+                self._refresh_cost = time.thread_time() - start
+            self._refresh(final=True)
+        except Exception as err:  # anything in drawing: stop the run, say so in the widget, never leave it stuck
+            self.traceback = traceback.format_exc()
+            job.stop()
+            job.join()
+            self._pending = None
+            self._show_error(f"drawing the run failed, so it was stopped: {type(err).__name__}: {err}")
+        finally:
+            self.run_button.disabled, self.stop_button.disabled = False, True
 
-    def _refresh_live(self, name: str, rec: StepRecord, elapsed: float) -> None:
-        done = sum(len(r) for r in self.records.values())
-        self.progress.value = min(done, self.progress.max)
-        self.rate.value = f"run {name}: {rec.index + 1}/{rec.num_steps} · {(rec.index + 1) / max(elapsed, 1e-9):.1f} steps/s"
-        self._extend_scrubber()
-        self.panels[name].show(rec, self.model.to_rgb, self.levels, with_bands=False)
-        self._refresh_measured(name)
-        self.preview_updates += 1
-
-    def _on_done(self, name: str, traj: Trajectory, error: str | None) -> None:
+    def _refresh(self, final: bool) -> bool:
+        """Bring the view up to date with the recorded steps; returns whether anything was drawn."""
         with self._lock:
-            self.trajectories[name] = traj
-            self.records[name] = list(traj.steps)
-            self.errors[name] = error
-            if traj.steps:
-                elapsed = traj.metadata.get("elapsed_seconds", 0.0)
-                self._refresh_live(name, traj.steps[-1], elapsed)
-            if traj.steps and self._planned.get("power_source") == "none" and traj.status == "complete":
-                power, _ = analysis.data_power(None, *traj.sample.shape[-2:], traj.sample)
-                spectrum_aware, m2 = analysis.expected(self._planned["log_snr"], self.levels, power)
-                self.chroma.set_theory(self._planned["timesteps"], self._planned["log_snr"], spectrum_aware, m2)
-            finished = self.job is None or name == self.job.runs[-1][0] or error is not None or traj.status == "cancelled"
-            if error:
-                self._show_error(f"run {name}: {error}. The {len(traj)} recorded steps stay scrubbable.")
-            elif finished:
-                kept = ", ".join(f"run {n}: {t.status} ({len(t)} steps)" for n, t in self.trajectories.items() if t is not None)
-                self.status.value = f"done · {kept}"
-                self.progress.bar_style = "success" if traj.status == "complete" else "warning"
-            if finished:
-                self.run_button.disabled, self.stop_button.disabled = False, True
-            self.show_step(self.scrub.value)
+            pending = self._pending
+            if pending is not None:
+                if not any(s.records for s in pending.values()):
+                    if final:  # the new run ended before its first step: the old runs stay on screen
+                        self._pending = None
+                        errors = [f"run {s.name}: {s.error}" for s in pending.values() if s.error]
+                        self._show_error(" · ".join(errors) or "the run ended before its first step")
+                    return False
+                self._start_showing(pending)
+            drawn = False
+            for state in self.runs.values():
+                drawn |= self._draw(state, final=final and state.done)
+            done = sum(len(s.records) for s in self.runs.values())
+            self.progress.value = min(done, self.progress.max)
+            latest = max(self.runs.values(), key=lambda s: (len(s.records) > 0, s.name if s.records else ""))
+            if latest.records:
+                n = len(latest.records)
+                self.rate.value = (f"run {latest.name}: {n}/{latest.plan.num_evaluations} · "
+                                   f"{n / max(latest.elapsed, 1e-9):.1f} steps/s")
+            if final:
+                self._finish()
+            return drawn
+
+    def _start_showing(self, runs: dict[str, RunState]) -> None:
+        """The new runs have recorded a step: they replace the old ones on screen."""
+        self._pending = None
+        self.runs = runs
+        levels = next(iter(runs.values())).comparison.levels
+        if tuple(levels) != self.view.levels:
+            self._build_document(levels)
+            self.view_box.children = [self._bokeh]
+        self.view.clear()
+        a = runs["A"]
+        h, w = self._grid(a.settings.size)
+        power, _ = analysis.data_power(self.model, h, w)
+        spectrum_aware, m2 = analysis.expected(a.plan.log_snr, levels, power)
+        self.view.set_theory(a.plan.timesteps, a.plan.log_snr, spectrum_aware, m2)
+        for name, title in self.view.titles.items():
+            title.visible = name in runs
+            if name in runs:
+                s = runs[name]
+                title.text = "<b>" + html.escape(f"run {name}: {s.settings.scheduler}, {s.settings.num_steps} steps, "
+                                                 f"seed {s.settings.seed}, prompt {str(s.prompt.active)!r}") + "</b>"
+
+    def _draw(self, state: RunState, final: bool) -> bool:
+        """Stream the new frames of ``state`` and its measured points; at the end, the finished run."""
+        n = len(state.records)
+        new = state.records[state.shown:n]
+        if new:
+            frames = build_frames(new, self.model.to_rgb, self.view.levels)
+            state.comparison.extend(new)
+            state.shown = n
+            self.view.append_frames(state.name, frames)
+        if not (new or final) or not state.shown:
+            return False
+        traj = state.trajectory if final else None
+        comparison = state.comparison.comparison(traj.final if traj is not None else None)
+        self.view.set_comparison(state.name, comparison)
+        if final and state.name == "A":
+            sample = traj.sample if traj.final is not None else state.records[-1].x0
+            self.view.set_final_rapsd(rapsd(sample)[1])
+            if comparison.power_source == "samples":  # no exact spectrum: the theory comes from the samples
+                power, _ = analysis.data_power(None, *sample.shape[-2:], sample)
+                spectrum_aware, m2 = analysis.expected(state.plan.log_snr, self.view.levels, power)
+                self.view.set_theory(state.plan.timesteps, state.plan.log_snr, spectrum_aware, m2)
+        return True
+
+    def _finish(self) -> None:
+        """Status, progress colour and buttons once the job has ended."""
+        states = list(self.runs.values())
+        errors = [f"run {s.name}: {s.error}" for s in states if s.error]
+        if errors:
+            kept = next(s for s in states if s.error)
+            self._show_error(f"{' · '.join(errors)}. The {len(kept.records)} recorded steps stay scrubbable.")
+        else:
+            kept = ", ".join(f"run {s.name}: {s.trajectory.status} ({len(s.trajectory)} steps)" for s in states if s.done)
+            self.status.value = html.escape(f"done · {kept}")
+            complete = all(s.done and s.trajectory.status == "complete" for s in states)
+            self.progress.bar_style = "success" if complete else "warning"
+
+    def _remeasure(self) -> None:
+        """Measure every run on screen again with the chosen band method."""
+        with self._lock:
+            for state in self.runs.values():
+                state.comparison = StepwiseComparison(self.model, method=self.method.value, levels=self.view.levels)
+                state.comparison.extend(state.records[: state.shown])
+                if state.shown:
+                    final = state.trajectory.final if state.trajectory is not None else None
+                    self.view.set_comparison(state.name, state.comparison.comparison(final))
 
     # ------------------------------------------------------------------ views
-    def _extend_scrubber(self) -> None:
-        """Grow the scrubber over the recorded steps; if it sat on the newest step, follow it."""
-        n = max((len(r) for r in self.records.values()), default=0)
-        follow = self.scrub.value >= self.scrub.max
-        self.scrub.max = self.play.max = max(n - 1, 0)
-        if follow and self.scrub.value != self.scrub.max:
-            self._following = True  # the live refresh draws this step; skip the full redraw
-            try:
-                self.scrub.value = self.scrub.max
-            finally:
-                self._following = False
-
-    def _scrubbed(self, change) -> None:
-        if not self._following:
-            self.show_step(change.new)
-
-    def _partial(self, name: str) -> Trajectory | None:
-        """The finished trajectory of run ``name``, or a view of the steps recorded so far."""
-        if self.trajectories[name] is not None:
-            return self.trajectories[name]
-        recs = self.records[name]
-        return Trajectory(metadata={}, steps=list(recs)) if recs else None
-
-    def _measured_fractions(self, run: str, traj: Trajectory) -> np.ndarray:
-        """G_b per recorded step, (S, L). Band energies of past steps are cached, so a live
-        refresh only measures the steps that arrived since the last one."""
-        key = (run, self.method.value, self.levels)
-        cached = self._energies.get(key)
-        done = 0 if cached is None else len(cached)
-        batch = traj.steps[0].x0.shape[0]
-        reference = "batch" if batch >= 2 else None  # as Trajectory.signal_fractions does
-        if done < len(traj):
-            new = spectral.step_band_energies(torch.stack([s.x0 for s in traj.steps[done:]]), self.levels,
-                                              self.method.value, reference)
-            cached = new if cached is None else torch.cat([cached, new])
-            self._energies[key] = cached
-        final = cached[-1] if traj.final is None else spectral.step_band_energies(
-            traj.final[None], self.levels, self.method.value, reference)[0]
-        return (cached[: len(traj)] / final).numpy()
-
-    def _refresh_measured(self, name: str | None = None) -> None:
-        with self._lock:
-            for run in ([name] if name else ["A", "B"]):
-                traj = self._partial(run)
-                if traj is None or traj.steps[0].x0 is None:
-                    continue
-                self.chroma.set_measured(run, traj.timesteps, traj.log_snr, self._measured_fractions(run, traj))
-
-    def _coordinate_changed(self, change) -> None:
-        with self._lock:
-            self.chroma.set_coordinate(change.new)
-            self.chroma.cursor_at(self.scrub.value)
-
     def show_step(self, step: int) -> None:
-        """Show recorded step ``step`` in every panel, the cursor and the RAPSD."""
-        with self._lock:
-            for name, panel in self.panels.items():
-                recs = self.records[name]
-                if recs:
-                    panel.show(recs[min(step, len(recs) - 1)], self.model.to_rgb, self.levels)
-            recs = self.records["A"]
-            if not recs:
-                return
-            rec = recs[min(step, len(recs) - 1)]
-            self.chroma.cursor_at(rec.index)
-            freqs, p_x0 = spectral.rapsd(rec.x0.double())
-            x_t = rec.x_t.double() / rec.alpha if rec.alpha > 0 else rec.x_t.double() * np.nan
-            _, p_xt = spectral.rapsd(x_t)
-            _, p_final = spectral.rapsd(recs[-1].x0.double())
-            self.rapsd.update(freqs.numpy(), p_x0.numpy(), p_xt.numpy(), p_final.numpy(), rec.log_snr)
+        """Move the scrubber to recorded step ``step``; negative steps count from the newest, as
+        Python indexes (−1 is the newest). The browser draws the frame.
+
+        Raises
+        ------
+        TypeError, IndexError
+            For a non-integer, or a step outside ``[−n, n)`` with n recorded steps.
+        """
+        n = len(self.view)
+        step = _checks.integer("step", step)
+        if not -n <= step < n:
+            raise IndexError(f"step {step} is out of range: {n} recorded steps (0…{n - 1}, or −{n}…−1 from the newest)")
+        self.view.show(step % n)
+
+    def _guarded(self, action) -> None:
+        try:
+            action()
+        except Exception as err:  # a control's callback: say so in the widget
+            self._show_error(f"{type(err).__name__}: {err}")
 
     def _show_error(self, message: str) -> None:
-        self.status.value = f'<span class="chromaviz-error" style="color:#b00020"><b>error:</b> {_escape(message)}</span>'
+        self.status.value = f'<span class="chromaviz-error" style="color:#b00020"><b>error:</b> {html.escape(message)}</span>'
         self.progress.bar_style = "danger"
 
     # ------------------------------------------------------------------ export
-    def export_html(self, path: str | Path, run: str = "A") -> Path:
-        """Write a standalone HTML page of a finished (or stopped) run whose scrubber works without a kernel."""
-        from .export import export_html
-
-        traj = self.trajectories.get(run) or self._partial(run)
-        if traj is None or not traj.steps:
-            raise ValueError(f"run {run} has no recorded steps to export yet; click Run first")
-        return export_html(traj, self.model, path, method=self.method.value)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    def export_html(self, path: str | Path) -> Path:
+        """Write the runs on screen (A, and B if it ran) as one standalone page whose scrubber works
+        without a kernel: this explorer's own document, BokehJS inline."""
+        if not any(s.shown for s in self.runs.values()):
+            raise ValueError("there is no recorded step to export yet; click Run first")
+        with self._lock:
+            text = page(self.view, title=f"chromaviz: {self.model.name}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return path

@@ -1,116 +1,108 @@
-"""A finished run as one standalone HTML file whose scrubber works without a kernel.
+"""Runs as one standalone HTML page whose scrubber works without a kernel.
 
-The page embeds BokehJS inline (no network needed), every recorded step's images as PNG data URIs,
-and the chromatography plot; a bokeh ``Slider`` with a ``CustomJS`` callback swaps the images and
-moves the plot's cursor, and a Play toggle steps through the run.
+The page is the explorer's own document (:class:`widgets.document.RunDocument`): every recorded
+step is a frame (x_t, x̂0 and the band images as lossy WebP data URIs at the sample's own size, the
+centred RAPSD as numbers), the chromatography plot's numbers come from
+:func:`chromaviz.analysis.compare`, and BokehJS is inlined, so the page needs no kernel and no
+network. Two runs (A and B) share one scrubber.
 """
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Mapping
 
-import numpy as np
 from bokeh.document import Document
 from bokeh.embed import file_html
-from bokeh.layouts import column, row
-from bokeh.models import CustomJS, Div, Slider, Toggle
 from bokeh.resources import INLINE
 
-from chromaviz import analysis, spectral
+from chromaviz import analysis
 from chromaviz.models import Denoiser
 from chromaviz.sampling.trajectory import Trajectory
+from chromaviz.views.frames import build_frames, rapsd
 
-from .imaging import band_grid, band_grid_width, data_uri, display_scale, png_bytes, sample_rgb
-from .plots import ChromatographyPlot
+from .document import RunDocument
 
-_FRAME_JS = """
-const i = slider.value;
-const img = (src, w) => `<img src="${src}" width="${w}" style="image-rendering:pixelated;margin:2px">`;
-view.text = `<div style="display:flex;gap:8px;align-items:flex-start">
-  <figure style="margin:0">${img(xt[i], size)}<figcaption>x<sub>t</sub></figcaption></figure>
-  <figure style="margin:0">${img(x0[i], size)}<figcaption>x̂<sub>0</sub></figcaption></figure>
-  <figure style="margin:0">${img(bands[i], band_width)}<figcaption>bands of x̂<sub>0</sub>, finest → coarsest (top: box pyramid, bottom: FFT rings)</figcaption></figure>
-</div><p class="chromaviz-caption">${captions[i]}</p>`;
-cursor.location = xs[i];
-"""
-
-_PLAY_JS = """
-if (toggle.active) {
-  toggle.label = "❚❚ Pause";
-  window._chromaviz_timer = setInterval(() => {
-    slider.value = slider.value >= slider.end ? 0 : slider.value + 1;
-  }, 150);
-} else {
-  toggle.label = "▶ Play";
-  clearInterval(window._chromaviz_timer);
-}
-"""
+Runs = Trajectory | Mapping[str, Trajectory]
 
 
-def export_html(traj: Trajectory, model: Denoiser, path: str | Path, *, method: str = "rings", sample: int = 0) -> Path:
-    """Write ``traj`` as a standalone, kernel-free HTML page.
+def _as_runs(runs: Runs) -> dict[str, Trajectory]:
+    if isinstance(runs, Trajectory):
+        runs = {"A": runs}
+    if not isinstance(runs, Mapping) or not runs or not all(isinstance(t, Trajectory) for t in runs.values()):
+        raise TypeError(f"runs must be a Trajectory or a mapping of run names to Trajectory objects, got {type(runs).__name__}")
+    for name, traj in runs.items():
+        if not traj.steps or traj.steps[0].x0 is None:
+            raise ValueError(f"run {name} has no recorded x0: export needs a run that recorded x0 (and x_t to show it)")
+    return dict(runs)
+
+
+def describe(traj: Trajectory, comparison: analysis.Comparison) -> str:
+    """One line about a run: scheduler, steps, seed, status, and where the theory comes from."""
+    m = traj.metadata
+    return html.escape(
+        f"{m.get('scheduler_class', m.get('scheduler', ''))} · {len(traj)} of {m.get('num_steps', len(traj))} steps · "
+        f"seed {m.get('seed', '?')} · {traj.status} · theory from the {comparison.power_source} spectrum")
+
+
+def run_document(runs: Runs, model: Denoiser, *, method: str = "rings", sample: int = 0) -> RunDocument:
+    """The :class:`RunDocument` of recorded runs, every number from :func:`chromaviz.analysis.compare`.
 
     Parameters
     ----------
-    traj : Trajectory
-        A run that recorded x_t and x̂0 (complete, cancelled or failed).
+    runs : Trajectory or mapping of str to Trajectory
+        One run, or runs by name (``{"A": a, "B": b}``), shown on one scrubber.
     model : Denoiser
         Supplies ``to_rgb`` and, where it has one, the exact spectrum for the theory.
-    path : str or Path
-        Output ``.html`` file.
     method : {"rings", "pyramid"}
         Band decomposition of the measured signal fractions.
     sample : int
         Which batch element's images to show.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For anything but trajectories, or a run without recorded x̂0.
     """
-    if not traj.steps or traj.steps[0].x_t is None or traj.steps[0].x0 is None:
-        raise ValueError("export needs a run that recorded x_t and x0")
-    comparison = analysis.compare(traj, model, method=method)
-    h, w = traj.steps[0].x0.shape[-2:]
-    levels = comparison.levels
+    runs = _as_runs(runs)
+    first = next(iter(runs.values()))
+    levels = analysis.compare(first, model, method=method).levels
+    doc = RunDocument(levels, runs=tuple(runs))
+    for k, (name, traj) in enumerate(runs.items()):
+        comparison = analysis.compare(traj, model, method=method, levels=levels)
+        if k == 0:
+            doc.set_theory(comparison.timesteps, comparison.log_snr, comparison.spectrum_aware, comparison.m2_law)
+            doc.set_final_rapsd(rapsd(traj.sample)[1])
+        doc.set_frames(name, build_frames(traj.steps, model.to_rgb, levels, sample=sample))
+        doc.set_comparison(name, comparison)
+        doc.titles[name].text = f"<b>run {html.escape(name)}</b>: {describe(traj, comparison)}"
+    doc.header.text = (f"<h3 style='margin:4px 0'>chromaviz run: {html.escape(str(first.metadata.get('model', {}).get('name', model.name)))}</h3>"
+                       f"measured with {html.escape(method)} bands (markers), spectrum-aware theory (lines), m² law (dashed)")
+    return doc
 
-    plot = ChromatographyPlot(levels, runs=("run",), width=560, height=340)
-    plot.set_theory(comparison.timesteps, comparison.log_snr, comparison.spectrum_aware, comparison.m2_law)
-    plot.set_measured("run", comparison.timesteps, comparison.log_snr, comparison.measured)
-    plot.cursor_at(0)
 
-    xt = [data_uri(png_bytes(sample_rgb(s.x_t[sample], model.to_rgb))) for s in traj.steps]
-    x0 = [data_uri(png_bytes(sample_rgb(s.x0[sample], model.to_rgb))) for s in traj.steps]
-    grids = [band_grid(s.x0[sample], levels) for s in traj.steps]
-    bands = [data_uri(png_bytes(g)) for g in grids]
-    band_width = band_grid_width(grids[0], h)
-    captions = [
-        html.escape(f"step {s.index + 1}/{s.num_steps} · t = {s.timestep:.1f} · λ = {s.log_snr:+.2f} · "
-                    f"prompt {'unconditional' if s.prompt is None else repr(s.prompt)}")
-        for s in traj.steps
-    ]
-    steps = np.arange(len(traj.steps), dtype=float)
+def page(doc: RunDocument, title: str = "chromaviz run") -> str:
+    """A complete standalone HTML document (BokehJS inline) of ``doc``'s layout."""
+    if doc.layout.document is None:
+        Document().add_root(doc.layout)
+    doc.layout.document.js_on_event("document_ready", doc.update)  # the first frame: the same code as every other
+    return file_html(doc.layout, resources=INLINE, title=title)
 
-    slider = Slider(start=0, end=max(len(traj) - 1, 1), value=0, step=1, title="step", width=480,
-                    disabled=len(traj) < 2, name="scrubber")
-    view = Div(text="", width=900, name="frame")
-    cursor_x = [float(v) for v in steps]
-    args = dict(slider=slider, view=view, cursor=plot.cursor, xt=xt, x0=x0, bands=bands, captions=captions,
-                xs=cursor_x, size=display_scale(h) * w, band_width=band_width)
-    update = CustomJS(args=args, code=_FRAME_JS)
-    slider.js_on_change("value", update)
-    play = Toggle(label="▶ Play", active=False, width=100, name="play")
-    play.js_on_change("active", CustomJS(args=dict(toggle=play, slider=slider), code=_PLAY_JS))
 
-    m = traj.metadata
-    title = Div(text=(
-        f"<h2>chromaviz run: {html.escape(str(m.get('model', {}).get('name', model.name)))}</h2>"
-        f"<p>{html.escape(str(m.get('scheduler_class', '')))} · {len(traj)} of {m.get('num_steps', len(traj))} steps · "
-        f"seed {m.get('seed', '?')} · status {html.escape(traj.status)} · measured with {method} bands; theory from the "
-        f"{comparison.power_source} spectrum (lines), m² law (dashed), measured (markers)</p>"
-    ), width=900)
-    doc = Document()
-    doc.add_root(column(title, row(play, slider), view, plot.fig))
-    doc.js_on_event("document_ready", update)  # the first frame is drawn by the same code as every other
-    page = file_html(doc, resources=INLINE, title=f"chromaviz: {model.name}")
+def run_page(runs: Runs, model: Denoiser, *, method: str = "rings", sample: int = 0) -> str:
+    """A standalone HTML page of recorded runs, as a string (for embedding, e.g. in a report).
+
+    Parameters and errors as :func:`run_document`; returns a complete HTML document whose
+    scrubber, Play button and x-axis choice work without a kernel or network.
+    """
+    return page(run_document(runs, model, method=method, sample=sample), title=f"chromaviz: {model.name}")
+
+
+def export_html(traj: Runs, model: Denoiser, path: str | Path, *, method: str = "rings", sample: int = 0) -> Path:
+    """Write :func:`run_page` of ``traj`` (a Trajectory, or runs by name) to ``path``; returns the path."""
+    text = run_page(traj, model, method=method, sample=sample)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
-

@@ -25,10 +25,18 @@ def level_colors(n: int) -> list[str]:
     return [Viridis256[int(i)] for i in np.linspace(10, 230, n)]
 
 
-def _finite(a) -> np.ndarray:
+def finite(a) -> np.ndarray:
     """±∞ (pure noise, or clean data) cannot be drawn: NaN leaves a gap instead."""
     a = np.asarray(a, dtype=np.float64)
     return np.where(np.isfinite(a), a, np.nan)
+
+
+def _legible(fig) -> None:
+    """Type sizes that stay readable when projected."""
+    fig.title.text_font_size = "15px"
+    for axis in (*fig.xaxis, *fig.yaxis):
+        axis.axis_label_text_font_size = "14px"
+        axis.major_label_text_font_size = "13px"
 
 
 class ChromatographyPlot:
@@ -46,14 +54,15 @@ class ChromatographyPlot:
 
     def __init__(self, levels: Sequence[int], runs: Sequence[str] = ("A",), *, width: int = 520, height: int = 330) -> None:
         self.levels = tuple(levels)
-        self.coordinate = "step"
         self.fig = figure(width=width, height=height, y_range=(-0.03, 1.05), tools="pan,wheel_zoom,reset,save",
                           title="chromatography: signal fraction per level", toolbar_location="above")
         self.fig.yaxis.axis_label = "signal fraction"
         self.fig.xaxis.axis_label = COORDINATE_LABELS["step"]
         empty = {"x": [], "step": [], "timestep": [], "log_snr": []}
-        self.theory = ColumnDataSource({**empty, **{f"sa{j}": [] for j in range(len(levels))}, **{f"m2{j}": [] for j in range(len(levels))}})
-        self.measured = {name: ColumnDataSource({**empty, **{f"g{j}": [] for j in range(len(levels))}}) for name in runs}
+        self.theory = ColumnDataSource({**empty, **{f"sa{j}": [] for j in range(len(levels))}, **{f"m2{j}": [] for j in range(len(levels))}},
+                                       name="theory")
+        self.measured = {name: ColumnDataSource({**empty, **{f"g{j}": [] for j in range(len(levels))}}, name=f"measured-{name}")
+                         for name in runs}
         colors = level_colors(len(levels))
         items = []
         for j, (m, color) in enumerate(zip(levels, colors)):
@@ -62,73 +71,53 @@ class ChromatographyPlot:
             for k, (name, src) in enumerate(self.measured.items()):
                 self.fig.scatter("x", f"g{j}", source=src, color=color, size=5, marker=self.MARKERS[k % 3], alpha=0.85)
             items.append(LegendItem(label=f"m={m}", renderers=[line]))
-        self.fig.add_layout(Legend(items=items, location="top_left", label_text_font_size="8pt"), "right")
+        self.fig.add_layout(Legend(items=items, location="top_left", label_text_font_size="12px"), "right")
+        _legible(self.fig)
         self.cursor = Span(location=0, dimension="height", line_color="crimson", line_width=2, line_alpha=0.7)
         self.fig.add_layout(self.cursor)
 
-    def _columns(self, steps, timesteps, log_snr) -> dict[str, np.ndarray]:
-        cols = {"step": np.asarray(steps, dtype=np.float64), "timestep": np.asarray(timesteps, dtype=np.float64),
-                "log_snr": _finite(log_snr)}
-        cols["x"] = cols[self.coordinate]
+    @staticmethod
+    def _columns(timesteps, log_snr, coordinate: str) -> dict[str, np.ndarray]:
+        if coordinate not in COORDINATE_LABELS:
+            raise ValueError(f"coordinate must be one of {list(COORDINATE_LABELS)}, got {coordinate!r}")
+        cols = {"step": np.arange(len(timesteps), dtype=np.float64), "timestep": np.asarray(timesteps, dtype=np.float64),
+                "log_snr": finite(log_snr)}
+        cols["x"] = cols[coordinate]
         return cols
 
-    def set_theory(self, timesteps, log_snr, spectrum_aware: np.ndarray, m2_law: np.ndarray) -> None:
-        """Theory at every planned step (shapes (S,) and (S, L))."""
-        cols = self._columns(np.arange(len(timesteps)), timesteps, log_snr)
-        cols.update({f"sa{j}": _finite(spectrum_aware[:, j]) for j in range(len(self.levels))})
-        cols.update({f"m2{j}": _finite(m2_law[:, j]) for j in range(len(self.levels))})
+    def set_theory(self, timesteps, log_snr, spectrum_aware: np.ndarray, m2_law: np.ndarray, *, coordinate: str = "step") -> None:
+        """Theory at every planned step (shapes (S,) and (S, L)), drawn against ``coordinate``."""
+        cols = self._columns(timesteps, log_snr, coordinate)
+        cols.update({f"sa{j}": finite(spectrum_aware[:, j]) for j in range(len(self.levels))})
+        cols.update({f"m2{j}": finite(m2_law[:, j]) for j in range(len(self.levels))})
         self.theory.data = cols
 
-    def set_measured(self, run: str, timesteps, log_snr, fractions: np.ndarray) -> None:
+    def set_measured(self, run: str, timesteps, log_snr, fractions: np.ndarray, *, coordinate: str = "step") -> None:
         """Measured G_b of the recorded steps of ``run`` (shapes (S',) and (S', L))."""
-        cols = self._columns(np.arange(len(timesteps)), timesteps, log_snr)
-        cols.update({f"g{j}": _finite(fractions[:, j]) for j in range(len(self.levels))})
+        cols = self._columns(timesteps, log_snr, coordinate)
+        cols.update({f"g{j}": finite(fractions[:, j]) for j in range(len(self.levels))})
         self.measured[run].data = cols
 
     def clear_measured(self, run: str) -> None:
         self.set_measured(run, [], [], np.zeros((0, len(self.levels))))
 
-    def set_coordinate(self, coordinate: str) -> None:
-        """Redraw everything against ``"step"``, ``"timestep"`` or ``"log_snr"``."""
-        if coordinate not in COORDINATE_LABELS:
-            raise ValueError(f"unknown coordinate {coordinate!r}; choose one of {list(COORDINATE_LABELS)}")
-        self.coordinate = coordinate
-        for src in (self.theory, *self.measured.values()):
-            data = dict(src.data)
-            data["x"] = np.asarray(data[coordinate])
-            src.data = data
-        self.fig.xaxis.axis_label = COORDINATE_LABELS[coordinate]
-
-    def cursor_at(self, step: int) -> None:
-        """Move the cursor to ``step`` in the current coordinate."""
-        data = self.theory.data
-        if len(data["step"]) > step:
-            x = float(np.asarray(data[self.coordinate])[step])
-            self.cursor.location = x if np.isfinite(x) else None
-
 
 class RapsdPlot:
-    """Radial power spectra at the selected step against the noise floor 1/SNR (data units)."""
+    """Centred radial power spectra at the selected step against the noise floor 1/SNR (data units);
+    the browser fills ``spectra`` and ``floor`` from the selected frame."""
 
     def __init__(self, *, width: int = 420, height: int = 330) -> None:
         self.fig = figure(width=width, height=height, x_axis_type="log", y_axis_type="log",
                           tools="pan,wheel_zoom,reset,save", toolbar_location="above",
-                          title="RAPSD at the selected step (white noise = 1)")
+                          title="RAPSD at the selected step (centred; white noise = 1)")
         self.fig.xaxis.axis_label = "frequency (cycles/pixel)"
         self.fig.yaxis.axis_label = "power"
-        self.spectra = ColumnDataSource({"f": [], "x0": [], "xt": [], "final": []})
+        self.spectra = ColumnDataSource({"f": [], "x0": [], "xt": [], "final": []}, name="rapsd")
         self.floor = ColumnDataSource({"f": [], "p": []})
         self.fig.line("f", "final", source=self.spectra, color="grey", line_width=2, legend_label="final sample")
         self.fig.line("f", "xt", source=self.spectra, color="#d95f02", line_width=1.5, legend_label="x_t / α")
         self.fig.line("f", "x0", source=self.spectra, color="#1b9e77", line_width=2.5, legend_label="x̂0")
         self.fig.line("f", "p", source=self.floor, color="crimson", line_dash="dashed", line_width=2, legend_label="noise floor 1/SNR")
         self.fig.legend.location = "bottom_left"
-        self.fig.legend.label_text_font_size = "8pt"
-
-    def update(self, freqs, x0, xt, final, log_snr: float) -> None:
-        """Spectra of shape (R,) over ``freqs`` (bin 0, DC, is dropped); floor at e^(−λ)."""
-        keep = np.asarray(freqs) > 0
-        f = np.asarray(freqs)[keep]
-        self.spectra.data = {"f": f, "x0": np.asarray(x0)[keep], "xt": np.asarray(xt)[keep], "final": np.asarray(final)[keep]}
-        floor = float(np.exp(-log_snr)) if np.isfinite(log_snr) else np.nan
-        self.floor.data = {"f": [f.min(), f.max()], "p": [floor, floor]}
+        self.fig.legend.label_text_font_size = "12px"
+        _legible(self.fig)

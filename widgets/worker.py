@@ -8,35 +8,18 @@ import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+import torch
+
+from chromaviz.analysis import StepwiseComparison
 from chromaviz.models import Denoiser
-from chromaviz.sampling.prompts import Boundary
-from chromaviz.sampling import SamplingError, sample
-from chromaviz.noise import NoiseLevel
+from chromaviz.noise import NoiseLevel, StepPlan
+from chromaviz.sampling import PromptSchedule, SamplingError, sample
 from chromaviz.sampling.trajectory import StepRecord, Trajectory
-
-
-@dataclass
-class PromptSwitch:
-    """A prompt switch the UI can flip while a run is going: read before every step.
-
-    The run uses ``first`` until ``boundary`` is crossed, then ``second`` — but only while
-    ``enabled``; flipping ``enabled`` mid-run takes effect from the next step.
-    """
-
-    first: str | None
-    second: str | None = None
-    boundary: Boundary = field(default_factory=lambda: Boundary.fraction(0.5))
-    enabled: bool = False
-
-    def prompt(self, step: int, num_steps: int, level: NoiseLevel) -> str | None:
-        if self.enabled and self.boundary.crossed(step, num_steps, level.timestep, level.log_snr):
-            return self.second
-        return self.first
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Everything a run needs besides the model."""
+    """Everything a run needs besides the model and its prompt."""
 
     num_steps: int = 50
     scheduler: str = "default"
@@ -50,26 +33,110 @@ class RunSettings:
         return replace(self, **changes)
 
 
+class LivePrompt:
+    """The prompt of a run that the UI may change while it goes, read before every step.
+
+    Parameters
+    ----------
+    schedule : PromptSchedule
+        The prompt with the switch off (prompt A as typed: ``"[cat:moon:0.6]"`` is a schedule).
+    switched : PromptSchedule or None
+        The prompt with the switch on (``PromptSchedule.switch(A, B, boundary)``), if any.
+    enabled : bool
+        Whether the switch is on. Setting ``enabled`` or ``switched`` mid-run takes effect from
+        the next step.
+    num_evaluations : int
+        S, the model evaluations of the run (fraction boundaries count in them, as in ``sample``).
+    """
+
+    def __init__(self, schedule: PromptSchedule, switched: PromptSchedule | None, enabled: bool, num_evaluations: int) -> None:
+        self.schedule, self.switched, self.enabled, self.num_evaluations = schedule, switched, enabled, num_evaluations
+
+    @property
+    def active(self) -> PromptSchedule:
+        """The schedule that applies now."""
+        return self.switched if self.enabled and self.switched is not None else self.schedule
+
+    def __call__(self, i: int, noise: NoiseLevel) -> str | None:
+        return self.active.prompt_at(i, self.num_evaluations, noise.timestep, noise.log_snr)
+
+
+@dataclass(eq=False)
+class RunState:
+    """One run of the explorer: what it was asked, its step plan, what it recorded, how it ended.
+
+    Attributes
+    ----------
+    name : str
+        "A" or "B".
+    settings : RunSettings
+    prompt : LivePrompt
+    plan : StepPlan
+        The run's step plan (:func:`chromaviz.noise.plan_steps`), made before it starts.
+    records : list of StepRecord
+        Steps recorded so far (appended by the sampling thread).
+    trajectory : Trajectory or None
+        Set when the run has ended, whatever the reason.
+    error : str or None
+        Why it failed, if it did.
+    comparison : StepwiseComparison
+        The measured signal fractions of the recorded steps (filled by the view).
+    shown : int
+        Records already drawn as frames.
+    elapsed : float
+        Seconds since the run started, at its newest step.
+    """
+
+    name: str
+    settings: RunSettings
+    prompt: LivePrompt
+    plan: StepPlan
+    comparison: StepwiseComparison
+    records: list[StepRecord] = field(default_factory=list)
+    trajectory: Trajectory | None = None
+    error: str | None = None
+    shown: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.trajectory is not None
+
+    def partial(self) -> Trajectory | None:
+        """The finished trajectory, or the steps recorded so far as one (None before the first)."""
+        if self.trajectory is not None:
+            return self.trajectory
+        return Trajectory(metadata={}, steps=list(self.records)) if self.records else None
+
+
 class SamplingJob:
-    """One or more runs in a worker thread, with stop and per-step notifications.
+    """Runs, one after another, in a worker thread, with stop and per-step notifications.
 
     Parameters
     ----------
     model : Denoiser
-    runs : list of (name, RunSettings, PromptSwitch)
-        Sampled one after another (same seed → side-by-side comparisons).
-    on_step : callable (name, StepRecord, elapsed_seconds) → None
+    runs : list of RunState
+        Sampled in order (same seed → side-by-side comparisons).
+    on_step : callable (RunState, StepRecord, elapsed_seconds) → None
         Called from the worker thread after every step.
-    on_done : callable (name, Trajectory, error message or None) → None
+    on_done : callable (RunState, Trajectory, error message or None) → None
         Called from the worker thread when each run ends, whatever the reason.
+
+    Notes
+    -----
+    torch's OpenMP thread count is a per-thread setting: a fresh Python thread that calls into
+    torch starts its own thread team at the library default. The worker takes the count of the
+    thread that created the job, so a run samples with the same intra-op threads as ``sample()``
+    called there.
     """
 
-    def __init__(self, model: Denoiser, runs, on_step: Callable, on_done: Callable) -> None:
+    def __init__(self, model: Denoiser, runs: list[RunState], on_step: Callable, on_done: Callable) -> None:
         self.model = model
         self.runs = list(runs)
         self.on_step = on_step
         self.on_done = on_done
         self.stop_event = threading.Event()
+        self.num_threads = torch.get_num_threads()
         self.thread = threading.Thread(target=self._work, name="chromaviz-sampling", daemon=True)
 
     def start(self) -> SamplingJob:
@@ -87,25 +154,21 @@ class SamplingJob:
         self.thread.join(timeout)
 
     def _work(self) -> None:
-        for name, settings, switch in self.runs:
+        torch.set_num_threads(self.num_threads)
+        for state in self.runs:
             if self.stop_event.is_set():
                 break
             start = time.perf_counter()
+            settings = state.settings
             error = None
             traj = Trajectory(metadata={"status": "failed"})
-            num_steps: list[int] = []
 
-            def prompt(i: int, level: NoiseLevel, switch=switch) -> str | None:
-                return switch.prompt(i, num_steps[0] if num_steps else settings.num_steps, level)
-
-            def callback(rec: StepRecord, name=name) -> None:
-                if not num_steps:
-                    num_steps.append(rec.num_steps)
-                self.on_step(name, rec, time.perf_counter() - start)
+            def callback(rec: StepRecord, state=state) -> None:
+                self.on_step(state, rec, time.perf_counter() - start)
 
             try:
                 traj = sample(
-                    self.model, prompt, num_steps=settings.num_steps, scheduler=settings.scheduler,
+                    self.model, state.prompt, num_inference_steps=settings.num_steps, scheduler=settings.scheduler,
                     guidance=settings.guidance, seed=settings.seed, batch_size=settings.batch_size,
                     height=settings.size, width=settings.size, device=settings.device, callback=callback,
                     stop=self.stop_event,
@@ -116,4 +179,6 @@ class SamplingJob:
                 error = f"{type(err).__name__}: {err}"
                 traj.metadata["message"] = error
                 traj.metadata["traceback"] = traceback.format_exc()
-            self.on_done(name, traj, error)
+            self.on_done(state, traj, error)
+            if error is not None:
+                break

@@ -1,0 +1,227 @@
+"""The one bokeh document that shows a run's frames: the live explorer and the exported page.
+
+Layout: Play, the step scrubber and the x-axis choice on top; beneath, per run, x_t, x̂0, the caption
+and the band images of x̂0, beside the chromatography plot with its cursor; the RAPSD below. Every
+frame is a row of a ``ColumnDataSource`` (images as data URIs); scrubbing, Play and the x-axis
+choice are ``CustomJS`` callbacks over the rows already in the browser, as in bokeh's gapminder
+example, so they need no kernel. The live explorer streams new rows in as steps are recorded; the
+export writes the same document to a standalone file.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+import numpy as np
+from bokeh.layouts import column, row
+from bokeh.models import ColumnDataSource, CustomJS, Div, RadioButtonGroup, Slider, Toggle
+
+from chromaviz.analysis import Comparison
+from chromaviz.views.frames import COORDINATES, Frame, encode_image
+
+from .plots import COORDINATE_LABELS, ChromatographyPlot, RapsdPlot, finite
+
+IMAGE_PX = 192
+"""Display height of x_t and x̂0 in CSS pixels (images are sent at their own size and enlarged)."""
+BAND_PX = 96
+"""Display height of one band image."""
+
+QUALITY = {"x_t": 50, "x0": 80, "bands": 60}
+"""Lossy encoding quality (0–100) per image: x_t is mostly noise early on, and the bands are
+stretched to their own range, so they take a lower quality than x̂0 for the same look."""
+
+FRAME_COLUMNS = ("step", "timestep", "log_snr", "caption", "x_t", "x0", "bands", "px", "band_px", "f", "rapsd_x0", "rapsd_xt",
+                 "floor")
+
+_FRAME_JS = """
+const i = slider.value;
+const coord = coordinates[radio.active];
+let shown = null;
+for (const [src, div] of panels) {
+  const d = src.data, n = d.caption.length;
+  if (n === 0) { if (div.text !== '') div.text = ''; continue; }
+  const k = Math.min(i, n - 1);
+  const img = (uri, h, label) => uri === '' ? '' :
+    `<figure style="margin:0 6px 0 0"><img src="${uri}" height="${h}" decoding="sync" style="image-rendering:pixelated;display:block">` +
+    `<figcaption style="font-size:13px">${label}</figcaption></figure>`;
+  div.text = `<div style="display:flex;align-items:flex-start">${img(d.x_t[k], d.px[k], 'x<sub>t</sub> (network input)')}` +
+    `${img(d.x0[k], d.px[k], 'x̂<sub>0</sub> (prediction)')}</div>` +
+    `<p class="chromaviz-caption" style="margin:2px 0 4px 0;font-size:14px">${d.caption[k]}</p>` +
+    img(d.bands[k], d.band_px[k], 'bands of x̂<sub>0</sub>, finest → coarsest (top: box pyramid, bottom: FFT rings)');
+  if (shown === null) shown = [d, k];
+}
+if (shown !== null) {
+  const [d, k] = shown;
+  const x = d[coord][k];
+  cursor.location = Number.isFinite(x) ? x : null;
+  const fin = final.data.p.length ? final.data.p : d.rapsd_x0[d.caption.length - 1];
+  spectra.data = {f: d.f[k], x0: d.rapsd_x0[k], xt: d.rapsd_xt[k], final: fin};
+  const fl = d.floor[k], f = d.f[k];
+  floor.data = {f: [f[0], f[f.length - 1]], p: [fl, fl]};
+}
+"""
+
+_COORDINATE_JS = """
+const coord = coordinates[radio.active];
+for (const src of sources) src.data = {...src.data, x: src.data[coord]};
+axis.axis_label = labels[radio.active];
+update.execute(radio);  // the cursor, in the new coordinate
+"""
+
+_PLAY_JS = """
+if (toggle.active) {
+  toggle.label = "❚❚ Pause";
+  toggle.__timer = setInterval(() => {
+    slider.value = slider.value >= slider.end || slider.disabled ? slider.start : slider.value + 1;
+  }, interval);
+} else {
+  toggle.label = "▶ Play";
+  clearInterval(toggle.__timer);
+}
+"""
+
+
+def display_heights(frame: Frame) -> tuple[int, int]:
+    """CSS heights of a frame's x̂0 and of its band grid: small images enlarged by a whole factor
+    to about :data:`IMAGE_PX`, large ones shrunk to it; each band about :data:`BAND_PX` tall."""
+    h = frame.x0.shape[0]
+    px = h * (IMAGE_PX // h) if h <= IMAGE_PX else IMAGE_PX
+    return px, int(round(frame.bands.shape[0] * BAND_PX / h))
+
+
+def frame_rows(frames: Sequence[Frame], *, image_format: str = "webp") -> dict[str, list]:
+    """The ``ColumnDataSource`` columns of ``frames`` (one row per frame; images as data URIs)."""
+    heights = [display_heights(f) for f in frames]
+    return {
+        "px": [h[0] for h in heights],
+        "band_px": [h[1] for h in heights],
+        "step": [float(f.index) for f in frames],
+        "timestep": [f.position("timestep") for f in frames],
+        "log_snr": [f.position("log_snr") for f in frames],
+        "caption": [html.escape(f.caption, quote=False) for f in frames],
+        "x_t": ["" if f.x_t is None else encode_image(f.x_t, image_format, QUALITY["x_t"]) for f in frames],
+        "x0": [encode_image(f.x0, image_format, QUALITY["x0"]) for f in frames],
+        "bands": [encode_image(f.bands, image_format, QUALITY["bands"]) for f in frames],
+        "f": [f.freqs.astype(np.float32) for f in frames],
+        "rapsd_x0": [finite(f.rapsd_x0).astype(np.float32) for f in frames],
+        "rapsd_xt": [finite(f.rapsd_xt).astype(np.float32) for f in frames],
+        "floor": [f.noise_floor for f in frames],
+    }
+
+
+class RunDocument:
+    """Frames of one or two runs on one scrubber, with the chromatography plot and the RAPSD.
+
+    Parameters
+    ----------
+    levels : sequence of int
+        Block sizes m, finest first (the plot's levels).
+    runs : sequence of str
+        Run names (``("A",)`` or ``("A", "B")``); each gets an image panel and a marker series.
+    image_format : {"webp", "png", "jpeg"}
+        How frames are encoded (lossy WebP by default: about 1–4 kB per 64×64 image).
+    interval : int
+        Milliseconds between frames when playing.
+    """
+
+    def __init__(self, levels: Sequence[int], runs: Sequence[str] = ("A",), *,
+                 image_format: str = "webp", interval: int = 150, plot_width: int = 540, plot_height: int = 430) -> None:
+        self.levels = tuple(levels)
+        self.runs = tuple(runs)
+        self.image_format = image_format
+        self.frames = {name: ColumnDataSource({c: [] for c in FRAME_COLUMNS}, name=f"frames-{name}") for name in self.runs}
+        self.final = ColumnDataSource({"p": []}, name="final-rapsd")
+        self.header = Div(text="", name="header", styles={"font-size": "14px"})
+        self.titles = {name: Div(text=f"<b>run {name}</b>", name=f"title-{name}", styles={"font-size": "15px"})
+                       for name in self.runs}
+        self.panels = {name: Div(text="", name=f"frame-{name}", width=max(2 * IMAGE_PX + 12, 520)) for name in self.runs}
+        self.chroma = ChromatographyPlot(self.levels, runs=self.runs, width=plot_width, height=plot_height)
+        self.rapsd = RapsdPlot(width=plot_width, height=300)
+        self.slider = Slider(start=0, end=1, value=0, step=1, title="step", width=520, disabled=True, name="scrubber",
+                             css_classes=["chromaviz-scrubber"])
+        self.play = Toggle(label="▶ Play", active=False, width=90, name="play")
+        self.coordinate = RadioButtonGroup(labels=[COORDINATE_LABELS[c].split(" (")[0] for c in COORDINATES], active=0,
+                                           name="coordinate")
+        panels = [[self.frames[n], self.panels[n]] for n in self.runs]
+        self.update = CustomJS(name="show-frame", args=dict(
+            slider=self.slider, radio=self.coordinate, coordinates=list(COORDINATES), panels=panels,
+            cursor=self.chroma.cursor, spectra=self.rapsd.spectra, floor=self.rapsd.floor, final=self.final,
+        ), code=_FRAME_JS)
+        self.slider.js_on_change("value", self.update)
+        for src in self.frames.values():
+            src.js_on_change("data", self.update)
+            src.js_on_change("streaming", self.update)
+        self.coordinate.js_on_change("active", CustomJS(args=dict(
+            radio=self.coordinate, coordinates=list(COORDINATES), sources=[self.chroma.theory, *self.chroma.measured.values()],
+            axis=self.chroma.fig.xaxis[0], labels=[COORDINATE_LABELS[c] for c in COORDINATES], slider=self.slider,
+            update=self.update), code=_COORDINATE_JS))
+        self.play.js_on_change("active", CustomJS(args=dict(toggle=self.play, slider=self.slider, interval=interval),
+                                                  code=_PLAY_JS))
+        images = column(*[column(self.titles[n], self.panels[n]) for n in self.runs])
+        self.layout = column(
+            self.header,
+            row(self.play, self.slider, self.coordinate),
+            row(images, column(self.chroma.fig, self.rapsd.fig)),
+            name="chromaviz-run", css_classes=["chromaviz-run"],
+        )
+
+    # ------------------------------------------------------------------ state (kernel side)
+    @property
+    def coordinate_name(self) -> str:
+        """The x axis chosen in the browser: "step", "timestep" or "log_snr"."""
+        return COORDINATES[self.coordinate.active]
+
+    def __len__(self) -> int:
+        """Frames on the scrubber: the most of any run."""
+        return max((len(src.data["caption"]) for src in self.frames.values()), default=0)
+
+    def set_frames(self, run: str, frames: Sequence[Frame]) -> None:
+        """Replace run ``run``'s frames."""
+        self.frames[run].data = frame_rows(frames, image_format=self.image_format)
+        self._fit_slider(follow=False)
+
+    def append_frames(self, run: str, frames: Sequence[Frame], *, follow: bool | None = None) -> None:
+        """Append frames to run ``run`` (streamed to the browser). The scrubber follows the newest
+        frame if it sat on the last one (or if ``follow``)."""
+        if not frames:
+            return
+        if follow is None:
+            follow = self.slider.value >= len(self) - 1
+        self.frames[run].stream(frame_rows(frames, image_format=self.image_format))
+        self._fit_slider(follow)
+
+    def clear(self) -> None:
+        """Remove every run's frames and measured points (the theory stays)."""
+        for name in self.runs:
+            self.frames[name].data = {c: [] for c in FRAME_COLUMNS}
+            self.chroma.clear_measured(name)
+        self.final.data = {"p": []}
+        self.slider.value = 0
+        self._fit_slider(follow=False)
+
+    def _fit_slider(self, follow: bool) -> None:
+        n = len(self)
+        self.slider.end = max(n - 1, 1)  # bokeh sliders need end > start
+        self.slider.disabled = n < 2
+        if follow:
+            self.slider.value = max(n - 1, 0)
+        elif self.slider.value > max(n - 1, 0):
+            self.slider.value = max(n - 1, 0)
+
+    def show(self, step: int) -> None:
+        """Move the scrubber to ``step`` (the browser draws the frame)."""
+        self.slider.value = step
+
+    def set_theory(self, timesteps, log_snr, spectrum_aware: np.ndarray, m2_law: np.ndarray) -> None:
+        """The theory curves over the planned steps (shapes (S,) and (S, L))."""
+        self.chroma.set_theory(timesteps, log_snr, spectrum_aware, m2_law, coordinate=self.coordinate_name)
+
+    def set_comparison(self, run: str, comparison: Comparison) -> None:
+        """Measured signal fractions of run ``run`` (markers) from its :class:`Comparison`."""
+        self.chroma.set_measured(run, comparison.timesteps, comparison.log_snr, comparison.measured,
+                                 coordinate=self.coordinate_name)
+
+    def set_final_rapsd(self, power: np.ndarray | None) -> None:
+        """The spectrum of the run's sample, drawn in grey (None: the newest x̂0's)."""
+        self.final.data = {"p": [] if power is None else finite(power)}
