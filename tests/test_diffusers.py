@@ -276,7 +276,7 @@ def test_explorer_runs_a_pipeline(sd):
     traj = ex.trajectories["A"]
     assert traj.status == "complete" and traj.x0.shape == (4, 1, 4, SIZE // 2, SIZE // 2)
     assert ex.levels == spectral.levels_for(SIZE // 2, SIZE // 2)  # bands of the latent grid
-    assert ex.panels["A"].x0.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ex.shown()["x0"].startswith("data:image/webp;base64,")  # the frame the browser shows
 
 
 # ---------------------------------------------------------------------- loading
