@@ -11,9 +11,10 @@ from .apps import UpsampleGuided, by_resolution, from_births, upscale
 from .models import Denoiser, ExemplarMixture, GaussianPowerLaw, load_shapes
 from .noise import Schedule
 from .sampling import Boundary, PromptSchedule, SamplingError, StepRecord, Trajectory, sample
+from .sweep import sweep  # the function; its modules stay importable as chromaviz.sweep.grid, .cell, ...
 
 __all__ = [
     "Boundary", "Comparison", "Denoiser", "ExemplarMixture", "GaussianPowerLaw", "PromptSchedule",
     "SamplingError", "Schedule", "StepRecord", "Trajectory", "UpsampleGuided", "by_resolution", "compare",
-    "from_births", "load_shapes", "sample", "upscale", "__version__",
+    "from_births", "load_shapes", "sample", "sweep", "upscale", "__version__",
 ]

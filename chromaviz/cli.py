@@ -76,6 +76,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import grid_from_pairs, sweep
+    from .sweep.results import GALLERY, TABLE
+
+    grid = grid_from_pairs(args.parameter)
+    try:
+        rows = sweep(grid, args.out, workers=args.workers, scheduler=args.scheduler, x=args.x, y=args.y,
+                     reports=args.reports, torch_threads=args.torch_threads, progress=not args.quiet,
+                     connect_timeout=args.connect_timeout)
+    except KeyboardInterrupt:
+        print(f"chromaviz sweep: interrupted; the finished cells are kept in {args.out} and listed in "
+              f"{Path(args.out) / TABLE}; run the same command again to run the rest", file=sys.stderr)
+        return 130
+    failed = [r for r in rows if r["status"] != "complete"]
+    for row in failed:
+        print(f"chromaviz sweep: cell {row['cell']} failed: {row['error']}", file=sys.stderr)
+    print(f"{len(rows) - len(failed)} of {len(rows)} cells complete:\n  {Path(args.out) / TABLE}\n  {Path(args.out) / GALLERY}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import BUILTIN
     from .noise.schedulers import SCHEDULERS
@@ -115,6 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--cell-timeout", type=float, default=600, help="seconds any one cell may run (default: 600)")
     report.add_argument("--quiet", action="store_true", help="no progress bar")
     report.set_defaults(func=_report)
+    sweep = sub.add_parser(
+        "sweep", help="run the report's computation on a grid of parameters as Dask tasks; a table and a gallery",
+        description="The Cartesian grid of the report's parameters (-p NAME V1 V2 ...), each cell sampled and compared "
+                    "as one Dask task, on a local cluster of worker processes or on an existing one (--scheduler). "
+                    "Writes sweep.csv (one row per cell), gallery.html and cells/<cell>/; cells finished in an earlier "
+                    "run into the same folder are skipped.",
+    )
+    sweep.add_argument("-p", "--parameter", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
+                       help="a report parameter and its values, e.g. -p scheduler ddim euler -p steps 20 50 "
+                            "(names and types as in chromaviz report --list)")
+    sweep.add_argument("-o", "--out", default="chromaviz-sweep", help="output folder (default: ./chromaviz-sweep)")
+    where = sweep.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, help="worker processes of the local cluster (default: the CPU cores)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="address of a running Dask scheduler, e.g. tcp://HOST:8786 (not a diffusers scheduler: "
+                            "sweep those with -p scheduler ...)")
+    sweep.add_argument("--x", default=None, metavar="NAME", help="parameter across the gallery (default: the first swept)")
+    sweep.add_argument("--y", default=None, metavar="NAME", help="parameter down the gallery (default: the second swept)")
+    sweep.add_argument("--reports", action="store_true", help="also write each cell's full report into cells/<cell>/")
+    sweep.add_argument("--torch-threads", type=int, default=None,
+                       help="torch threads per cell (default: 1 on the local cluster, torch's default on --scheduler)")
+    sweep.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for --scheduler (default: 5)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(func=_sweep)
     return parser
 
 

@@ -1,0 +1,161 @@
+"""One cell of a sweep, run where Dask puts it: the report's run (sample + compare) in this process.
+
+:func:`run_cell` is what a Dask worker executes. It imports chromaviz on the worker (workers get
+chromaviz by the same ``pip install`` as the client), never raises for a failing run (the error is
+the cell's result), and returns plain data: a row of the sweep's table and the chromatogram as PNG.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+PREDICTIONS = ("predicted", "prediction")
+"""Attributes of :class:`chromaviz.analysis.Comparison` that may hold the prediction of the run as it
+was sampled, shape (S, L); the first one present is used, else the continuous spectrum-aware theory."""
+
+
+def load_model(values: Mapping[str, Any]):
+    """The report's model for these parameters: a built-in model, or a diffusers pipeline folder or id.
+
+    The same choice as the report notebook's first code cell.
+    """
+    from ..models import BUILTIN, TRAINED, load_builtin
+    from ..noise.schedules import Schedule
+
+    model, size = values["model"], values["size"]
+    if model in BUILTIN:  # a trained network (shapes) keeps the schedule it was trained with
+        options = {} if model in TRAINED else {"schedule": Schedule.coerce(values["schedule"])}
+        return load_builtin(model, size=size, **options)
+    import torch
+
+    from ..models.diffusers.adapter import load_pipeline
+
+    dtype = values.get("dtype") or None
+    return load_pipeline(model, torch_dtype=getattr(torch, dtype) if dtype else None, device=values.get("device") or None)
+
+
+def prediction(comparison) -> tuple[np.ndarray, str]:
+    """The predicted signal fractions of a comparison, shape (S, L), and the attribute they came from."""
+    for name in PREDICTIONS:
+        value = getattr(comparison, name, None)
+        if value is not None and np.shape(value) == np.shape(comparison.measured):
+            return np.asarray(value, dtype=float), name
+    return comparison.spectrum_aware, "spectrum_aware"
+
+
+def _per_level(prefix: str, levels: Sequence[int], values: Sequence[Any]) -> dict[str, Any]:
+    return {f"{prefix}_m{m}": (v.item() if hasattr(v, "item") else v) for m, v in zip(levels, values)}
+
+
+def _inheritance(comparison, levels: Sequence[int]) -> dict[str, Any]:
+    """Per-level inheritance columns from ``comparison.inheritance`` when compare provides it.
+
+    Accepts an array of length L, a mapping of names to such arrays, or an object with ``measured``
+    and ``predicted`` arrays (issue 14 is adding this to :func:`chromaviz.analysis.compare`).
+    """
+    found = getattr(comparison, "inheritance", None)
+    if found is None:
+        return {}
+    if isinstance(found, Mapping):
+        parts = dict(found)
+    elif hasattr(found, "measured") or hasattr(found, "predicted"):
+        parts = {k: getattr(found, k) for k in ("measured", "predicted") if getattr(found, k, None) is not None}
+    else:
+        parts = {"": found}
+    out: dict[str, Any] = {}
+    for key, values in parts.items():
+        values = np.asarray(values, dtype=float).ravel()
+        if len(values) == len(levels):
+            out.update(_per_level("inheritance" + (f"_{key}" if key else ""), levels, values))
+    return out
+
+
+def figures(traj, comparison, model) -> dict[str, Any]:
+    """The row figures of one run: birth steps per level (measured, predicted, m² law), inheritance, max deviation.
+
+    A level's birth step is the first step at which its signal fraction reaches ½
+    (:func:`chromaviz.notebook.report.crossing_steps`, as in the report's timing table); None if it
+    never does.
+    """
+    from .. import theory
+    from ..notebook.report import crossing_steps
+
+    levels = list(comparison.levels)
+    predicted, source = prediction(comparison)
+    timings = theory.level_timings(model.schedule, levels)
+    return {
+        "steps_recorded": len(traj),
+        "levels": levels,
+        "max_deviation": comparison.max_deviation,
+        "prediction": source,
+        **_per_level("birth_step_measured", levels, crossing_steps(comparison.measured)),
+        **_per_level("birth_step_predicted", levels, crossing_steps(predicted)),
+        **_per_level("birth_step_m2law", levels, crossing_steps(comparison.m2_law)),
+        **_per_level("inherited", levels, [lt.inherited for lt in timings]),
+        **_inheritance(comparison, levels),
+    }
+
+
+def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, report: str | None = None,
+             pairs: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
+    """Run one cell: load the model, sample, compare, and draw the chromatogram.
+
+    Parameters
+    ----------
+    values : mapping
+        Every report parameter (see :class:`chromaviz.sweep.grid.Cell`).
+    torch_threads : int, optional
+        ``torch.set_num_threads`` for this process (one per worker process on a local cluster).
+    report : str, optional
+        Also write the full report (:func:`chromaviz.notebook.report.run_report`) into this folder,
+        which must be reachable from the worker.
+    pairs : sequence of (name, text)
+        The report's ``-p NAME VALUE`` pairs for ``report``.
+
+    Returns
+    -------
+    dict
+        ``row``: status (``"complete"``, the run's own status if it stopped early, or ``"error"``),
+        error (``"Type: message"``, empty if none), seconds, run_device, worker, and :func:`figures`;
+        ``traceback``: the error's traceback text; ``chromatogram``: PNG bytes or None.
+    """
+    start = time.perf_counter()
+    row: dict[str, Any] = {"status": "error", "error": "", "seconds": None, "run_device": "",
+                           "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    out: dict[str, Any] = {"row": row, "traceback": "", "chromatogram": None}
+    try:
+        import torch
+
+        from ..analysis import compare
+        from ..sampling import sample
+        from ..views.figures import save_chromatogram
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        model = load_model(values)
+        device = values.get("device") or None
+        traj = sample(model, values.get("prompt") or None, num_steps=values["steps"], scheduler=values["scheduler"],
+                      guidance=values["guidance"], seed=values["seed"], batch_size=values["batch"],
+                      height=values["size"], width=values["size"], device=device)
+        comparison = compare(traj, model, method=values["method"])
+        row.update(status=traj.status, run_device=str(traj.metadata.get("device", "")), **figures(traj, comparison, model))
+        with tempfile.TemporaryDirectory() as tmp:
+            title = f"{model.name}, {traj.metadata['scheduler_class']}, {len(traj)} steps, {values['method']} bands"
+            out["chromatogram"] = save_chromatogram(comparison, Path(tmp) / "chromatogram.png", title=title).read_bytes()
+        if report is not None:
+            from ..notebook.report import run_report
+
+            run_report(pairs, report, progress=False)
+    except Exception as err:  # the cell's result: recorded in the table, the sweep goes on
+        row.update(status="error", error=f"{type(err).__name__}: {err}")
+        out["traceback"] = traceback.format_exc()
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    return out

@@ -1,0 +1,239 @@
+"""Sweeps on Dask: the grid and its checks, a local cluster, a real scheduler with a worker killed, faults.
+
+Clusters are real: ``LocalCluster`` worker processes, and ``dask scheduler`` / ``dask worker``
+processes started (and stopped, by pid) on 127.0.0.1. Runs are tiny Gaussian-model runs (32×32,
+batch 2, a few steps).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chromaviz.cli import main
+from chromaviz.notebook.report import read_figures
+from chromaviz.sweep import SweepError, make_grid, read_table, sweep
+from chromaviz.sweep.grid import axes, grid_from_pairs
+
+SMALL = {"size": [32], "batch": [2]}
+DASK = Path(sys.executable).with_name("dask")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cell_files(out: Path) -> dict[str, float]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*/cell.json")}
+
+
+# ---------------------------------------------------------------------- the grid (no cluster)
+def test_grid_is_the_cartesian_product_of_typed_report_parameters():
+    cells = make_grid({"scheduler": ["ddim", "euler"], "steps": [4, "6"], "guidance": [1]})
+    assert [c.swept for c in cells] == [
+        {"scheduler": "ddim", "steps": 4, "guidance": 1.0}, {"scheduler": "ddim", "steps": 6, "guidance": 1.0},
+        {"scheduler": "euler", "steps": 4, "guidance": 1.0}, {"scheduler": "euler", "steps": 6, "guidance": 1.0},
+    ]
+    assert cells[0].name == "scheduler-ddim_steps-4_guidance-1.0"
+    assert cells[0].values["model"] == "gaussian" and "output_dir" not in cells[0].values  # report defaults
+    assert isinstance(cells[1].values["guidance"], float) and cells[1].pairs() == [("scheduler", "ddim"), ("steps", "6"), ("guidance", "1.0")]
+    odd = make_grid({"prompt": ["a cat/dog", "a cat dog"]})
+    assert len({c.name for c in odd}) == 2 and all(re.fullmatch(r"[A-Za-z0-9._+=-]+", c.name) for c in odd)
+    assert axes({"a": [1, 2], "b": [1], "c": [1, 2]}, None, None) == ("a", "c")
+    assert axes({"a": [1, 2], "c": [1, 2]}, "c", None) == ("c", "a")
+
+
+@pytest.mark.parametrize("grid, kind, words", [
+    ({"stepz": [4]}, ValueError, ["'stepz' is not a parameter", "did you mean 'steps'"]),
+    ({"steps": []}, SweepError, ["'steps' has an empty value list"]),
+    ({"steps": ["x"]}, ValueError, ["'steps' expects an integer", "got 'x'"]),
+    ({"steps": [2.5]}, ValueError, ["'steps' expects an integer", "got '2.5'"]),
+    ({"output_dir": ["a"]}, ValueError, ["'output_dir' is set by the command itself"]),
+    ({"steps": [4, 4]}, SweepError, ["repeats the value 4"]),
+    ({"prompt": [3]}, TypeError, ["'prompt' takes text", "got 3"]),
+    ({"steps": 4}, TypeError, ["grid['steps'] must be a list"]),
+])
+def test_bad_grids_name_the_parameter_before_anything_runs(grid, kind, words, tmp_path):
+    with pytest.raises(kind) as err:
+        sweep(grid, tmp_path / "out", workers=1)
+    assert all(w in str(err.value) for w in words), str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["-p", "stepz", "4"], "'stepz' is not a parameter"),
+    (["-p", "steps", "four"], "'steps' expects an integer"),
+    (["-p", "steps"], "'steps' has an empty value list"),
+    (["-p", "steps", "4", "-p", "steps", "5"], "'steps' is given twice"),
+    (["-p", "steps", "4", "5", "--x", "seed"], "x='seed' is not a parameter of this sweep"),
+    (["-p", "steps", "4", "--workers", "0"], "workers must be an integer ≥ 1"),
+    (["-p", "steps", "4", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "not allowed with argument"),
+])
+def test_command_line_mistakes_exit_2_before_any_cell(argv, words, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", *argv, "-o", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_scheduler_exits_2_within_seconds(tmp_path, capsys):
+    address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "-p", "steps", "4", "-o", str(tmp_path / "out"), "--scheduler", address, "--connect-timeout", "2"])
+    assert exit_.value.code == 2 and time.perf_counter() - start < 15
+    assert f"cannot reach the Dask scheduler at '{address}' within 2 s" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_from_command_line_groups():
+    assert grid_from_pairs([["steps", "4", "6"], ["scheduler", "ddim"]]) == {"steps": ["4", "6"], "scheduler": ["ddim"]}
+
+
+# ---------------------------------------------------------------------- a local cluster
+@pytest.mark.slow
+def test_local_cluster_2x2_matches_the_reports_of_the_same_runs(tmp_path):
+    """Two worker processes, a 2×2 grid with --reports: every row's figures equal those its own report recorded.
+
+    Each report is a separate papermill run of ``chromaviz report`` with the cell's parameters (the
+    same seed), so the sweep's in-process computation is checked against the report's.
+    """
+    out = tmp_path / "sweep"
+    rows = sweep({"scheduler": ["ddim", "euler"], "steps": [4, 6], **SMALL}, out, workers=2, reports=True, progress=False)
+    assert len(rows) == 4 and [r["status"] for r in rows] == ["complete"] * 4, rows
+    assert {r["scheduler"] for r in rows} == {"ddim", "euler"} and {r["steps"] for r in rows} == {4, 6}
+    assert len({r["worker"] for r in rows}) >= 1 and all(r["run_device"] == "cpu" for r in rows)
+    table = read_table(out / "sweep.csv")
+    assert [t["cell"] for t in table] == [r["cell"] for r in rows]
+    for row, line in zip(rows, table):
+        assert float(line["max_deviation"]) == pytest.approx(row["max_deviation"], rel=1e-12)
+        assert line["birth_step_measured_m1"] == str(row["birth_step_measured_m1"])
+        figures = read_figures(out / "cells" / row["cell"] / "report.ipynb")
+        levels = figures["levels"]
+        assert row["levels"] == levels and row["steps_recorded"] == figures["steps_recorded"] == row["steps"]
+        assert row["max_deviation"] == pytest.approx(figures["max_deviation"], rel=1e-6, abs=1e-9)
+        assert [row[f"birth_step_measured_m{m}"] for m in levels] == figures["measured_half_steps"]
+        assert [row[f"birth_step_m2law_m{m}"] for m in levels] == figures["m2_half_steps"]
+        assert [m for m in levels if row[f"inherited_m{m}"]] == figures["inherited_levels"]
+    gallery = (out / "gallery.html").read_text(encoding="utf-8")
+    assert gallery.count("data:image/png;base64,") == 4
+    assert all(f'href="cells/{r["cell"]}/report.html"' in gallery for r in rows)
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", gallery) and "<script" not in gallery  # offline
+    page = (out / "cells" / rows[0]["cell"] / "index.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64," in page and "birth step measured" in page
+
+
+@pytest.mark.slow
+def test_a_failing_cell_is_recorded_and_a_rerun_skips_finished_cells(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "-p", "scheduler", "ddim", "bogus", "-p", "steps", "3", "-p", "size", "32", "-p", "batch", "2",
+            "-o", str(out), "--workers", "1", "--quiet"]
+    assert main(argv) == 1
+    assert "cell scheduler-bogus_steps-3_size-32_batch-2 failed" in capsys.readouterr().err
+    rows = {r["scheduler"]: r for r in read_table(out / "sweep.csv")}
+    assert rows["ddim"]["status"] == "complete" and rows["ddim"]["error"] == ""
+    assert rows["bogus"]["status"] == "error" and "bogus" in rows["bogus"]["error"]
+    assert "ValueError" in (out / "cells" / rows["bogus"]["cell"] / "index.html").read_text(encoding="utf-8")
+    before = _cell_files(out)
+    assert main(argv) == 1  # the finished cell is kept, the failed one runs again
+    after = _cell_files(out)
+    assert after[rows["ddim"]["cell"]] == before[rows["ddim"]["cell"]]
+    assert after[rows["bogus"]["cell"]] != before[rows["bogus"]["cell"]]
+    assert len(read_table(out / "sweep.csv")) == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_every_finished_cell_and_their_table(tmp_path):
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "chromaviz.cli", "sweep", "-p", "steps", *map(str, range(20, 30)), "-p", "batch", "2",
+           "-p", "size", "32", "-o", str(out), "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not _cell_files(out) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert _cell_files(out), "no cell finished"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted; the finished cells are kept" in err
+    finished = _cell_files(out)
+    table = read_table(out / "sweep.csv")
+    assert 1 <= len(table) < 10 and {t["cell"] for t in table} == set(finished)
+    assert all(t["status"] == "complete" for t in table)
+    assert "not run" in (out / "gallery.html").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------- an existing cluster
+@pytest.fixture
+def dask_cluster():
+    """``dask scheduler`` and two ``dask worker`` processes (no nanny) on 127.0.0.1; stopped by pid."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([str(DASK), "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                                           "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield address, procs[1:]
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.mark.slow
+def test_scheduler_address_and_a_worker_killed_mid_sweep(dask_cluster, tmp_path):
+    from distributed import Client
+
+    address, workers = dask_cluster
+    out = tmp_path / "sweep"
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=120)
+        pids = client.run(os.getpid)  # worker address → pid
+        cmd = [sys.executable, "-m", "chromaviz.cli", "sweep", "-p", "steps", *map(str, range(20, 28)), "-p", "batch", "4",
+               "-o", str(out), "--scheduler", address, "--torch-threads", "1", "--quiet"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            victim, lost = None, []
+            deadline = time.monotonic() + 240
+            while victim is None and time.monotonic() < deadline and proc.poll() is None:
+                if _cell_files(out):  # mid-sweep: a cell has finished
+                    busy = {w: keys for w, keys in client.processing().items() if keys}
+                    if busy:
+                        worker, lost = next(iter(busy.items()))
+                        victim = pids[worker]
+                time.sleep(0.1)
+            assert victim is not None, "no worker was busy mid-sweep"
+            os.kill(victim, signal.SIGKILL)
+            stdout, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    table = read_table(out / "sweep.csv")
+    assert len(table) == 8 and all(t["status"] == "complete" for t in table)
+    survivor = next(p.pid for p in workers if p.pid != victim)
+    rerun = [t for t in table if any(f"-{t['cell']}-" in str(k) for k in lost)]
+    assert rerun and all(t["worker"].endswith(f":{survivor}") for t in rerun), (lost, table)
