@@ -184,10 +184,10 @@ def test_prompts_sizes_and_default_scheduler(sd):
 
 def test_deferred_records_are_the_same_run(sd, monkeypatch):
     """The hand-out used on CUDA (each record one step late), exercised on the CPU."""
-    import chromaviz.sampling.sampler as sampling
+    import chromaviz.sampling.recorder as recorder
 
     now = sample(sd, A, num_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu")
-    monkeypatch.setattr(sampling, "DEFER_ON", ("cpu", "cuda"))
+    monkeypatch.setattr(recorder, "DEFER_ON", ("cpu", "cuda"))
     seen = []
     late = sample(sd, A, num_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu", callback=seen.append)
     assert [r.index for r in seen] == [0, 1, 2] and late.status == "complete"

@@ -104,7 +104,7 @@ class RaisesAt(GaussianPowerLaw):
 
 
 def run(model, prompt=None, **kwargs) -> Trajectory:
-    kwargs.setdefault("num_steps", 6)
+    kwargs.setdefault("num_inference_steps", 6)
     kwargs.setdefault("batch_size", 2)
     kwargs.setdefault("device", "cpu")
     return sample(model, prompt, **kwargs)
@@ -165,7 +165,7 @@ def test_same_seed_same_trajectory_bit_for_bit(request, model_name, prompt, sche
 def test_every_scheduler_runs(name):
     schedule = FLOW if name in FLOW_SCHEDULERS else Schedule.preset("scaled_linear")
     model = GaussianPowerLaw(schedule=schedule, size=SIZE)
-    traj = run(model, scheduler=name, num_steps=10)
+    traj = run(model, scheduler=name, num_inference_steps=10)
     reference = make_scheduler(name, schedule)
     reference.set_timesteps(10)
     assert traj.status == "complete", traj.message
@@ -193,7 +193,7 @@ def test_vp_schedulers_refuse_flow_schedules_and_vice_versa(name):
 def test_recorded_quantities_are_consistent(name):
     schedule = FLOW if name in FLOW_SCHEDULERS else Schedule.preset("scaled_linear")
     model = GaussianPowerLaw(schedule=schedule, size=SIZE)
-    traj = run(model, scheduler=name, num_steps=8, seed=5)
+    traj = run(model, scheduler=name, num_inference_steps=8, seed=5)
     sched = make_scheduler(name, schedule)
     sched.set_timesteps(8)
     for i, st in enumerate(traj.steps):
@@ -223,7 +223,7 @@ def test_recorded_quantities_are_consistent(name):
 
 
 def test_ddim_pred_original_sample_equals_recorded_x0(gaussian):
-    traj = run(gaussian, scheduler="ddim", num_steps=10, seed=3)
+    traj = run(gaussian, scheduler="ddim", num_inference_steps=10, seed=3)
     sched = make_scheduler("ddim", gaussian.schedule)
     sched.set_timesteps(10)
     levels = noise_levels(sched, gaussian.schedule)
@@ -244,7 +244,7 @@ def test_zero_terminal_snr_ddim_is_finite():
     """α = 0 at the first step: ε-prediction would make DDIM compute 0/0 (sampling hands it v)."""
     model = GaussianPowerLaw(schedule=Schedule.preset("scaled_linear").zero_terminal_snr(), size=SIZE)
     for name in ("ddim", "ddpm"):
-        traj = run(model, scheduler=name, num_steps=10)
+        traj = run(model, scheduler=name, num_inference_steps=10)
         assert traj.status == "complete"
         assert traj.log_snr[0] == -math.inf and traj.steps[0].alpha == 0.0
         assert torch.isfinite(traj.final).all()
@@ -255,14 +255,14 @@ def test_zero_terminal_snr_ddim_is_finite():
 # ---------------------------------------------------------------------- cancellation
 @pytest.mark.parametrize("k", [0, 3, 8])
 def test_cancel_from_callback_after_step_k(gaussian, k):
-    full = run(gaussian, num_steps=10, seed=11)
+    full = run(gaussian, num_inference_steps=10, seed=11)
     stop = threading.Event()
 
     def callback(rec: StepRecord) -> None:
         if rec.index == k:
             stop.set()
 
-    traj = run(gaussian, num_steps=10, seed=11, stop=stop, callback=callback)
+    traj = run(gaussian, num_inference_steps=10, seed=11, stop=stop, callback=callback)
     assert traj.status == "cancelled"
     assert f"before step {k + 1}" in traj.message
     assert len(traj) == k + 1
@@ -286,13 +286,13 @@ def test_cancel_before_the_first_step(gaussian):
 
 def test_stop_set_after_the_last_step_completes(gaussian):
     stop = threading.Event()
-    traj = run(gaussian, num_steps=5, stop=stop, callback=lambda rec: rec.index == 4 and stop.set())
+    traj = run(gaussian, num_inference_steps=5, stop=stop, callback=lambda rec: rec.index == 4 and stop.set())
     assert traj.status == "complete" and len(traj) == 5 and traj.final is not None
 
 
 def test_cancel_from_another_thread_while_sampling(gaussian):
     num_steps = 60
-    full = run(gaussian, num_steps=num_steps, seed=2)
+    full = run(gaussian, num_inference_steps=num_steps, seed=2)
     slow = Spy(gaussian, delay=0.02)  # ≥ 1.2 s for the whole run: ample time for the thread to stop it
     stop, running = threading.Event(), threading.Event()
 
@@ -303,7 +303,7 @@ def test_cancel_from_another_thread_while_sampling(gaussian):
     thread = threading.Thread(target=canceller)
     thread.start()
     try:
-        traj = run(slow, num_steps=num_steps, seed=2, stop=stop, callback=lambda rec: rec.index == 1 and running.set())
+        traj = run(slow, num_inference_steps=num_steps, seed=2, stop=stop, callback=lambda rec: rec.index == 1 and running.set())
     finally:
         thread.join(timeout=30)
     assert not thread.is_alive()
@@ -320,7 +320,7 @@ def test_cancel_from_another_thread_while_sampling(gaussian):
 def test_nan_from_step_5_raises_with_partial_trajectory():
     model = NaNFrom(5, size=SIZE)
     with pytest.raises(SamplingError, match=r"NaN.*step 5") as info:
-        run(model, num_steps=10)
+        run(model, num_inference_steps=10)
     traj = info.value.trajectory
     assert isinstance(info.value, RuntimeError)
     assert traj.status == "failed"
@@ -330,7 +330,7 @@ def test_nan_from_step_5_raises_with_partial_trajectory():
     assert traj.final is None
     assert all(torch.isfinite(s.x0).all() and torch.isfinite(s.x_t).all() for s in traj.steps)
     # The partial run is the same as an intact model's first 5 steps.
-    intact = run(GaussianPowerLaw(size=SIZE), num_steps=10)
+    intact = run(GaussianPowerLaw(size=SIZE), num_inference_steps=10)
     for a, b in zip(traj.steps, intact.steps):
         assert_steps_equal(a, b)
 
@@ -338,7 +338,7 @@ def test_nan_from_step_5_raises_with_partial_trajectory():
 def test_model_exception_raises_with_partial_trajectory():
     model = RaisesAt(3, size=SIZE)
     with pytest.raises(SamplingError, match="CUDA out of memory") as info:
-        run(model, num_steps=10)
+        run(model, num_inference_steps=10)
     err = info.value
     assert isinstance(err.__cause__, RuntimeError) and "CUDA out of memory" in str(err.__cause__)
     assert "step 3" in str(err)
@@ -357,13 +357,12 @@ def test_model_exception_raises_with_partial_trajectory():
         ("exemplars", "cat", {"negative_prompt": "dog"}, r"'dog' names none"),
         ("gaussian", "cat", {}, r"unconditional and takes no prompt"),
         ("gaussian", None, {"scheduler": "heun"}, r"unknown scheduler 'heun'"),
-        ("gaussian", None, {"num_steps": 0}, r"num_steps must be a positive integer, got 0"),
-        ("gaussian", None, {"num_steps": 2.5}, r"num_steps must be a positive integer"),
-        ("gaussian", None, {"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
+        ("gaussian", None, {"num_inference_steps": 0}, r"num_inference_steps must be an integer ≥ 1, got 0"),
+        ("gaussian", None, {"batch_size": 0}, r"batch_size must be an integer ≥ 1, got 0"),
         ("gaussian", None, {"height": 4}, r"too small"),
-        ("exemplars", "cat", {"guidance": -1.0}, r"guidance must be ≥ 0, got -1.0"),
-        ("exemplars", "cat", {"guidance": math.nan}, r"guidance must be ≥ 0"),
-        ("gaussian", None, {"record": ("foo",)}, r"cannot record \['foo'\]"),
+        ("exemplars", "cat", {"guidance": -1.0}, r"guidance must be a finite number ≥ 0, got -1.0"),
+        ("exemplars", "cat", {"guidance": math.nan}, r"guidance must be a finite number ≥ 0, got nan"),
+        ("gaussian", None, {"record": ("foo",)}, r"record has \['foo'\]; choose from \['x_t', 'x0', 'eps'\]"),
         ("exemplars", "[cat:moon:xyz=3]", {}, r"unknown unit 'xyz'"),
         ("exemplars", "[cat:moon:1.5]", {}, r"must lie in \[0, 1\]"),
         ("exemplars", "[cat:dog:0.5]", {}, r"'dog' names none"),
@@ -382,14 +381,14 @@ def test_live_prompt_is_checked_per_step(exemplars):
     # bad prompt must never reach the model.)
     spy = Spy(exemplars)
     with pytest.raises((ValueError, SamplingError), match="names none"):
-        run(spy, lambda i, level: "cat" if i < 2 else "a dog", num_steps=6)
+        run(spy, lambda i, level: "cat" if i < 2 else "a dog", num_inference_steps=6)
     assert len(spy.calls) == 2
 
 
 # ---------------------------------------------------------------------- prompt schedules
 def test_a1111_fraction_switch(exemplars):
     spy = Spy(exemplars)
-    traj = run(spy, "[cat:moon:0.5]", num_steps=10)
+    traj = run(spy, "[cat:moon:0.5]", num_inference_steps=10)
     # A1111: W = min(N, int(0.5·N)) = 5; the first prompt for steps 0…W, the second from W + 1.
     w = min(10, int(0.5 * 10))
     expected = ["cat"] * (w + 1) + ["moon"] * (10 - w - 1)
@@ -399,7 +398,7 @@ def test_a1111_fraction_switch(exemplars):
 
 
 def test_level_switch_at_birth_of_level_4(exemplars):
-    traj = run(exemplars, PromptSchedule.switch("cat", "moon", Boundary.level(4)), num_steps=20)
+    traj = run(exemplars, PromptSchedule.switch("cat", "moon", Boundary.level(4)), num_inference_steps=20)
     threshold = -2 * math.log(4)
     lam = traj.log_snr
     first = int(np.argmax(lam >= threshold))
@@ -416,7 +415,7 @@ def test_live_callable_prompt(exemplars):
         return "a photo of a cat" if i < 3 else "moon"
 
     spy = Spy(exemplars)
-    traj = run(spy, live, num_steps=8, seed=4)
+    traj = run(spy, live, num_inference_steps=8, seed=4)
     assert traj.prompts == ["cat"] * 3 + ["moon"] * 5  # canonicalised by the model, recorded per step
     assert [c[2] for c in spy.calls] == [["cat", "cat"]] * 3 + [["moon", "moon"]] * 5
     assert [s[0] for s in seen] == list(range(8))
@@ -424,7 +423,7 @@ def test_live_callable_prompt(exemplars):
     np.testing.assert_array_equal([s[2] for s in seen], traj.log_snr)
     assert traj.metadata["prompt"] == "live"
     # Honoured: identical to a constant "cat" run until the switch, different from step 3 on.
-    cat = run(exemplars, "cat", num_steps=8, seed=4)
+    cat = run(exemplars, "cat", num_inference_steps=8, seed=4)
     for i in range(3):
         assert_steps_equal(traj.steps[i], cat.steps[i])
     assert torch.equal(traj.steps[3].x_t, cat.steps[3].x_t)
@@ -434,7 +433,7 @@ def test_live_callable_prompt(exemplars):
 # ---------------------------------------------------------------------- classifier-free guidance
 def test_guidance_1_calls_the_model_once_per_step(exemplars):
     spy = Spy(exemplars)
-    traj = run(spy, "cat", num_steps=5, batch_size=3, guidance=1.0)
+    traj = run(spy, "cat", num_inference_steps=5, batch_size=3, guidance=1.0)
     assert len(spy.calls) == len(traj) == 5
     for x_t, _, cond, out in spy.calls:
         assert x_t.shape[0] == 3 and cond == ["cat"] * 3
@@ -445,7 +444,7 @@ def test_guidance_1_calls_the_model_once_per_step(exemplars):
 def test_guidance_3_batches_negative_then_positive(exemplars, negative):
     spy = Spy(exemplars)
     g = 3.0
-    traj = run(spy, "cat", num_steps=5, batch_size=2, guidance=g, negative_prompt=negative)
+    traj = run(spy, "cat", num_inference_steps=5, batch_size=2, guidance=g, negative_prompt=negative)
     assert len(spy.calls) == len(traj) == 5
     for i, (x_t, level, cond, _) in enumerate(spy.calls):
         assert x_t.shape[0] == 4
@@ -462,15 +461,15 @@ def test_guidance_3_batches_negative_then_positive(exemplars, negative):
 
 def test_guidance_is_ignored_for_unconditional_models(gaussian):
     spy = Spy(gaussian)
-    traj = run(spy, num_steps=4, guidance=5.0)
+    traj = run(spy, num_inference_steps=4, guidance=5.0)
     assert len(spy.calls) == 4 and all(c[0].shape[0] == 2 for c in spy.calls)
-    assert_same_run(traj, run(gaussian, num_steps=4))
+    assert_same_run(traj, run(gaussian, num_inference_steps=4))
 
 
 # ---------------------------------------------------------------------- callback
 def test_callback_receives_each_step_in_order(exemplars):
     records: list[StepRecord] = []
-    traj = run(exemplars, "[cat:moon:2]", num_steps=7, callback=records.append)
+    traj = run(exemplars, "[cat:moon:2]", num_inference_steps=7, callback=records.append)
     assert [r.index for r in records] == list(range(7))
     assert [r.prompt for r in records] == ["cat"] * 3 + ["moon"] * 4
     assert all(r is s for r, s in zip(records, traj.steps))

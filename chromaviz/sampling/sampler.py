@@ -1,43 +1,47 @@
 """Step-by-step sampling with any denoiser and any diffusers scheduler, recording every step.
 
-The loop is the one every diffusers pipeline runs (``set_timesteps``, ``scale_model_input``,
-model, ``step``); chromaviz only adds what makes it observable and steerable: the exact noise
-level of each step, a per-step prompt, classifier-free guidance, a record of x_t, x̂0 and ε, a
-callback, and a stop signal.
+:func:`sample` reads like a diffusers pipeline's ``__call__``, in four phases:
+
+1. **check**: every argument, before any work (:mod:`chromaviz._checks`);
+2. **plan**: the run's one :class:`~chromaviz.noise.plan.StepPlan` (scheduler, noise level of every
+   model evaluation, N and S);
+3. **prepare**: the initial latents, the scheduler's step arguments, the prompt per step, the
+   encoding cache, the trajectory and its :class:`~chromaviz.sampling.recorder.Recorder`;
+4. **loop**: the loop every diffusers pipeline runs (``scale_model_input``, model, ``step``).
+
+chromaviz adds only what makes the loop observable and steerable: the exact noise level of each
+step, a per-step prompt, classifier-free guidance, and the recorder (records, callback, progress,
+the non-finite check, and the partial trajectory on any stop).
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
-import time
+import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from .. import _checks
 from .._version import __version__
 from ..models.base import Denoiser, join_prediction, split_prediction
-from .guidance import Guidance
+from ..noise.plan import NoiseLevel, StepPlan, plan_steps
+from ..noise.schedulers import is_flow_scheduler
+from .guidance import Guidance, check_prompt
 from .prompts import PromptSchedule
-from ..noise.plan import NoiseLevel, noise_levels
-from ..noise.schedulers import is_flow_scheduler, make_scheduler, scheduler_name, set_timesteps
+from .recorder import Recorder, SamplingError, SamplingInterrupted
 from .trajectory import RECORDABLE, StepRecord, Trajectory
 
-PromptSource = str | PromptSchedule | Callable[[int, NoiseLevel], "str | None"] | None
-"""A prompt, a prompt schedule, or a function (step index, noise level) → prompt, polled every step."""
+__all__ = ["PromptSource", "SamplingError", "SamplingInterrupted", "default_device", "sample"]
 
+PromptSource = str | PromptSchedule | Callable[..., "str | None"] | None
+"""A prompt, a prompt schedule, or a function ``(i, noise)`` or ``(i, noise, plan)`` → prompt,
+polled every step."""
 
-DEFER_ON = ("cuda",)
-"""Device types on which a step's record is handed out one step late (after the next step is
-queued), so that copying it to the host never waits for the GPU."""
-
-
-class SamplingError(RuntimeError):
-    """Sampling stopped at a step; ``trajectory`` holds everything recorded before it."""
-
-    def __init__(self, message: str, trajectory: Trajectory) -> None:
-        super().__init__(message)
-        self.trajectory = trajectory
+DEFAULT_STEPS = 50
 
 
 def default_device() -> torch.device:
@@ -45,21 +49,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _scheduler_prediction(scheduler) -> str:
-    return "flow" if is_flow_scheduler(scheduler) else scheduler.config.get("prediction_type", "epsilon")
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def sample(
     model: Denoiser,
     prompt: PromptSource = None,
     *,
-    num_steps: int = 50,
+    num_inference_steps: int = DEFAULT_STEPS,
     scheduler: Any = "default",
     guidance: float = 1.0,
     negative_prompt: str | None = None,
@@ -76,6 +70,7 @@ def sample(
     eta: float = 0.0,
     generator_device: str | torch.device = "cpu",
     record_scale: int = 1,
+    num_steps: int | None = None,
 ) -> Trajectory:
     """Sample from ``model`` and record every step.
 
@@ -84,285 +79,331 @@ def sample(
     model : Denoiser
         Any chromaviz model.
     prompt : str, PromptSchedule, callable or None
-        A prompt (A1111-style ``[a:b:when]`` switches are parsed), a :class:`PromptSchedule`, or
-        a function ``(step_index, noise_level) -> prompt`` polled before every step (how a live UI
-        flips prompts mid-run). None samples unconditionally.
-    num_steps : int
-        Inference steps handed to the scheduler's ``set_timesteps``.
+        A prompt (A1111-style ``[a:b:when]`` switches are parsed), a :class:`PromptSchedule`, or a
+        function polled before every step (how a live UI flips prompts mid-run): ``f(i, noise)``
+        with the step index i and its :class:`~chromaviz.noise.plan.NoiseLevel`, or
+        ``f(i, noise, plan)`` (when it takes three arguments) to see the whole
+        :class:`~chromaviz.noise.plan.StepPlan`, N and S included. It returns a prompt or None.
+        None samples unconditionally.
+    num_inference_steps : int
+        N, the steps handed to the scheduler's ``set_timesteps`` (numpy and torch integers too).
+        The run records S ≥ N model evaluations (S > N for PNDM, Heun, KDPM2).
     scheduler : str or diffusers scheduler
         A name from :data:`chromaviz.noise.SCHEDULERS`, a scheduler instance (copied), or
         ``"default"``: the model's own scheduler where its schedule says so (a diffusers
         pipeline's), else DDIM (flow Euler for flow-matching schedules).
     guidance : float
-        Classifier-free guidance scale; 1 means none (a single model call per step).
+        Classifier-free guidance scale w ≥ 0, finite; 1 means none (a single model call per step).
     negative_prompt : str or None
         The prompt guidance pushes away from (None: unconditional).
     seed : int
-        Seeds the initial noise and any stochastic scheduler, on a CPU generator so that a seed
-        means the same noise on every device.
+        In [0, 2**64 − 1]. Seeds the initial noise and any stochastic scheduler, on a CPU
+        generator (see ``generator_device``) so that a seed means the same noise on every device.
     batch_size, height, width : int
         Samples per run and their size in pixels (default: the model's ``default_size``). Latent
         models map pixels to their sample grid with ``model.latent_size(height, width)``.
     device : str or torch.device, optional
         Default: CUDA when available, else CPU.
-    record : sequence of {"x_t", "x0", "eps"}
-        What to keep per step (kept on the CPU).
+    record : list or tuple of {"x_t", "x0", "eps"}
+        What to keep per step (kept on the CPU). A single string is refused (it is not read as
+        letters).
     callback : callable, optional
         Called with each :class:`~chromaviz.sampling.trajectory.StepRecord` as soon as it is recorded.
     stop : threading.Event, optional
-        Checked before every step; once set, the run ends with status ``"cancelled"``.
+        Anything with ``is_set()``; checked before every step; once set, the run ends with status
+        ``"cancelled"``.
     progress : bool
         Show a tqdm progress bar.
     guidance_rescale : float
-        φ of Lin et al. (2023) §3.4, as diffusers' ``rescale_noise_cfg``: the guided output is
-        rescaled to the per-sample standard deviation of the conditional one and mixed with
+        φ ∈ [0, 1] of Lin et al. (2023) §3.4, as diffusers' ``rescale_noise_cfg``: the guided output
+        is rescaled to the per-sample standard deviation of the conditional one and mixed with
         weight φ. 0 (default) leaves guidance as is.
     eta : float
-        Passed to the scheduler's ``step`` where it takes one (DDIM's η), as the pipelines do.
+        η ∈ [0, 1] of DDIM (Song et al. 2021, eq. 16: 0 deterministic, 1 the DDPM posterior
+        variance), passed to the scheduler's ``step`` where it takes one, as the pipelines do.
     generator_device : str or torch.device
         Device of the random generator that draws the initial noise (in the model's dtype, as
         diffusers' ``randn_tensor``) and any scheduler noise. "cpu" (default) makes a seed mean the
         same noise on every device.
     record_scale : int
-        Keep recorded tensors average-pooled by this factor (1: full size); pooling happens on the
-        model's device before the copy to the host, so long high-resolution runs fit in memory.
+        Keep recorded tensors average-pooled by this factor (1: full size; it must divide the
+        sample size); pooling happens on the model's device before the copy to the host, so long
+        high-resolution runs fit in memory.
+    num_steps : int, optional
+        Deprecated name of ``num_inference_steps`` (a ``DeprecationWarning``).
 
     Returns
     -------
     Trajectory
-        Status ``"complete"`` or ``"cancelled"``.
+        Status ``"complete"`` or ``"cancelled"``. Its metadata records ``num_inference_steps``
+        (N), ``num_evaluations`` (S) and ``num_steps`` (S, for older readers).
 
     Raises
     ------
-    ValueError
-        For bad arguments, before any step runs.
+    TypeError, ValueError
+        For bad arguments, before any step runs; the message names the argument, what was given
+        and what is allowed. A ``ValueError`` also when the recording (S × B × C × H × W × recorded
+        tensors, after ``record_scale``) cannot fit in the host's available memory.
     SamplingError
-        If anything fails once sampling has started: the model returns NaN or ∞ or raises (out of
-        memory, say), a live prompt is invalid, the scheduler or the callback raises. Its
+        If anything fails once sampling has started: the live prompt, the prompt encoder, the model
+        (out of memory, say), the guidance combination, the scheduler step, or the callback raises,
+        or one of them produces NaN or ∞ (the message names which, and the step). Its
         ``trajectory`` has status ``"failed"`` and keeps every earlier step.
-    """
-    num_steps = _check_positive_int("num_steps", num_steps)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    height = _check_positive_int("height", height if height is not None else model.default_size[0])
-    width = _check_positive_int("width", width if width is not None else model.default_size[1])
-    model.check_size(height, width)
-    if not guidance >= 0:
-        raise ValueError(f"guidance must be ≥ 0, got {guidance!r}")
-    if not 0 <= guidance_rescale <= 1:
-        raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale!r}")
-    record_scale = _check_positive_int("record_scale", record_scale)
-    unknown = set(record) - set(RECORDABLE)
-    if unknown:
-        raise ValueError(f"cannot record {sorted(unknown)}; choose from {RECORDABLE}")
-    negative_prompt = model.check_prompt(negative_prompt)
-    device = torch.device(device) if device is not None else default_device()
-    model.to(device)
+    SamplingInterrupted
+        A ``KeyboardInterrupt`` (Ctrl-C, a notebook's interrupt) during the run; still a
+        ``KeyboardInterrupt``. Its ``trajectory`` has status ``"interrupted"`` and keeps every
+        recorded step.
 
-    sched = make_scheduler(scheduler, model.schedule)
-    set_timesteps(sched, num_steps)
-    levels = noise_levels(sched, model.schedule)
-    prompt_at = _prompt_source(prompt, model, levels)
-    guided = guidance != 1.0 and model.conditional
-    target = _scheduler_prediction(sched)
-    if target == "epsilon" and any(lv.alpha == 0 for lv in levels):
+    Warns
+    -----
+    UserWarning
+        When ``num_inference_steps=1`` and the scheduler's single step returned (nearly) the
+        initial noise (DDIM, DDPM, PNDM and Euler with their default spacing evaluate the model at
+        t = 0 on pure noise): one step is not a sample.
+    """
+    # 1. check
+    if num_steps is not None:
+        warnings.warn("sample(num_steps=) is deprecated; use num_inference_steps=", DeprecationWarning, stacklevel=2)
+        if num_inference_steps != DEFAULT_STEPS:
+            raise TypeError(f"give num_inference_steps only, not also num_steps (got {num_inference_steps!r} "
+                            f"and {num_steps!r})")
+    inputs = _Inputs(
+        model=model, prompt=prompt, num_inference_steps=num_steps if num_steps is not None else num_inference_steps,
+        steps_name="num_steps" if num_steps is not None else "num_inference_steps", scheduler=scheduler,
+        guidance=guidance, negative_prompt=negative_prompt, seed=seed, batch_size=batch_size, height=height,
+        width=width, device=device, record=record, callback=callback, stop=stop, progress=progress,
+        guidance_rescale=guidance_rescale, eta=eta, generator_device=generator_device, record_scale=record_scale,
+    )
+    # 2. plan
+    plan = plan_steps(inputs.model.schedule, inputs.num_inference_steps, inputs.scheduler)
+    # 3. prepare
+    run = _prepare(inputs, plan)
+    # 4. loop
+    traj = _denoise(run, plan, inputs.stop)
+    if plan.num_inference_steps == 1:
+        _warn_if_noise(traj, run.initial, plan)
+    return traj
+
+
+# ---------------------------------------------------------------------- 1. check
+@dataclass
+class _Inputs:
+    """The arguments of one :func:`sample` call, checked and normalised (see there)."""
+
+    model: Denoiser
+    prompt: PromptSource
+    num_inference_steps: int
+    steps_name: str
+    scheduler: Any
+    guidance: float
+    negative_prompt: str | None
+    seed: int
+    batch_size: int
+    height: int | None
+    width: int | None
+    device: Any
+    record: Sequence[str]
+    callback: Callable[[StepRecord], None] | None
+    stop: Any
+    progress: bool
+    guidance_rescale: float
+    eta: float
+    generator_device: Any
+    record_scale: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, Denoiser):
+            raise TypeError(f"model must be a chromaviz Denoiser (e.g. chromaviz.models.GaussianPowerLaw(), or "
+                            f"chromaviz.models.load_pipeline(...) for a diffusers pipeline), got {_kind(self.model)}")
+        model = self.model
+        self.num_inference_steps = _checks.positive_int(self.steps_name, self.num_inference_steps)
+        if not isinstance(self.scheduler, (str, SchedulerMixin)):
+            raise TypeError(f"scheduler must be a scheduler name (see chromaviz.noise.SCHEDULERS) or 'default', or a "
+                            f"diffusers scheduler instance, got {_kind(self.scheduler)}")
+        self.guidance = _checks.real("guidance", self.guidance, minimum=0)
+        self.guidance_rescale = _checks.real("guidance_rescale", self.guidance_rescale, minimum=0, maximum=1)
+        self.eta = _checks.real("eta", self.eta, minimum=0, maximum=1)
+        self.seed = _checks.integer("seed", self.seed, minimum=0, maximum=2**64 - 1)
+        self.batch_size = _checks.positive_int("batch_size", self.batch_size)
+        self.height = _checks.positive_int("height", self.height if self.height is not None else model.default_size[0])
+        self.width = _checks.positive_int("width", self.width if self.width is not None else model.default_size[1])
+        model.check_size(self.height, self.width)
+        self.record = tuple(dict.fromkeys(_checks.subset("record", self.record, RECORDABLE)))
+        self.record_scale = _checks.positive_int("record_scale", self.record_scale)
+        h, w = self.size
+        if h % self.record_scale or w % self.record_scale:
+            raise ValueError(f"record_scale={self.record_scale} must divide the sample size {h}×{w}")
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be a function of a StepRecord, or None; got {_kind(self.callback)}")
+        if self.stop is not None and not callable(getattr(self.stop, "is_set", None)):
+            raise TypeError(f"stop must be a threading.Event (anything with is_set()), or None; got {_kind(self.stop)}")
+        self.progress = _checks.boolean("progress", self.progress)
+        self.device = _device("device", self.device) if self.device is not None else default_device()
+        self.generator_device = _device("generator_device", self.generator_device)
+        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
+            raise TypeError(f"negative_prompt must be a str or None, got {_kind(self.negative_prompt)}")
+        self.negative_prompt = model.check_prompt(self.negative_prompt)
+        _check_prompt_source(self.prompt)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the model's samples: pixels, or the latent grid of a latent model."""
+        if hasattr(self.model, "latent_size"):
+            return tuple(self.model.latent_size(self.height, self.width))
+        return (self.height, self.width)
+
+
+def _kind(value: Any) -> str:
+    text = repr(value)
+    return f"{text if len(text) <= 60 else text[:57] + '...'} ({type(value).__name__})"
+
+
+def _device(name: str, value: Any) -> torch.device:
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda', or a torch.device; got {_kind(value)}")
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda' or 'cuda:1', got {value!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={value!r}, but CUDA is not available on this machine; use 'cpu'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={value!r}, but MPS is not available on this machine; use 'cpu'")
+    return device
+
+
+def _check_prompt_source(prompt: Any) -> None:
+    if prompt is None or isinstance(prompt, (str, PromptSchedule)):
+        return
+    if not callable(prompt):
+        raise TypeError(f"prompt must be a str, a PromptSchedule, a function (i, noise) or (i, noise, plan) "
+                        f"returning a prompt, or None; got {_kind(prompt)}")
+    _live_arity(prompt)
+
+
+def _live_arity(prompt: Callable) -> int:
+    """3 if the live prompt takes ``(i, noise, plan)``, 2 if it takes ``(i, noise)``."""
+    try:
+        signature = inspect.signature(prompt)
+    except (TypeError, ValueError):  # a builtin without a signature: the documented two arguments
+        return 2
+    for arity in (3, 2):
+        try:
+            signature.bind(*range(arity))
+            return arity
+        except TypeError:
+            pass
+    raise TypeError(f"a live prompt function must take (i, noise) or (i, noise, plan); {prompt!r} takes {signature}")
+
+
+# ---------------------------------------------------------------------- 3. prepare
+@dataclass
+class _Run:
+    """What the loop needs, prepared."""
+
+    model: Any  # the model as guidance calls it (Recorder.watch)
+    parameterization: str
+    scheduler: Any  # the plan's scheduler, copied, to be stepped
+    target: str  # what the scheduler's step takes: "epsilon", "sample", "v_prediction" or "flow"
+    latents: torch.Tensor
+    initial: torch.Tensor | None  # a copy of the initial latents for one-step runs
+    scale: Callable[[torch.Tensor, Any], torch.Tensor]
+    step_kwargs: dict[str, Any]
+    guidance: Guidance
+    prompt_at: Callable[[int, NoiseLevel], str | None]
+    negative_prompt: str | None
+    encode: Callable[[str | None], Any]
+    recorder: Recorder
+
+    def model_output(self, out: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, noise: NoiseLevel) -> torch.Tensor:
+        """The guided prediction in the parametrisation the scheduler's step takes."""
+        return out if self.target == self.parameterization else join_prediction(x0, eps, noise, self.target)
+
+
+def _prepare(inputs: _Inputs, plan: StepPlan) -> _Run:
+    model = inputs.model
+    sched = plan.new_scheduler()
+    target = "flow" if is_flow_scheduler(sched) else sched.config.get("prediction_type", "epsilon")
+    if target == "epsilon" and any(lv.alpha == 0 for lv in plan.noise):
         # Zero terminal SNR: from ε, x̂0 = (x_t − σ·ε)/α is 0/0 at α = 0 (DDIM, DDPM and PNDM
         # step to NaN). Hand the scheduler v = α·ε − σ·x̂0 instead (Lin et al. 2023): finite everywhere.
         sched.register_to_config(prediction_type="v_prediction")
         target = "v_prediction"
+    traj = Trajectory(metadata=_metadata(inputs, plan, sched))
+    shape = (inputs.batch_size, model.channels, *inputs.size)
+    recorder = Recorder(traj, plan, shape=shape, dtype=model.dtype, device=inputs.device, record=inputs.record,
+                        record_scale=inputs.record_scale, callback=inputs.callback, progress=inputs.progress)
+    prompt_at = _prompt_source(inputs.prompt, model, plan)  # prompts checked before any step
+    model.to(inputs.device)
 
-    generator = torch.Generator(generator_device).manual_seed(seed)
-    size = model.latent_size(height, width) if hasattr(model, "latent_size") else (height, width)
-    if record_scale > 1 and (size[0] % record_scale or size[1] % record_scale):
-        raise ValueError(f"record_scale={record_scale} must divide the sample size {size[0]}×{size[1]}")
-    shape = (batch_size, model.channels, *size)
-    # FlowMatch* schedulers have no init_noise_sigma: their initial sample is ε itself (σ = 1).
-    init_sigma = getattr(sched, "init_noise_sigma", 1.0)
+    generator = torch.Generator(inputs.generator_device).manual_seed(inputs.seed)
     # As diffusers' prepare_latents: noise drawn in the model's dtype on the generator's device.
-    x = torch.randn(shape, generator=generator, device=generator.device, dtype=model.dtype).to(device) * init_sigma
-    # FlowMatch* schedulers have no scale_model_input (SD3/Flux pipelines feed x_t as is).
-    scale = getattr(sched, "scale_model_input", lambda sample, timestep: sample)
+    # FlowMatch* schedulers have no init_noise_sigma: their initial sample is ε itself (σ = 1).
+    x = torch.randn(shape, generator=generator, device=generator.device, dtype=model.dtype).to(inputs.device)
+    x = x * getattr(sched, "init_noise_sigma", 1.0)
     accepted = inspect.signature(sched.step).parameters  # as the pipelines' prepare_extra_step_kwargs
-    step_kwargs = {k: v for k, v in {"eta": eta, "generator": generator}.items() if k in accepted}
-    guide = Guidance(guidance if guided else 1.0, guidance_rescale)
-    keep = _Recorder(record, record_scale, device)
-
-    traj = Trajectory(
-        metadata={
-            "chromaviz_version": __version__,
-            "model": model.describe(),
-            "scheduler": scheduler_name(scheduler, model.schedule),
-            "scheduler_class": type(sched).__name__,
-            "scheduler_config": {k: v for k, v in dict(sched.config).items()},
-            "num_steps": len(levels),
-            "num_inference_steps": num_steps,
-            "seed": seed,
-            "guidance": guidance,
-            "guidance_rescale": guidance_rescale,
-            "eta": eta,
-            "record_scale": record_scale,
-            "negative_prompt": negative_prompt,
-            "prompt": _describe_prompt(prompt),
-            "batch_size": batch_size,
-            "height": height,
-            "width": width,
-            "device": str(device),
-            "status": "running",
-            "message": "",
-        }
-    )
+    step_kwargs = {k: v for k, v in {"eta": inputs.eta, "generator": generator}.items() if k in accepted}
     encoded: dict[str | None, Any] = {}
 
     def encode(p: str | None) -> Any:
         if p not in encoded:
-            encoded[p] = model.encode([p] * batch_size)
+            with recorder.part("the prompt encoder"):
+                encoded[p] = model.encode([p] * inputs.batch_size)
         return encoded[p]
 
-    started = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(levels), desc=f"sampling {model.name}", unit="step")
-    # On CUDA a step's record is handed out after the next step has been queued: its copies to
-    # pinned memory (and its NaN check) then complete while the GPU works on, never stalling it.
-    defer = keep.defer
-    pending = None
-
-    def hand_out(rec: StepRecord, notify: bool = True) -> None:
-        traj.steps.append(rec)
-        if notify and callback is not None:
-            callback(rec)
-        if bar is not None:
-            bar.update(1)
-
-    def fail_nonfinite(exc: _NonFinite) -> SamplingError:
-        traj.metadata.update(status="failed", message=f"{exc}; sampling stopped and the {len(traj.steps)} earlier steps are kept")
-        return SamplingError(traj.metadata["message"], traj)
-
-    def settle(notify: bool = True) -> None:
-        nonlocal pending
-        if pending is not None:
-            finish, pending = pending, None
-            try:
-                rec = finish()
-            except _NonFinite as exc:
-                raise fail_nonfinite(exc) from None
-            hand_out(rec, notify)
-
-    try:
-        for i, (t, level) in enumerate(zip(sched.timesteps, levels)):
-            if stop is not None and stop.is_set():
-                settle()
-                traj.metadata.update(status="cancelled", message=f"stopped before step {i} of {len(levels)}")
-                break
-            rec = None
-            try:
-                finish, x = _step(model, sched, x, t, i, level, prompt_at, negative_prompt, guide,
-                                  encode, target, keep, step_kwargs, scale, len(levels))
-                if defer:
-                    finish, pending = pending, finish
-                rec = finish() if finish is not None else None
-            except _NonFinite as exc:
-                raise fail_nonfinite(exc) from None
-            except Exception as exc:  # a bad live prompt, out of memory, a model bug: keep the partial run
-                settle(notify=False)
-                hint = ""
-                if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-                    hint = " (out of memory: try torch_dtype=torch.float16, a smaller batch or size, record=('x0',) or record_scale=2)"
-                traj.metadata.update(status="failed", message=f"step {i} (t={level.timestep:g}) failed: {type(exc).__name__}: {exc}{hint}")
-                raise SamplingError(traj.metadata["message"], traj) from exc
-            if rec is not None:
-                hand_out(rec)
-        else:
-            settle()
-            traj.final = x.detach().to("cpu", copy=True)
-            traj.metadata.update(status="complete", message=f"{len(levels)} steps")
-    finally:
-        traj.metadata["elapsed_seconds"] = time.perf_counter() - started
-        if bar is not None:
-            bar.close()
-    return traj
+    guided = inputs.guidance != 1.0 and model.conditional
+    return _Run(
+        model=recorder.watch(model), parameterization=model.parameterization, scheduler=sched, target=target,
+        latents=x, initial=x.clone() if plan.num_inference_steps == 1 else None,
+        # FlowMatch* schedulers have no scale_model_input (SD3/Flux pipelines feed x_t as is).
+        scale=getattr(sched, "scale_model_input", lambda sample, timestep: sample), step_kwargs=step_kwargs,
+        guidance=Guidance(inputs.guidance if guided else 1.0, inputs.guidance_rescale), prompt_at=prompt_at,
+        negative_prompt=inputs.negative_prompt, encode=encode, recorder=recorder,
+    )
 
 
-class _NonFinite(ArithmeticError):
-    """The model's output had NaN or ∞."""
+def _metadata(inputs: _Inputs, plan: StepPlan, sched: Any) -> dict[str, Any]:
+    return {
+        "chromaviz_version": __version__,
+        "model": inputs.model.describe(),
+        "scheduler": plan.scheduler_name,
+        "scheduler_class": type(sched).__name__,
+        "scheduler_config": dict(sched.config),
+        "num_steps": plan.num_evaluations,
+        "num_evaluations": plan.num_evaluations,
+        "num_inference_steps": plan.num_inference_steps,
+        "seed": inputs.seed,
+        "guidance": inputs.guidance,
+        "guidance_rescale": inputs.guidance_rescale,
+        "eta": inputs.eta,
+        "record_scale": inputs.record_scale,
+        "negative_prompt": inputs.negative_prompt,
+        "prompt": _describe_prompt(inputs.prompt),
+        "batch_size": inputs.batch_size,
+        "height": inputs.height,
+        "width": inputs.width,
+        "device": str(inputs.device),
+        "status": "running",
+        "message": "",
+    }
 
 
-def _step(model, sched, x, t, i, level, prompt_at, negative, guide, encode, target, keep, step_kwargs, scale, num_steps):
-    """One sampling step: the record of step ``i`` and the scheduler's next sample."""
-    active = prompt_at(i, level)
-    x_in = scale(x, t)
-    out = guide.predict(model, x_in, level, active, negative, encode)
-    finite = torch.isfinite(out).all()
-    message = f"the model returned NaN or infinity at step {i} (t={level.timestep:g}, λ={level.log_snr:.3g})"
-    if not keep.defer and not finite:
-        raise _NonFinite(message)
-    x0, eps = split_prediction(out, x_in, level, model.parameterization)
-    model_output = out if target == model.parameterization else join_prediction(x0, eps, level, target)
-    x_next = sched.step(model_output, t, x, **step_kwargs).prev_sample
-    if keep.cuda:
-        finite = finite.to("cpu", non_blocking=True)  # before the event, so the event covers it
-    copies, event = keep({"x_t": x_in, "x0": x0, "eps": eps})
-
-    def finish() -> StepRecord:
-        """The step's record, once its copies to the host are complete."""
-        if event is not None:
-            event.synchronize()
-        if not bool(finite):
-            raise _NonFinite(message)
-        return StepRecord(
-            index=i, timestep=level.timestep, log_snr=level.log_snr, alpha=level.alpha, sigma=level.sigma,
-            **copies, prompt=active, num_steps=num_steps,
-        )
-
-    return finish, x_next
-
-
-class _Recorder:
-    """Copies the recorded tensors of a step to the host, pooled by ``scale``.
-
-    On CUDA the copies go to pinned host memory without blocking; the returned event is waited
-    for before the record is handed out, so the host never reads a half-copied tensor.
-    """
-
-    def __init__(self, record: Sequence[str], scale: int, device: torch.device) -> None:
-        self.record, self.scale = tuple(record), scale
-        self.cuda = device.type == "cuda"
-        self.defer = device.type in DEFER_ON
-
-    def __call__(self, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor | None], Any]:
-        out: dict[str, torch.Tensor | None] = {}
-        for name, v in tensors.items():
-            if name not in self.record:
-                out[name] = None
-                continue
-            v = v.detach()
-            if self.scale > 1:
-                v = torch.nn.functional.avg_pool2d(v.float(), self.scale).to(v.dtype)
-            if self.cuda:
-                host = torch.empty(v.shape, dtype=v.dtype, pin_memory=True)
-                host.copy_(v, non_blocking=True)
-                out[name] = host
-            else:
-                out[name] = v.to("cpu", copy=True)
-        event = None
-        if self.cuda:
-            event = torch.cuda.Event()
-            event.record()
-        return out, event
-
-
-def _prompt_source(prompt: PromptSource, model: Denoiser, levels: list[NoiseLevel]) -> Callable[[int, NoiseLevel], str | None]:
+def _prompt_source(prompt: PromptSource, model: Denoiser, plan: StepPlan) -> Callable[[int, NoiseLevel], str | None]:
     """Resolve prompts up front (so bad prompts fail before sampling) or wrap a live function."""
     if callable(prompt) and not isinstance(prompt, (str, PromptSchedule)):
-        def live(i: int, level: NoiseLevel) -> str | None:
-            return model.check_prompt(prompt(i, level))
+        with_plan = _live_arity(prompt) == 3
+
+        def live(i: int, noise: NoiseLevel) -> str | None:
+            p = prompt(i, noise, plan) if with_plan else prompt(i, noise)
+            if p is not None and not isinstance(p, str):
+                raise TypeError(f"the live prompt function returned {_kind(p)}; it must return a str or None")
+            return check_prompt(model, p)
 
         return live
     schedule = PromptSchedule.coerce(prompt)
-    per_step = schedule.prompts_for_steps([lv.timestep for lv in levels], [lv.log_snr for lv in levels])
-    per_step = [model.check_prompt(p) for p in per_step]
-    return lambda i, level: per_step[i]
+    per_step = schedule.prompts_for_steps(list(plan.timesteps), list(plan.log_snr))
+    per_step = [check_prompt(model, p) for p in per_step]  # term by term for AND (guidance.check_prompt)
+    return lambda i, noise: per_step[i]
 
 
 def _describe_prompt(prompt: PromptSource) -> Any:
@@ -371,3 +412,41 @@ def _describe_prompt(prompt: PromptSource) -> Any:
     if isinstance(prompt, PromptSchedule):
         return prompt.to_dict()
     return "live"
+
+
+# ---------------------------------------------------------------------- 4. loop
+def _denoise(run: _Run, plan: StepPlan, stop: Any) -> Trajectory:
+    """The denoising loop: the record of every step, and the final sample."""
+    x, sched, recorder = run.latents, run.scheduler, run.recorder
+    with recorder:
+        for i, (t, noise) in enumerate(zip(sched.timesteps, plan.noise)):
+            if stop is not None and stop.is_set():
+                recorder.cancel(i)
+                return recorder.trajectory
+            recorder.at(i, "the live prompt")
+            prompt = run.prompt_at(i, noise)
+            recorder.at(i, "the guidance combination")
+            x_in = run.scale(x, t)
+            out = run.guidance.predict(run.model, x_in, noise, prompt, run.negative_prompt, run.encode)
+            x0, eps = split_prediction(out, x_in, noise, run.parameterization)
+            recorder.at(i, f"the scheduler step ({type(sched).__name__}.step)")
+            x = sched.step(run.model_output(out, x0, eps, noise), t, x, **run.step_kwargs).prev_sample
+            recorder.at(i, "the recording")
+            recorder.add(i, noise, prompt, {"x_t": x_in, "x0": x0, "eps": eps},
+                         output=out, outputs=run.model.take_outputs(), next_sample=x)
+        recorder.complete(x)
+    return recorder.trajectory
+
+
+def _warn_if_noise(traj: Trajectory, initial: torch.Tensor, plan: StepPlan) -> None:
+    """Warn when a one-step run returned (nearly) its initial noise."""
+    if traj.final is None:
+        return
+    a, b = traj.final.flatten(1).double(), initial.detach().to("cpu").flatten(1).double()
+    similarity = torch.nn.functional.cosine_similarity(a, b, dim=1).mean().item()
+    if similarity > 0.9:
+        noise = plan.noise[0]
+        warnings.warn(
+            f"num_inference_steps=1: {type(plan.scheduler).__name__}'s single step evaluated the model at "
+            f"t={noise.timestep:g} (λ={noise.log_snr:.3g}) on pure noise and returned (nearly) that noise (cosine "
+            f"similarity {similarity:.3f}); one step is not a sample; use more steps", UserWarning, stacklevel=3)
