@@ -4,11 +4,116 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
+from . import _checks
 from ._version import __version__
+
+EXIT_USAGE = 2
+"""Exit status of every user mistake (one ``error:`` line on stderr, nothing run)."""
+
+EXIT_INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), once what was recorded is written."""
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``chromaviz run: error: ...`` and exit status 2, no usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _option(check: Callable[[str, Any], Any], convert: Callable[[str], Any] = int, **limits) -> Callable[[str], Any]:
+    """An argparse ``type`` that converts the text and applies a :mod:`chromaviz._checks` rule."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            kind = "an integer" if convert is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+        try:
+            return check("the value", value, **limits)
+        except (TypeError, ValueError) as err:
+            raise argparse.ArgumentTypeError(str(err).replace("the value ", "")) from None
+
+    return parse
+
+
+POSITIVE = _option(_checks.integer, minimum=1)
+SEED = _option(_checks.integer, minimum=0, maximum=2**64 - 1)
+GUIDANCE = _option(_checks.real, float, minimum=0.0)
+
+
+def _device(text: str) -> str:
+    """An argparse ``type``: a torch device this machine has (checked before anything loads)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: this torch build sees no CUDA device "
+                                             "(torch.cuda.is_available() is False); use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: there are {count} CUDA devices (cuda:0 … cuda:{count - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text!r}: chromaviz runs on cpu, cuda or mps, not {device.type}")
+    return text
+
+
+def _output_folder(option: str, path: str) -> Path:
+    """``path`` created as a folder and proved writable, or a ValueError saying why not (before any work)."""
+    folder = Path(path)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker == folder:
+        raise ValueError(f"{option} {path}: that is an existing file, not a folder")
+    if blocker is not None:
+        raise ValueError(f"{option} {path}: {blocker} is a file, so no folder can be made inside it")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
+    return folder
+
+
+def _check_run_memory(args: argparse.Namespace) -> None:
+    """Refuse a run whose recording cannot fit in memory (before the model is built), with the estimate."""
+    import psutil
+    import torch
+
+    from .sampling.recorder import recording_bytes
+    from .sampling.trajectory import RECORDABLE
+
+    needed = recording_bytes(args.steps, (args.batch, 3, args.size, args.size), RECORDABLE, 1, torch.float32)
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise ValueError(
+            f"--size {args.size} with --batch {args.batch} and --steps {args.steps} needs about {needed / 2**30:.3g} GiB "
+            f"to record x_t, x̂0 and ε of every step, but {available / 2**30:.3g} GiB of memory is available; "
+            "use a smaller --size, --batch or --steps")
+
+
+def _silence_libraries() -> None:
+    """No loading noise from transformers and diffusers (their own verbosity and progress-bar settings)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -18,22 +123,33 @@ def _run(args: argparse.Namespace) -> int:
     from .sampling import SamplingError, sample
     from .noise.schedules import Schedule
 
+    _check_run_memory(args)
+    out = _output_folder("--out", args.out)
+    if args.quiet:
+        _silence_libraries()
     kwargs = {"size": args.size} if args.model in TRAINED else {"size": args.size, "schedule": Schedule.coerce(args.schedule)}
     model = load_builtin(args.model, **kwargs)
-    out = Path(args.out)
     start = time.perf_counter()
+    interrupted = False
     try:
         traj = sample(
-            model, args.prompt, num_steps=args.steps, scheduler=args.scheduler, guidance=args.guidance,
+            model, args.prompt, num_inference_steps=args.steps, scheduler=args.scheduler, guidance=args.guidance,
             seed=args.seed, batch_size=args.batch, device=args.device, progress=not args.quiet,
         )
     except SamplingError as err:
         traj = err.trajectory
-        print(f"error: {err}", file=sys.stderr)
+        print(f"chromaviz run: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt as err:  # Ctrl-C: write what was recorded, then exit 130
+        traj, interrupted = getattr(err, "trajectory", None), True
+        if traj is None:
+            print("chromaviz run: interrupted before sampling started; nothing written", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"chromaviz run: interrupted after {len(traj)} steps; writing them", file=sys.stderr)
     elapsed = time.perf_counter() - start
     path = traj.save(out / "trajectory.safetensors")
     if len(traj) == 0:
-        return 1
+        print(f"wrote {path} (no steps)")
+        return EXIT_INTERRUPTED if interrupted else 1
     comparison = compare(traj, model, method=args.method)
     strip = save_strip(traj, model.to_rgb, out / "strip.png")
     chrom = save_chromatogram(comparison, out / "chromatogram.png", title=f"{model.name}, {traj.metadata['scheduler_class']}, {len(traj)} steps")
@@ -48,6 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     print(comparison.format_table(args.rows))
     print(f"\nmax |G − s| over all steps and levels: {comparison.max_deviation:.4f}")
     print(f"wrote {path}\n      {strip}\n      {chrom}")
+    if interrupted:
+        return EXIT_INTERRUPTED
     return 0 if traj.status == "complete" else 1
 
 
@@ -59,9 +177,13 @@ def _report(args: argparse.Namespace) -> int:
         print(f"parameters of {notebook} (set them with -p NAME VALUE):")
         print(format_parameters(notebook_parameters(notebook), RESERVED))
         return 0
+    out = _output_folder("-o/--out", args.out)
+    if args.quiet:
+        _silence_libraries()
     start = time.perf_counter()
     try:
-        files = run_report(args.parameter, args.out, notebook=notebook, progress=not args.quiet, cell_timeout=args.cell_timeout)
+        files = run_report(args.parameter, out, notebook=notebook, progress=not args.quiet, cell_timeout=args.cell_timeout,
+                           show_code=args.show_code)
     except ReportCellError as err:
         print(f"chromaviz report: error: {err}", file=sys.stderr)
         return 1
@@ -101,40 +223,44 @@ def build_parser() -> argparse.ArgumentParser:
     from .noise.schedulers import SCHEDULERS
     from .noise.schedules import PRESETS
 
-    parser = argparse.ArgumentParser(prog="chromaviz", description="Resolution chromatography of diffusion models.")
+    parser = _Parser(prog="chromaviz", description="Resolution chromatography of diffusion models.")
     parser.add_argument("--version", action="version", version=f"chromaviz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="sample a built-in model and compare its chromatography with theory")
     run.add_argument("--model", choices=sorted(BUILTIN), default="gaussian", help="built-in model (default: gaussian)")
     run.add_argument("--prompt", default=None, help="prompt, A1111 switches allowed, e.g. '[cat:moon:m=4]' (exemplars only)")
-    run.add_argument("--steps", type=int, default=50, help="inference steps (default: 50)")
+    run.add_argument("--steps", type=POSITIVE, default=50, help="inference steps (default: 50)")
     run.add_argument("--scheduler", default="default", choices=["default", *SCHEDULERS], help="diffusers scheduler")
     run.add_argument("--schedule", default="scaled_linear", choices=sorted(PRESETS), help="noise schedule preset")
-    run.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: 1, none)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--batch", type=int, default=8, help="samples per run; ≥ 2 lets the measurement subtract the batch mean")
-    run.add_argument("--size", type=int, default=64, help="height and width in pixels (default: 64)")
+    run.add_argument("--guidance", type=GUIDANCE, default=1.0, help="classifier-free guidance scale (default: 1, none)")
+    run.add_argument("--seed", type=SEED, default=0, help="seed of the initial noise (default: 0)")
+    run.add_argument("--batch", type=POSITIVE, default=8, help="samples per run; ≥ 2 lets the measurement subtract the batch mean")
+    run.add_argument("--size", type=POSITIVE, default=64, help="height and width in pixels (default: 64)")
     run.add_argument("--method", choices=["rings", "pyramid"], default="rings", help="band decomposition")
-    run.add_argument("--rows", type=int, default=6, help="steps shown in the table")
-    run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    run.add_argument("--out", default="chromaviz-output", help="output folder (default: ./chromaviz-output)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--rows", type=POSITIVE, default=6, help="steps shown in the table")
+    run.add_argument("--device", type=_device, default=None, help="torch device (default: cuda if available, else cpu)")
+    run.add_argument("-o", "--out", default="chromaviz-output", help="output folder (default: ./chromaviz-output)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no library loading messages")
     run.set_defaults(func=_run)
 
     report = sub.add_parser(
         "report", help="execute the report notebook (papermill); write it executed and as HTML",
         description="Execute chromaviz/notebook/report.ipynb with papermill into an output folder: report.ipynb (executed), "
-                    "report.html (its rendering) and the files the report makes (images, tables, run.html with a "
-                    "step scrubber that works without a kernel).",
+                    "report.html (one self-contained page that works offline, with the step scrubber inside; code "
+                    "hidden unless --show-code) and the files the report makes (figures as PNG and SVG, tables, "
+                    "run.html: the scrubber alone).",
     )
     report.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="set a report parameter, e.g. -p model exemplars -p steps 30 (see --list)")
     report.add_argument("-o", "--out", default="chromaviz-report", help="output folder (default: ./chromaviz-report)")
     report.add_argument("--list", action="store_true", help="list the report's parameters with their types and defaults")
     report.add_argument("--notebook", default=None, help="another report notebook (default: chromaviz/notebook/report.ipynb)")
-    report.add_argument("--cell-timeout", type=float, default=600, help="seconds any one cell may run (default: 600)")
-    report.add_argument("--quiet", action="store_true", help="no progress bar")
+    report.add_argument("--cell-timeout", type=POSITIVE, default=600, help="seconds any one cell may run (default: 600)")
+    report.add_argument("--show-code", action="store_true",
+                        help="keep the code cells in report.html (report.ipynb always has them)")
+    report.add_argument("--quiet", action="store_true", help="no progress bar and no library loading messages")
     report.set_defaults(func=_report)
+
     sweep = sub.add_parser(
         "sweep", help="run the report's computation on a grid of parameters as Dask tasks; a table and a gallery",
         description="The Cartesian grid of the report's parameters (-p NAME V1 V2 ...), each cell sampled and compared "
@@ -163,12 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0, 1 for a failed run, 2 for a user mistake, 130 on Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:
-        parser.exit(2, f"chromaviz {args.command}: error: {err}\n")
+    except ValueError as err:  # a user mistake found before any work; one line
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        message = lines[0] + (f" (see chromaviz {args.command} --help or --list)" if len(lines) > 1 else "")
+        parser.exit(EXIT_USAGE, f"chromaviz {args.command}: error: {message}\n")
+    except KeyboardInterrupt:
+        print(f"chromaviz {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """`chromaviz run`: files written, table printed, clear errors."""
 
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 from PIL import Image
@@ -58,3 +62,99 @@ def test_unknown_scheduler_is_rejected_by_the_parser(capsys):
 def test_console_script_is_installed():
     out = subprocess.run(["chromaviz", "--version"], capture_output=True, text=True, check=True).stdout
     assert out.strip().startswith("chromaviz ")
+
+
+# ---------------------------------------------------------------------- user mistakes: one line, exit 2, nothing run
+def one_error_line(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "error: " in lines[0], captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "--steps", "0"], "argument --steps: must be an integer ≥ 1, got 0"),
+    (["run", "--steps", "2.5"], "argument --steps: must be an integer, got '2.5'"),
+    (["run", "--guidance", "nan"], "argument --guidance: must be a finite number ≥ 0.0, got nan"),
+    (["run", "--guidance", "-3"], "argument --guidance: must be a finite number ≥ 0.0"),
+    (["run", "--guidance", "three"], "argument --guidance: must be a number, got 'three'"),
+    (["run", "--seed", str(2**64)], "argument --seed: must be an integer in [0, 18446744073709551615]"),
+    (["run", "--batch", "-1"], "argument --batch: must be an integer ≥ 1"),
+    (["run", "--device", "bogus"], "argument --device: 'bogus' is not a torch device"),
+    (["run", "--size", "100000"], "--size 100000 with --batch 8 and --steps 50 needs about"),
+    (["report", "--cell-timeout", "2.5"], "argument --cell-timeout: must be an integer, got '2.5'"),
+    (["report", "--cell-timeout", "0"], "argument --cell-timeout: must be an integer ≥ 1, got 0"),
+    (["run", "--model", "nope"], "argument --model: invalid choice: 'nope'"),
+])
+def test_bad_options_are_one_line_and_exit_2(capsys, argv, expected):
+    assert expected in one_error_line(capsys, argv)
+
+
+def test_cuda_without_cuda_is_refused(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert "sees no CUDA device" in one_error_line(capsys, ["run", "--device", "cuda"])
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_out_at_a_file_or_inside_one_is_refused_before_any_work(tmp_path, capsys, command):
+    afile = tmp_path / "taken.txt"
+    afile.write_text("keep me")
+    line = one_error_line(capsys, [command, "-o", str(afile), "--quiet"])
+    assert f"{afile}: that is an existing file, not a folder" in line
+    line = one_error_line(capsys, [command, "--out", str(afile / "sub"), "--quiet"])
+    assert f"{afile} is a file, so no folder can be made inside it" in line
+    assert afile.read_text() == "keep me"
+
+
+def test_unwritable_out_is_refused_before_sampling(tmp_path, capsys):
+    import os
+
+    if os.geteuid() == 0:  # root writes anywhere chmod allows nothing: use a place no one can write
+        target = "/proc/chromaviz-out"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = str(locked / "out")
+    line = one_error_line(capsys, ["run", "--steps", "500", "--out", target, "--quiet"])
+    assert f"--out {target}: cannot write there" in line
+
+
+def test_quiet_prints_no_library_noise(tmp_path):
+    # the shapes model loads a diffusers pipeline with a transformers text encoder: loading messages and bars
+    result = subprocess.run(
+        [sys.executable, "-m", "chromaviz.cli", "run", "--model", "shapes", "--steps", "2", "--batch", "1",
+         "--size", "32", "-o", str(tmp_path), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "Loading" not in result.stdout and "[transformers]" not in result.stdout
+
+
+# ---------------------------------------------------------------------- Ctrl-C keeps what was recorded
+def test_ctrl_c_during_run_writes_the_partial_run_and_exits_130(tmp_path):
+    child = subprocess.Popen(
+        [sys.executable, "-m", "chromaviz.cli", "run", "--model", "exemplars", "--prompt", "cat", "--steps", "1000",
+         "--batch", "2", "--size", "32", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not ignored, even under a background shell
+    )
+    seen = b""
+    deadline = time.monotonic() + 300
+    while not re.search(rb"\| *([3-9]|\d\d+)/1000", seen):  # the progress bar shows 3 or more steps done
+        chunk = os.read(child.stderr.fileno(), 4096)
+        assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")
+        seen += chunk
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=300)
+    err = (seen + err).decode(errors="replace")
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "interrupted after" in err
+    traj = Trajectory.load(tmp_path / "trajectory.safetensors")
+    assert traj.status == "interrupted" and 3 <= len(traj) < 1000
+    assert (tmp_path / "strip.png").is_file() and (tmp_path / "chromatogram.png").is_file()
