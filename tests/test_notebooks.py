@@ -34,6 +34,7 @@ CELL_TIMEOUT = 300  # seconds any one cell may run
 OVERRIDES = {
     "explorer": {"autorun": True, "steps": 10, "size": 32},
     "report": {"model": "exemplars", "prompt": "[cat:moon:0.5]", "steps": 12, "size": 32, "batch": 2},
+    "sweep": {"steps": [5, 10], "size": 32, "batch": 2},
 }
 
 

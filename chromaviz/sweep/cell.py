@@ -46,6 +46,7 @@ def prediction(comparison) -> tuple[np.ndarray, str]:
     """The predicted signal fractions of a comparison, shape (S, L), and the attribute they came from."""
     for name in PREDICTIONS:
         value = getattr(comparison, name, None)
+        value = getattr(value, "fractions", value)  # a chromaviz.prediction.Prediction carries them as .fractions
         if value is not None and np.shape(value) == np.shape(comparison.measured):
             return np.asarray(value, dtype=float), name
     return comparison.spectrum_aware, "spectrum_aware"

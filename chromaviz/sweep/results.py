@@ -31,15 +31,14 @@ FINISHED = "complete"
 """The status of a finished cell; a re-run into the same folder skips these and runs the others again."""
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; }
-th { background: #f3f3f3; }
-.grid td { text-align: center; }
-.grid img { width: 420px; display: block; }
-.error { color: #b00020; white-space: pre-wrap; max-width: 420px; text-align: left; }
-.caption { font-size: 0.85em; color: #555; }
-a { color: #0645ad; }
+.chromaviz-sweep { font-family: system-ui, sans-serif; color: #222; }
+.chromaviz-sweep table { border-collapse: collapse; }
+.chromaviz-sweep th, .chromaviz-sweep td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; }
+.chromaviz-sweep th { background: #f3f3f3; }
+.chromaviz-sweep .grid td { text-align: center; }
+.chromaviz-sweep .grid img { width: 420px; display: block; }
+.chromaviz-sweep .error { color: #b00020; white-space: pre-wrap; max-width: 420px; text-align: left; }
+.chromaviz-sweep .caption { font-size: 0.85em; color: #555; }
 """
 
 
@@ -136,7 +135,7 @@ def _caption(row: Mapping[str, Any]) -> str:
 
 def _page(title: str, body: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
+            f'<style>{_STYLE}</style></head><body>\n<div class="chromaviz-sweep">\n{body}\n</div>\n</body></html>\n')
 
 
 def cell_page(cell: Cell, row: Mapping[str, Any], folder: Path, traceback_text: str = "") -> str:
