@@ -294,3 +294,38 @@ def test_split_prediction_edges_and_errors():
         split_prediction(x, x, NoiseLevel(0.0, 0.5, 0.5), "score")
     with pytest.raises(ValueError, match="epsilon"):
         join_prediction(x, x, NoiseLevel(0.0, 0.5, 0.5), "score")
+
+
+# ---------------------------------------------------------------------- what a model declares
+def test_built_in_models_declare_what_they_can_do():
+    from chromaviz import Schedule
+    from chromaviz.models.base import Capabilities
+
+    gaussian = GaussianPowerLaw(exponent=3.0, size=32)
+    np.testing.assert_array_equal(gaussian.data_power(16, 32), gaussian.power(16, 32))
+    assert gaussian.capabilities() == Capabilities(latent=False, exact_spectrum=True, decoder="to_rgb",
+                                                   default_scheduler="ddim")
+    assert gaussian.latent_size(24, 40) == (24, 40)
+    assert GaussianPowerLaw(schedule=Schedule.flow_matching(3.0)).default_scheduler == "flow_euler"
+    mixture = ExemplarMixture(size=16)
+    assert mixture.data_power(16, 16) is None  # a mixture of photographs: no exact spectrum to give
+    assert not mixture.capabilities().exact_spectrum
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    assert torch.equal(mixture.decode(x), mixture.to_rgb(x))
+
+
+def test_diffusers_models_declare_latents_their_vae_and_their_own_scheduler(tmp_path):
+    import diffusers_models as tiny
+    from chromaviz.models.diffusers.adapter import load_pipeline
+
+    sd = load_pipeline(tiny.save_sd(tmp_path / "sd", scheduler="EulerDiscreteScheduler"))
+    caps = sd.capabilities()
+    assert caps.latent and caps.decoder == "vae" and not caps.exact_spectrum
+    assert caps.default_scheduler == "EulerDiscreteScheduler"
+    f = sd.vae_scale_factor
+    assert sd.latent_size(8 * f, 4 * f) == (8, 4)
+    z = torch.zeros(1, sd.channels, 4, 4)
+    assert sd.decode(z).shape == (1, 3, 4 * f, 4 * f)
+    ddpm = load_pipeline(tiny.save_ddpm(tmp_path / "ddpm"))
+    assert not ddpm.capabilities().latent and ddpm.latent_size(16, 16) == (16, 16)
+    assert ddpm.capabilities().default_scheduler == type(ddpm.scheduler).__name__

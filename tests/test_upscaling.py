@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from chromaviz import GaussianPowerLaw, Schedule, sample, spectral, theory
-from chromaviz.models.base import Denoiser, split_prediction
+from chromaviz.analysis import compare, expected
+from chromaviz.models.base import Denoiser, Wrapper, split_prediction
 from chromaviz.models.diffusers.adapter import load_pipeline
 from chromaviz.noise import NoiseLevel
 from chromaviz.apps.upscaling import UpsampleGuided, adjusted_level, band_log_ratio, guidance_weight, upscale, upscaled_truth
@@ -39,35 +40,17 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-class Recording(Denoiser):
-    """A real denoiser wrapper that keeps every (input, level) it was asked about."""
+class Recording(Wrapper):
+    """A real denoiser wrapper that keeps every (input, noise level) it was asked about; the rest of
+    the contract (sizes, decoding, spectrum) is the wrapped model's, forwarded by name."""
 
     def __init__(self, model: Denoiser) -> None:
-        self.model, self.calls = model, []
-        for k in ("name", "parameterization", "schedule", "channels", "default_size", "vocabulary", "conditional"):
-            setattr(self, k, getattr(model, k))
+        super().__init__(model)
+        self.calls = []
 
-    def __getattr__(self, name):
-        if name == "model":
-            raise AttributeError(name)
-        return getattr(self.model, name)
-
-    def check_size(self, height, width):
-        self.model.check_size(height, width)
-
-    def check_prompt(self, prompt):
-        return self.model.check_prompt(prompt)
-
-    def to(self, device):
-        self.model.to(device)
-        return self
-
-    def encode(self, prompts):
-        return self.model.encode(prompts)
-
-    def __call__(self, x_t, level, cond):
-        self.calls.append((x_t.detach().clone(), level))
-        return self.model(x_t, level, cond)
+    def __call__(self, x_t, noise, cond):
+        self.calls.append((x_t.detach().clone(), noise))
+        return self.model(x_t, noise, cond)
 
 
 # ---------------------------------------------------------------------- τ and ρ
@@ -289,3 +272,49 @@ def test_latent_pipeline_upscales_with_classifier_free_guidance(folders, kind):
     assert model.decode(run.final).shape == (1, 3, 64, 64)
     with pytest.raises(ValueError, match="multiples"):
         upscale(model, factor=2, height=36, width=36, num_steps=2, device="cpu")
+
+
+# ---------------------------------------------------------------------- what the wrapper declares
+def test_compare_uses_the_spectrum_of_the_process_upsample_guidance_samples():
+    base = GaussianPowerLaw(exponent=3.0, size=DESIGN)
+    guided = UpsampleGuided(base, factor=2)
+    run = sample(guided, num_steps=10, batch_size=2, seed=0, device="cpu", record=("x0",))
+    c = compare(run, guided)
+    size = 2 * DESIGN
+    truth = upscaled_truth(base, 2).power(size, size)
+    assert c.power_source == "model"
+    np.testing.assert_allclose(guided.data_power(size, size), truth)
+    np.testing.assert_allclose(c.spectrum_aware, expected(run.log_snr, c.levels, truth)[0])
+    base_theory = expected(run.log_snr, c.levels, base.power(size, size))[0]
+    assert np.abs(c.spectrum_aware - base_theory).max() > 0.05  # α = 3: the base model's spectrum is m× off
+    scale_free = GaussianPowerLaw(exponent=2.0, size=DESIGN)  # α = 2: the same process at every size
+    np.testing.assert_allclose(UpsampleGuided(scale_free, 2).data_power(size, size), scale_free.power(size, size))
+
+
+def test_the_wrapper_forwards_the_contract_by_name_and_nothing_else():
+    base = GaussianPowerLaw(exponent=3.0, size=DESIGN)
+    guided = UpsampleGuided(base, factor=2)
+    assert not hasattr(guided, "power") and not hasattr(guided, "exponent")  # no implicit forwarding
+    assert guided.latent_size(32, 32) == (32, 32) and guided.default_scheduler == base.default_scheduler == "ddim"
+    caps = guided.capabilities()
+    assert caps.exact_spectrum and not caps.latent and caps.decoder == "to_rgb"
+    x = torch.rand(1, 3, 8, 8) * 2 - 1
+    assert torch.equal(guided.decode(x), base.decode(x))
+
+
+def test_guidance_fraction_has_its_own_name_and_eta_reaches_ddim():
+    base = GaussianPowerLaw(exponent=3.0, size=DESIGN)
+    kw = dict(factor=2, num_steps=6, batch_size=1, device="cpu", seed=3, scheduler="ddim", record=())
+    plain = upscale(base, guidance_fraction=0.5, **kw)
+    noisy = upscale(base, guidance_fraction=0.5, eta=1.0, **kw)  # DDIM's η: fresh noise at every step
+    assert noisy.metadata["model"]["upsample_guidance"]["guidance_fraction"] == 0.5
+    assert not torch.allclose(plain.final, noisy.final)
+    with pytest.warns(DeprecationWarning, match="guidance_fraction"):
+        old = upscale(base, eta=0.5, **kw)  # the old keyword keeps its old meaning
+    assert torch.equal(old.final, plain.final)
+    with pytest.warns(DeprecationWarning):
+        assert UpsampleGuided(base, eta=0.25).guidance_fraction == 0.25
+    with pytest.raises(TypeError, match="guidance_fraction only"):
+        UpsampleGuided(base, guidance_fraction=0.5, eta=0.5)
+    with pytest.raises(ValueError, match="guidance_fraction"):
+        UpsampleGuided(base, guidance_fraction=1.5)

@@ -25,18 +25,22 @@ The guidance weight w_t is θ while the timestep lies in the first fraction η o
 timeline, t ≥ t_max − η·(t_max − t_min), and 0 after; with evenly spaced timesteps (DDIM, DDPM,
 Euler) this is the first fraction η of the sampling steps. Where λ(t) + 2·ln m lies beyond the
 schedule's least noisy timestep (the last steps), τ does not exist and w_t is 0.
+η is called ``guidance_fraction`` here, so that ``eta`` stays DDIM's η of
+:func:`~chromaviz.sampling.sample` (``upscale(..., guidance_fraction=0.5, eta=1.0)``).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from ..models.base import Denoiser, join_prediction, split_prediction
+from ..models.base import Denoiser, Wrapper, join_prediction, split_prediction
 from ..models.gaussian import GaussianPowerLaw
+from ..noise.levels import level_offset
 from ..noise.plan import NoiseLevel
 from ..noise.schedules import Schedule
 from ..sampling import sample
@@ -50,14 +54,14 @@ def _check_factor(factor: Any) -> int:
     return int(factor)
 
 
-def adjusted_level(schedule: Schedule, level: NoiseLevel, factor: int) -> tuple[NoiseLevel, float] | None:
+def adjusted_level(schedule: Schedule, noise: NoiseLevel, factor: int) -> tuple[NoiseLevel, float] | None:
     """Noise level of the pooled input D_m[x_t]/ρ, and the intensity factor ρ.
 
     Parameters
     ----------
     schedule : Schedule
         The model's schedule; it maps the pooled log-SNR to the timestep τ.
-    level : NoiseLevel
+    noise : NoiseLevel
         Noise level (α, σ) of the large network input x_t at its timestep t.
     factor : int
         Pooling factor m.
@@ -70,10 +74,10 @@ def adjusted_level(schedule: Schedule, level: NoiseLevel, factor: int) -> tuple[
         (λ + 2·ln m beyond the schedule's least noisy timestep, or α = 0).
     """
     m = _check_factor(factor)
-    a, s = level.alpha, level.sigma
+    a, s = noise.alpha, noise.sigma
     if not a > 0:
         return None
-    lam = level.log_snr + 2 * math.log(m)
+    lam = noise.log_snr + float(level_offset(m)[0])
     tau = float(schedule.t_of_log_snr(lam)) if math.isfinite(lam) else math.nan
     if not math.isfinite(tau):
         return None
@@ -81,21 +85,38 @@ def adjusted_level(schedule: Schedule, level: NoiseLevel, factor: int) -> tuple[
     return NoiseLevel(tau, a / rho, s / (m * rho)), rho
 
 
-def guidance_weight(schedule: Schedule, level: NoiseLevel, theta: float, eta: float) -> float:
-    """w_t: θ while t ≥ t_max − η·(t_max − t_min) (the first fraction η of the timeline), else 0."""
-    if eta <= 0:
+def guidance_weight(schedule: Schedule, noise: NoiseLevel, theta: float, guidance_fraction: float) -> float:
+    """w_t: θ while t ≥ t_max − η·(t_max − t_min) (the first fraction η of the timeline), else 0.
+
+    ``guidance_fraction`` is η of Upsample Guidance, the fraction of the timeline (noisiest
+    first) during which guidance acts.
+    """
+    if guidance_fraction <= 0:
         return 0.0
-    start = schedule.t_max - eta * (schedule.t_max - schedule.t_min)
-    return float(theta) if level.timestep >= start - 1e-9 else 0.0
+    start = schedule.t_max - guidance_fraction * (schedule.t_max - schedule.t_min)
+    return float(theta) if noise.timestep >= start - 1e-9 else 0.0
 
 
-class UpsampleGuided(Denoiser):
+def _renamed_fraction(guidance_fraction: float | None, eta: float | None, default: float) -> float:
+    """``guidance_fraction``, or the deprecated ``eta`` it replaces (with a DeprecationWarning)."""
+    if eta is None:
+        return default if guidance_fraction is None else guidance_fraction
+    if guidance_fraction is not None:
+        raise TypeError("give guidance_fraction only: eta is its deprecated name")
+    warnings.warn("the guidance fraction η is now called guidance_fraction; eta= will mean DDIM's η "
+                  "(passed to sample) in a later release", DeprecationWarning, stacklevel=3)
+    return eta
+
+
+class UpsampleGuided(Wrapper):
     """A denoiser that answers at ``factor``× the size of ``model``, with upsample guidance.
 
-    It keeps the base model's schedule, parameterisation, prompts and decoding; every evaluation
-    calls the base model on x_t (the large input) and, while w_t > 0, a second time on
-    D_m[x_t]/ρ at the adjusted timestep τ (fractional in general: diffusers UNets embed float
-    timesteps sinusoidally and the built-in models read only α and σ, so both accept it).
+    It keeps the base model's schedule, parameterisation, prompts and decoding (forwarded by
+    :class:`~chromaviz.models.base.Wrapper`) and overrides what it changes: the default size, the
+    sizes it accepts, the prediction and the data spectrum. Every evaluation calls the base model
+    on x_t (the large input) and, while w_t > 0, a second time on D_m[x_t]/ρ at the adjusted
+    timestep τ (fractional in general: diffusers UNets embed float timesteps sinusoidally and the
+    built-in models read only α and σ, so both accept it).
 
     Parameters
     ----------
@@ -107,8 +128,17 @@ class UpsampleGuided(Denoiser):
     theta : float
         Guidance scale θ ≥ 0 (0: the plain base model at the large size; 1: the coarse levels
         follow the model at its own size; the paper uses θ ≈ 1–1.2).
-    eta : float
-        Fraction η ∈ [0, 1] of the timeline, noisiest first, during which guidance acts.
+    guidance_fraction : float
+        η ∈ [0, 1] of Upsample Guidance: the fraction of the timeline, noisiest first, during which
+        guidance acts (default 0.5).
+    eta : float, optional
+        Deprecated name of ``guidance_fraction``.
+
+    Raises
+    ------
+    ValueError
+        For a model that is not a Denoiser, a factor that is not an integer ≥ 2, θ < 0 or not
+        finite, a guidance fraction outside [0, 1].
 
     Examples
     --------
@@ -118,44 +148,26 @@ class UpsampleGuided(Denoiser):
     (64, 64)
     """
 
-    def __init__(self, model: Denoiser, factor: int = 2, theta: float = 1.0, eta: float = 0.5) -> None:
-        if not isinstance(model, Denoiser):
-            raise ValueError(f"model must be a chromaviz Denoiser, got {type(model).__name__}")
+    def __init__(self, model: Denoiser, factor: int = 2, theta: float = 1.0, guidance_fraction: float | None = None,
+                 *, eta: float | None = None) -> None:
+        super().__init__(model)
+        fraction = _renamed_fraction(guidance_fraction, eta, 0.5)
         self.factor = _check_factor(factor)
         if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not (math.isfinite(theta) and theta >= 0):
             raise ValueError(f"theta must be a finite number ≥ 0, got {theta!r}")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
-            raise ValueError(f"eta must be a number in [0, 1] (a fraction of the timeline), got {eta!r}")
-        self.model, self.theta, self.eta = model, float(theta), float(eta)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise ValueError(f"guidance_fraction (η, formerly eta) must be a number in [0, 1] (a fraction of the "
+                             f"timeline), got {fraction!r}")
+        self.theta, self.guidance_fraction = float(theta), float(fraction)
         self.name = f"{model.name}-upsampled{self.factor}x"
-        self.parameterization = model.parameterization
-        self.schedule = model.schedule
-        self.channels = model.channels
-        self.vocabulary = model.vocabulary
-        self.conditional = model.conditional
         h, w = model.default_size
         self.default_size = (h * self.factor, w * self.factor)
 
-    def __getattr__(self, name: str) -> Any:
-        # Only called for attributes not found normally: latent_size, decode, pipe, … of the base.
-        if name == "model":
-            raise AttributeError(name)
-        return getattr(self.model, name)
-
     @property
-    def device(self) -> torch.device:  # type: ignore[override]
-        return self.model.device
-
-    @property
-    def dtype(self) -> torch.dtype:  # type: ignore[override]
-        return self.model.dtype
-
-    def to(self, device: str | torch.device) -> UpsampleGuided:
-        self.model.to(device)
-        return self
-
-    def check_prompt(self, prompt: str | None) -> str | None:
-        return self.model.check_prompt(prompt)
+    def eta(self) -> float:
+        """Deprecated name of :attr:`guidance_fraction`."""
+        warnings.warn("UpsampleGuided.eta is now guidance_fraction", DeprecationWarning, stacklevel=2)
+        return self.guidance_fraction
 
     def check_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` unless (height, width) pixels is m× a size the base model samples."""
@@ -164,46 +176,51 @@ class UpsampleGuided(Denoiser):
             raise ValueError(f"size {height}×{width} is not divisible by the upsampling factor {m}")
         self.model.check_size(height // m, width // m)
         self.model.check_size(height, width)
-        if hasattr(self.model, "latent_size"):
-            h, w = self.model.latent_size(height, width)
-            if h % m or w % m:
-                raise ValueError(f"latents of {h}×{w} for {height}×{width} pixels are not divisible by the upsampling factor {m}")
+        h, w = self.model.latent_size(height, width)
+        if h % m or w % m:
+            raise ValueError(f"latents of {h}×{w} for {height}×{width} pixels are not divisible by the upsampling factor {m}")
 
-    def encode(self, prompts: Sequence[str | None]) -> Any:
-        return self.model.encode(prompts)
+    def data_power(self, height: int, width: int) -> np.ndarray | None:
+        """The spectrum of the process upsample guidance samples: the base model's data at m× its size.
 
-    def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.to_rgb(x)
+        For :class:`~chromaviz.models.gaussian.GaussianPowerLaw` that is :func:`upscaled_truth`
+        (the base spectrum itself only when α = 2); None for models whose data at m× is unknown.
+        """
+        if isinstance(self.model, GaussianPowerLaw):
+            return upscaled_truth(self.model, self.factor).power(height, width)
+        return None
 
-    def weight(self, level: NoiseLevel) -> float:
-        """w_t at ``level``: θ in the first fraction η of the timeline where τ exists, else 0."""
-        w = guidance_weight(self.schedule, level, self.theta, self.eta)
-        return w if w and adjusted_level(self.schedule, level, self.factor) is not None else 0.0
+    def weight(self, noise: NoiseLevel) -> float:
+        """w_t at the noise level ``noise``: θ in the first fraction η of the timeline where τ exists, else 0."""
+        w = guidance_weight(self.schedule, noise, self.theta, self.guidance_fraction)
+        return w if w and adjusted_level(self.schedule, noise, self.factor) is not None else 0.0
 
-    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: Any) -> torch.Tensor:
+    def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Any) -> torch.Tensor:
         """The guided prediction for the large input ``x_t`` (B, C, m·h, m·w), in the base model's parameterisation."""
         m = self.factor
-        out = self.model(x_t, level, cond)
-        w = guidance_weight(self.schedule, level, self.theta, self.eta)
-        small = adjusted_level(self.schedule, level, m) if w else None
+        out = self.model(x_t, noise, cond)
+        w = guidance_weight(self.schedule, noise, self.theta, self.guidance_fraction)
+        small = adjusted_level(self.schedule, noise, m) if w else None
         if small is None:
             return out
-        small_level, rho = small
+        small_noise, rho = small
         y = pool(x_t, m) / rho
-        out_small = self.model(y, small_level, cond)
+        out_small = self.model(y, small_noise, cond)
         p = self.parameterization
-        x0, eps = split_prediction(out.to(x_t.dtype), x_t, level, p)
-        x0_small, eps_small = split_prediction(out_small.to(x_t.dtype), y, small_level, p)
+        x0, eps = split_prediction(out.to(x_t.dtype), x_t, noise, p)
+        x0_small, eps_small = split_prediction(out_small.to(x_t.dtype), y, small_noise, p)
         x0 = x0 + w * upsample(x0_small - pool(x0, m), m)
         eps = eps + w * upsample(eps_small / m - pool(eps, m), m)
-        return join_prediction(x0, eps, level, p).to(out.dtype)
+        return join_prediction(x0, eps, noise, p).to(out.dtype)
 
     def describe(self) -> dict[str, Any]:
         return {**self.model.describe(), "name": self.name,
-                "upsample_guidance": {"factor": self.factor, "theta": self.theta, "eta": self.eta, "base": self.model.name}}
+                "upsample_guidance": {"factor": self.factor, "theta": self.theta,
+                                      "guidance_fraction": self.guidance_fraction, "base": self.model.name}}
 
     def __repr__(self) -> str:
-        return f"UpsampleGuided({self.model!r}, factor={self.factor}, theta={self.theta:g}, eta={self.eta:g})"
+        return (f"UpsampleGuided({self.model!r}, factor={self.factor}, theta={self.theta:g}, "
+                f"guidance_fraction={self.guidance_fraction:g})")
 
 
 def upscale(
@@ -212,7 +229,7 @@ def upscale(
     *,
     factor: int = 2,
     theta: float = 1.0,
-    eta: float = 0.5,
+    guidance_fraction: float | None = None,
     height: int | None = None,
     width: int | None = None,
     **kwargs: Any,
@@ -225,21 +242,23 @@ def upscale(
         The base model.
     prompt : str, PromptSchedule, callable or None
         As for :func:`chromaviz.sampling.sample`.
-    factor, theta, eta
-        m, θ and η of :class:`UpsampleGuided`.
+    factor, theta, guidance_fraction
+        m, θ and η of :class:`UpsampleGuided` (η defaults to 0.5).
     height, width : int, optional
         Size of the result in pixels; default ``factor`` × the model's ``default_size``.
     **kwargs
         Any other argument of :func:`chromaviz.sampling.sample` (num_steps, scheduler, guidance,
-        seed, batch_size, device, record, …).
+        seed, batch_size, device, record, and DDIM's ``eta`` …). Deprecated: ``eta=`` without
+        ``guidance_fraction=`` still means the guidance fraction (with a DeprecationWarning).
 
     Returns
     -------
     Trajectory
         The run; ``trajectory.final`` has shape (B, C, m·h, m·w) on the model's sample grid.
     """
-
-    guided = UpsampleGuided(model, factor=factor, theta=theta, eta=eta)
+    if guidance_fraction is None and "eta" in kwargs:
+        guidance_fraction = _renamed_fraction(None, kwargs.pop("eta"), 0.5)
+    guided = UpsampleGuided(model, factor=factor, theta=theta, guidance_fraction=guidance_fraction)
     h, w = guided.default_size
     return sample(guided, prompt, height=h if height is None else height, width=w if width is None else width, **kwargs)
 

@@ -3,28 +3,38 @@
 A denoiser answers one question: given the network input x_t (shape (B, C, H, W)), its noise level
 and an encoded conditioning, what is its prediction, in its own parametrisation (clean sample,
 ε, or v)? It also knows its noise schedule, encodes prompts, and maps samples to RGB for display.
+
+Beyond that, a model *declares* what it can do, so that callers never probe it with ``hasattr``:
+the size of its samples for an image size (:meth:`Denoiser.latent_size`), the exact power spectrum
+of its data if it knows one (:meth:`Denoiser.data_power`), how its samples become the final image
+(:meth:`Denoiser.decode`) and the scheduler ``"default"`` means for it
+(:attr:`Denoiser.default_scheduler`); :meth:`Denoiser.capabilities` sums them up. Wrappers
+(:class:`Wrapper`) forward each of these by name, never implicitly.
 """
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..noise.plan import NoiseLevel
+from ..noise.schedulers import scheduler_name
 from ..noise.schedules import Schedule
 
 PARAMETERIZATIONS = ("sample", "epsilon", "v_prediction", "flow")
 """What a denoiser's output means: x̂0, ε, v = α·ε − σ·x0, or the flow velocity ε − x0."""
 
 
-def split_prediction(output: torch.Tensor, x_t: torch.Tensor, level: NoiseLevel, parameterization: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x̂0, ε̂) from a model output, using x_t = α·x0 + σ·ε.
+def split_prediction(output: torch.Tensor, x_t: torch.Tensor, noise: NoiseLevel, parameterization: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̂0, ε̂) from a model output, using x_t = α·x0 + σ·ε at the noise level ``noise``.
 
     Shapes of ``output`` and ``x_t`` are (B, C, H, W); both results have that shape.
     """
-    a, s = level.alpha, level.sigma
+    a, s = noise.alpha, noise.sigma
     if parameterization == "sample":
         x0 = output
         eps = (x_t - a * x0) / s if s > 0 else torch.zeros_like(x0)
@@ -42,17 +52,40 @@ def split_prediction(output: torch.Tensor, x_t: torch.Tensor, level: NoiseLevel,
     return x0, eps
 
 
-def join_prediction(x0: torch.Tensor, eps: torch.Tensor, level: NoiseLevel, parameterization: str) -> torch.Tensor:
-    """The model output a scheduler expects (``parameterization``) from x̂0 and ε̂."""
+def join_prediction(x0: torch.Tensor, eps: torch.Tensor, noise: NoiseLevel, parameterization: str) -> torch.Tensor:
+    """The model output a scheduler expects (``parameterization``) from x̂0 and ε̂ at the noise level ``noise``."""
     if parameterization == "sample":
         return x0
     if parameterization == "epsilon":
         return eps
     if parameterization == "v_prediction":
-        return level.alpha * eps - level.sigma * x0
+        return noise.alpha * eps - noise.sigma * x0
     if parameterization == "flow":
         return eps - x0
     raise ValueError(f"unknown parameterization {parameterization!r}; choose one of {PARAMETERIZATIONS}")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model declares it can do (:meth:`Denoiser.capabilities`).
+
+    Attributes
+    ----------
+    latent : bool
+        Its samples live in a latent space: :meth:`Denoiser.latent_size` differs from the image
+        size, and :meth:`Denoiser.decode` maps latents to pixels.
+    exact_spectrum : bool
+        :meth:`Denoiser.data_power` returns the exact data spectrum (else None: callers measure one).
+    decoder : str
+        What :meth:`Denoiser.decode` uses, e.g. ``"to_rgb"`` or ``"vae"``.
+    default_scheduler : str
+        The scheduler ``"default"`` means for this model.
+    """
+
+    latent: bool
+    exact_spectrum: bool
+    decoder: str
+    default_scheduler: str
 
 
 class Denoiser(abc.ABC):
@@ -78,6 +111,9 @@ class Denoiser(abc.ABC):
         Two prompts that show the model off (a UI's defaults for prompt A and prompt B).
     recommended_guidance : float
         The classifier-free guidance scale the model is documented with (1 = none).
+    emphasis : bool
+        Whether the model applies emphasis weights (``(word:1.2)``, ``((word))``, ``[word]``) with a
+        text encoder; for a model without one such prompts are refused (``docs/prompts.md``).
     """
 
     name: str = "denoiser"
@@ -89,6 +125,7 @@ class Denoiser(abc.ABC):
     conditional: bool = False
     example_prompts: tuple[str, str] | None = None
     recommended_guidance: float = 1.0
+    emphasis: bool = False
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
 
@@ -108,8 +145,38 @@ class Denoiser(abc.ABC):
         """Encode one prompt per batch element (None = unconditional) into conditioning."""
 
     @abc.abstractmethod
-    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: Any) -> torch.Tensor:
-        """The prediction for network input ``x_t`` (B, C, H, W) at ``level``, same shape."""
+    def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Any) -> torch.Tensor:
+        """The prediction for network input ``x_t`` (B, C, H, W) at the noise level ``noise``, same shape."""
+
+    # ------------------------------------------------------------------ what the model can do
+    latent: bool = False
+    """Whether samples are latents (set by latent models together with :meth:`latent_size`)."""
+    decoder: str = "to_rgb"
+    """What :meth:`decode` uses (``"to_rgb"`` unless a model has a real decoder, e.g. ``"vae"``)."""
+
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the samples for an image of (height, width) pixels; the same for pixel models."""
+        return height, width
+
+    def data_power(self, height: int, width: int) -> np.ndarray | None:
+        """The exact power of the data at each mode of the orthonormal (H, W) FFT of the samples
+        (white noise = 1), shape (H, W), or None where the model does not know it (the default)."""
+        return None
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples (B, C, h, w) → the final image, RGB (B, 3, H, W) in [0, 1]; :meth:`to_rgb` unless overridden."""
+        return self.to_rgb(x)
+
+    @property
+    def default_scheduler(self) -> str:
+        """The scheduler ``scheduler="default"`` means for this model (a name or a diffusers class name)."""
+        return scheduler_name("default", self.schedule)
+
+    def capabilities(self) -> Capabilities:
+        """What this model declares it can do (at its ``default_size``)."""
+        h, w = self.default_size
+        size = self.latent_size(h, w)
+        return Capabilities(self.latent, self.data_power(*size) is not None, self.decoder, self.default_scheduler)
 
     def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
         """Samples (B, C, H, W) in the model's space → RGB in [0, 1], shape (B, 3, H', W')."""
@@ -126,3 +193,76 @@ class Denoiser(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """JSON-safe description stored with every trajectory."""
         return {"name": self.name, "parameterization": self.parameterization, "schedule": self.schedule.name}
+
+
+class Wrapper(Denoiser):
+    """A denoiser built on another one: the whole contract forwarded by name, nothing implicitly.
+
+    Subclasses override what they change (e.g. :class:`~chromaviz.apps.upscaling.UpsampleGuided`
+    changes the size, the prediction and the data spectrum); everything else is the wrapped
+    model's. Declared attributes are copied when the wrapper is made.
+
+    Parameters
+    ----------
+    model : Denoiser
+        The wrapped model (``self.model``).
+
+    Raises
+    ------
+    ValueError
+        If ``model`` is not a chromaviz :class:`Denoiser`.
+    """
+
+    DECLARED = ("name", "parameterization", "schedule", "channels", "default_size", "vocabulary", "conditional",
+                "example_prompts", "recommended_guidance", "emphasis", "latent", "decoder")
+    """Attributes copied from the wrapped model."""
+
+    def __init__(self, model: Denoiser) -> None:
+        if not isinstance(model, Denoiser):
+            raise ValueError(f"model must be a chromaviz Denoiser, got {type(model).__name__}")
+        self.model = model
+        for attribute in self.DECLARED:
+            setattr(self, attribute, getattr(model, attribute))
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:  # type: ignore[override]
+        return self.model.dtype
+
+    def to(self, device: str | torch.device) -> Wrapper:
+        self.model.to(device)
+        return self
+
+    def check_prompt(self, prompt: str | None) -> str | None:
+        return self.model.check_prompt(prompt)
+
+    def check_size(self, height: int, width: int) -> None:
+        self.model.check_size(height, width)
+
+    def encode(self, prompts: Sequence[str | None]) -> Any:
+        return self.model.encode(prompts)
+
+    def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Any) -> torch.Tensor:
+        return self.model(x_t, noise, cond)
+
+    def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.to_rgb(x)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(x)
+
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.model.latent_size(height, width)
+
+    def data_power(self, height: int, width: int) -> np.ndarray | None:
+        return self.model.data_power(height, width)
+
+    @property
+    def default_scheduler(self) -> str:
+        return self.model.default_scheduler
+
+    def describe(self) -> dict[str, Any]:
+        return self.model.describe()

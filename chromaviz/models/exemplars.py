@@ -152,8 +152,8 @@ class ExemplarMixture(Denoiser):
         return bank
 
     # ------------------------------------------------------------------ posterior
-    def posterior(self, x_t: torch.Tensor, level: NoiseLevel, cond: Sequence[str | None]):
-        """Exact posterior over components.
+    def posterior(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Sequence[str | None]):
+        """Exact posterior over components, for inputs (B, C, H, W) at the noise level ``noise``.
 
         Returns
         -------
@@ -167,7 +167,7 @@ class ExemplarMixture(Denoiser):
             raise ValueError(f"got {len(cond)} prompts for a batch of {b}")
         words = list(PHOTOS) if any(p is None for p in cond) else sorted(set(cond), key=list(PHOTOS).index)
         banks = [self._bank(word, h, w) for word in words]
-        a, s = level.alpha, level.sigma
+        a, s = noise.alpha, noise.sigma
         classes, _, power_r = self._grid(h, w, x_t.device)
         hp, wp = self._source_size(h, w)
         nh, nw = hp - h + 1, wp - w + 1
@@ -184,10 +184,11 @@ class ExemplarMixture(Denoiser):
         weights = torch.softmax(logits.reshape(b, -1), dim=1).reshape(logits.shape)
         return words, weights
 
-    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: Sequence[str | None]) -> torch.Tensor:
+    def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Sequence[str | None]) -> torch.Tensor:
+        """The exact posterior mean E[x0 | x_t] for inputs (B, C, H, W) at the noise level ``noise``."""
         b, c, h, w = x_t.shape
-        a, s = level.alpha, level.sigma
-        words, weights = self.posterior(x_t, level, cond)
+        a, s = noise.alpha, noise.sigma
+        words, weights = self.posterior(x_t, noise, cond)
         hp, wp = self._source_size(h, w)
         photo_hat = torch.stack([self._bank(word, h, w).photo_hat for word in words])
         weights_hat = torch.fft.rfft2(weights, s=(hp, wp)).conj()  # (B, Wn, S, Hp, Wf)

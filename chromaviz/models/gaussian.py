@@ -106,10 +106,15 @@ class GaussianPowerLaw(Denoiser):
             self.check_prompt(p)
         return None
 
-    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: Any = None) -> torch.Tensor:
+    def data_power(self, height: int, width: int) -> np.ndarray:
+        """The exact data spectrum, :meth:`power`: this model knows its data."""
+        return self.power(height, width)
+
+    def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Any = None) -> torch.Tensor:
+        """The posterior mean E[x0 | x_t] for inputs (B, C, H, W) at the noise level ``noise`` (a Wiener filter)."""
         h, w = x_t.shape[-2:]
         p = self._power_tensor(h, w, x_t.device)
-        gain = level.alpha * p / (level.alpha**2 * p + level.sigma**2)
+        gain = noise.alpha * p / (noise.alpha**2 * p + noise.sigma**2)
         spec = torch.fft.rfft2(x_t.double()) * gain
         return torch.fft.irfft2(spec, s=(h, w)).to(x_t.dtype)
 
