@@ -7,6 +7,7 @@ the cell's result), and returns plain data: a row of the sweep's table and the c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import tempfile
@@ -48,7 +49,8 @@ def prediction(comparison) -> tuple[np.ndarray, str]:
         value = getattr(comparison, name, None)
         value = getattr(value, "fractions", value)  # a chromaviz.prediction.Prediction carries them as .fractions
         if value is not None and np.shape(value) == np.shape(comparison.measured):
-            return np.asarray(value, dtype=float), name
+            kind = getattr(comparison, "prediction_kind", "")
+            return np.asarray(value, dtype=float), f"{name} ({kind})" if isinstance(kind, str) and kind else name
     return comparison.spectrum_aware, "spectrum_aware"
 
 
@@ -57,24 +59,27 @@ def _per_level(prefix: str, levels: Sequence[int], values: Sequence[Any]) -> dic
 
 
 def _inheritance(comparison, levels: Sequence[int]) -> dict[str, Any]:
-    """Per-level inheritance columns from ``comparison.inheritance`` when compare provides it.
+    """Per-level inheritance columns, ``inheritance_<name>_m<m>``, from ``comparison.inheritance`` when compare has it.
 
-    Accepts an array of length L, a mapping of names to such arrays, or an object with ``measured``
-    and ``predicted`` arrays (issue 14 is adding this to :func:`chromaviz.analysis.compare`).
+    Every per-level array of that object (a dataclass such as :class:`chromaviz.analysis.Inheritance`,
+    or a mapping of names to arrays of length L) becomes a column per level.
     """
     found = getattr(comparison, "inheritance", None)
     if found is None:
         return {}
     if isinstance(found, Mapping):
         parts = dict(found)
-    elif hasattr(found, "measured") or hasattr(found, "predicted"):
-        parts = {k: getattr(found, k) for k in ("measured", "predicted") if getattr(found, k, None) is not None}
+    elif dataclasses.is_dataclass(found):
+        parts = {f.name: getattr(found, f.name) for f in dataclasses.fields(found)}
     else:
         parts = {"": found}
     out: dict[str, Any] = {}
     for key, values in parts.items():
-        values = np.asarray(values, dtype=float).ravel()
-        if len(values) == len(levels):
+        try:
+            values = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            continue
+        if key != "levels" and values.shape == (len(levels),):
             out.update(_per_level("inheritance" + (f"_{key}" if key else ""), levels, values))
     return out
 

@@ -150,8 +150,8 @@ def cell_page(cell: Cell, row: Mapping[str, Any], folder: Path, traceback_text: 
         parts.append(f'<pre class="error">{html.escape(traceback_text)}</pre>')
     levels = row.get("levels") or []
     if levels:
-        kinds = [k for k in ("birth_step_measured", "birth_step_predicted", "birth_step_m2law", "inherited",
-                             "inheritance", "inheritance_measured", "inheritance_predicted") if f"{k}_m{levels[0]}" in row]
+        suffix = f"_m{levels[0]}"
+        kinds = [k[: -len(suffix)] for k in row if k.endswith(suffix)]  # every per-level figure of the row
         header = "".join(f"<th>{html.escape(k.replace('_', ' '))}</th>" for k in kinds)
         body = "".join("<tr><td>" + str(m) + "</td>" + "".join(f"<td>{_number(row.get(f'{k}_m{m}'), 3)}</td>" for k in kinds)
                        + "</tr>" for m in levels)
