@@ -72,19 +72,18 @@ def _device(text: str) -> str:
 
 
 def _output_folder(option: str, path: str) -> Path:
-    """``path`` created as a folder and proved writable, or a ValueError saying why not (before any work)."""
+    """``path`` checked to be a folder that can be made and written (a ValueError saying why not); nothing is created."""
     folder = Path(path)
-    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
-    if blocker == folder:
-        raise ValueError(f"{option} {path}: that is an existing file, not a folder")
-    if blocker is not None:
-        raise ValueError(f"{option} {path}: {blocker} is a file, so no folder can be made inside it")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        if existing == folder:
+            raise ValueError(f"{option} {path}: that is an existing file, not a folder")
+        raise ValueError(f"{option} {path}: {existing} is a file, so no folder can be made inside it")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        raise ValueError(f"{option} {path}: cannot write there ({err.strerror or err})") from None
+        raise ValueError(f"{option} {path}: cannot write in {existing} ({err.strerror or err})") from None
     return folder
 
 
@@ -146,6 +145,7 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         print(f"chromaviz run: interrupted after {len(traj)} steps; writing them", file=sys.stderr)
     elapsed = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
     path = traj.save(out / "trajectory.safetensors")
     if len(traj) == 0:
         print(f"wrote {path} (no steps)")
@@ -174,8 +174,9 @@ def _report(args: argparse.Namespace) -> int:
 
     notebook = Path(args.notebook) if args.notebook else REPORT_NOTEBOOK
     if args.list:
+        parameters = notebook_parameters(notebook)
         print(f"parameters of {notebook} (set them with -p NAME VALUE):")
-        print(format_parameters(notebook_parameters(notebook), RESERVED))
+        print(format_parameters(parameters, RESERVED))
         return 0
     out = _output_folder("-o/--out", args.out)
     if args.quiet:
@@ -295,12 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValueError as err:  # a user mistake found before any work; one line
-        lines = str(err).strip().splitlines() or [type(err).__name__]
-        message = lines[0] + (f" (see chromaviz {args.command} --help or --list)" if len(lines) > 1 else "")
+        message = str(err).strip() or type(err).__name__  # one error line; any more lines are indented details
         parser.exit(EXIT_USAGE, f"chromaviz {args.command}: error: {message}\n")
     except KeyboardInterrupt:
         print(f"chromaviz {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout left (``| head``): stop quietly, as the Python docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -356,18 +356,51 @@ def _parameter_type(annotation: str, default: str) -> str:
 def notebook_parameters(notebook: str | Path) -> dict[str, Parameter]:
     """The parameters of ``notebook``'s cell tagged ``parameters``, with their types, in order.
 
-    Types come from annotations (``steps: int = 50``) or else from the default's literal value.
+    Types come from annotations (``steps: int = 50``) or else from the default's literal value;
+    the help is the comment after the assignment. The cell is read with :mod:`ast` (papermill's
+    ``inspect_notebook`` skips a line whose default contains ``=``, such as
+    ``prompt: str = "[cat:moon:m=4]"``), so every assignment at the top of the cell is a parameter.
+
+    Raises
+    ------
+    ReportError
+        No notebook at ``notebook``, a file that is not a notebook, or a parameters cell that is not
+        valid Python (naming the line).
     """
-    import papermill
+    import io
+    import json
+    import tokenize
 
     path = Path(notebook)
     if not path.is_file():
         raise ReportError(f"no notebook at {path}")
-    found = papermill.inspect_notebook(str(path))
-    return {
-        name: Parameter(name, _parameter_type(p.get("inferred_type_name", ""), p["default"]), p["default"], p.get("help", ""))
-        for name, p in found.items()
-    }
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (ValueError, KeyError, TypeError, UnicodeError) as err:
+        raise ReportError(f"{path} is not a Jupyter notebook ({type(err).__name__}: {err})") from None
+    cell = next((c for c in cells if isinstance(c, dict) and "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return {}
+    source = cell.get("source", "")
+    source = "".join(source) if isinstance(source, list) else str(source)
+    try:
+        tree = ast.parse(source)
+        comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                    for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    except (SyntaxError, tokenize.TokenError) as err:
+        raise ReportError(f"the parameters cell of {path} is not valid Python (line {getattr(err, 'lineno', '?')}: {err})") from None
+    found: dict[str, Parameter] = {}
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            targets, annotation = [node.target.id], ast.unparse(node.annotation)
+        elif isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+            targets, annotation = [t.id for t in node.targets], ""
+        else:
+            continue
+        default = ast.get_source_segment(source, node.value) or ast.unparse(node.value)
+        for name in targets:
+            found[name] = Parameter(name, _parameter_type(annotation, default), default, comments.get(node.end_lineno, ""))
+    return found
 
 
 def format_parameters(parameters: Mapping[str, Parameter], skip: Sequence[str] = ()) -> str:
