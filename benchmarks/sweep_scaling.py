@@ -60,7 +60,8 @@ def on_workers(grid: dict, out: Path, workers: int) -> tuple[float, float]:
     from chromaviz import sweep
 
     start = time.perf_counter()
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         client.run(warm_up)
         ready = time.perf_counter()

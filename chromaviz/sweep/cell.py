@@ -148,7 +148,7 @@ def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, rep
             torch.set_num_threads(torch_threads)
         model = load_model(values)
         device = values.get("device") or None
-        traj = sample(model, values.get("prompt") or None, num_steps=values["steps"], scheduler=values["scheduler"],
+        traj = sample(model, values.get("prompt") or None, num_inference_steps=values["steps"], scheduler=values["scheduler"],
                       guidance=values["guidance"], seed=values["seed"], batch_size=values["batch"],
                       height=values["size"], width=values["size"], device=device)
         comparison = compare(traj, model, method=values["method"])

@@ -53,12 +53,14 @@ def connect(workers: int | None = None, scheduler: str | None = None, *, timeout
             yield client
         return
     n = workers or os.cpu_count() or 1
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+    # Scheduler, workers and dashboard listen on this machine only (a Dask cluster runs what its clients send).
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         yield client
 
 
-def _check_options(workers: Any, scheduler: Any, torch_threads: Any) -> None:
+def _check_options(workers: Any, scheduler: Any, torch_threads: Any, connect_timeout: Any) -> None:
     if workers is not None and scheduler is not None:
         raise SweepError(f"give workers (a local cluster) or scheduler (an existing cluster), not both: "
                          f"got workers={workers!r} and scheduler={scheduler!r}")
@@ -66,6 +68,7 @@ def _check_options(workers: Any, scheduler: Any, torch_threads: Any) -> None:
         _checks.positive_int("workers", workers)
     if torch_threads is not None:
         _checks.positive_int("torch_threads", torch_threads)
+    _checks.real("connect_timeout", connect_timeout, minimum=0)
     if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
         raise SweepError(f"scheduler must be an address such as 'tcp://HOST:8786', got {scheduler!r}")
 
@@ -129,7 +132,7 @@ def sweep(
     KeyboardInterrupt
         After writing the table and gallery of the cells that finished.
     """
-    _check_options(workers, scheduler, torch_threads)
+    _check_options(workers, scheduler, torch_threads, connect_timeout)
     cells = make_grid(grid, notebook=notebook)
     x, y = axes(grid, x, y)
     reports = _checks.boolean("reports", reports)
