@@ -8,6 +8,7 @@ the cell's result), and returns plain data: a row of the sweep's table and the c
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import socket
 import tempfile
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+THUMBNAIL_WIDTH = 560
+"""Pixels across a chromatogram in the gallery (the cell's page has the full picture)."""
 
 PREDICTIONS = ("predicted", "prediction")
 """Attributes of :class:`chromaviz.analysis.Comparison` that may hold the prediction of the run as it
@@ -110,6 +114,17 @@ def figures(traj, comparison, model) -> dict[str, Any]:
     }
 
 
+def thumbnail(png: bytes, width: int = THUMBNAIL_WIDTH) -> bytes:
+    """A PNG at most ``width`` pixels wide (aspect kept) of a PNG, for the gallery."""
+    from PIL import Image  # matplotlib's own image library
+
+    image = Image.open(io.BytesIO(png))
+    image.thumbnail((width, width * 4))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
 def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, report: str | None = None,
              pairs: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
     """Run one cell: load the model, sample, compare, and draw the chromatogram.
@@ -131,7 +146,7 @@ def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, rep
     dict
         ``row``: status (``"complete"``, the run's own status if it stopped early, or ``"error"``),
         error (``"Type: message"``, empty if none), seconds, run_device, worker, and :func:`figures`;
-        ``traceback``: the error's traceback text; ``chromatogram``: PNG bytes or None.
+        ``traceback``: the error's traceback text; ``chromatogram`` and ``thumbnail``: PNG bytes or None.
     """
     start = time.perf_counter()
     row: dict[str, Any] = {"status": "error", "error": "", "seconds": None, "run_device": "",
@@ -156,6 +171,7 @@ def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, rep
         with tempfile.TemporaryDirectory() as tmp:
             title = f"{model.name}, {traj.metadata['scheduler_class']}, {len(traj)} steps, {values['method']} bands"
             out["chromatogram"] = save_chromatogram(comparison, Path(tmp) / "chromatogram.png", title=title).read_bytes()
+        out["thumbnail"] = thumbnail(out["chromatogram"])
         if report is not None:
             from ..notebook.report import run_report
 

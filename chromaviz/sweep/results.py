@@ -66,8 +66,9 @@ def save_cell(out: Path, cell: Cell, result: Mapping[str, Any]) -> dict[str, Any
     folder = cell_folder(out, cell)
     folder.mkdir(parents=True, exist_ok=True)
     row = table_row(cell, result["row"])
-    if result.get("chromatogram"):
-        (folder / "chromatogram.png").write_bytes(result["chromatogram"])
+    for name in ("chromatogram", "thumbnail"):
+        if result.get(name):
+            (folder / f"{name}.png").write_bytes(result[name])
     record = {"parameters": _json_safe(cell.values), "row": _json_safe(row), "traceback": result.get("traceback", "")}
     (folder / "index.html").write_text(cell_page(cell, row, folder, result.get("traceback", "")), encoding="utf-8")
     tmp = folder / "cell.json.tmp"
@@ -129,7 +130,8 @@ def _caption(row: Mapping[str, Any]) -> str:
         return f'<div class="error">{html.escape(str(row.get("status")))}: {html.escape(str(row.get("error", "")))}</div>'
     deviation = row.get("max_deviation")
     seconds = row.get("seconds")
-    return (f'<div class="caption">max |G − {html.escape(str(row.get("prediction", "s")))}| = {_number(deviation)}'
+    deviation = f"{deviation:.2g}" if isinstance(deviation, float) else html.escape(str(deviation))
+    return (f'<div class="caption">max |G − {html.escape(str(row.get("prediction", "s")))}| = {deviation}'
             f' · {_number(seconds, 1)} s · {html.escape(str(row.get("run_device", "")))}</div>')
 
 
@@ -174,7 +176,9 @@ def write_gallery(out: Path, cells: Sequence[Cell], rows: Mapping[str, Mapping[s
     Cells not finished (an interrupted sweep) are shown as "not run".
     """
     names = list(cells[0].swept) if cells else []
-    others = [n for n in names if n not in (x, y)]
+    several = {n for n in names if len({repr(c.swept[n]) for c in cells}) > 1}
+    others = [n for n in names if n not in (x, y) and n in several]
+    fixed = [n for n in names if n not in (x, y) and n not in several]
     xs = list(dict.fromkeys(c.swept[x] for c in cells)) if x else [None]
     ys = list(dict.fromkeys(c.swept[y] for c in cells)) if y else [None]
     groups: dict[tuple, dict[tuple, Cell]] = {}
@@ -186,6 +190,8 @@ def write_gallery(out: Path, cells: Sequence[Cell], rows: Mapping[str, Mapping[s
     parts = [f"<h1>chromaviz sweep: {len(cells)} cells</h1>",
              f"<p>{ok} complete, {done - ok} failed, {len(cells) - done} not run. Table: <a href=\"{TABLE}\">{TABLE}</a>. "
              "Each chromatogram links to its cell's page. Lines: theory; dots: measured.</p>"]
+    if fixed:
+        parts.append("<p>In every cell: " + " · ".join(_label(n, cells[0].swept[n]) for n in fixed) + ".</p>")
     for key, members in groups.items():
         if others:
             parts.append("<h2>" + " · ".join(_label(n, v) for n, v in zip(others, key)) + "</h2>")
@@ -206,7 +212,7 @@ def write_gallery(out: Path, cells: Sequence[Cell], rows: Mapping[str, Mapping[s
                     continue
                 page = "report.html" if (folder / "report.html").is_file() else "index.html"
                 link = f"cells/{c.name}/{page}"
-                image = _data_uri(folder / "chromatogram.png")
+                image = _data_uri(folder / "thumbnail.png") or _data_uri(folder / "chromatogram.png")
                 img = f'<img src="{image}" alt="chromatogram of {html.escape(c.name)}">' if image else html.escape(c.name)
                 tds.append(f'<td><a href="{html.escape(link)}">{img}</a>{_caption(row)}</td>')
             body.append("<tr>" + "".join(tds) + "</tr>")
