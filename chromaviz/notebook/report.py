@@ -17,6 +17,7 @@ already running there (it never imports it); in a plain script it prints the fig
 from __future__ import annotations
 
 import ast
+import html
 import json
 import math
 import sys
@@ -105,14 +106,15 @@ def record(name: str, value: Any) -> None:
 
 
 class Picture:
-    """A PNG image that notebooks display (``_repr_png_``) and reports save.
+    """A PNG image that notebooks display (``_repr_png_``) and reports embed.
 
     Attributes
     ----------
     data : bytes
-        The PNG file.
+        The PNG shown: a palette PNG of at most :data:`SCREEN_COLOURS` colours when that is smaller
+        than the full-colour one (:func:`screen_png`), so that a report page stays small.
     path : Path or None
-        Where it was saved, if anywhere.
+        The full-colour PNG file, if one was written (with the SVG beside it, for print).
     """
 
     def __init__(self, data: bytes, path: Path | None = None) -> None:
@@ -126,6 +128,43 @@ class Picture:
         return f"Picture({len(self.data)} bytes" + (f", {self.path})" if self.path else ")")
 
 
+SCREEN_COLOURS = 256
+"""Colours of the PNG a report page shows (figures are lines and text on white: 256 colours look the same)."""
+
+
+def screen_png(png: bytes, colours: int = SCREEN_COLOURS) -> bytes:
+    """``png`` as a palette PNG of at most ``colours`` colours (octree, no dithering), if that is smaller.
+
+    Parameters
+    ----------
+    png : bytes
+        A PNG file.
+    colours : int
+        2 to 256.
+
+    Returns
+    -------
+    bytes
+        The smaller of the palette PNG and ``png`` itself. Line plots typically shrink threefold;
+        the files written beside a report keep full colour.
+    """
+    import io
+
+    from PIL import Image
+
+    from .._checks import integer
+
+    colours = integer("colours", colours, minimum=2, maximum=256)
+    img = Image.open(io.BytesIO(png))
+    if img.mode in ("RGBA", "LA", "P"):
+        img = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img)
+    palette = img.convert("RGB").quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    buf = io.BytesIO()
+    palette.save(buf, format="PNG", compress_level=9)
+    return buf.getvalue() if buf.tell() < len(png) else png
+
+
 def picture(source: Any, path: str | Path | None = None, *, dpi: int = 110) -> Picture:
     """A :class:`Picture` of a matplotlib figure (which is then closed) or of a PNG file.
 
@@ -136,26 +175,39 @@ def picture(source: Any, path: str | Path | None = None, *, dpi: int = 110) -> P
     ----------
     source : matplotlib Figure, or str / Path of a PNG file
     path : str or Path, optional
-        Also save the PNG there (folders are created).
+        Save a figure there as PNG and, beside it, in the other
+        :data:`chromaviz.views.figures.FIGURE_FORMATS` (SVG); folders are created. A PNG file
+        given as ``source`` is copied there.
     dpi : int
-        Resolution for figures.
+        Resolution of a figure's PNG (dots per inch).
+
+    Returns
+    -------
+    Picture
+        Showing :func:`screen_png` of the PNG.
     """
     if isinstance(source, (str, Path)):
         data = Path(source).read_bytes()
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    elif path is not None:
+        from ..views.figures import save_figure
+
+        path = save_figure(source, path, dpi=dpi)
+        data = path.read_bytes()
     else:
         import io
 
         buf = io.BytesIO()
         source.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
         data = buf.getvalue()
+    if not isinstance(source, (str, Path)):
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is not None:
             pyplot.close(source)
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return Picture(data, Path(path) if path is not None else None)
+    return Picture(screen_png(data), Path(path) if path is not None else None)
 
 
 def crossing_steps(fractions: Any, threshold: float = 0.5) -> list[int | None]:
@@ -474,14 +526,104 @@ class ReportFiles:
     figures: dict[str, Any]
 
 
-def to_html(notebook: str | Path, path: str | Path) -> Path:
-    """Render an executed notebook, outputs included, as one HTML page (nbconvert's ``lab`` template)."""
+_REPORT_CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f1f1f;margin:0;background:#fff}
+main{max-width:1120px;margin:0 auto;padding:1.5em 2em 3em}
+h1,h2,h3{line-height:1.2;font-weight:600}h1{font-size:2em}
+h2{font-size:1.45em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+a.anchor-link{display:none}
+table{border-collapse:collapse;margin:.6em 0;font-size:14px}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+thead th{background:#f0f0f0}tbody tr:nth-child(even){background:#f8f8f8}
+img{max-width:100%;height:auto}
+pre,code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px}
+.jp-InputArea pre{background:#f6f8fa;border:1px solid #e3e3e3;padding:.6em .8em;overflow-x:auto;margin:.4em 0}
+.jp-InputPrompt,.jp-OutputPrompt,.jp-Collapser{display:none}
+.jp-OutputArea-output pre{margin:.3em 0;white-space:pre-wrap}
+.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]{background:#fff3f3}
+@media print{iframe{display:none}main{max-width:none;padding:0}}
+"""
+"""The report's stylesheet: a document, not a notebook (3 kB instead of JupyterLab's 260 kB)."""
+
+_OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block notebook_css -%}<style type="text/css">""" + _REPORT_CSS + """</style>{%- endblock notebook_css -%}
+"""
+"""nbconvert's ``lab`` page without the scripts it loads from CDNs (require.js, MathJax, Mermaid) and
+with :data:`_REPORT_CSS` for JupyterLab's stylesheet (the code highlighting styles stay).
+
+The report's markdown writes its symbols in Unicode and HTML (λ, x̂<sub>0</sub>, m²), so it needs
+no math typesetting, and its outputs use no require.js; the page then loads nothing from the network."""
+
+
+def to_html(notebook: str | Path, path: str | Path, *, show_code: bool = False) -> Path:
+    """Render an executed notebook, outputs included, as one self-contained, offline HTML page.
+
+    Parameters
+    ----------
+    notebook : str or Path
+        An executed ``.ipynb``.
+    path : str or Path
+        The HTML file to write.
+    show_code : bool
+        Keep the code cells (as in the notebook); by default only the markdown and the outputs are
+        shown.
+
+    Notes
+    -----
+    nbconvert's ``lab`` template with its CDN scripts removed (:data:`_OFFLINE_TEMPLATE`); its
+    styles are inline, images are inline data URIs.
+    """
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_filename(str(notebook))
+    from .._checks import boolean
+
+    show_code = boolean("show_code", show_code)
+    exporter = HTMLExporter(
+        template_name="lab", extra_loaders=[DictLoader({"chromaviz-offline.html.j2": _OFFLINE_TEMPLATE})],
+        template_file="chromaviz-offline.html.j2", exclude_input=not show_code,
+        exclude_input_prompt=not show_code, exclude_output_prompt=not show_code,
+    )
+    body, _ = exporter.from_filename(str(notebook))
     path = Path(path)
     path.write_text(body, encoding="utf-8")
     return path
+
+
+def embedded_page(page: str, *, name: str = "chromaviz-run", height: int = 820, title: str = "step-by-step run") -> str:
+    """An ``<iframe srcdoc=...>`` that holds a whole HTML page, so that it needs no file of its own.
+
+    The page keeps its own styles and scripts (a bokeh document, say) apart from the page around
+    it; a report that embeds it is still one file.
+
+    Parameters
+    ----------
+    page : str
+        A complete, standalone HTML document (such as the explorer's exported run page).
+    name : str
+        The frame's name (browsers and tests find the frame by it).
+    height : int
+        Frame height in CSS pixels.
+    title : str
+        Accessible title of the frame.
+
+    Returns
+    -------
+    str
+        HTML: a ``<div>`` around the frame. Only ``&`` and ``"`` of ``page`` are escaped, which is all
+        a double-quoted attribute needs.
+    """
+    from .._checks import positive_int
+
+    if not isinstance(page, str):
+        raise TypeError(f"page must be an HTML document as str, got {type(page).__name__}")
+    height = positive_int("height", height)
+    srcdoc = page.replace("&", "&amp;").replace('"', "&quot;")
+    return (f'<div class="chromaviz-embedded"><iframe name="{html.escape(name)}" title="{html.escape(title)}" '
+            f'width="100%" height="{height}" style="border:1px solid #ddd" srcdoc="{srcdoc}"></iframe></div>')
 
 
 def run_report(
@@ -492,6 +634,7 @@ def run_report(
     progress: bool = True,
     cell_timeout: float = 600,
     kernel_name: str | None = None,
+    show_code: bool = False,
 ) -> ReportFiles:
     """Execute the report notebook with papermill into ``out``; write ``report.ipynb`` and ``report.html``.
 
@@ -508,6 +651,16 @@ def run_report(
         tqdm progress bar over the cells.
     cell_timeout : float
         Seconds any one cell may run.
+    kernel_name : str, optional
+        Jupyter kernel; default :func:`kernel_for_this_python`.
+    show_code : bool
+        Keep the code cells in ``report.html`` (``report.ipynb`` always keeps them).
+
+    Notes
+    -----
+    The kernel talks to papermill over Unix domain sockets in a private temporary folder
+    (jupyter_client's ``ipc`` transport), never over TCP: nothing on the network can reach it
+    while the report runs.
 
     Raises
     ------
@@ -517,14 +670,21 @@ def run_report(
         A cell failed. The executed notebook and its HTML are still written, so that the error can
         be read in context.
     """
+    import tempfile
+
     import papermill
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
     from papermill.exceptions import PapermillExecutionError
+
+    from .._checks import boolean
 
     source = Path(notebook) if notebook is not None else REPORT_NOTEBOOK
     if not source.is_file():
         raise ReportError(f"cannot find the report notebook at {source}; pass --notebook PATH")
     parameters = notebook_parameters(source)
     values = parse_parameters(pairs, parameters, reserved=RESERVED)
+    show_code = boolean("show_code", show_code)
     kernel_name = kernel_name or kernel_for_this_python()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -533,19 +693,24 @@ def run_report(
         values["output_dir"] = "."
     target = out / "report.ipynb"
     failure = None
-    try:
-        papermill.execute_notebook(
-            str(source.resolve()), str(target.resolve()), parameters=values, cwd=str(out.resolve()), progress_bar=progress,
-            kernel_name=kernel_name, execution_timeout=cell_timeout,
-        )
-    except PapermillExecutionError as err:
-        failure = err
-    html = to_html(target, out / "report.html")
+    with tempfile.TemporaryDirectory(prefix="chromaviz-kernel-") as sockets:
+        kernel = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(Path(sockets) / "kernel"))
+        try:
+            papermill.execute_notebook(
+                str(source.resolve()), str(target.resolve()), parameters=values, cwd=str(out.resolve()),
+                progress_bar=progress, kernel_name=kernel_name, execution_timeout=cell_timeout, km=kernel,
+            )
+        except PapermillExecutionError as err:
+            failure = err
+        finally:  # papermill leaves a kernel it was given running
+            if kernel.has_kernel:
+                run_sync(kernel.shutdown_kernel)()
+    rendered = to_html(target, out / "report.html", show_code=show_code)
     if failure is not None:
         raise ReportCellError(
             f"cell {failure.cell_index} of the report failed: {failure.ename}: {failure.evalue}\n"
-            f"(the executed notebook is {target}, rendered as {html})"
+            f"(the executed notebook is {target}, rendered as {rendered})"
         )
     written = (p for p in out.iterdir() if p.is_file() and p.stat().st_mtime >= started - 1)
-    extra = tuple(sorted(p for p in written if p not in (target, html)))
-    return ReportFiles(target, html, extra, read_figures(target))
+    extra = tuple(sorted(p for p in written if p not in (target, rendered)))
+    return ReportFiles(target, rendered, extra, read_figures(target))

@@ -1,7 +1,9 @@
-"""Static pictures of a run: an image strip over the steps and a chromatogram, as PNG files.
+"""Pictures of a run at print quality: image strips, chromatograms and theory, as PNG and SVG.
 
 Figures are built as bare matplotlib ``Figure`` objects (no pyplot, no backend switch), so this
-works in scripts, on servers and inside a live notebook kernel alike.
+works in scripts, on servers and inside a live notebook kernel alike. Levels are drawn in
+:func:`level_colours` everywhere (matplotlib here, bokeh in the explorer), so a level has one
+colour in every picture of chromaviz.
 """
 
 from __future__ import annotations
@@ -15,6 +17,75 @@ import torch
 from .. import theory
 from ..analysis import Comparison
 from ..sampling.trajectory import Trajectory
+
+LEVEL_COLORMAP = "viridis"
+"""Colormap of the levels (perceptually uniform, readable in grey and by colour-blind readers)."""
+
+FIGURE_FORMATS = ("png", "svg")
+"""Formats every saved figure is written in: PNG for screens, SVG (vector) for print."""
+
+
+def level_colours(n: int) -> list[str]:
+    """Colours of ``n`` levels, finest (dark) to coarsest (light), as ``"#rrggbb"`` strings.
+
+    The one palette of levels for matplotlib and bokeh alike (pass the strings to either): entries
+    10 to 230 of matplotlib's 256-entry viridis table, spread evenly (bokeh's ``Viridis256`` is the
+    same table, rounded differently by one unit here and there).
+
+    Parameters
+    ----------
+    n : int
+        Number of levels, ≥ 1.
+
+    Returns
+    -------
+    list of str, length n
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not a positive integer.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    from .._checks import positive_int
+
+    n = positive_int("n", n)
+    table = colormaps[LEVEL_COLORMAP].colors
+    return [to_hex(table[int(i)]) for i in np.linspace(10, 230, n)]
+
+
+def save_figure(fig, path: str | Path, *, dpi: int = 110, formats: Sequence[str] = FIGURE_FORMATS) -> Path:
+    """Write a matplotlib figure as ``path`` (PNG) and beside it in the other ``formats`` (same stem).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : str or Path
+        The PNG file; folders are created. ``formats`` other than ``"png"`` go to ``path`` with
+        their own suffix (``chromatogram.png`` → ``chromatogram.svg``).
+    dpi : int
+        Resolution of the PNG (dots per inch; the vector formats do not need one).
+    formats : sequence of {"png", "svg", "pdf"}
+
+    Returns
+    -------
+    Path
+        The PNG file.
+    """
+    from matplotlib import rc_context
+
+    from .._checks import subset
+
+    formats = subset("formats", formats, ("png", "svg", "pdf"))
+    path = Path(path).with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rc_context({"svg.hashsalt": "chromaviz"}):  # the same ids in every SVG of the same figure
+        for fmt in formats:
+            metadata = {"Date": None} if fmt in ("svg", "pdf") else {}  # no creation date: the same bytes
+            fig.savefig(path.with_suffix(f".{fmt}"), dpi=dpi, bbox_inches="tight", metadata=metadata)
+    return path
 
 
 def pick_steps(num_steps: int, count: int) -> list[int]:
@@ -41,23 +112,129 @@ def strip_image(traj: Trajectory, to_rgb, *, count: int = 10, sample: int = 0, r
     -------
     ndarray, uint8, shape (rows·H + gaps, columns·W + gaps, 3)
     """
+    return _strip_canvas(_strip_rows(traj, to_rgb, count, sample, rows)[2])
+
+
+def _strip_canvas(tiles: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows of images (each (N, H, W, 3) in [0, 1]) stacked on white, gaps of H/16 pixels; uint8."""
+    gap = max(1, tiles[0].shape[1] // 16)
+    rows = [_tiles(t, gap) for t in tiles]
+    spacer = np.ones((gap, rows[0].shape[1], 3))
+    canvas = np.concatenate([part for row in rows for part in (spacer, row)][1:], axis=0)
+    return (canvas * 255).round().astype(np.uint8)
+
+
+def _strip_rows(traj: Trajectory, to_rgb, count: int, sample: int, rows: Sequence[str]):
+    """The chosen steps, the recorded row names, and one (N, H, W, 3) image array per row."""
     steps = pick_steps(len(traj), count)
-    tiles = []
-    for name in rows:
-        if getattr(traj.steps[0], name) is None:
-            continue
-        imgs = torch.stack([getattr(traj.steps[i], name)[sample] for i in steps])
-        tiles.append(to_rgb(imgs).permute(0, 2, 3, 1).cpu().numpy())
-    if not tiles:
+    names = [name for name in rows if getattr(traj.steps[0], name) is not None]
+    if not names:
         raise ValueError(f"none of {list(rows)} was recorded in this run")
-    n_rows, n_cols = len(tiles), len(steps)
+    tiles = [to_rgb(torch.stack([getattr(traj.steps[i], name)[sample] for i in steps])).permute(0, 2, 3, 1).float().cpu().numpy()
+             for name in names]
+    return steps, names, tiles
+
+
+ROW_LABELS = {"x_t": "x$_t$ (input)", "x0": "x̂$_0$ (prediction)", "eps": "ε̂ (noise prediction)"}
+
+
+def _tiles(images: np.ndarray, gap: int) -> np.ndarray:
+    """Images (N, H, W, 3) side by side on white, ``gap`` pixels apart."""
+    n, h, w = images.shape[:3]
+    canvas = np.ones((h, n * (w + gap) - gap, 3))
+    for i, img in enumerate(images):
+        canvas[:, i * (w + gap) : i * (w + gap) + w] = img
+    return canvas
+
+
+def strip_figure(traj: Trajectory, to_rgb, *, count: int = 10, sample: int = 0, rows: Sequence[str] = ("x_t", "x0")):
+    """:func:`strip_image` as a labelled figure: each column names its step and log-SNR λ.
+
+    Parameters are those of :func:`strip_image`. Pixels are drawn unsmoothed (nearest), so the
+    SVG holds the images at their own resolution.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A bare Figure (no pyplot); save it with :func:`save_figure`.
+    """
+    from matplotlib.figure import Figure
+
+    steps, shown, tiles = _strip_rows(traj, to_rgb, count, sample, rows)
+    img = _strip_canvas(tiles)
     h, w = tiles[0].shape[1:3]
     gap = max(1, h // 16)
-    canvas = np.ones((n_rows * h + (n_rows - 1) * gap, n_cols * w + (n_cols - 1) * gap, 3))
-    for r, row in enumerate(tiles):
-        for c, img in enumerate(row):
-            canvas[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = img
-    return (canvas * 255).round().astype(np.uint8)
+    fig = Figure(figsize=(1.0 * len(steps) + 1.2, 1.0 * len(shown) + 0.9), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(img, interpolation="nearest")
+    ax.set_xticks([c * (w + gap) + w / 2 for c in range(len(steps))],
+                  [f"{i + 1}\nλ={traj.log_snr[i]:+.1f}" for i in steps], fontsize=7)
+    ax.set_yticks([r * (h + gap) + h / 2 for r in range(len(shown))], [ROW_LABELS.get(r, r) for r in shown], fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xlabel(f"sampling step (of {len(traj)}) and log-SNR λ of x$_t$", fontsize=8)
+    return fig
+
+
+def samples_figure(rgb: np.ndarray, *, title: str = ""):
+    """The final samples of a run side by side, unsmoothed.
+
+    Parameters
+    ----------
+    rgb : ndarray, shape (B, H, W, 3)
+        Images in [0, 1].
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.figure import Figure
+
+    rgb = np.clip(np.asarray(rgb, dtype=np.float32), 0, 1)
+    n, h, w = rgb.shape[:3]
+    fig = Figure(figsize=(1.3 * n + 0.3, 1.3 * h / w + 0.5), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(_tiles(rgb, max(1, h // 16)), interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title or f"final samples: {n} × {h} × {w} pixels", fontsize=9)
+    return fig
+
+
+def theory_figure(schedule, levels: Sequence[int]):
+    """The schedule's own chromatography: generation rate per timestep and signal fraction per log-SNR.
+
+    Left: c_m(t) = −ds_m/dt of the m² law s_m = sigmoid(λ + 2 ln m) (THEORY.md, eq. for the
+    chromatogram), sampling running from right to left; right: s_m against λ, where every level
+    has the same curve shifted by 2 ln m.
+
+    Parameters
+    ----------
+    schedule : chromaviz.noise.schedules.Schedule
+    levels : sequence of int
+        Block sizes m.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.figure import Figure
+
+    by_t = theory.chromatogram(schedule, levels, "timestep")
+    by_lam = theory.chromatogram(schedule, levels, "log_snr")
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for j, c in enumerate(level_colours(len(levels))):
+        ax1.plot(by_t.x, by_t.rate[:, j], color=c, label=f"m={levels[j]}")
+        ax2.plot(by_lam.x, by_lam.signal[:, j], color=c)
+    ax1.set(xlabel="timestep t (training steps)", ylabel="c$_m$(t) = −ds$_m$/dt (per timestep)", yscale="log",
+            ylim=(1e-5, None), title="chromatogram per timestep (sampling runs right to left)")
+    ax1.invert_xaxis()
+    ax2.set(xlabel="log-SNR λ = ln(α²/σ²)", ylabel="signal fraction s$_m$ (of the level's power)",
+            title="signal fraction per log-SNR (m² law)")
+    ax1.legend(fontsize=8, title="level (block size)", title_fontsize=8)
+    return fig
 
 
 def save_strip(traj: Trajectory, to_rgb, path: str | Path, *, count: int = 10, scale: int = 2, **kwargs) -> Path:
@@ -72,38 +249,66 @@ def save_strip(traj: Trajectory, to_rgb, path: str | Path, *, count: int = 10, s
     return path
 
 
-def save_chromatogram(comparison: Comparison, path: str | Path, *, title: str = "") -> Path:
+COMPARISON_CURVES = (
+    ("predicted", "the run as sampled", {"lw": 4, "alpha": 0.35}),
+    ("spectrum_aware", "spectrum-aware theory", {"lw": 2}),
+    ("m2_law", "m² law", {"lw": 1, "ls": "--"}),
+)
+"""Theory curves of a :class:`~chromaviz.analysis.Comparison` drawn as lines: (attribute, label, style).
+
+A curve whose attribute a comparison lacks (or holds None) is skipped, so a new prediction is drawn
+everywhere by adding one entry here."""
+
+
+def chromatogram_figure(comparison: Comparison, *, title: str = ""):
     """Two panels over sampling steps: signal fraction per level, and signal generated per step.
 
-    Lines are the spectrum-aware theory, dashed lines the m² law, dots the measurement.
+    Lines are the curves of :data:`COMPARISON_CURVES` that the comparison has (wide and pale: the
+    prediction of the run as sampled; solid: the spectrum-aware theory; dashed: the m² law; see
+    THEORY.md), dots the measurement G. The right panel differentiates the first of them.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     c = comparison
-    steps = np.arange(len(c.timesteps))
-    colors = colormaps["viridis"](np.linspace(0.05, 0.9, len(c.levels)))
+    steps = np.arange(1, len(c.timesteps) + 1)
+    colours = level_colours(len(c.levels))
+    curves = [(getattr(c, name, None), label, style) for name, label, style in COMPARISON_CURVES]
+    curves = [(np.asarray(v), label, style) for v, label, style in curves if v is not None]
     # A bare Figure (no pyplot): nothing global changes, so this is safe inside a live kernel.
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     for j, m in enumerate(c.levels):
-        ax1.plot(steps, c.spectrum_aware[:, j], color=colors[j], lw=2, label=f"m={m}")
-        ax1.plot(steps, c.m2_law[:, j], color=colors[j], lw=1, ls="--")
-        ax1.plot(steps, c.measured[:, j], "o", color=colors[j], ms=3)
-        theory_rate = np.diff(c.spectrum_aware[:, j], prepend=0.0)
-        measured_rate = np.diff(c.measured[:, j], prepend=0.0)
-        ax2.plot(steps[1:], theory_rate[1:], color=colors[j], lw=2)
-        ax2.plot(steps[1:], measured_rate[1:], "o", color=colors[j], ms=3)
-    ax1.set(xlabel="sampling step", ylabel="signal fraction of level m", ylim=(-0.02, 1.05),
-            title="signal fraction (line: spectrum-aware, dashed: m² law, dots: measured)")
-    ax2.set(xlabel="sampling step", ylabel="signal generated in the step", title="chromatogram (per step)")
-    ax1.legend(loc="upper left", fontsize=8)
+        for values, _, style in curves:
+            ax1.plot(steps, values[:, j], color=colours[j], **style)
+        ax1.plot(steps, c.measured[:, j], "o", color=colours[j], ms=3)
+        if curves:
+            ax2.plot(steps[1:], np.diff(curves[0][0][:, j]), color=colours[j], lw=2)
+        ax2.plot(steps[1:], np.diff(c.measured[:, j]), "o", color=colours[j], ms=3)
+    kinds = [Line2D([], [], color="0.3", **style, label=label) for _, label, style in curves]
+    kinds.append(Line2D([], [], color="0.3", ls="none", marker="o", ms=3, label="measured G"))
+    levels = [Line2D([], [], color=colours[j], lw=2, label=f"m={m}") for j, m in enumerate(c.levels)]
+    ax1.add_artist(ax1.legend(handles=levels, loc="upper left", fontsize=8, title="level", title_fontsize=8))
+    ax1.legend(handles=kinds, loc="lower right", fontsize=8)
+    of = getattr(c, "normalisation", "")  # what a fraction is a fraction of, where the comparison says
+    ax1.set(xlabel=f"sampling step (1 = noisiest, of {len(steps)})",
+            ylabel="signal fraction of level m" + (f" (of the {of})" if of else ""),
+            ylim=(-0.02, 1.05), title="signal fraction per level")
+    ax2.set(xlabel="sampling step", ylabel="signal fraction generated in the step",
+            title=f"chromatogram per step ({curves[0][1] if curves else 'measured'}: lines)")
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
+
+
+def save_chromatogram(comparison: Comparison, path: str | Path, *, title: str = "",
+                      formats: Sequence[str] = FIGURE_FORMATS) -> Path:
+    """Write :func:`chromatogram_figure` as ``path`` (PNG) and beside it as SVG; returns the PNG path."""
+    return save_figure(chromatogram_figure(comparison, title=title), path, formats=formats)
 
 
 def schedule_chromatograms(timings, *, ncols: int | None = None):
@@ -133,7 +338,7 @@ def schedule_chromatograms(timings, *, ncols: int | None = None):
     ncols = len(items) if ncols is None else max(1, min(ncols, len(items)))
     nrows = -(-len(items) // ncols)
     levels = items[0][1].levels
-    colors = colormaps["viridis"](np.linspace(0.05, 0.9, len(levels)))
+    colors = level_colours(len(levels))
     fig = Figure(figsize=(3.4 * ncols + 0.6, 3.2 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
     for ax, (label, st) in zip(axes, items):
