@@ -126,6 +126,14 @@ def open_notebook(page, url: str, token: str, name: str, timeout: float = 90_000
     raise TimeoutError("the notebook's kernel did not become idle")
 
 
+def collapse_left_sidebar(page) -> None:
+    """Close JupyterLab's file browser, as one would to give a notebook the screen."""
+    tab = page.query_selector(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+    if tab:
+        tab.click()
+        page.wait_for_timeout(300)
+
+
 def dismiss_dialogs(page) -> None:
     """Accept any JupyterLab dialog (kernel selection and the like), printing what it said."""
     for dialog in page.query_selector_all(".jp-Dialog"):

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, CustomJS, Div, RadioButtonGroup, Slider, Toggle
+from bokeh.models import ColumnDataSource, CustomJS, CustomJSTickFormatter, Div, RadioButtonGroup, Slider, Toggle
 
 from chromaviz.analysis import Comparison
 from chromaviz.views.frames import COORDINATES, Frame, encode_image
@@ -60,6 +60,18 @@ if (shown !== null) {
   const fl = d.floor[k], f = d.f[k];
   floor.data = {f: [f[0], f[f.length - 1]], p: [fl, fl]};
 }
+"""
+
+_FOLLOW_JS = """
+// New frames streamed in: grow the scrubber, and follow the newest frame if it sat on the last one.
+const n = Math.max(...panels.map(([src]) => src.data.caption.length));
+const last = slider.__frames === undefined ? slider.end : slider.__frames - 1;
+const following = slider.value >= last;
+slider.__frames = n;
+slider.end = Math.max(n - 1, 1);
+slider.disabled = n < 2;
+if (following && slider.value !== n - 1) slider.value = Math.max(n - 1, 0);
+else update.execute(slider);
 """
 
 _COORDINATE_JS = """
@@ -126,7 +138,7 @@ class RunDocument:
     """
 
     def __init__(self, levels: Sequence[int], runs: Sequence[str] = ("A",), *,
-                 image_format: str = "webp", interval: int = 150, plot_width: int = 540, plot_height: int = 430) -> None:
+                 image_format: str = "webp", interval: int = 150, plot_width: int = 540, plot_height: int = 400) -> None:
         self.levels = tuple(levels)
         self.runs = tuple(runs)
         self.image_format = image_format
@@ -139,19 +151,19 @@ class RunDocument:
         self.chroma = ChromatographyPlot(self.levels, runs=self.runs, width=plot_width, height=plot_height)
         self.rapsd = RapsdPlot(width=plot_width, height=300)
         self.slider = Slider(start=0, end=1, value=0, step=1, title="step", width=520, disabled=True, name="scrubber",
-                             css_classes=["chromaviz-scrubber"])
+                             css_classes=["chromaviz-scrubber"], format=CustomJSTickFormatter(code="return `${tick + 1}`"))
         self.play = Toggle(label="▶ Play", active=False, width=90, name="play")
-        self.coordinate = RadioButtonGroup(labels=[COORDINATE_LABELS[c].split(" (")[0] for c in COORDINATES], active=0,
-                                           name="coordinate")
+        self.coordinate = RadioButtonGroup(labels=["step", "timestep t", "log-SNR λ"], active=0, name="coordinate")
         panels = [[self.frames[n], self.panels[n]] for n in self.runs]
         self.update = CustomJS(name="show-frame", args=dict(
             slider=self.slider, radio=self.coordinate, coordinates=list(COORDINATES), panels=panels,
             cursor=self.chroma.cursor, spectra=self.rapsd.spectra, floor=self.rapsd.floor, final=self.final,
         ), code=_FRAME_JS)
         self.slider.js_on_change("value", self.update)
+        follow = CustomJS(args=dict(slider=self.slider, panels=panels, update=self.update), code=_FOLLOW_JS)
         for src in self.frames.values():
             src.js_on_change("data", self.update)
-            src.js_on_change("streaming", self.update)
+            src.js_on_change("streaming", follow)
         self.coordinate.js_on_change("active", CustomJS(args=dict(
             radio=self.coordinate, coordinates=list(COORDINATES), sources=[self.chroma.theory, *self.chroma.measured.values()],
             axis=self.chroma.fig.xaxis[0], labels=[COORDINATE_LABELS[c] for c in COORDINATES], slider=self.slider,

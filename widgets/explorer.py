@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
+import torch
 from jupyter_bokeh.widgets import BokehModel
 
 from chromaviz import _checks, analysis, spectral, theory
@@ -67,8 +68,9 @@ class Explorer:
     preview_interval : float
         Seconds between live refreshes while sampling (> 0).
     ui_budget : float
-        Largest fraction of the sampling time the live refreshes may take, in (0, 1]; they are
-        spaced out further when one costs more than that.
+        Largest fraction of the wall time the drawing thread may spend on frames while a run goes,
+        in (0, 1]: at each refresh it draws recorded steps in order (at least one) until it has
+        used that share of the time since the previous refresh; the rest follow at the end.
 
     Raises
     ------
@@ -95,7 +97,7 @@ class Explorer:
         size: int | None = None,
         device: str | None = None,
         preview_interval: float = 0.1,
-        ui_budget: float = 0.05,
+        ui_budget: float = 0.3,
     ) -> None:
         self.model = model if model is not None else load_shapes()
         if not isinstance(self.model, Denoiser):
@@ -125,7 +127,6 @@ class Explorer:
         """The traceback of the last failure in drawing, for a bug report."""
         self._pending: dict[str, RunState] | None = None
         self._refresher: threading.Thread | None = None
-        self._refresh_cost = 0.01
         self._lock = threading.RLock()
         self._build_controls(prompt, second_prompt, num_steps, scheduler, guidance, seed, size)
         self._build_document(spectral.levels_for(*self._grid(size)))
@@ -161,9 +162,8 @@ class Explorer:
         self.side_by_side = W.Checkbox(value=False, description="run B beside A (same seed)", indent=False, layout=W.Layout(width="200px"))
         self.variant = W.Dropdown(options=["prompt switch flipped", *[f"scheduler: {n}" for n in self.scheduler_names[1:]]],
                                   description="B differs by", layout=W.Layout(width="300px"))
-        self.method = W.ToggleButtons(options=["rings", "pyramid"], value="rings", description="measure",
-                                      style={"button_width": "70px"},
-                                      tooltips=["FFT octave rings", "box pyramid"])
+        self.method = W.Dropdown(options=["rings", "pyramid"], value="rings", description="measure",
+                                 layout=W.Layout(width="180px"))
         self.run_button = W.Button(description="Run", button_style="success", icon="play", layout=W.Layout(width="90px"))
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True, layout=W.Layout(width="90px"))
         self.progress = W.IntProgress(value=0, min=0, max=num_steps, description="", layout=W.Layout(width="200px"))
@@ -180,13 +180,14 @@ class Explorer:
 
     def _build_layout(self) -> None:
         self.view_box = W.Box([self._bokeh])
+        wrap = W.Layout(flex_flow="row wrap", align_items="center")
         self.widget = W.VBox([
             W.HTML(f"<style>.{CSS_CLASS} .widget-inline-hbox {{margin: 1px 0}}</style>"),
-            W.HBox([self.run_button, self.stop_button, self.progress, self.rate, self.status]),
+            W.HBox([self.run_button, self.stop_button, self.progress, self.rate, self.status], layout=wrap),
             W.HBox([self.prompt, self.second_prompt, self.switch, self.switch_unit, self.switch_value, self.switch_m,
-                    self.from_theory, self.switch_level]),
-            W.HBox([self.steps, self.scheduler, self.guidance, self.seed, self.size]),
-            W.HBox([self.side_by_side, self.variant, self.method]),
+                    self.from_theory, self.switch_level], layout=wrap),
+            W.HBox([self.steps, self.scheduler, self.guidance, self.seed, self.size, self.side_by_side, self.variant,
+                    self.method], layout=wrap),
             self.view_box,
         ])
         self.widget.add_class(CSS_CLASS)
@@ -362,9 +363,6 @@ class Explorer:
             self.status.value = "sampling…"
             self.rate.value = ""
             self.run_button.disabled, self.stop_button.disabled = True, False
-            # Until a refresh has been timed, assume it costs 10 ms: with a 5% budget the first live
-            # refresh comes after 0.2 s, so runs shorter than that show their final state.
-            self._refresh_cost = 0.01
             self.job = SamplingJob(self.model, list(runs.values()), self._on_step, self._on_done).start()
             self._refresher = threading.Thread(target=self._refresh_loop, args=(self.job,), name="chromaviz-view", daemon=True)
             self._refresher.start()
@@ -398,15 +396,25 @@ class Explorer:
         state.trajectory = traj
 
     def _refresh_loop(self, job: SamplingJob) -> None:
-        """Draw new steps while ``job`` samples, at most every ``preview_interval`` seconds and less
-        often if a refresh costs more than ``ui_budget`` of the time between two; then the end."""
+        """Draw new steps while ``job`` samples, every ``preview_interval`` seconds within the
+        ``ui_budget``; then every step left and the end.
+
+        Notes
+        -----
+        This thread calls torch with one intra-op thread: a frame's tensors are single images, far
+        too small to split, and a second OpenMP team spin-waiting beside the sampler's costs the
+        sampler its cores (on 2 busy cores, 2 threads made a frame 8–20× slower than 1).
+        """
+        torch.set_num_threads(1)  # see _refresh_loop's notes
         try:
+            last = time.perf_counter()
             while job.running:
-                time.sleep(max(self.preview_interval, self._refresh_cost / self.ui_budget))
-                start = time.thread_time()  # this thread's CPU time: waiting for the GIL is not UI cost
-                if self._refresh(final=False):
+                time.sleep(self.preview_interval)
+                now = time.perf_counter()
+                # this thread's CPU time (waiting for the GIL is not drawing) may use this much:
+                if self._refresh(final=False, budget=self.ui_budget * (now - last)):
                     self.preview_updates += 1
-                self._refresh_cost = time.thread_time() - start
+                last = now
             self._refresh(final=True)
         except Exception as err:  # anything in drawing: stop the run, say so in the widget, never leave it stuck
             self.traceback = traceback.format_exc()
@@ -417,8 +425,10 @@ class Explorer:
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
 
-    def _refresh(self, final: bool) -> bool:
-        """Bring the view up to date with the recorded steps; returns whether anything was drawn."""
+    def _refresh(self, final: bool, budget: float = float("inf")) -> bool:
+        """Bring the view up to date with the recorded steps, drawing frames for at most ``budget``
+        seconds of this thread's CPU time (at least one frame per run); returns whether anything
+        was drawn."""
         with self._lock:
             pending = self._pending
             if pending is not None:
@@ -431,7 +441,7 @@ class Explorer:
                 self._start_showing(pending)
             drawn = False
             for state in self.runs.values():
-                drawn |= self._draw(state, final=final and state.done)
+                drawn |= self._draw(state, final=final and state.done, budget=budget)
             done = sum(len(s.records) for s in self.runs.values())
             self.progress.value = min(done, self.progress.max)
             latest = max(self.runs.values(), key=lambda s: (len(s.records) > 0, s.name if s.records else ""))
@@ -455,37 +465,47 @@ class Explorer:
         a = runs["A"]
         h, w = self._grid(a.settings.size)
         power, _ = analysis.data_power(self.model, h, w)
-        spectrum_aware, m2 = analysis.expected(a.plan.log_snr, levels, power)
+        spectrum_aware, m2 = analysis.expected(a.plan.log_snr, levels, power)  # replaced by compare()'s at the end
         self.view.set_theory(a.plan.timesteps, a.plan.log_snr, spectrum_aware, m2)
         for name, title in self.view.titles.items():
             title.visible = name in runs
             if name in runs:
                 s = runs[name]
                 title.text = "<b>" + html.escape(f"run {name}: {s.settings.scheduler}, {s.settings.num_steps} steps, "
-                                                 f"seed {s.settings.seed}, prompt {str(s.prompt.active)!r}") + "</b>"
+                                                 f"seed {s.settings.seed}, prompt {s.prompt.active}") + "</b>"
 
-    def _draw(self, state: RunState, final: bool) -> bool:
-        """Stream the new frames of ``state`` and its measured points; at the end, the finished run."""
+    def _draw(self, state: RunState, final: bool, budget: float = float("inf")) -> bool:
+        """Stream the next frames of ``state`` (in step order, within ``budget`` seconds of CPU
+        time, at least one) and its measured points; at the end, the finished run."""
         n = len(state.records)
         new = state.records[state.shown:n]
         if new:
-            frames = build_frames(new, self.model.to_rgb, self.view.levels)
+            start, frames = time.thread_time(), []
+            for rec in new:
+                frames += build_frames([rec], self.model.to_rgb, self.view.levels)
+                if time.thread_time() - start > budget and not final:
+                    break
+            new = new[: len(frames)]
             state.comparison.extend(new)
-            state.shown = n
+            state.shown += len(new)
             self.view.append_frames(state.name, frames)
         if not (new or final) or not state.shown:
             return False
-        traj = state.trajectory if final else None
-        comparison = state.comparison.comparison(traj.final if traj is not None else None)
+        comparison = self._comparison(state)
         self.view.set_comparison(state.name, comparison)
         if final and state.name == "A":
-            sample = traj.sample if traj.final is not None else state.records[-1].x0
-            self.view.set_final_rapsd(rapsd(sample)[1])
-            if comparison.power_source == "samples":  # no exact spectrum: the theory comes from the samples
-                power, _ = analysis.data_power(None, *sample.shape[-2:], sample)
-                spectrum_aware, m2 = analysis.expected(state.plan.log_snr, self.view.levels, power)
-                self.view.set_theory(state.plan.timesteps, state.plan.log_snr, spectrum_aware, m2)
+            self.view.set_final_rapsd(rapsd(state.trajectory.sample)[1])
+        if final and state.name == "A" and state.trajectory.status == "complete":  # else the planned theory stays
+            self.view.set_theory(comparison.timesteps, comparison.log_snr, comparison.spectrum_aware, comparison.m2_law)
         return True
+
+    def _comparison(self, state: RunState) -> analysis.Comparison:
+        """The measured signal fractions of ``state``: :func:`chromaviz.analysis.compare` of the
+        ended run, so that what is shown is what compare() and the report give; while it goes, the
+        step-by-step form over the steps drawn so far."""
+        if state.done and state.shown == len(state.trajectory):
+            return analysis.compare(state.trajectory, self.model, method=self.method.value, levels=self.view.levels)
+        return state.comparison.comparison()
 
     def _finish(self) -> None:
         """Status, progress colour and buttons once the job has ended."""
@@ -507,8 +527,7 @@ class Explorer:
                 state.comparison = StepwiseComparison(self.model, method=self.method.value, levels=self.view.levels)
                 state.comparison.extend(state.records[: state.shown])
                 if state.shown:
-                    final = state.trajectory.final if state.trajectory is not None else None
-                    self.view.set_comparison(state.name, state.comparison.comparison(final))
+                    self.view.set_comparison(state.name, self._comparison(state))
 
     # ------------------------------------------------------------------ views
     def show_step(self, step: int) -> None:

@@ -10,9 +10,11 @@ network. Two runs (A and B) share one scrubber.
 from __future__ import annotations
 
 import html
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping
 
+import torch
 from bokeh.document import Document
 from bokeh.embed import file_html
 from bokeh.resources import INLINE
@@ -25,6 +27,18 @@ from chromaviz.views.frames import build_frames, rapsd
 from .document import RunDocument
 
 Runs = Trajectory | Mapping[str, Trajectory]
+
+
+@contextmanager
+def one_thread():
+    """torch with one intra-op thread inside (restored after): frames are single small images, and
+    idle OpenMP threads spin-waiting on a busy machine made them 8–20× slower with two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _as_runs(runs: Runs) -> dict[str, Trajectory]:
@@ -74,7 +88,9 @@ def run_document(runs: Runs, model: Denoiser, *, method: str = "rings", sample: 
         if k == 0:
             doc.set_theory(comparison.timesteps, comparison.log_snr, comparison.spectrum_aware, comparison.m2_law)
             doc.set_final_rapsd(rapsd(traj.sample)[1])
-        doc.set_frames(name, build_frames(traj.steps, model.to_rgb, levels, sample=sample))
+        with one_thread():
+            frames = build_frames(traj.steps, model.to_rgb, levels, sample=sample)
+        doc.set_frames(name, frames)
         doc.set_comparison(name, comparison)
         doc.titles[name].text = f"<b>run {html.escape(name)}</b>: {describe(traj, comparison)}"
     doc.header.text = (f"<h3 style='margin:4px 0'>chromaviz run: {html.escape(str(first.metadata.get('model', {}).get('name', model.name)))}</h3>"

@@ -55,7 +55,8 @@ class ChromatographyPlot:
     def __init__(self, levels: Sequence[int], runs: Sequence[str] = ("A",), *, width: int = 520, height: int = 330) -> None:
         self.levels = tuple(levels)
         self.fig = figure(width=width, height=height, y_range=(-0.03, 1.05), tools="pan,wheel_zoom,reset,save",
-                          title="chromatography: signal fraction per level", toolbar_location="above")
+                          title="chromatography: signal fraction per level", toolbar_location="above",
+                          css_classes=["chromaviz-chromatography"])
         self.fig.yaxis.axis_label = "signal fraction"
         self.fig.xaxis.axis_label = COORDINATE_LABELS["step"]
         empty = {"x": [], "step": [], "timestep": [], "log_snr": []}
