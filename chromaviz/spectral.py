@@ -156,6 +156,11 @@ def levels_for(height: int, width: int, depth: int | None = None) -> tuple[int, 
     -----
     :func:`box_pyramid` additionally needs H and W to be divisible by M; :func:`ring_bands`
     works for any size.
+
+    Examples
+    --------
+    >>> levels_for(64, 64), levels_for(64, 64, depth=3)
+    ((1, 2, 4, 8, 16), (1, 2, 4))
     """
     h = _check_size(height, "height")
     w = _check_size(width, "width")
@@ -187,6 +192,12 @@ def pool(x: torch.Tensor, m: int) -> torch.Tensor:
     ------
     ValueError
         If ``x`` is not a (B, C, H, W) float tensor, or H or W is not divisible by m.
+
+    Examples
+    --------
+    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> pool(x, 2)[0, 0].tolist()
+    [[2.5, 4.5], [10.5, 12.5]]
     """
     x = _check_image(x)
     m = _check_size(m, "pooling factor m")
@@ -211,6 +222,11 @@ def upsample(x: torch.Tensor, m: int) -> torch.Tensor:
     -------
     torch.Tensor, shape (B, C, h·m, w·m)
         Same dtype and device as ``x``. ``pool(upsample(x, m), m)`` equals ``x``.
+
+    Examples
+    --------
+    >>> upsample(torch.tensor([[[[1.0, 2.0]]]]), 2)[0, 0].tolist()
+    [[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0]]
     """
     x = _check_image(x)
     m = _check_size(m, "upsampling factor m")
@@ -243,6 +259,13 @@ def box_pyramid(x: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
     ------
     ValueError
         Bad levels, or H or W not divisible by the deepest pyramid level.
+
+    Examples
+    --------
+    >>> x = torch.randn(2, 3, 16, 16)
+    >>> bands = box_pyramid(x, (1, 2, 4))
+    >>> bands.shape, bool(torch.allclose(bands.sum(0), x, atol=1e-6))
+    (torch.Size([3, 2, 3, 16, 16]), True)
     """
     x = _check_image(x)
     _, _, h, w = x.shape
@@ -294,6 +317,12 @@ def octave_ring_masks(
     -------
     torch.BoolTensor, shape (L, H, W)
         ``masks[i]`` selects the cells of level ``levels[i]``. ``masks.sum(0)`` is all ones.
+
+    Examples
+    --------
+    >>> masks = octave_ring_masks(16, 16, (1, 2, 4))
+    >>> masks.shape, masks.sum(dim=(1, 2)).tolist(), bool(masks.sum(0).eq(1).all())
+    (torch.Size([3, 16, 16]), [211, 36, 9], True)
     """
     h = _check_size(height, "height")
     w = _check_size(width, "width")
@@ -326,6 +355,13 @@ def ring_bands(x: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
     torch.Tensor, shape (L, B, C, H, W)
         Bands, finest first; same dtype and device as ``x`` (half-precision inputs are
         transformed in float32 and cast back).
+
+    Examples
+    --------
+    >>> x = torch.randn(1, 1, 16, 16)
+    >>> bands = ring_bands(x, (1, 2, 4))
+    >>> bands.shape, bool(torch.allclose(bands.sum(0), x, atol=1e-5))
+    (torch.Size([3, 1, 1, 16, 16]), True)
     """
     x = _check_image(x)
     _, _, h, w = x.shape
@@ -357,6 +393,11 @@ def decompose(x: torch.Tensor, levels: Sequence[int], method: str) -> torch.Tens
     -------
     torch.Tensor, shape (L, B, C, H, W)
         Bands, finest first; they sum to ``x``.
+
+    Examples
+    --------
+    >>> decompose(torch.randn(1, 3, 16, 16), (1, 2), 'pyramid').shape
+    torch.Size([2, 1, 3, 16, 16])
     """
     method = _check_method(method)
     if method == "rings":
@@ -394,6 +435,12 @@ def rapsd(x: torch.Tensor, per_channel: bool = False) -> tuple[torch.Tensor, tor
         Mean power in each bin, averaged over batch, channels (unless ``per_channel``) and the
         grid cells of the bin. Units: squared input units (per cycle²/pixel² density up to the
         constant grid spacing).
+
+    Examples
+    --------
+    >>> freqs, power = rapsd(torch.randn(64, 1, 32, 32, generator=torch.Generator().manual_seed(0)))
+    >>> freqs.shape, bool(abs(power[1:].mean() - 1) < 0.02)  # white noise: power 1
+    (torch.Size([17]), True)
     """
     x = _check_image(x)
     b, c, h, w = x.shape
@@ -495,6 +542,13 @@ def fit_power_law(
         Amplitude: the fitted power at f = 1 cycle/pixel.
     alpha : float
         Spectral slope; positive for spectra that decay with frequency (natural images: ≈ 2).
+
+    Examples
+    --------
+    >>> f = np.linspace(0.0, 0.5, 17)
+    >>> amplitude, exponent = fit_power_law(f, 0.04 * np.where(f > 0, f, 1.0) ** -2.5)
+    >>> round(amplitude, 4), round(exponent, 4)
+    (0.04, 2.5)
     """
     f = _as_numpy_1d(freqs, "freqs")
     p = _as_numpy_1d(power, "power")
@@ -602,6 +656,12 @@ def band_energies(bands: torch.Tensor, reference: object = None) -> torch.Tensor
     -------
     torch.Tensor, shape (L,)
         Energies in squared input units, same dtype and device as ``bands``.
+
+    Examples
+    --------
+    >>> bands = box_pyramid(torch.randn(4, 1, 8, 8), (1, 2))
+    >>> band_energies(bands).shape, band_energies(bands, 'batch').shape
+    (torch.Size([2]), torch.Size([2]))
     """
     if not isinstance(bands, torch.Tensor) or bands.ndim != 5:
         shape = tuple(bands.shape) if isinstance(bands, torch.Tensor) else type(bands).__name__
@@ -652,6 +712,11 @@ def step_band_energies(
     method : {"rings", "pyramid"}
     reference : None or "batch"
         As in :func:`band_energies` (tensor references need :func:`signal_fractions`).
+
+    Examples
+    --------
+    >>> step_band_energies(torch.randn(5, 2, 1, 8, 8), (1, 2), 'rings').shape
+    torch.Size([5, 2])
     """
     if not isinstance(x0_steps, torch.Tensor) or x0_steps.ndim != 5:
         raise ValueError("x0_steps must be a tensor of shape (S, B, C, H, W)")
@@ -705,6 +770,13 @@ def signal_fractions(
     Computed in float64. With ``reference`` None or "batch" the band energies come straight from
     the spectrum (rings, by Parseval) or the pooled images (pyramid), without building the bands;
     a tensor reference decomposes the steps in chunks of bounded size.
+
+    Examples
+    --------
+    >>> final = torch.randn(2, 1, 8, 8)
+    >>> steps = torch.stack([0 * final, 0.5 * final, final])
+    >>> signal_fractions(steps, final, (1, 2)).round(decimals=3).tolist()
+    [[0.0, 0.0], [0.25, 0.25], [1.0, 1.0]]
     """
     if not isinstance(x0_steps, torch.Tensor) or x0_steps.ndim != 5:
         shape = tuple(x0_steps.shape) if isinstance(x0_steps, torch.Tensor) else type(x0_steps).__name__
@@ -758,6 +830,11 @@ def measured_chromatogram(fractions: torch.Tensor) -> torch.Tensor:
     torch.Tensor, shape (S, L)
         ``c[i] = G[i] − G[i−1]`` with ``G[−1] := 0``, so ``c[0] = G[0]`` and the column sums
         equal ``G[-1]``. Same dtype and device as ``fractions``.
+
+    Examples
+    --------
+    >>> measured_chromatogram(torch.tensor([[0.0, 0.25], [0.5, 0.75], [1.0, 1.0]])).tolist()
+    [[0.0, 0.25], [0.5, 0.5], [0.5, 0.25]]
     """
     if not isinstance(fractions, torch.Tensor) or fractions.ndim != 2:
         shape = tuple(fractions.shape) if isinstance(fractions, torch.Tensor) else type(fractions).__name__

@@ -54,26 +54,52 @@ def signal_fraction(log_snr, levels) -> np.ndarray:
     Returns
     -------
     ndarray, shape (N, L)
+
+    Examples
+    --------
+    >>> signal_fraction([-2.0, 0.0], [1, 4]).round(3).tolist()
+    [[0.119, 0.684], [0.5, 0.941]]
     """
     lam = np.atleast_1d(np.asarray(log_snr, dtype=np.float64))[:, None]
     return sigmoid(lam + level_offset(levels)[None, :])
 
 
 def rate_per_log_snr(log_snr, levels) -> np.ndarray:
-    """ds_m/dλ = s_m·(1 − s_m), shape (N, L): the same bell for every level, centred at −2·ln m."""
+    """ds_m/dλ = s_m·(1 − s_m), shape (N, L): the same bell for every level, centred at −2·ln m.
+
+    Examples
+    --------
+    >>> rate_per_log_snr([0.0], [1]).tolist()  # the bell's peak, at level 1's birth
+    [[0.25]]
+    """
     z = np.atleast_1d(np.asarray(log_snr, dtype=np.float64))[:, None] + level_offset(levels)[None, :]
     return sigmoid(z) * sigmoid(-z)  # exact in both tails
 
 
 def signal_fraction_at(schedule: Schedule, t, levels) -> np.ndarray:
-    """s_m at timesteps ``t`` (shape (N,)) of ``schedule``, shape (N, L); exact at λ = ±∞."""
+    """s_m at timesteps ``t`` (shape (N,)) of ``schedule``, shape (N, L); exact at λ = ±∞.
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> signal_fraction_at(Schedule.preset('scaled_linear'), [999, 0], [1, 8]).round(3).tolist()
+    [[0.005, 0.231], [0.999, 1.0]]
+    """
     abar = np.atleast_1d(schedule.signal_variance_at(t))[:, None]
     m2 = check_levels(levels)[None, :] ** 2
     return m2 * abar / ((1 - abar) + m2 * abar)
 
 
 def rate_per_timestep(schedule: Schedule, t, levels) -> np.ndarray:
-    """c_m(t) = −ds_m/dt ≥ 0 per unit timestep, shape (N, L), finite even where λ = ±∞."""
+    """c_m(t) = −ds_m/dt ≥ 0 per unit timestep, shape (N, L), finite even where λ = ±∞.
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> c = rate_per_timestep(Schedule.preset('scaled_linear'), [800.0, 200.0], [1, 8])
+    >>> c.shape, bool((c >= 0).all())
+    ((2, 2), True)
+    """
     t = np.atleast_1d(np.asarray(t, dtype=np.float64))
     abar = schedule.signal_variance_at(t)[:, None]
     dabar = schedule.d_signal_variance_dt(t)[:, None]
@@ -93,6 +119,12 @@ def rate_per_step(step_log_snr, levels) -> np.ndarray:
     -------
     ndarray, shape (S, L)
         Row 0 is the fraction already present in the initial noise.
+
+    Examples
+    --------
+    >>> r = rate_per_step([-3.0, 0.0, 3.0], [1, 4])
+    >>> r.sum(axis=0).round(3).tolist() == signal_fraction([3.0], [1, 4])[0].round(3).tolist()
+    True
     """
     s = signal_fraction(step_log_snr, levels)
     return np.diff(s, axis=0, prepend=0.0)
@@ -171,7 +203,7 @@ def chromatogram(
     >>> from chromaviz.noise import Schedule
     >>> c = chromatogram(Schedule.preset("scaled_linear"), (1, 4), "step", num_steps=10, scheduler="ddim")
     >>> c.signal.shape, c.signal[-1].round(3).tolist()
-    ((10, 2), [0.998, 1.0])
+    ((10, 2), [0.999, 1.0])
     """
     if coordinate not in COORDINATES:
         raise ValueError(f"unknown coordinate {coordinate!r}; choose one of {COORDINATES}")
@@ -225,6 +257,12 @@ def level_timings(schedule: Schedule, levels: Sequence[int] = (1, 2, 4, 8, 16, 3
     """Birth and peak times of each level; inherited levels are reported, not clipped.
 
     ``resolution`` is the timestep spacing of the grid on which peaks are located.
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> [(lt.level, round(lt.birth_timestep), lt.inherited) for lt in level_timings(Schedule.preset('scaled_linear'), (2, 4))]
+    [(2, 562, False), (4, 744, False)]
     """
     lam_noisiest = schedule.log_snr(schedule.t_max)
     grid = np.arange(schedule.t_min, schedule.t_max + resolution / 2, resolution)
@@ -242,12 +280,26 @@ def level_timings(schedule: Schedule, levels: Sequence[int] = (1, 2, 4, 8, 16, 3
 
 
 def inherited_levels(schedule: Schedule, levels: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128)) -> list[int]:
-    """Levels that sampling never generates: m²·SNR(t_max) ≥ 1 (coarse blocks come from the noise)."""
+    """Levels that sampling never generates: m²·SNR(t_max) ≥ 1 (coarse blocks come from the noise).
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> inherited_levels(Schedule.preset('scaled_linear'))
+    [16, 32, 64, 128]
+    """
     return [lt.level for lt in level_timings(schedule, levels) if lt.inherited]
 
 
 def dominant_level(schedule: Schedule, t) -> np.ndarray:
-    """m*(t) = 1/√SNR(t): the block size whose pooled SNR is 1 at timestep t (continuous)."""
+    """m*(t) = 1/√SNR(t): the block size whose pooled SNR is 1 at timestep t (continuous).
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> dominant_level(Schedule.preset('scaled_linear'), [999, 500]).round(2).tolist()
+    [14.61, 1.62]
+    """
     with np.errstate(divide="ignore"):
         return 1 / np.sqrt(schedule.snr(t))
 
@@ -264,6 +316,13 @@ def time_adjustment(schedule: Schedule, t, m: float) -> tuple[np.ndarray, np.nda
         Shape of ``t``; NaN where λ(t) + 2·ln m exceeds the schedule's least noisy λ.
     rho : ndarray
         Intensity factor, shape of ``t``.
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> tau, rho = time_adjustment(Schedule.preset('scaled_linear'), 800.0, 2)
+    >>> round(float(tau), 1), round(float(rho), 3)
+    (630.8, 0.527)
     """
     (m,) = check_levels(m, name="pooling factor m")
     lam = schedule.log_snr(t) + level_offset(m)[0]
@@ -287,6 +346,12 @@ def band_signal_fraction(log_snr, power, masks) -> np.ndarray:
     -------
     ndarray, shape (N, L)
         s_b(λ) = Σ_{k∈b} P·r_k / Σ_{k∈b} P with r_k = sigmoid(λ + ln P(k)).
+
+    Examples
+    --------
+    >>> masks = np.ones((1, 4, 4), dtype=bool)
+    >>> band_signal_fraction([0.0], np.ones((4, 4)), masks).tolist()  # white data: the m² law at m = 1
+    [[0.5]]
     """
     p = np.asarray(power, dtype=np.float64)
     if p.ndim == 2:
@@ -317,6 +382,13 @@ def power_grid_from_rapsd(freqs, power, height: int, width: int) -> np.ndarray:
     ndarray, shape (H, W)
         Power at each mode of the unshifted FFT grid; DC takes the DC bin's value, and modes past
         the last bin (the corners beyond Nyquist) continue the log-log slope of the last octave.
+
+    Examples
+    --------
+    >>> freqs = np.array([0.0, 0.125, 0.25, 0.5])
+    >>> grid = power_grid_from_rapsd(freqs, freqs ** -2.0 + (freqs == 0), 8, 8)
+    >>> grid.shape, round(float(grid[0, 2]), 6)  # f = 0.25 cycles/pixel: 0.25⁻²
+    ((8, 8), 16.0)
     """
     f = np.asarray(freqs, dtype=np.float64)
     p = np.asarray(power, dtype=np.float64)

@@ -227,7 +227,7 @@ def shift_for_birth(
     >>> sd = Schedule.preset("scaled_linear")
     >>> s = shift_for_birth(sd, 16, 0.2, num_steps=30)
     >>> round(s, 3), step_timings(sd.shifted(s), [16], 30).birth_steps
-    (3.398, (6,))
+    (3.755, (6,))
     """
     (level,) = check_levels(level, name="level")
     if not 0 < fraction < 1:

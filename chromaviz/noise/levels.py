@@ -216,7 +216,7 @@ def first_born_step(log_snr, level: float, start: int = 0) -> int | None:
 
     Examples
     --------
-    >>> first_born_step([-4.0, -2.7726, -1.0], 4)
+    >>> first_born_step([-4.0, -2.77, -1.0], 4)
     1
     >>> first_born_step([-4.0, -3.0], 4) is None
     True

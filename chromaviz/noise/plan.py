@@ -30,6 +30,11 @@ class NoiseLevel:
         The timestep passed to the network (diffusers convention, 0 = least noisy).
     alpha, sigma : float
         Signal and noise scales of the network input.
+
+    Examples
+    --------
+    >>> round(NoiseLevel(500.0, 0.6, 0.8).log_snr, 4)  # 2·ln(0.6/0.8)
+    -0.5754
     """
 
     timestep: float
@@ -50,6 +55,15 @@ def noise_levels(scheduler, schedule: Schedule) -> list[NoiseLevel]:
     """Noise level of the network input at each of ``scheduler.timesteps``.
 
     Call after ``set_timesteps``. One entry per model evaluation, noisiest first.
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule, make_scheduler, set_timesteps
+    >>> schedule = Schedule.preset('scaled_linear')
+    >>> scheduler = make_scheduler('euler', schedule)
+    >>> set_timesteps(scheduler, 4)
+    >>> [round(lv.timestep) for lv in noise_levels(scheduler, schedule)]
+    [999, 666, 333, 0]
     """
     timesteps = [float(t) for t in scheduler.timesteps]
     sigmas = getattr(scheduler, "sigmas", None)
@@ -83,6 +97,15 @@ class StepPlan:
     num_inference_steps : int
         N, the steps handed to ``set_timesteps``. The number of model evaluations S
         (:attr:`num_evaluations`) differs for PNDM, Heun and KDPM2.
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> plan = plan_steps(Schedule.preset("scaled_linear"), 10, "pndm")
+    >>> plan.num_inference_steps, plan.num_evaluations, len(plan.log_snr), plan.is_flow
+    (10, 11, 11, False)
+    >>> type(plan.new_scheduler()).__name__
+    'PNDMScheduler'
     """
 
     scheduler: Any
@@ -118,7 +141,7 @@ class StepPlan:
         return copy.deepcopy(self.scheduler)
 
 
-def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "default") -> StepPlan:
+def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "default", *, mu: float | None = None) -> StepPlan:
     """The step plan of a run: ``scheduler`` built for ``schedule`` and set to N steps.
 
     Parameters
@@ -129,6 +152,9 @@ def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "d
         N, passed to diffusers' ``set_timesteps``.
     scheduler : str or diffusers scheduler
         See :func:`~chromaviz.noise.schedulers.make_scheduler`.
+    mu : float, optional
+        Image-size shift of dynamic-shifting flow schedulers (see
+        :func:`~chromaviz.noise.schedulers.set_timesteps`).
 
     Returns
     -------
@@ -144,9 +170,9 @@ def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "d
     --------
     >>> from chromaviz.noise import Schedule, plan_steps
     >>> plan = plan_steps(Schedule.preset("scaled_linear"), 10, "ddim")
-    >>> plan.num_inference_steps, plan.num_evaluations, plan.timesteps[0]
-    (10, 10, 901.0)
+    >>> plan.num_inference_steps, plan.num_evaluations, float(plan.timesteps[0])
+    (10, 10, 900.0)
     """
     sched = make_scheduler(scheduler, schedule)
-    set_timesteps(sched, num_inference_steps)
+    set_timesteps(sched, num_inference_steps, mu=mu)
     return StepPlan(sched, scheduler_name(scheduler, schedule), tuple(noise_levels(sched, schedule)), num_inference_steps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,7 +38,14 @@ DEFAULT_IS_OWN_CLASS = "_chromaviz_default_is_own_class"
 
 
 def is_flow_scheduler(scheduler) -> bool:
-    """True for flow-matching schedulers (velocity prediction, α = 1 − σ)."""
+    """True for flow-matching schedulers (velocity prediction, α = 1 − σ).
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> is_flow_scheduler(make_scheduler('default', Schedule.flow_matching())), is_flow_scheduler(make_scheduler('ddim', Schedule.preset('linear')))
+    (True, False)
+    """
     return type(scheduler).__name__.startswith("FlowMatch") or bool(scheduler.config.get("use_flow_sigmas"))
 
 
@@ -48,7 +56,14 @@ def _own_class(schedule: Schedule) -> str | None:
 
 def scheduler_name(scheduler, schedule: Schedule) -> str:
     """The scheduler a request means: a :data:`SCHEDULERS` name, or a diffusers class name for a
-    scheduler instance or for a model whose own scheduler is its ``"default"``."""
+    scheduler instance or for a model whose own scheduler is its ``"default"``.
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> scheduler_name('default', Schedule.preset('linear')), scheduler_name('default', Schedule.flow_matching())
+    ('ddim', 'flow_euler')
+    """
     if not isinstance(scheduler, str):
         return type(scheduler).__name__
     name = scheduler.lower()
@@ -68,6 +83,12 @@ def make_scheduler(scheduler, schedule: Schedule):
         :data:`DEFAULT_IS_OWN_CLASS`), or a scheduler instance (copied, never mutated).
     schedule : Schedule
         The noise schedule; its ``scheduler_config`` configures the scheduler.
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> type(make_scheduler('dpmsolver++', Schedule.preset('scaled_linear'))).__name__
+    'DPMSolverMultistepScheduler'
     """
     if not isinstance(scheduler, str):
         if is_flow_scheduler(scheduler) != (schedule.kind == "flow"):
@@ -81,7 +102,7 @@ def make_scheduler(scheduler, schedule: Schedule):
 
         cls = getattr(diffusers, name)
         accepted = set(inspect.signature(cls.__init__).parameters)
-        return cls(**{k: v for k, v in schedule.scheduler_config.items() if k in accepted and not k.startswith("_")})
+        return _build(cls, {k: v for k, v in schedule.scheduler_config.items() if k in accepted and not k.startswith("_")})
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {sorted(SCHEDULERS)}")
     if (name in FLOW_SCHEDULERS) != (schedule.kind == "flow"):
@@ -99,22 +120,144 @@ def make_scheduler(scheduler, schedule: Schedule):
                       if "rescale_betas_zero_snr" in inspect.signature(getattr(diffusers, c).__init__).parameters)
         raise ValueError(f"scheduler {name!r} ({class_name}) cannot step a zero-terminal-SNR schedule: it has no "
                          f"rescale_betas_zero_snr and would silently use the unrescaled betas; choose one of {able}")
-    return cls(**{k: v for k, v in config.items() if k in accepted})
+    return _build(cls, {k: v for k, v in config.items() if k in accepted})
 
 
-def set_timesteps(scheduler, num_steps: int) -> None:
-    """``scheduler.set_timesteps(num_steps)``, refusing step lists diffusers cannot index.
+LEARNED_VARIANCE = ("learned", "learned_range")
+"""``variance_type`` values whose scheduler step needs the model's predicted variance (2·C output channels)."""
 
-    Karras sigmas on a schedule whose σ_max is huge (zero terminal SNR, the cosine schedule) crowd
-    many steps onto the same integer timestep; diffusers' schedulers find their place by timestep
-    and step past the end of their sigmas. That is refused here, before any step is taken.
+
+def _build(cls, config: dict[str, Any]):
+    """``cls(**config)``, refusing options the class does not implement (ValueError naming the option)."""
+    try:
+        scheduler = cls(**config)
+    except (NotImplementedError, ValueError) as exc:
+        able = [n for n in SCHEDULERS if n not in FLOW_SCHEDULERS and _constructible(n, config)]
+        raise ValueError(f"{cls.__name__} cannot realise this schedule: {_option_in(exc, config)}; "
+                         f"schedulers that can: {able or 'none of chromaviz’s'}") from None
+    variance = scheduler.config.get("variance_type")
+    if variance in LEARNED_VARIANCE:
+        raise ValueError(
+            f"{cls.__name__} with variance_type={variance!r} needs the model's predicted variance at every step, which "
+            "chromaviz does not pass to the scheduler (it steps with the mean prediction); sample with scheduler='ddim', "
+            "'euler' or 'dpmsolver++' (the mean prediction only, as diffusers' IF pipelines do with such schedulers), "
+            "or use a config with variance_type='fixed_small'")
+    return scheduler
+
+
+def _constructible(name: str, config: dict[str, Any]) -> bool:
+    import diffusers
+
+    class_name, overrides = SCHEDULERS[name]
+    cls = getattr(diffusers, class_name)
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    try:
+        cls(**{k: v for k, v in {**config, **overrides}.items() if k in accepted})
+    except (NotImplementedError, ValueError):
+        return False
+    return True
+
+
+def _option_in(exc: Exception, config: dict[str, Any]) -> str:
+    """The message of ``exc`` led by the config option it is about, where its value is named in it."""
+    text = str(exc)
+    named = [f"{k}={v!r}" for k, v in config.items() if isinstance(v, str) and v and v in text]
+    return (f"it does not implement {', '.join(named)} ({text})" if named else text)
+
+
+def set_timesteps(scheduler, num_steps: int, *, mu: float | None = None) -> None:
+    """``scheduler.set_timesteps(num_steps)``, refusing step lists diffusers cannot step through.
+
+    Checked on the actual timesteps and σ, for every option and step count, before any step:
+
+    - schedulers that find their place by timestep (``index_for_timestep``: Euler, DPM-Solver, …)
+      start at the *second* occurrence of a repeated first timestep and step past the end of
+      their sigmas at the last step (Karras sigmas on a schedule with a huge σ_max, such as zero
+      terminal SNR or the cosine schedule; more steps than training timesteps);
+    - multistep solvers divide by the step in log-SNR, so two equal consecutive σ (a timestep
+      repeated by rounding, e.g. DPM-Solver++ at 1000 steps) make the run NaN.
+
+    PNDM, Heun and KDPM2 repeat timesteps by design and count their steps; they pass.
+
+    Parameters
+    ----------
+    scheduler : diffusers scheduler
+    num_steps : int
+        N, the inference steps.
+    mu : float, optional
+        The image-size dependent shift of flow-matching schedulers with ``use_dynamic_shifting``
+        (Flux, SD3.5): ``mu = calculate_shift(image_seq_len, ...)`` as the pipelines compute it
+        (:func:`dynamic_shift_mu`). Required for them, refused for others.
+
+    Raises
+    ------
+    ValueError
+        For the step lists above, a dynamic-shifting scheduler without ``mu``, or an option
+        diffusers does not implement (naming it).
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> scheduler = make_scheduler('ddim', Schedule.preset('scaled_linear'))
+    >>> set_timesteps(scheduler, 5)
+    >>> scheduler.timesteps.tolist()
+    [800, 600, 400, 200, 0]
     """
-    scheduler.set_timesteps(num_steps)
-    if scheduler.config.get("use_karras_sigmas"):
-        timesteps = [float(t) for t in scheduler.timesteps]
-        if len(set(timesteps)) < len(timesteps):
-            sigma_max = float(scheduler.sigmas[0])
-            raise ValueError(
-                f"Karras sigmas give {len(timesteps) - len(set(timesteps))} repeated timesteps in {num_steps} steps "
-                f"for this schedule (σ_max = {sigma_max:.4g}), which {type(scheduler).__name__} cannot step "
-                "through; use 'dpmsolver++' or 'euler' for schedules with (near) zero terminal SNR")
+    name = type(scheduler).__name__
+    dynamic = bool(scheduler.config.get("use_dynamic_shifting"))
+    if dynamic and mu is None:
+        raise ValueError(
+            f"{name} has use_dynamic_shifting=True: its shift depends on the image size (mu = calculate_shift(image "
+            "sequence length), as the Flux and SD3 pipelines compute it), which chromaviz cannot know for this model; "
+            "plan with plan_steps(..., mu=dynamic_shift_mu(config, image_seq_len)), or use a config with "
+            "use_dynamic_shifting=False and a fixed shift")
+    if mu is not None and not dynamic:
+        raise ValueError(f"mu applies to schedulers with use_dynamic_shifting=True; {name} has a fixed shift")
+    try:
+        scheduler.set_timesteps(num_steps, **({"mu": mu} if dynamic else {}))
+    except NotImplementedError as exc:
+        raise ValueError(f"{name} cannot take {num_steps} steps: {_option_in(exc, dict(scheduler.config))}") from None
+    timesteps = [float(t) for t in scheduler.timesteps]
+    spoiled = ""
+    if hasattr(scheduler, "index_for_timestep") and timesteps.count(timesteps[0]) > 1:
+        spoiled = (f"its first timestep {timesteps[0]:g} occurs {timesteps.count(timesteps[0])} times, and {name} "
+                   "finds its place by timestep: it would start at the second one and step past its last σ")
+    sigmas = getattr(scheduler, "sigmas", None)
+    if not spoiled and "Multistep" in name and sigmas is not None:
+        sig = [float(v) for v in sigmas[: len(timesteps)]]
+        equal = [i for i in range(len(sig) - 1) if sig[i] == sig[i + 1]]
+        if equal:
+            spoiled = (f"steps {equal[0]} and {equal[0] + 1} have the same σ = {sig[equal[0]]:.4g} (timestep "
+                       f"{timesteps[equal[0]]:g} repeated), and a multistep solver divides by their difference (NaN)")
+    if spoiled:
+        repeats = len(timesteps) - len(set(timesteps))
+        options = ", ".join(f"{k}={scheduler.config[k]!r}" for k in ("use_karras_sigmas", "timestep_spacing")
+                            if k in scheduler.config)
+        raise ValueError(
+            f"{name} cannot run {num_steps} steps of this schedule ({options}; {repeats} repeated timesteps): "
+            f"{spoiled}; " + ("use sigmas without Karras spacing ('dpmsolver++' or 'euler')"
+                               if scheduler.config.get("use_karras_sigmas") else "use fewer steps, or 'euler' or 'ddim'"))
+    if timesteps[0] < 0.5 * scheduler.config.get("num_train_timesteps", 1000) and not dynamic:
+        warnings.warn(
+            f"{name} with {num_steps} step(s) starts at timestep {timesteps[0]:g}, less than half-way to pure noise: "
+            "the sample keeps much of the initial noise; use more steps or timestep_spacing='trailing'", stacklevel=2)
+
+
+def dynamic_shift_mu(config, image_seq_len: int) -> float:
+    """``mu`` of a dynamic-shifting flow-matching scheduler for an image of ``image_seq_len`` latent tokens.
+
+    Diffusers' own ``calculate_shift`` (the Flux pipeline's) with the config's ``base_image_seq_len``,
+    ``max_image_seq_len``, ``base_shift`` and ``max_shift``: mu is linear in the token count.
+    For Flux, ``image_seq_len = (height // 16) · (width // 16)`` (8× VAE, 2×2 patches).
+
+    Examples
+    --------
+    >>> dynamic_shift_mu({"base_image_seq_len": 256, "max_image_seq_len": 4096, "base_shift": 0.5,
+    ...                   "max_shift": 1.15}, 4096)
+    1.15
+    """
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    cfg = dict(config)
+    return float(calculate_shift(image_seq_len, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                                 cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15)))

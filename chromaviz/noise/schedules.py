@@ -50,7 +50,13 @@ def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarr
 
 
 def preset_betas(name: str, num_train_timesteps: int = 1000) -> np.ndarray:
-    """β_t of a named preset, in float64, shape ``(num_train_timesteps,)``."""
+    """β_t of a named preset, in float64, shape ``(num_train_timesteps,)``.
+
+    Examples
+    --------
+    >>> preset_betas('linear', 1000)[[0, -1]].tolist()
+    [0.0001, 0.02]
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown schedule preset {name!r}; choose one of {sorted(PRESETS)}")
     cfg = PRESETS[name]
@@ -73,6 +79,12 @@ def rescale_zero_terminal_snr(alphas_cumprod: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape (T,)
         The rescaled ᾱ_t, whose last value is exactly 0 (λ = −∞).
+
+    Examples
+    --------
+    >>> ab = rescale_zero_terminal_snr(np.array([0.99, 0.5, 0.1]))
+    >>> ab.round(4).tolist()
+    [0.99, 0.3283, 0.0]
     """
     sqrt_ab = np.sqrt(np.asarray(alphas_cumprod, dtype=np.float64))
     first, last = sqrt_ab[0], sqrt_ab[-1]
@@ -106,6 +118,24 @@ class Schedule:
         diffusers' DDIM and DDPM) would distort data that is not bounded.
     name : str
         A short label for plots and tables.
+
+    Examples
+    --------
+    >>> sd = Schedule.preset("scaled_linear")
+    >>> round(float(sd.log_snr(999)), 3), round(float(sd.t_of_log_snr(0.0)), 1)
+    (-5.364, 353.9)
+    >>> [round(lam, 3) for lam in sd.log_snr_range]
+    [-5.364, 7.069]
+    >>> timesteps, log_snr = sd.visited(5, "ddim")
+    >>> timesteps.tolist(), log_snr.round(2).tolist()
+    ([800.0, 600.0, 400.0, 200.0, 0.0], [-3.26, -1.65, -0.3, 1.12, 7.07])
+    >>> round(float(sd.shifted(2.0).log_snr(500) - sd.log_snr(500)), 4)  # −2·ln 2
+    -1.3863
+    >>> z = sd.zero_terminal_snr()
+    >>> float(z.log_snr(999)), z.scheduler_config["timestep_spacing"]
+    (-inf, 'trailing')
+    >>> float(Schedule.flow_matching(3.0).log_snr(500)), Schedule.coerce("linear").name
+    (0.0, 'linear')
     """
 
     timesteps: np.ndarray
@@ -185,8 +215,9 @@ class Schedule:
         ``use_flow_sigmas``) by :meth:`flow_matching`.
         """
         cfg = dict(config)
-        if _is_flow_config(cfg):
-            return cls.flow_matching(cfg.get("shift", 1.0), cfg.get("num_train_timesteps", 1000))
+        if _is_flow_config(cfg):  # keep every option (dynamic shifting, shift_terminal, ...): the scheduler uses them
+            flow = cls.flow_matching(cfg.get("shift", 1.0), cfg.get("num_train_timesteps", 1000))
+            return cls(flow.timesteps, flow.signal_variance, "flow", {**cfg, **flow.scheduler_config}, flow.name)
         from diffusers import DDPMScheduler
 
         keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "rescale_betas_zero_snr")
