@@ -97,6 +97,26 @@ def test_unreachable_scheduler_exits_2_within_seconds(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_port_that_accepts_but_never_answers_exits_2_within_seconds(tmp_path, capsys):
+    """Dask's own connect would wait for its handshake without a limit; the sweep gives up after --connect-timeout."""
+    import threading
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        accepted = []
+        threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        start = time.perf_counter()
+        with pytest.raises(SystemExit) as exit_:
+            main(["sweep", "-p", "steps", "4", "-o", str(tmp_path / "out"), "--scheduler", address, "--connect-timeout", "2"])
+        assert exit_.value.code == 2 and time.perf_counter() - start < 15
+        for conn, _ in accepted:
+            conn.close()
+    assert f"cannot reach the Dask scheduler at '{address}' within 2 s" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_grid_from_command_line_groups():
     assert grid_from_pairs([["steps", "4", "6"], ["scheduler", "ddim"]]) == {"steps": ["4", "6"], "scheduler": ["ddim"]}
 

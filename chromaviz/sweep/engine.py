@@ -44,6 +44,9 @@ def connect(workers: int | None = None, scheduler: str | None = None, *, timeout
 
     if scheduler is not None:
         try:
+            kind = _identify(scheduler, timeout)
+            if kind != "Scheduler":
+                raise OSError(f"it answers as {kind!r}, not as a Dask scheduler")
             client = Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as err:
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s "
@@ -58,6 +61,42 @@ def connect(workers: int | None = None, scheduler: str | None = None, *, timeout
                       dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         yield client
+
+
+def _identify(address: str, timeout: float) -> str:
+    """What listens at ``address`` (its ``identity`` type, ``"Scheduler"`` for a Dask scheduler), within ``timeout`` s.
+
+    Dask's own connect waits without a limit for the handshake of a server that accepts the
+    connection but never answers; this probe puts one deadline on connecting, handshake and reply,
+    in a thread of its own (so it also works where an event loop is already running, as in Jupyter).
+
+    Raises
+    ------
+    TimeoutError, OSError, ValueError
+        No answer within ``timeout``, a refused connection, or a malformed address.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect as open_comm
+
+    async def ask() -> str:
+        comm = await open_comm(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            reply = await comm.read()
+        finally:
+            comm.abort()
+        return str(reply.get("type", "unknown")) if isinstance(reply, dict) else "unknown"
+
+    async def ask_in_time() -> str:
+        try:
+            return await asyncio.wait_for(ask(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no answer from {address} after {timeout:g} s") from None
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, ask_in_time()).result()
 
 
 def _check_options(workers: Any, scheduler: Any, torch_threads: Any, connect_timeout: Any) -> None:

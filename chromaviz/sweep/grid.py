@@ -73,7 +73,12 @@ def grid_from_pairs(groups: Sequence[Sequence[str]]) -> dict[str, list[str]]:
     Raises
     ------
     SweepError
-        For a name given twice, or a name without values.
+        For a name given twice (a name without values is refused by :func:`make_grid`).
+
+    Examples
+    --------
+    >>> grid_from_pairs([["scheduler", "ddim", "euler"], ["steps", "20", "50"]])
+    {'scheduler': ['ddim', 'euler'], 'steps': ['20', '50']}
     """
     grid: dict[str, list[str]] = {}
     for group in groups:
@@ -98,7 +103,15 @@ def _slug(text: str) -> str:
 
 
 def cell_name(swept: Mapping[str, Any], *, hashed: bool = False) -> str:
-    """A folder name for the cell with these swept values, the same on every run of the sweep."""
+    """A folder name for the cell with these swept values, the same on every run of the sweep.
+
+    Examples
+    --------
+    >>> cell_name({"scheduler": "dpmsolver++", "steps": 20})
+    'scheduler-dpmsolver++_steps-20'
+    >>> cell_name({"prompt": "a cat/dog"})
+    'prompt-a-cat-dog-f8f4e108'
+    """
     if not swept:
         return "defaults"
     text = "_".join(f"{k}-{v}" for k, v in swept.items())
