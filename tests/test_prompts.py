@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chromaviz.sampling.prompts import UNITS, Boundary, PromptSchedule, Segment
+from chromaviz.noise.levels import BIRTH_TOLERANCE
+from chromaviz.models.emphasis import plain_text
+from chromaviz.sampling.prompts import UNITS, Boundary, PromptSchedule, Segment, join_and, split_and
 
 # A synthetic 50-step run: t from 999 to 0, λ from −6 to 7.
 N_RUN = 50
@@ -199,8 +201,13 @@ def test_a1111_doctests_10_steps():
     assert steps_only(PromptSchedule.parse("a [b:.5] c"), 10) == ["a  c"] * 6 + ["a b c"] * 4
     # g("[(a:2):3]") == [[3, ''], [10, '(a:2)']]: parentheses protect their ':'
     assert steps_only(PromptSchedule.parse("[(a:2):3]"), 10) == [""] * 4 + ["(a:2)"] * 6
-    # g("a [b : c : 1] d") == [[1, 'a b  d'], [10, 'a  c  d']]; we strip whitespace around parts
-    assert steps_only(PromptSchedule.parse("a [b : c : 1] d"), 10) == ["a b d"] * 2 + ["a c d"] * 8
+    # g("a [b : c : 1] d") == [[1, 'a b  d'], [10, 'a  c  d']]: text kept as written, whitespace too
+    # (issue 16: this assertion used to expect stripped parts, "a b d", a difference now removed)
+    assert steps_only(PromptSchedule.parse("a [b : c : 1] d"), 10) == ["a b  d"] * 2 + ["a  c  d"] * 8
+    # g("a[b:[c:d:2]:1]e") == [[1, 'abe'], [2, 'ace'], [10, 'ade']]: nested groups
+    assert steps_only(PromptSchedule.parse("a[b:[c:d:2]:1]e"), 10) == ["abe"] * 2 + ["ace"] + ["ade"] * 7
+    # g("a [[[b]]:2]") == [[2, 'a '], [10, 'a [[b]]']]: de-emphasis brackets inside a group
+    assert steps_only(PromptSchedule.parse("a [[[b]]:2]"), 10) == ["a "] * 3 + ["a [[b]]"] * 7
 
 
 def test_a1111_multi_group_example_100_steps():
@@ -289,7 +296,8 @@ def test_level_switches_once_at_first_step_past_birth(lams, exponent):
     prompts = schedule.prompts_for_steps(timesteps, lams)
     changes = sum(1 for a, b in zip(prompts, prompts[1:]) if a != b)
     assert changes <= 1
-    birth = next((i for i, lam in enumerate(lams) if lam >= -2 * math.log(m)), n)
+    # the one birth rule (chromaviz.noise.levels): λ ≥ −2·ln m, within BIRTH_TOLERANCE
+    birth = next((i for i, lam in enumerate(lams) if lam >= -2 * math.log(m) - BIRTH_TOLERANCE), n)
     assert prompts == ["coarse"] * birth + ["fine"] * (n - birth)
     assert [schedule.prompt_at(i, n, timesteps[i], lams[i]) for i in range(n)] == prompts
 
@@ -345,14 +353,19 @@ def test_plain_text_is_constant():
 
 
 def test_escapes_are_literal():
+    # Issue 16: as in the webui, an escape stays in the step's text as written and the model's
+    # emphasis parser makes it the literal character (these used to be resolved here).
     s = PromptSchedule.parse(r"a \[not a group\] and a \\ plus \(kept\)")
-    assert s == PromptSchedule.constant(r"a [not a group] and a \ plus \(kept\)")
+    assert s == PromptSchedule.constant(r"a \[not a group\] and a \\ plus \(kept\)")
+    assert plain_text(s.prompt_at(0, 1)) == r"a [not a group] and a \ plus (kept)"
     s = PromptSchedule.parse(r"[x\:y:z\]:3]")
-    assert s == PromptSchedule.switch("x:y", "z]", Boundary.step(3))
+    assert s == PromptSchedule.switch(r"x\:y", r"z\]", Boundary.step(3))
+    assert [plain_text(p) for p in steps_only(s, 5)] == ["x:y"] * 4 + ["z]"]
 
 
-def test_whitespace_around_parts_is_stripped_and_empty_parts_allowed():
-    assert PromptSchedule.parse("[ a : b : 0.5 ]") == PromptSchedule.switch("a", "b", Boundary.fraction(0.5))
+def test_whitespace_kept_as_written_and_empty_parts_allowed():
+    # Issue 16: whitespace inside a group is part of its text, as in the webui (it used to be stripped)
+    assert PromptSchedule.parse("[ a : b : 0.5 ]") == PromptSchedule.switch(" a ", " b ", Boundary.fraction(0.5))
     assert PromptSchedule.parse("[::3]") == PromptSchedule.switch("", "", Boundary.step(3))
     assert PromptSchedule.parse("x[:y:m=2]") == PromptSchedule.switch("x", "xy", Boundary.level(2))
 
@@ -362,8 +375,12 @@ def test_whitespace_around_parts_is_stripped_and_empty_parts_allowed():
     [
         ("a [cat:dog:0.5", r"unbalanced brackets in prompt 'a \[cat:dog:0.5'"),
         ("a cat:dog:0.5]", r"unbalanced brackets .*'\]' at position 13"),
-        ("[a:[b:c:2]:1]", r"nested groups are not supported"),
-        ("[cat|dog]", r"alternation \[a\|b\] is not supported"),
+        ("[a:[b:c:2]:x]", r"in the group '\[a:\[b:c:2\]:x\]'.*invalid 'when' 'x'"),
+        ("[a|b:2]", r"':' and '\|' mixed in the group '\[a\|b:2\]'"),
+        ("[a:b:[c:d:1]]", r"the 'when' part cannot hold a group"),
+        ("a (cat", r"unbalanced parentheses .*never closed"),
+        ("a cat)", r"unbalanced parentheses .*'\)' at position 5"),
+        ("[a:[b:c:2]", r"unbalanced brackets .*'\[' at position 0 is never closed"),
         ("[cat:dog:x=3]", r"'\[cat:dog:x=3\]'.*unknown unit 'x'.*t=<timestep>"),
         ("[cat:dog:1.5]", r"'1.5'.*fraction of the steps and must lie in \[0, 1\].*integer \(e.g. 1\)"),
         ("[cat:dog:soon]", r"invalid 'when' 'soon'.*expected"),
@@ -452,3 +469,252 @@ def test_prompts_for_steps_checks_lengths_and_handles_empty():
     with pytest.raises(ValueError, match="log_snrs has 2 entries"):
         PromptSchedule.constant("a").prompts_for_steps([1, 2, 3], [0.0, 1.0])
     assert PromptSchedule.parse("[a:b:0.5]").prompts_for_steps([]) == []
+
+
+# ---------------------------------------------------------------------- differential: the webui's grammar
+# Each row: a prompt, a step count N and the expected schedule in the webui's own notation
+# ([[end_at_step, text], …], as in the doctests of get_learned_conditioning_prompt_schedules):
+# 0-based step i uses the first entry with i <= end_at_step. Expected texts are derived by hand
+# from the webui's documented grammar (webui ≥ 1.6): a `when` with "." is a fraction, W =
+# min(N, int(f·N)), an integer is a step, W = min(N, s); a group shows its first part iff
+# W ≥ 1 and i ≤ W; text (whitespace, escapes, emphasis) is kept exactly as written.
+WEBUI_TABLE = [
+    ("test", 10, [(10, "test")]),
+    ("", 3, [(3, "")]),
+    ("a castle[ at night::0.5]", 10, [(5, "a castle at night"), (10, "a castle")]),
+    ("a [red:[blue:green:4]:2] car", 10, [(2, "a red car"), (4, "a blue car"), (10, "a green car")]),
+    ("a [[old]:new:3] house", 10, [(3, "a [old] house"), (10, "a new house")]),
+    ("a [b:3]", 10, [(3, "a "), (10, "a b")]),
+    ("a [b: 3]", 10, [(3, "a "), (10, "a b")]),
+    ("a [[[b]]:2]", 10, [(2, "a "), (10, "a [[b]]")]),
+    ("[(a:2):3]", 10, [(3, ""), (10, "(a:2)")]),
+    ("a [b : c : 1] d", 10, [(1, "a b  d"), (10, "a  c  d")]),
+    ("a[b:[c:d:2]:1]e", 10, [(1, "abe"), (2, "ace"), (10, "ade")]),
+    ("a [b:.5] c", 10, [(5, "a  c"), (10, "a b c")]),
+    (
+        "fantasy landscape with a [mountain:lake:0.25] and [an oak:a christmas tree:0.75][ in foreground::0.6]"
+        "[ in background:0.25] [shoddy:masterful:0.5]",
+        100,
+        [
+            (25, "fantasy landscape with a mountain and an oak in foreground shoddy"),
+            (50, "fantasy landscape with a lake and an oak in foreground in background shoddy"),
+            (60, "fantasy landscape with a lake and an oak in foreground in background masterful"),
+            (75, "fantasy landscape with a lake and an oak in background masterful"),
+            (100, "fantasy landscape with a lake and a christmas tree in background masterful"),
+        ],
+    ),
+    ("[cat:dog:0]", 10, [(10, "dog")]),
+    ("[cat:dog:0.0]", 10, [(10, "dog")]),
+    ("[cat:dog:0.05]", 10, [(10, "dog")]),  # int(0.5) = 0 < 1: the second part throughout
+    ("[cat:dog:0.1]", 10, [(1, "cat"), (10, "dog")]),
+    ("[cat:dog:1]", 10, [(1, "cat"), (10, "dog")]),
+    ("[cat:moon:50]", 10, [(10, "cat")]),  # beyond the run (warns)
+    ("[cat:dog:9]", 10, [(10, "cat")]),
+    ("[cat:dog:1.0]", 10, [(10, "cat")]),
+    ("[cat:dog:0.99]", 20, [(20, "cat")]),
+    ("[cat:dog:0.5]", 7, [(3, "cat"), (7, "dog")]),
+    ("[cat:dog:0.5]", 1, [(1, "dog")]),
+    ("[cat:dog:0.5]", 2, [(2, "cat")]),
+    ("a [cat::2] [dog:4] end", 8, [(2, "a cat  end"), (4, "a   end"), (8, "a  dog end")]),
+    ("[[a:b:5]:c:2]", 10, [(2, "a"), (10, "c")]),
+    ("[[a:b:1]:c:3]", 10, [(1, "a"), (3, "b"), (10, "c")]),
+    ("[a:[b:[c:[d:e:8]:6]:4]:2]", 10, [(2, "a"), (4, "b"), (6, "c"), (8, "d"), (10, "e")]),
+    (r"a \[b\] [c:d:2]", 5, [(2, r"a \[b\] c"), (5, r"a \[b\] d")]),
+    (r"[x\:y:z:1]", 4, [(1, r"x\:y"), (4, "z")]),
+    ("a [(red:1.2):blue:3] car", 6, [(3, "a (red:1.2) car"), (6, "a blue car")]),
+    ("([cat:dog:2]:1.3)", 5, [(2, "(cat:1.3)"), (5, "(dog:1.3)")]),
+    ("[a:b: 3 ]", 6, [(3, "a"), (6, "b")]),
+    ("a  [ b :  c :2]  d", 5, [(2, "a   b   d"), (5, "a    c   d")]),
+    ("a dog[, running:0.25]", 40, [(10, "a dog"), (40, "a dog, running")]),
+    ("[a:b:3] [c:d:3]", 6, [(3, "a c"), (6, "b d")]),
+    ("un [chat:chien:2] noir", 4, [(2, "un chat noir"), (4, "un chien noir")]),
+    ("[a:b:0.3] [c:d:7]", 20, [(6, "a c"), (7, "b c"), (20, "b d")]),
+]
+
+# Alternation: the webui's documentation ("on step 1, prompt is cow; step 2 is horse; step 3 is
+# cow…", 1-based) cycles one option per step; here step i (0-based) uses option i mod n.
+ALTERNATION_TABLE = [
+    ("[cat|dog]", 5, ["cat", "dog", "cat", "dog", "cat"]),
+    ("[fe|]male", 6, ["female", "male"] * 3),
+    ("[fe|||]male", 9, ["female", "male", "male", "male"] * 2 + ["female"]),
+    ("[cat|dog|cow]", 5, ["cat", "dog", "cow", "cat", "dog"]),
+    ("[a|(b:1.1)]", 4, ["a", "(b:1.1)"] * 2),
+    ("a [cat|[dog:fox:2]] b", 6, ["a cat b", "a dog b", "a cat b", "a fox b", "a cat b", "a fox b"]),
+    ("[[cat|dog]:cow:3]", 6, ["cat", "dog", "cat", "dog", "cow", "cow"]),
+    ("[ x | y ]z", 3, [" x z", " y z", " x z"]),
+]
+
+
+def _expand(entries, n):
+    return [next(text for end, text in entries if i <= end) for i in range(n)]
+
+
+@pytest.mark.filterwarnings("ignore:the switch at")
+@pytest.mark.parametrize("text, n, entries", WEBUI_TABLE)
+def test_differential_against_the_webui_grammar(text, n, entries):
+    s = PromptSchedule.parse(text)
+    expected = _expand(entries, n)
+    assert steps_only(s, n) == expected
+    assert [s.prompt_at(i, n, float(n - 1 - i)) for i in range(n)] == expected
+    assert PromptSchedule.parse(s.to_text()) == s
+    assert PromptSchedule.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+@pytest.mark.parametrize("text, n, expected", ALTERNATION_TABLE)
+def test_alternation_one_option_per_step(text, n, expected):
+    s = PromptSchedule.parse(text)
+    assert steps_only(s, n) == expected
+    assert [s.prompt_at(i, n, float(n - 1 - i)) for i in range(n)] == expected
+    assert PromptSchedule.parse(s.to_text()) == s
+    assert PromptSchedule.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+def test_table_size_and_step_counts():
+    assert len(WEBUI_TABLE) + len(ALTERNATION_TABLE) >= 30
+    assert len({n for _, n, _ in WEBUI_TABLE}) >= 5
+
+
+def test_switch_beyond_the_run_warns():
+    with pytest.warns(UserWarning, match=r"step 50 .*never happens in this 10-step run"):
+        PromptSchedule.parse("[cat:moon:50]").prompts_for_steps(range(10))
+    with pytest.warns(UserWarning, match=r"t ≤ 5 .*never happens"):
+        PromptSchedule.parse("[cat:moon:t=5]").prompts_for_steps([999, 500, 10])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PromptSchedule.parse("[cat:moon:5]").prompts_for_steps(range(10))
+
+
+def test_every_unit_at_every_depth():
+    s = PromptSchedule.parse("a [red:[blue:[green:grey:logsnr=2]:m=4]:t=800] [x|[y:z:0.5]] car")
+    got = s.prompts_for_steps(TIMESTEPS, LOG_SNRS)
+    for i, p in enumerate(got):
+        if TIMESTEPS[i] > 800:
+            colour = "red"
+        elif LOG_SNRS[i] < -2 * math.log(4):
+            colour = "blue"
+        else:
+            colour = "green" if LOG_SNRS[i] < 2 else "grey"
+        alt = "x" if i % 2 == 0 else ("y" if i <= int(0.5 * N_RUN) else "z")
+        assert p == f"a {colour} {alt} car"
+    assert {"a red x car", "a blue y car", "a green x car", "a grey z car"} <= set(got)
+    assert [s.prompt_at(i, N_RUN, TIMESTEPS[i], LOG_SNRS[i]) for i in range(N_RUN)] == got
+    assert sorted(b.unit for b in s.boundaries) == ["fraction", "level", "log_snr", "timestep"]
+
+
+# ---------------------------------------------------------------------- AND
+@pytest.mark.parametrize(
+    "text, terms",
+    [
+        ("a cat AND a dog:0.5", [("a cat", 1.0), (" a dog", 0.5)]),
+        ("a cat AND a dog", [("a cat", 1.0), (" a dog", 1.0)]),
+        ("a cat :1.5 AND a dog : -0.5", [("a cat", 1.5), (" a dog", -0.5)]),
+        ("a cat:2", [("a cat", 2.0)]),
+        ("ANDROID AND x", [("ANDROID", 1.0), (" x", 1.0)]),
+        ("plain", [("plain", 1.0)]),
+        ("a cat AND", [("a cat", 1.0), ("", 1.0)]),
+    ],
+)
+def test_split_and_is_the_webui_rule(text, terms):
+    assert split_and(text) == terms
+    again = split_and(join_and(terms))
+    assert [(t.strip(), w) for t, w in again] == [(t.strip(), w) for t, w in terms]
+
+
+def test_and_terms_each_with_their_own_schedule():
+    s = PromptSchedule.parse("a [cat:dog:1] AND a [moon|sun]:0.5")
+    assert len(s.terms) == 2 and s.weights == (1.0, 0.5)
+    got = steps_only(s, 4)
+    assert got == ["a cat AND a moon:0.5", "a cat AND a sun:0.5", "a dog AND a moon:0.5", "a dog AND a sun:0.5"]
+    assert [split_and(p) for p in got][2] == [("a dog", 1.0), (" a moon", 0.5)]
+    assert PromptSchedule.parse(s.to_text()) == s
+    assert PromptSchedule.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert steps_only(PromptSchedule.parse("a cat:1"), 2) == ["a cat"] * 2
+
+
+def test_join_and_refuses_a_term_with_the_word_and():
+    with pytest.raises(ValueError, match="contain the word AND"):
+        steps_only(PromptSchedule(terms=(PromptSchedule.constant("x AND y"), PromptSchedule.constant("z")),
+                                  weights=(1.0, 0.5)), 2)
+    with pytest.raises(ValueError, match="weights"):
+        PromptSchedule(terms=(PromptSchedule.constant("x"),), weights=(1.0, 2.0))
+    with pytest.raises(ValueError, match="two options"):
+        PromptSchedule(cycle=(PromptSchedule.constant("x"),))
+
+
+# ---------------------------------------------------------------------- fuzz
+_SYNTAX = st.text(alphabet="ab [](){}:|\\.0123456789tm=λ-AND,", max_size=40)
+
+
+@settings(max_examples=400, deadline=2000)
+@given(text=_SYNTAX)
+def test_fuzz_any_text_parses_or_raises_value_error(text):
+    try:
+        s = PromptSchedule.parse(text)
+    except ValueError:
+        return
+    assert PromptSchedule.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    try:
+        prompts = s.prompts_for_steps(TIMESTEPS[::7], LOG_SNRS[::7])
+    except ValueError:
+        return  # e.g. a term whose text forms the word AND
+    assert len(prompts) == len(TIMESTEPS[::7])
+    assert PromptSchedule.parse(s.to_text()).prompts_for_steps(TIMESTEPS[::7], LOG_SNRS[::7]) == prompts
+
+
+def _when(draw_n):
+    return st.one_of(
+        st.integers(0, 12).map(lambda k: (str(k), ("step", k))),
+        st.sampled_from(["0.1", "0.25", ".5", "0.75", "1.0", "0.0"]).map(lambda s: (s, ("fraction", float(s)))),
+    )
+
+
+@st.composite
+def _prompt(draw, depth=0):
+    """A random prompt in the full grammar, with a reference evaluator (i, n) → text."""
+    pieces = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["text", "text", "switch", "add", "cycle", "emph"] if depth < 3 else ["text"]))
+        if kind == "text":
+            t = draw(st.sampled_from(["a", " b ", "cat", "(x:1.2)", r"\[y\]", "  ", "z,"]))
+            pieces.append((t, lambda i, n, t=t: t))
+        elif kind in ("switch", "add"):
+            b_txt, b_eval = draw(_prompt(depth + 1)) if kind == "switch" else ("", lambda i, n: "")
+            a_txt, a_eval = draw(_prompt(depth + 1))
+            w_txt, (unit, v) = draw(_when(None))
+
+            def ev(i, n, b_eval=b_eval, a_eval=a_eval, unit=unit, v=v):
+                w = min(n, int(v * n)) if unit == "fraction" else min(n, v)
+                return b_eval(i, n) if (w >= 1 and i <= w) else a_eval(i, n)
+
+            head = f"{b_txt}:" if kind == "switch" else ""
+            pieces.append((f"[{head}{a_txt}:{w_txt}]", ev))
+        elif kind == "cycle":
+            options = [draw(_prompt(depth + 1)) for _ in range(draw(st.integers(2, 3)))]
+            pieces.append(("[" + "|".join(t for t, _ in options) + "]",
+                           lambda i, n, o=options: o[i % len(o)][1](i, n)))
+        else:
+            inner_t, inner_e = draw(_prompt(depth + 1))
+            pieces.append((f"[{inner_t}]", lambda i, n, e=inner_e: f"[{e(i, n)}]"))
+    return "".join(t for t, _ in pieces), (lambda i, n: "".join(e(i, n) for _, e in pieces))
+
+
+@pytest.mark.filterwarnings("ignore:the switch at")
+@settings(max_examples=300, deadline=2000)
+@given(p=_prompt(), n=st.integers(1, 14))
+def test_fuzz_grammar_prompts_match_the_reference(p, n):
+    text, reference = p
+    s = PromptSchedule.parse(text)
+    assert steps_only(s, n) == [reference(i, n) for i in range(n)]
+    assert PromptSchedule.parse(s.to_text()) == s
+    assert PromptSchedule.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+def test_docs_examples():
+    import doctest
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "prompts.md"
+    result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 15 and result.failed == 0

@@ -22,18 +22,23 @@ A :class:`PromptSchedule` says which prompt is active at each step. Its switch p
 
 Text syntax
 -----------
-:meth:`PromptSchedule.parse` reads AUTOMATIC1111-style prompt editing::
+:meth:`PromptSchedule.parse` reads AUTOMATIC1111's prompt language (webui ≥ 1.6); the full
+grammar, with every difference from the webui, is in ``docs/prompts.md``::
 
     "a photo of a [cat:dog:0.6] on grass"     # cat, then dog after 60 % of the steps
     "a photo of a [cat:dog:12] on grass"      # cat for steps 0…12, dog from step 13
-    "a castle[, at night:t=500]"              # add ", at night" once t ≤ 500
+    "a castle[ at night:t=500]"               # add " at night" once t ≤ 500
     "[a blurry photo of ::m=8]a house"        # remove "a blurry photo of " at the birth of level 8
-    "a [red:blue:logsnr=-1.5] car"            # switch once λ ≥ −1.5 (also ``λ=-1.5``)
+    "a [red:[blue:green:4]:2] car"            # groups nest, to any depth
+    "a [cat|dog] on grass"                    # alternation: cat, dog, cat, … one step each
+    "a (red:1.3) car, [blurry]"               # emphasis: kept in the text, read by the model
+    "a cat AND a dog:0.5"                     # composable prompts, summed inside guidance
 
-Three group forms: ``[from:to:when]`` switches, ``[to:when]`` adds ``to`` after ``when``,
-``[from::when]`` removes ``from`` after ``when``. Whitespace around each part of a group is
-stripped (so ``[ in foreground::0.6]`` contributes ``"in foreground"``, without the leading
-space AUTOMATIC1111 would keep). The ``when`` part is one of
+Group forms: ``[from:to:when]`` switches, ``[to:when]`` adds ``to`` after ``when``,
+``[from::when]`` removes ``from`` after ``when``, ``[a|b|…]`` cycles one option per step, and a
+group without ``:`` or ``|`` (``[word]``, de-emphasis) is kept as text. Text is kept exactly as
+written, whitespace and escapes included (``a castle[ at night::0.5]`` gives ``"a castle at
+night"``). The ``when`` part (whitespace around it ignored) is one of
 
 - a plain number with a decimal point, ``0.6`` / ``.6`` / ``1.0``: a **fraction** of the steps,
   which must lie in [0, 1];
@@ -42,33 +47,40 @@ space AUTOMATIC1111 would keep). The ``when`` part is one of
 - ``logsnr=-1.5``, ``log_snr=-1.5``, ``λ=-1.5`` or ``lambda=-1.5``: a **log SNR**;
 - ``m=4`` or ``level=4``: the birth of resolution **level** ``m`` (a power of two).
 
-``\\[``, ``\\]``, ``\\:``, ``\\|`` and ``\\\\`` are literal ``[``, ``]``, ``:``, ``|`` and ``\\``;
-any other backslash is kept as written (so AUTOMATIC1111's ``\\(`` reaches the text unchanged).
-A bracket group without ``:`` (AUTOMATIC1111's de-emphasis ``[word]``) and parentheses such as
-``(word:1.2)`` are not schedules and are kept verbatim. Not supported, with a
-:class:`ValueError`: nested groups, alternation ``[a|b]``, unbalanced brackets.
+A backslash makes the next character literal (``\\[``, ``\\]``, ``\\(``, ``\\)``, ``\\:``, ``\\|``,
+``\\\\``); the escape stays in the step's text, as in the webui, and the model's emphasis parser
+(:func:`chromaviz.models.emphasis.parse_emphasis`) turns it into the character. Parentheses
+``(…)`` and ``(…:w)`` protect their ``:`` and ``|``. ``AND`` (a whole word) splits the prompt into
+terms, each with its own schedule and an optional weight ``:w`` at its end (:func:`split_and`).
+A :class:`ValueError` names the text for unbalanced brackets or parentheses, ``:`` and ``|`` mixed
+in one group, too many ``:``, or an invalid ``when``.
 
-Design: sequential and composite schedules
-------------------------------------------
+Design: sequential, composite, cycling and conjunctive schedules
+----------------------------------------------------------------
 A prompt with one group is a *sequential* schedule: a tuple of :class:`Segment` objects, each
-a full prompt text active until its boundary is crossed. A prompt with several groups whose
-boundaries are in different units (``[cat:dog:0.5] on [grass:sand:t=300]``) cannot be put in
-order without knowing the run, so it is a *composite* schedule: a tuple of ``parts`` (each a
-sequential schedule; the literal text between groups is a constant one) whose per-step prompts
-are concatenated. Every group is thus resolved by its own boundary at every step. This is exactly
-how AUTOMATIC1111 resolves several groups too: its merged list of switch steps is equivalent to
-evaluating each group independently at each step.
+a full prompt text (or a nested schedule) active until its boundary is crossed. A prompt with
+several groups is a *composite* schedule: a tuple of ``parts`` whose per-step prompts are
+concatenated, so each group is resolved by its own boundary at every step. This is exactly how
+AUTOMATIC1111 resolves several groups too: its merged list of switch steps is equivalent to
+evaluating each group independently at each step. A nested group is a segment whose prompt is
+itself a schedule; an alternation is a *cycle* of schedules; ``AND`` makes *terms* with weights.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
-__all__ = ["UNITS", "Boundary", "Segment", "PromptSchedule"]
+import numpy as np
+
+from ..noise.levels import birth_log_snr, is_born, is_power_of_two
+
+__all__ = ["UNITS", "Boundary", "Segment", "PromptSchedule", "split_and", "join_and"]
 
 UNITS: tuple[str, ...] = ("fraction", "step", "timestep", "log_snr", "level")
 """The units a :class:`Boundary` may be expressed in."""
@@ -91,9 +103,6 @@ _WHEN_HELP = (
     "a fraction of the steps with a decimal point (e.g. 0.6, in [0, 1]), an integer step (e.g. 12), "
     "t=<timestep>, logsnr=<log SNR> (also λ=…), or m=<level> (a power of two, e.g. m=4)"
 )
-
-# Characters a backslash makes literal; any other backslash is kept as written.
-_ESCAPABLE = "[]:|\\"
 
 
 def _fmt_num(x: float) -> str:
@@ -191,7 +200,7 @@ class Boundary:
                 raise ValueError(f"a timestep boundary must be ≥ 0, got {v!r}")
             stored = x
         elif self.unit == "level":
-            if x < 1 or not x.is_integer() or (int(x) & (int(x) - 1)) != 0:
+            if not (x.is_integer() and is_power_of_two(int(x))):
                 raise ValueError(f"a level boundary must be a power of two ≥ 1 (1, 2, 4, 8, …), got {v!r}")
             stored = int(x)
         else:  # log_snr
@@ -311,7 +320,7 @@ class Boundary:
         if self.unit == "log_snr":
             return float(self.value)
         if self.unit == "level":
-            return -2.0 * math.log(self.value)
+            return float(birth_log_snr(self.value)[0])
         return None
 
     def crossed(
@@ -356,6 +365,8 @@ class Boundary:
             return float(timestep) <= self.value
         if log_snr is None:
             raise ValueError(f"a {self.unit} boundary ({self.describe()}) needs the step's log SNR")
+        if self.unit == "level":  # the one birth rule, with its tolerance
+            return bool(is_born(float(log_snr), self.value)[0, 0])
         threshold = self.log_snr_threshold
         assert threshold is not None
         return float(log_snr) >= threshold
@@ -371,7 +382,7 @@ class Boundary:
             return f"t ≤ {_fmt_num(self.value)}"
         if self.unit == "log_snr":
             return f"λ ≥ {_fmt_signed(self.value)}"
-        return f"birth of level {self.value} (λ ≥ {_fmt_signed(-2.0 * math.log(self.value))})"
+        return f"birth of level {self.value} (λ ≥ {_fmt_signed(self.log_snr_threshold)})"
 
     def token(self) -> str:
         """The ``when`` text that :meth:`parse` reads back into this boundary."""
@@ -402,38 +413,34 @@ class Boundary:
         return cls(data["value"], data["unit"])
 
 
+
 @dataclass(frozen=True)
 class Segment:
     """One prompt and how long it stays active.
 
     Parameters
     ----------
-    prompt : str or None
-        The prompt text; ``None`` means unconditional (the empty/null conditioning).
+    prompt : str, PromptSchedule or None
+        The prompt text; ``None`` means unconditional (the empty/null conditioning); a schedule
+        (a nested group, ``[a:[b:c:4]:2]``) is resolved at each step by its own boundaries.
     until : Boundary or None
         The boundary whose crossing ends this segment; ``None`` means "to the end of the run".
     """
 
-    prompt: str | None
+    prompt: Union[str, None, "PromptSchedule"]
     until: Boundary | None = None
 
     def __post_init__(self) -> None:
-        if self.prompt is not None and not isinstance(self.prompt, str):
-            raise TypeError(f"segment prompt must be a str or None, got {self.prompt!r}")
+        if self.prompt is not None and not isinstance(self.prompt, (str, PromptSchedule)):
+            raise TypeError(f"segment prompt must be a str, a PromptSchedule or None, got {self.prompt!r}")
         if self.until is not None and not isinstance(self.until, Boundary):
             raise TypeError(f"segment 'until' must be a Boundary or None, got {self.until!r}")
 
 
-def _quote(prompt: str | None) -> str:
+def _quote(prompt: str | None | PromptSchedule) -> str:
+    if isinstance(prompt, PromptSchedule):
+        return f"({prompt})"
     return "<unconditional>" if prompt is None else json.dumps(prompt, ensure_ascii=False)
-
-
-def _escape(text: str, group: bool) -> str:
-    """Escape text so :meth:`PromptSchedule.parse` reads it back literally."""
-    out = text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
-    if group:
-        out = out.replace(":", "\\:").replace("|", "\\|")
-    return out
 
 
 def _as_floats(values: Iterable[Any] | None, n: int, name: str) -> list[float | None]:
@@ -445,48 +452,170 @@ def _as_floats(values: Iterable[Any] | None, n: int, name: str) -> list[float | 
     return out
 
 
-@dataclass(frozen=True)
-class PromptSchedule:
-    """Which prompt is active at each step of a sampling run.
+# ---------------------------------------------------------------------- AND (composable prompts)
+_AND = re.compile(r"\bAND\b")
+_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
 
-    A schedule is either *sequential* (``segments`` given) or *composite* (``parts`` given).
+
+def split_and(text: str) -> list[tuple[str, float]]:
+    """The ``AND`` terms of a prompt and their weights, by the webui's rule.
+
+    The text is split at every whole word ``AND``; a term ending in ``:w`` (a plain decimal
+    number) has weight ``w``, any other weight 1. Trailing whitespace of a term is dropped.
+    Source: ``get_multicond_prompt_list`` in AUTOMATIC1111's ``modules/prompt_parser.py``
+    (``re_AND``, ``re_weight``); Liu et al. (2022), *Compositional Visual Generation with
+    Composable Diffusion Models*, eq. 12.
 
     Parameters
     ----------
-    segments : tuple of Segment
-        Sequential form. Each step uses the prompt of the first segment whose boundary has not
-        yet been crossed; every segment but the last has a boundary, the last has ``until=None``.
-    parts : tuple of PromptSchedule
-        Composite form (``segments`` empty): each step's prompt is the concatenation of every
-        part's prompt at that step (a ``None`` part contributes nothing; the result is ``None``
-        only if every part is ``None``). This is how a prompt with several ``[from:to:when]``
-        groups is held, since groups in different units cannot be ordered without the run.
+    text : str
+
+    Returns
+    -------
+    list of (str, float)
+        At least one term. A text without ``AND`` and without a weight is returned unchanged
+        with weight 1.
+
+    Raises
+    ------
+    TypeError
+        If ``text`` is not a str.
+
+    Examples
+    --------
+    >>> split_and("a cat AND a dog:0.5")
+    [('a cat', 1.0), (' a dog', 0.5)]
+    >>> split_and("a [cat:dog:0.5]")
+    [('a [cat:dog:0.5]', 1.0)]
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"a prompt must be a str, got {type(text).__name__}")
+    pieces = _AND.split(text)
+    if len(pieces) == 1 and _WEIGHT.match(text).group(2) is None:
+        return [(text, 1.0)]
+    # A weight inside an open group ("a [cat:dog:0.5") is left to the parser, which names the
+    # unbalanced bracket; the webui would read it as a weight of an unbalanced text.
+    terms = []
+    for piece in pieces:
+        body, weight = _WEIGHT.match(piece).groups()
+        if weight is not None and not _closed(body):  # the ':w' is inside an open group: not a weight
+            body, weight = piece, None
+        terms.append((body, 1.0 if weight is None else float(weight)))
+    return terms
+
+
+def _closed(text: str) -> bool:
+    """Whether every '[' and '(' of ``text`` (escapes skipped) is closed by its end."""
+    depth = {"[": 0, "(": 0}
+    closing = {"]": "[", ")": "("}
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in depth:
+            depth[c] += 1
+        elif c in closing:
+            depth[closing[c]] -= 1
+        i += 1
+    return not any(depth.values())
+
+
+def _fmt_weight(w: float) -> str:
+    return np.format_float_positional(float(w), trim="-")
+
+
+def join_and(terms: Sequence[tuple[str | None, float]]) -> str | None:
+    """The prompt text that :func:`split_and` reads back as ``terms`` (inverse up to whitespace).
+
+    A single term of weight 1 is returned as it is (``None`` stays ``None``); otherwise terms are
+    joined with ``" AND "`` and a weight ``:w`` is written where it is not 1 (or where the text
+    itself ends like a weight). ``None`` terms count as the empty prompt.
 
     Raises
     ------
     ValueError
-        If both or neither of ``segments`` and ``parts`` are given, if a segment other than the
-        last has ``until=None``, or if the last one has a boundary.
+        If a term's text contains the word ``AND`` (it would split differently).
+    """
+    terms = list(terms)
+    if not terms:
+        raise ValueError("join_and needs at least one term")
+    if len(terms) == 1 and terms[0][1] == 1.0:
+        text = terms[0][0]
+        if text is None or _WEIGHT.match(text).group(2) is None and not _AND.search(text):
+            return text
+    out = []
+    for k, (text, w) in enumerate(terms):
+        text = text or ""
+        piece = text + (f":{_fmt_weight(w)}" if w != 1.0 or _WEIGHT.match(text).group(2) is not None else "")
+        if k:
+            piece = " AND" + ("" if piece[:1].isspace() else " ") + piece
+        out.append(piece)
+    joined = "".join(out)
+    if len(_AND.split(joined)) != len(terms):
+        raise ValueError(
+            f"the prompt terms {[t for t, _ in terms]!r} contain the word AND, which separates terms; "
+            f"the joined text {joined!r} would not read back as {len(terms)} term(s)"
+        )
+    return joined
+
+
+# ---------------------------------------------------------------------- schedules
+@dataclass(frozen=True)
+class PromptSchedule:
+    """Which prompt is active at each step of a sampling run.
+
+    A schedule has exactly one of four forms.
+
+    Parameters
+    ----------
+    segments : tuple of Segment
+        *Sequential*: each step uses the prompt of the first segment whose boundary has not
+        yet been crossed; every segment but the last has a boundary, the last has ``until=None``.
+    parts : tuple of PromptSchedule
+        *Composite*: each step's prompt is the concatenation of every part's prompt at that step
+        (a ``None`` part contributes nothing; the result is ``None`` only if every part is
+        ``None``). This is how a prompt with several groups is held.
+    cycle : tuple of PromptSchedule
+        *Cycling* (alternation ``[a|b|…]``): step ``i`` uses option ``i mod n``.
+    terms : tuple of PromptSchedule
+        *Conjunctive* (``AND``): each step's prompt is the terms' prompts joined by
+        :func:`join_and` with ``weights``; guidance sums the terms' predictions.
+    weights : tuple of float
+        One per term (conjunctive form only).
+
+    Raises
+    ------
+    ValueError
+        If not exactly one form is given, if a segment other than the last has ``until=None``,
+        if the last one has a boundary, if a cycle has fewer than two options, or if the weights
+        do not match the terms.
 
     Examples
     --------
     >>> s = PromptSchedule.parse("a photo of a [cat:dog:0.5] on grass")
     >>> s.prompts_for_steps(range(4, 0, -1), None)
     ['a photo of a cat on grass', 'a photo of a cat on grass', 'a photo of a cat on grass', 'a photo of a dog on grass']
+    >>> PromptSchedule.parse("[cat|dog|cow]").prompts_for_steps(range(4, 0, -1))
+    ['cat', 'dog', 'cow', 'cat']
     """
 
     segments: tuple[Segment, ...] = ()
     parts: tuple[PromptSchedule, ...] = ()
+    cycle: tuple[PromptSchedule, ...] = ()
+    terms: tuple[PromptSchedule, ...] = ()
+    weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        segments = tuple(self.segments)
-        parts = tuple(self.parts)
-        object.__setattr__(self, "segments", segments)
-        object.__setattr__(self, "parts", parts)
-        if segments and parts:
-            raise ValueError("a PromptSchedule has either segments (sequential) or parts (composite), not both")
-        if not segments and not parts:
+        for name in ("segments", "parts", "cycle", "terms", "weights"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        forms = [name for name in ("segments", "parts", "cycle", "terms") if getattr(self, name)]
+        if len(forms) > 1:
+            raise ValueError(f"a PromptSchedule has one form, segments, parts, cycle or terms, not {' and '.join(forms)} (not both)")
+        if not forms:
             raise ValueError("a PromptSchedule needs at least one segment")
+        segments = self.segments
         for seg in segments:
             if not isinstance(seg, Segment):
                 raise TypeError(f"segments must be Segment objects, got {seg!r}")
@@ -501,9 +630,19 @@ class PromptSchedule:
                 raise ValueError(
                     f"only the last segment may have until=None; segment {k} ({_quote(seg.prompt)}) has none"
                 )
-        for part in parts:
-            if not isinstance(part, PromptSchedule):
-                raise TypeError(f"parts must be PromptSchedule objects, got {part!r}")
+        for name in ("parts", "cycle", "terms"):
+            for part in getattr(self, name):
+                if not isinstance(part, PromptSchedule):
+                    raise TypeError(f"{name} must be PromptSchedule objects, got {part!r}")
+        if self.cycle and len(self.cycle) < 2:
+            raise ValueError(f"a cycle needs at least two options, got {len(self.cycle)}")
+        if self.terms or self.weights:
+            if len(self.weights) != len(self.terms):
+                raise ValueError(f"{len(self.terms)} terms need as many weights, got {len(self.weights)}")
+            for w in self.weights:
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+                    raise ValueError(f"term weights must be finite real numbers, got {w!r}")
+            object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -549,50 +688,35 @@ class PromptSchedule:
 
     @classmethod
     def parse(cls, text: str) -> PromptSchedule:
-        """Parse AUTOMATIC1111-style prompt editing (see the module docstring).
+        """Parse AUTOMATIC1111's prompt language (see the module docstring and ``docs/prompts.md``).
 
         Parameters
         ----------
         text : str
-            A prompt, possibly with ``[from:to:when]``, ``[to:when]`` or ``[from::when]`` groups.
+            A prompt, possibly with ``[from:to:when]``, ``[to:when]``, ``[from::when]`` and
+            ``[a|b]`` groups (nested to any depth), emphasis, escapes and ``AND``.
 
         Returns
         -------
         PromptSchedule
-            Constant without groups; sequential (two full-text segments) with one group;
-            composite (literal text and one switch per group, concatenated) with several.
+            Constant without groups; sequential (full-text segments) with one group; composite
+            (literal text and one schedule per group, concatenated) with several; conjunctive
+            with ``AND`` or a term weight.
 
         Raises
         ------
         ValueError
-            For unbalanced brackets, nested groups, alternation ``[a|b]``, too many ``:``, an
-            invalid or unknown ``when``, or a fraction above 1; the message quotes the text.
+            For unbalanced brackets or parentheses, ``:`` and ``|`` in one group, too many ``:``,
+            an invalid or unknown ``when``, or a fraction above 1; the message quotes the text.
+        TypeError
+            If ``text`` is not a str.
         """
         if not isinstance(text, str):
             raise TypeError(f"parse needs a str, got {type(text).__name__}")
-        pieces = _tokenize(text)
-        groups = [p for p in pieces if isinstance(p, _Group)]
-        if not groups:
-            return cls.constant("".join(p for p in pieces if isinstance(p, str)))
-        if len(groups) == 1:
-            k = next(i for i, p in enumerate(pieces) if isinstance(p, _Group))
-            prefix = "".join(p for p in pieces[:k] if isinstance(p, str))
-            suffix = "".join(p for p in pieces[k + 1 :] if isinstance(p, str))
-            g = groups[0]
-            return cls.switch(prefix + g.before + suffix, prefix + g.after + suffix, g.when)
-        parts: list[PromptSchedule] = []
-        literal: list[str] = []
-        for p in pieces:
-            if isinstance(p, str):
-                literal.append(p)
-                continue
-            if literal:
-                parts.append(cls.constant("".join(literal)))
-                literal = []
-            parts.append(cls.switch(p.before, p.after, p.when))
-        if literal:
-            parts.append(cls.constant("".join(literal)))
-        return cls(parts=tuple(parts))
+        terms = split_and(text)
+        if len(terms) == 1 and terms[0] == (text, 1.0):
+            return _schedule(_Parser(text).parse())
+        return cls(terms=tuple(_schedule(_Parser(t).parse()) for t, _ in terms), weights=tuple(w for _, w in terms))
 
     # ------------------------------------------------------------------ inspection
     @property
@@ -602,17 +726,26 @@ class PromptSchedule:
 
     @property
     def is_constant(self) -> bool:
-        """Whether the prompt can never change (a single segment, or only constant parts)."""
-        if self.parts:
-            return all(p.is_constant for p in self.parts)
-        return len(self.segments) == 1
+        """Whether the prompt can never change."""
+        if self.segments:
+            p = self.segments[0].prompt
+            return len(self.segments) == 1 and (not isinstance(p, PromptSchedule) or p.is_constant)
+        if self.cycle:
+            return len(set(self.cycle)) == 1 and self.cycle[0].is_constant
+        return all(p.is_constant for p in self.parts + self.terms)
 
     @property
     def boundaries(self) -> tuple[Boundary, ...]:
-        """Every boundary of the schedule, in segment order (parts in order)."""
-        if self.parts:
-            return tuple(b for p in self.parts for b in p.boundaries)
-        return tuple(s.until for s in self.segments if s.until is not None)
+        """Every boundary of the schedule, nested ones included (segment by segment, parts in order)."""
+        out: list[Boundary] = []
+        for seg in self.segments:
+            if isinstance(seg.prompt, PromptSchedule):
+                out.extend(seg.prompt.boundaries)
+            if seg.until is not None:
+                out.append(seg.until)
+        for p in self.parts + self.cycle + self.terms:
+            out.extend(p.boundaries)
+        return tuple(out)
 
     # ------------------------------------------------------------------ evaluation
     def prompts_for_steps(
@@ -635,17 +768,39 @@ class PromptSchedule:
             One prompt per step. Segments are consumed in order: once a boundary has been crossed
             the schedule never returns to an earlier segment, even if the run's coordinates are
             not monotone (for monotone runs this equals :meth:`prompt_at` at every step).
+
+        Warns
+        -----
+        UserWarning
+            For each boundary that is never crossed in this run (``[cat:moon:50]`` in 10 steps):
+            its group keeps its first prompt throughout.
         """
         ts = [float(t) for t in timesteps]
         n = len(ts)
         lams = _as_floats(log_snrs, n, "log_snrs")
-        return self._resolve(ts, lams)
+        out = self._resolve(ts, lams)
+        for b in dict.fromkeys(self.boundaries):
+            if n and not any(b.crossed(i, n, ts[i], lams[i]) for i in range(n)):
+                warnings.warn(
+                    f"the switch at {b.describe()} ({b.token()!r}) never happens in this {n}-step run: "
+                    f"its group keeps its first prompt throughout",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return out
 
     def _resolve(self, ts: list[float], lams: list[float | None]) -> list[str | None]:
         n = len(ts)
         if self.parts:
             columns = [p._resolve(ts, lams) for p in self.parts]
             return [_join(col[i] for col in columns) for i in range(n)]
+        if self.cycle:
+            columns = [p._resolve(ts, lams) for p in self.cycle]
+            return [columns[i % len(columns)][i] for i in range(n)]
+        if self.terms:
+            columns = [p._resolve(ts, lams) for p in self.terms]
+            return [join_and([(col[i], w) for col, w in zip(columns, self.weights)]) for i in range(n)]
+        nested = {k: s.prompt._resolve(ts, lams) for k, s in enumerate(self.segments) if isinstance(s.prompt, PromptSchedule)}
         out: list[str | None] = []
         k = 0
         last = len(self.segments) - 1
@@ -656,7 +811,7 @@ class PromptSchedule:
                 if not until.crossed(i, n, ts[i], lams[i]):
                     break
                 k += 1
-            out.append(self.segments[k].prompt)
+            out.append(nested[k][i] if k in nested else self.segments[k].prompt)
         return out
 
     def prompt_at(
@@ -683,23 +838,35 @@ class PromptSchedule:
         -------
         str or None
             The prompt of the first segment whose boundary is not crossed at this step
-            (per part, concatenated, for a composite schedule).
+            (per part, concatenated, for a composite schedule; option ``i mod n`` of a cycle).
         """
+        args = (step_index, num_steps, timestep, log_snr)
         if self.parts:
-            return _join(p.prompt_at(step_index, num_steps, timestep, log_snr) for p in self.parts)
+            return _join(p.prompt_at(*args) for p in self.parts)
+        if self.cycle:
+            return self.cycle[step_index % len(self.cycle)].prompt_at(*args)
+        if self.terms:
+            return join_and([(p.prompt_at(*args), w) for p, w in zip(self.terms, self.weights)])
         for seg in self.segments:
-            if seg.until is None or not seg.until.crossed(step_index, num_steps, timestep, log_snr):
-                return seg.prompt
+            if seg.until is None or not seg.until.crossed(*args):
+                return seg.prompt.prompt_at(*args) if isinstance(seg.prompt, PromptSchedule) else seg.prompt
         raise AssertionError("unreachable: the last segment has until=None")  # pragma: no cover
 
     # ------------------------------------------------------------------ data
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form: ``{"segments": [{"prompt", "until"}, …]}`` or ``{"parts": […]}``."""
-        if self.parts:
-            return {"parts": [p.to_dict() for p in self.parts]}
+        """JSON-safe form: ``{"segments": [{"prompt", "until"}, …]}``, ``{"parts": […]}``,
+        ``{"cycle": […]}`` or ``{"terms": […], "weights": […]}``; a nested segment prompt is a dict."""
+        if self.parts or self.cycle:
+            key = "parts" if self.parts else "cycle"
+            return {key: [p.to_dict() for p in getattr(self, key)]}
+        if self.terms:
+            return {"terms": [p.to_dict() for p in self.terms], "weights": list(self.weights)}
         return {
             "segments": [
-                {"prompt": s.prompt, "until": None if s.until is None else s.until.to_dict()}
+                {
+                    "prompt": s.prompt.to_dict() if isinstance(s.prompt, PromptSchedule) else s.prompt,
+                    "until": None if s.until is None else s.until.to_dict(),
+                }
                 for s in self.segments
             ]
         }
@@ -707,21 +874,50 @@ class PromptSchedule:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PromptSchedule:
         """Inverse of :meth:`to_dict`."""
-        if not isinstance(data, Mapping) or len(data) != 1 or not ({"segments", "parts"} & set(data)):
-            raise ValueError(f"a prompt schedule dict needs exactly one key, 'segments' or 'parts', got {data!r}")
-        if "parts" in data:
-            return cls(parts=tuple(cls.from_dict(p) for p in data["parts"]))
+        keys = set(data) if isinstance(data, Mapping) else set()
+        if keys not in ({"segments"}, {"parts"}, {"cycle"}, {"terms", "weights"}):
+            raise ValueError(
+                f"a prompt schedule dict needs exactly one key, 'segments', 'parts' or 'cycle' "
+                f"(or 'terms' with 'weights'), got {data!r}"
+            )
+        if "parts" in data or "cycle" in data:
+            key = "parts" if "parts" in data else "cycle"
+            return cls(**{key: tuple(cls.from_dict(p) for p in data[key])})
+        if "terms" in data:
+            return cls(terms=tuple(cls.from_dict(p) for p in data["terms"]), weights=tuple(data["weights"]))
         segments = []
         for s in data["segments"]:
             if not isinstance(s, Mapping) or set(s) - {"prompt", "until"} or "prompt" not in s:
                 raise ValueError(f"a segment dict needs the key 'prompt' (and optionally 'until'), got {s!r}")
-            until = s.get("until")
-            segments.append(Segment(s["prompt"], None if until is None else Boundary.from_dict(until)))
+            until, prompt = s.get("until"), s["prompt"]
+            prompt = cls.from_dict(prompt) if isinstance(prompt, Mapping) else prompt
+            segments.append(Segment(prompt, None if until is None else Boundary.from_dict(until)))
         return cls(tuple(segments))
 
-    def __str__(self) -> str:
+    def to_text(self) -> str:
+        """The schedule in prompt syntax: :meth:`parse` of it gives back an equal schedule
+        (for every schedule :meth:`parse` makes).
+
+        Raises
+        ------
+        ValueError
+            If a segment is unconditional (``None``), which the syntax cannot write.
+        """
         if self.parts:
-            return "".join(_part_text(p) for p in self.parts)
+            return "".join(p.to_text() for p in self.parts)
+        if self.cycle:
+            return "[" + "|".join(p.to_text() for p in self.cycle) + "]"
+        if self.terms:
+            return join_and([(p.to_text(), w) for p, w in zip(self.terms, self.weights)])
+        return _segments_text(self.segments)
+
+    def __str__(self) -> str:
+        if not self.segments:
+            try:
+                return self.to_text()
+            except ValueError:
+                inner = self.parts or self.cycle or self.terms
+                return " + ".join(f"({p})" for p in inner)
         pieces = [f"{_quote(s.prompt)} until {s.until.describe()}" for s in self.segments[:-1] if s.until]
         pieces.append(_quote(self.segments[-1].prompt))
         return ", then ".join(pieces)
@@ -734,118 +930,174 @@ def _join(prompts: Iterable[str | None]) -> str | None:
     return "".join(p for p in items if p is not None)
 
 
-def _part_text(part: PromptSchedule) -> str:
-    """One part of a composite schedule in prompt-editing syntax (parenthesised str otherwise)."""
-    segs = part.segments
-    if len(segs) == 1 and segs[0].prompt is not None:
-        return _escape(segs[0].prompt, group=False)
-    if len(segs) == 2 and segs[0].prompt is not None and segs[1].prompt is not None and segs[0].until:
-        a, b = _escape(segs[0].prompt, group=True), _escape(segs[1].prompt, group=True)
-        return f"[{a}:{b}:{segs[0].until.token()}]"
-    return f"({part})"
+def _segments_text(segments: Sequence[Segment]) -> str:
+    """Sequential segments as nested groups: ``(A, w1), (B, w2), (C)`` → ``[A:[B:C:w2]:w1]``."""
+    first = segments[0]
+    if first.prompt is None:
+        raise ValueError("an unconditional (None) segment has no prompt syntax")
+    text = first.prompt.to_text() if isinstance(first.prompt, PromptSchedule) else first.prompt
+    if len(segments) == 1:
+        return text
+    return f"[{text}:{_segments_text(segments[1:])}:{first.until.token()}]"
 
 
-# ---------------------------------------------------------------------- tokenizer
+# ---------------------------------------------------------------------- parser
+# A parsed prompt is a list of nodes: str (text as written), _Switch or _Cycle.
 @dataclass(frozen=True)
-class _Group:
-    before: str
-    after: str
+class _Switch:
+    before: tuple
+    after: tuple
     when: Boundary
 
 
-def _tokenize(text: str) -> list[str | _Group]:
-    """Split a prompt into literal text and schedule groups, resolving escapes."""
-    pieces: list[str | _Group] = []
-    literal: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\" and i + 1 < n:
-            nxt = text[i + 1]
-            literal.append(nxt if nxt in _ESCAPABLE else c + nxt)
-            i += 2
-            continue
-        if c == "]":
-            raise ValueError(
-                f"unbalanced brackets in prompt {text!r}: ']' at position {i} has no matching '['; "
-                f"write \\] for a literal bracket"
-            )
-        if c != "[":
-            literal.append(c)
-            i += 1
-            continue
-        end, group = _read_group(text, i)
-        if isinstance(group, str):  # a bracket group without ':' is kept as text (A1111 de-emphasis)
-            literal.append(group)
-        else:
-            if literal:
-                pieces.append("".join(literal))
-                literal = []
-            pieces.append(group)
-        i = end
-    if literal:
-        pieces.append("".join(literal))
-    return pieces
+@dataclass(frozen=True)
+class _Cycle:
+    options: tuple
 
 
-def _read_group(text: str, start: int) -> tuple[int, _Group | str]:
-    """Read the group opening at ``text[start] == '['``.
+class _Parser:
+    """Recursive descent over one ``AND`` term: groups ``[…]`` nest, parentheses protect ``:``/``|``."""
 
-    Returns the index just after its ``]`` and either the schedule group or, for a group without
-    ``:``, its text (brackets included, escapes resolved) to keep as literal prompt text.
-    """
-    fields: list[list[str]] = [[]]
-    depth = 0  # parentheses, whose ':' (A1111 attention weights) does not split the group
-    i, n = start + 1, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\" and i + 1 < n:
-            nxt = text[i + 1]
-            fields[-1].append(nxt if nxt in _ESCAPABLE else c + nxt)
-            i += 2
-            continue
-        if c == "[":
-            raise ValueError(
-                f"nested groups are not supported in prompt {text!r}: '[' at position {i} is inside "
-                f"the group opened at position {start}; write \\[ for a literal bracket"
+    def __init__(self, text: str) -> None:
+        self.text, self.i = text, 0
+
+    def parse(self) -> list:
+        nodes, stop = self._sequence(group=None, paren=None)
+        assert stop is None
+        return nodes
+
+    def _error(self, what: str, detail: str) -> ValueError:
+        return ValueError(f"{what} in prompt {self.text!r}: {detail}")
+
+    def _sequence(self, group: int | None, paren: int | None) -> tuple[list, str | None]:
+        """Nodes up to the end of this level; returns them and the character that ended it
+        (``":"``, ``"|"`` or ``"]"`` in a group, ``")"`` in parentheses, None at the end)."""
+        text, nodes, buf = self.text, [], []
+        while self.i < len(text):
+            c = text[self.i]
+            if c == "\\":
+                buf.append(text[self.i : self.i + 2])
+                self.i += 2
+                continue
+            if c == "[":
+                if buf:
+                    nodes.append("".join(buf))
+                    buf = []
+                nodes.extend(self._group())
+                continue
+            if c == "(":
+                start = self.i
+                self.i += 1
+                inner, _ = self._sequence(group=None, paren=start)
+                buf.append("(")
+                if buf:
+                    nodes.append("".join(buf))
+                    buf = []
+                nodes.extend(inner)
+                buf.append(")")
+                continue
+            if c == ")":
+                if paren is None:
+                    raise self._error("unbalanced parentheses", f"')' at position {self.i} has no matching '('; write \\) for a literal one")
+                self.i += 1
+                if buf:
+                    nodes.append("".join(buf))
+                return nodes, ")"
+            if c == "]":
+                if paren is not None:
+                    raise self._error("unbalanced parentheses", f"'(' at position {paren} is not closed before ']' at position {self.i}")
+                if group is None:
+                    raise self._error("unbalanced brackets", f"']' at position {self.i} has no matching '['; write \\] for a literal bracket")
+                if buf:
+                    nodes.append("".join(buf))
+                return nodes, "]"
+            if c in ":|" and group is not None and paren is None:
+                if buf:
+                    nodes.append("".join(buf))
+                return nodes, c
+            buf.append(c)
+            self.i += 1
+        if paren is not None:
+            raise self._error("unbalanced parentheses", f"'(' at position {paren} is never closed; write \\( for a literal one")
+        if group is not None:
+            raise self._error("unbalanced brackets", f"'[' at position {group} is never closed; write \\[ for a literal bracket")
+        if buf:
+            nodes.append("".join(buf))
+        return nodes, None
+
+    def _group(self) -> list:
+        """The group opening at ``text[i] == '['``: nodes of a switch, a cycle, or kept text."""
+        start = self.i
+        self.i += 1
+        fields, seps = [], []
+        while True:
+            nodes, stop = self._sequence(group=start, paren=None)
+            fields.append(nodes)
+            self.i += 1  # past the separator or ']'
+            if stop == "]":
+                break
+            seps.append(stop)
+        raw = self.text[start : self.i]
+        if not seps:  # [word]: de-emphasis, kept as written (its inner groups still scheduled)
+            return ["[", *fields[0], "]"]
+        if len(set(seps)) > 1:
+            raise self._error(f"':' and '|' mixed in the group {raw!r}", "write [a|b] to alternate or [from:to:when] to switch (\\: and \\| are literal)")
+        if seps[0] == "|":
+            return [_Cycle(tuple(tuple(f) for f in fields))]
+        if len(fields) > 3:
+            raise self._error(
+                f"too many ':' in the group {raw!r}",
+                "allowed forms are [from:to:when], [to:when] and [from::when] (write \\: for a literal colon)",
             )
-        if c == "]":
-            break
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        if depth == 0 and c == "|":
-            raise ValueError(
-                f"alternation [a|b] is not supported, in {text[start:i + 1]!r}… of prompt {text!r}; "
-                f"use [from:to:when] to switch prompts, or \\| for a literal '|'"
-            )
-        if depth == 0 and c == ":":
-            fields.append([])
-        else:
-            fields[-1].append(c)
-        i += 1
-    else:
-        raise ValueError(
-            f"unbalanced brackets in prompt {text!r}: '[' at position {start} is never closed; "
-            f"write \\[ for a literal bracket"
-        )
-    end = i + 1
-    raw = text[start:end]
-    if depth != 0:
-        raise ValueError(f"unbalanced parentheses inside the group {raw!r} of prompt {text!r}")
-    parts = ["".join(f) for f in fields]
-    if len(parts) == 1:
-        return end, "[" + parts[0] + "]"
-    if len(parts) > 3:
-        raise ValueError(
-            f"too many ':' in the group {raw!r} of prompt {text!r}; allowed forms are [from:to:when], "
-            f"[to:when] and [from::when] (write \\: for a literal colon)"
-        )
-    try:
-        when = Boundary.parse(parts[-1])
-    except ValueError as e:
-        raise ValueError(f"in the group {raw!r} of prompt {text!r}: {e}") from None
-    if len(parts) == 2:
-        return end, _Group("", parts[0].strip(), when)
-    return end, _Group(parts[0].strip(), parts[1].strip(), when)
+        when_nodes = fields[-1]
+        if any(not isinstance(x, str) for x in when_nodes):
+            raise self._error(f"invalid 'when' in the group {raw!r}", "the 'when' part cannot hold a group")
+        try:
+            when = Boundary.parse("".join(when_nodes))
+        except ValueError as e:
+            raise self._error(f"in the group {raw!r}", str(e)) from None
+        before = () if len(fields) == 2 else tuple(fields[0])
+        return [_Switch(before, tuple(fields[-2]), when)]
+
+
+def _merge(nodes: Iterable) -> list:
+    """Adjacent text nodes joined."""
+    out: list = []
+    for x in nodes:
+        if isinstance(x, str) and out and isinstance(out[-1], str):
+            out[-1] += x
+        elif not (isinstance(x, str) and not x):
+            out.append(x)
+    return out
+
+
+def _schedule(nodes: Iterable) -> PromptSchedule:
+    items = _merge(nodes)
+    dynamic = [k for k, x in enumerate(items) if not isinstance(x, str)]
+    if not dynamic:
+        return PromptSchedule.constant("".join(items))
+    if len(items) == 1:
+        return _node_schedule(items[0])
+    if len(dynamic) == 1 and isinstance(items[dynamic[0]], _Switch):
+        k = dynamic[0]
+        prefix, suffix = "".join(items[:k]), "".join(items[k + 1 :])
+        node = items[k]
+        before, after = _merge(node.before), _merge(node.after)
+        simple = all(isinstance(x, str) for x in before + after)
+        if simple and not set(":|") & set(prefix + suffix):  # full texts that read back as one group
+            return PromptSchedule.switch(prefix + "".join(before) + suffix, prefix + "".join(after) + suffix, node.when)
+    return PromptSchedule(parts=tuple(PromptSchedule.constant(x) if isinstance(x, str) else _node_schedule(x) for x in items))
+
+
+def _node_schedule(node: _Switch | _Cycle) -> PromptSchedule:
+    if isinstance(node, _Cycle):
+        return PromptSchedule(cycle=tuple(_schedule(o) for o in node.options))
+    before, after = _schedule(node.before), _schedule(node.after)
+    return PromptSchedule((Segment(_unwrap(before), node.when), Segment(_unwrap(after))))
+
+
+def _unwrap(s: PromptSchedule) -> str | PromptSchedule:
+    """A constant schedule's text, any other schedule as it is (a nested segment prompt)."""
+    if len(s.segments) == 1 and not isinstance(s.segments[0].prompt, PromptSchedule):
+        return s.segments[0].prompt
+    return s

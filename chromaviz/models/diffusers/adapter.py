@@ -31,6 +31,7 @@ from ...noise.plan import NoiseLevel
 from ...noise.schedulers import DEFAULT_IS_OWN_CLASS
 from ...noise.schedules import Schedule
 from ..base import PARAMETERIZATIONS, Denoiser
+from ..emphasis import parse_emphasis
 from .previews import LinearPreview, TinyVaeDecoder, VaeDecoder, fit_linear_preview
 
 PREVIEWS = ("linear", "taesd", "vae")
@@ -100,18 +101,15 @@ class _DiffusersBase(Denoiser):
             "dtype": str(self.dtype).replace("torch.", ""),
         }
 
-    @torch.no_grad()
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """The sample as the pipeline returns it: RGB (B, 3, H, W) in [0, 1]."""
-        return Denoiser.to_rgb(self, x)
-
 
 class _TextConditioned(_DiffusersBase):
     """Pipelines whose prompts go through their own ``encode_prompt`` into a ``UNet2DConditionModel``."""
 
     conditional = True
     vocabulary = None
+    emphasis = True
     pooled = False  # whether the UNet also takes a pooled text embedding (SDXL; the text-to-pixels model)
+    _compel: tuple[torch.device, list] | None = None
 
     def check_prompt(self, prompt: str | None) -> str | None:
         """Any text (None = unconditional, which is the empty prompt or, for SDXL, zeros)."""
@@ -125,6 +123,10 @@ class _TextConditioned(_DiffusersBase):
 
         None is the unconditional prompt ``pipe(...)`` uses for its negative half: the empty
         string's embedding or, for SDXL with ``force_zeros_for_empty_prompt``, zeros.
+        Emphasis (``(word:1.2)``, ``((word))``, ``[word]``, AUTOMATIC1111's syntax) is read by
+        :func:`~chromaviz.models.emphasis.parse_emphasis`: the tokenizer gets the text without it,
+        and weights other than 1 are applied to the token embeddings by compel's
+        ``EmbeddingsProvider`` (``docs/prompts.md``).
         """
         rows: dict[str | None, DiffusersCond] = {}
         for p in dict.fromkeys(prompts):
@@ -134,19 +136,50 @@ class _TextConditioned(_DiffusersBase):
         return DiffusersCond(embeds, pooled)
 
     def _encode_one(self, prompt: str | None) -> DiffusersCond:
-        embeds, _ = self.pipe.encode_prompt("" if prompt is None else prompt, self.device, 1, False)
+        if prompt is None:
+            return self._encode_text(None)
+        fragments = parse_emphasis(prompt)
+        if all(w == 1.0 for _, w in fragments):
+            return self._encode_text("".join(t for t, _ in fragments))
+        return self._encode_weighted(fragments)
+
+    def _encode_text(self, text: str | None) -> DiffusersCond:
+        """Text without emphasis syntax (None: unconditional) through the pipeline's ``encode_prompt``."""
+        embeds, _ = self.pipe.encode_prompt("" if text is None else text, self.device, 1, False)
         return DiffusersCond(embeds.to(self.dtype))
+
+    def _text_encoders(self) -> list[tuple[Any, Any, str]]:
+        """(tokenizer, text encoder, compel's ``ReturnedEmbeddingsType`` name) as ``encode_prompt`` uses them."""
+        return [(self.pipe.tokenizer, self.pipe.text_encoder, "LAST_HIDDEN_STATES_NORMALIZED")]
+
+    def _encode_weighted(self, fragments: list[tuple[str, float]]) -> DiffusersCond:
+        """Weighted fragments through compel: token embeddings of every text encoder, side by side
+        (SDXL), and the pooled embedding of the last one, of the text without weights (as compel)."""
+        from compel import EmbeddingsProvider, ReturnedEmbeddingsType
+
+        if self._compel is None or self._compel[0] != self.device:
+            self._compel = (self.device, [
+                EmbeddingsProvider(tokenizer=tok, text_encoder=enc, truncate=True,
+                                   returned_embeddings_type=getattr(ReturnedEmbeddingsType, kind))
+                for tok, enc, kind in self._text_encoders()
+            ])
+        providers = self._compel[1]
+        texts, weights = [t for t, _ in fragments], [w for _, w in fragments]
+        embeds = torch.cat([p.get_embeddings_for_weighted_prompt_fragments([texts], [weights], device=self.device)
+                            for p in providers], dim=-1)
+        pooled = providers[-1].get_pooled_embeddings(["".join(texts)], device=self.device) if self.pooled else None
+        return DiffusersCond(embeds.to(self.dtype), None if pooled is None else pooled.to(self.dtype))
 
     def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
         """Keyword arguments of the UNet besides the sample, timestep and token embeddings."""
         return {}
 
     @torch.no_grad()
-    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: DiffusersCond) -> torch.Tensor:
-        """The UNet's output (ε or v, the scheduler's ``prediction_type``) for inputs (B, C, h, w)."""
+    def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: DiffusersCond) -> torch.Tensor:
+        """The UNet's output (ε or v, the scheduler's ``prediction_type``) for inputs (B, C, h, w) at ``noise``."""
         if cond is None or len(cond) != len(x_t):
             raise ValueError(f"conditioning for {0 if cond is None else len(cond)} samples given for a batch of {len(x_t)}")
-        t = torch.tensor(level.timestep, device=x_t.device)
+        t = torch.tensor(noise.timestep, device=x_t.device)
         return self.unet(x_t.to(self.dtype), t, encoder_hidden_states=cond.prompt_embeds, return_dict=False,
                          **self._added_conditioning(x_t, cond))[0]
 
@@ -172,7 +205,12 @@ class DiffusersDenoiser(_TextConditioned):
         Pixels per latent pixel (8 for SD; whatever the VAE has for tiny test models).
     default_size : tuple of int
         (H, W) in pixels: the UNet's ``sample_size`` times ``vae_scale_factor``.
+    latent, decoder
+        Declared: samples are latents, :meth:`decode` is the pipeline's VAE.
     """
+
+    latent = True
+    decoder = "vae"
 
     def __init__(self, pipe, *, preview: str | None = None, tiny_vae=None, name: str | None = None) -> None:
         if getattr(pipe, "vae", None) is None or not hasattr(pipe, "encode_prompt"):
@@ -205,16 +243,23 @@ class DiffusersDenoiser(_TextConditioned):
         if height % m or width % m or height < m or width < m:
             raise ValueError(f"size {height}×{width} does not fit {self.name}: height and width must be positive multiples of {m} pixels")
 
-    def _encode_one(self, prompt: str | None) -> DiffusersCond:
-        text = "" if prompt is None else prompt
+    def _encode_text(self, text: str | None) -> DiffusersCond:
         if self.xl:
             embeds, _, pooled, _ = self.pipe.encode_prompt(
-                text, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+                "" if text is None else text, device=self.device, num_images_per_prompt=1,
+                do_classifier_free_guidance=False,
             )
-            if prompt is None and self.pipe.config.get("force_zeros_for_empty_prompt", False):
+            if text is None and self.pipe.config.get("force_zeros_for_empty_prompt", False):
                 embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
             return DiffusersCond(embeds.to(self.dtype), pooled.to(self.dtype))
-        return super()._encode_one(prompt)
+        return super()._encode_text(text)
+
+    def _text_encoders(self) -> list[tuple[Any, Any, str]]:
+        if not self.xl:
+            return super()._text_encoders()
+        # SDXL's encode_prompt: the penultimate hidden states of both encoders, side by side
+        pairs = [(self.pipe.tokenizer, self.pipe.text_encoder), (self.pipe.tokenizer_2, self.pipe.text_encoder_2)]
+        return [(tok, enc, "PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED") for tok, enc in pairs if enc is not None]
 
     # ------------------------------------------------------------------ prediction
     def _time_ids(self, x_t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
@@ -286,9 +331,9 @@ class DiffusersPixelDenoiser(_PixelSpace, _DiffusersBase):
         return None
 
     @torch.no_grad()
-    def __call__(self, x_t: torch.Tensor, level: NoiseLevel, cond: Any) -> torch.Tensor:
-        """The UNet's output for images (B, C, H, W) at ``level``."""
-        t = torch.tensor(level.timestep, device=x_t.device)
+    def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Any) -> torch.Tensor:
+        """The UNet's output for images (B, C, H, W) at the noise level ``noise``."""
+        t = torch.tensor(noise.timestep, device=x_t.device)
         return self.unet(x_t.to(self.dtype), t, return_dict=False)[0]
 
 
@@ -306,8 +351,8 @@ class DiffusersTextPixelDenoiser(_PixelSpace, _TextConditioned):
         super().__init__(pipe, name)
         self._init_pixels()
 
-    def _encode_one(self, prompt: str | None) -> DiffusersCond:
-        embeds, _, pooled, _ = self.pipe.encode_prompt("" if prompt is None else prompt, self.device, 1, False)
+    def _encode_text(self, text: str | None) -> DiffusersCond:
+        embeds, _, pooled, _ = self.pipe.encode_prompt("" if text is None else text, self.device, 1, False)
         return DiffusersCond(embeds.to(self.dtype), pooled.to(self.dtype))
 
     def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
