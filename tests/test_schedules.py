@@ -11,6 +11,7 @@ import math
 import diffusers
 import numpy as np
 import pytest
+import torch
 
 from chromaviz.noise import make_scheduler
 from chromaviz.noise.schedules import PRESETS, Schedule
@@ -424,3 +425,85 @@ def test_schedulers_that_cannot_realise_a_schedule_say_so():
     with pytest.raises(ValueError, match="repeated timesteps"):
         Schedule.preset("squaredcos_cap_v2").visited(30, "dpmsolver++_karras")
     assert len(Schedule.preset("scaled_linear").visited(30, "dpmsolver++_karras")[0]) == 30
+
+
+# ---------------------------------------------------------------------- what diffusers cannot run as asked
+def test_repeated_timesteps_are_refused_for_every_option_and_step_count(sd):
+    # DPM-Solver++ at 1000 steps repeats timestep 500 (no Karras sigmas): diffusers' own loop goes NaN
+    ref = make_scheduler("dpmsolver++", sd)
+    ref.set_timesteps(1000)
+    x = torch.ones(1, 1, 1, 1)
+    with np.errstate(all="ignore"):
+        for t in ref.timesteps:
+            x = ref.step(torch.zeros_like(x), t, x).prev_sample
+    assert not torch.isfinite(x).all()  # the failure the guard prevents is real
+    with pytest.raises(ValueError, match=r"same σ .*timestep 500 repeated.*multistep solver"):
+        sd.visited(1000, "dpmsolver++")
+    # Euler finds its place by timestep: more steps than training timesteps start at a repeated first one
+    with pytest.raises(ValueError, match=r"first timestep 999 occurs 2 times.*finds its place by timestep"):
+        sd.zero_terminal_snr().visited(2000, "euler")  # diffusers: IndexError at the last step
+    assert len(sd.visited(999, "dpmsolver++")[0]) == 999 and len(sd.visited(1000, "euler")[0]) == 1000
+    assert len(sd.visited(50, "pndm")[0]) == 51  # PNDM repeats a timestep by design and counts its steps
+
+
+def test_an_option_a_scheduler_does_not_implement_is_named_before_any_step():
+    from chromaviz import GaussianPowerLaw, sample
+
+    sigmoid = Schedule.from_config({"beta_schedule": "sigmoid", "beta_start": 1e-4, "beta_end": 0.02})
+    with pytest.raises(ValueError, match=r"DDIMScheduler cannot realise this schedule: it does not implement "
+                                         r"beta_schedule='sigmoid'.*schedulers that can: \['ddpm'\]"):
+        sample(GaussianPowerLaw(size=8, schedule=sigmoid), num_inference_steps=4, scheduler="ddim", device="cpu")
+    assert len(sigmoid.visited(4, "ddpm")[0]) == 4
+
+
+def test_learned_variance_schedulers_are_refused_with_the_option_named():
+    learned = Schedule.from_config({"beta_schedule": "linear", "variance_type": "learned_range",
+                                    "_class_name": "DDPMScheduler"})
+    with pytest.raises(ValueError, match=r"variance_type='learned_range' needs the model's predicted variance"):
+        make_scheduler("ddpm", learned)
+    assert type(make_scheduler("ddim", learned)).__name__ == "DDIMScheduler"
+
+
+def test_a_single_ddim_step_that_starts_at_t0_warns(sd):
+    with pytest.warns(UserWarning, match=r"DDIMScheduler with 1 step\(s\) starts at timestep 0"):
+        sd.visited(1, "ddim")
+
+
+FLUX_CONFIG = {"_class_name": "FlowMatchEulerDiscreteScheduler", "base_image_seq_len": 256, "base_shift": 0.5,
+               "max_image_seq_len": 4096, "max_shift": 1.15, "num_train_timesteps": 1000, "shift": 3.0,
+               "use_dynamic_shifting": True}
+
+
+def test_dynamic_shifting_uses_mu_as_diffusers_or_is_refused():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from chromaviz.noise.plan import plan_steps
+    from chromaviz.noise.schedulers import dynamic_shift_mu
+
+    schedule = Schedule.from_config(FLUX_CONFIG)
+    with pytest.raises(ValueError, match=r"use_dynamic_shifting=True: its shift depends on the image size"):
+        schedule.visited(28)
+    # Flux's mu: linear in the token count, base_shift at 256 tokens, max_shift at 4096
+    assert dynamic_shift_mu(FLUX_CONFIG, 256) == pytest.approx(0.5) and dynamic_shift_mu(FLUX_CONFIG, 4096) == pytest.approx(1.15)
+    mu = dynamic_shift_mu(FLUX_CONFIG, (768 // 16) ** 2)
+    plan = plan_steps(schedule, 28, mu=mu)
+    ref = FlowMatchEulerDiscreteScheduler.from_config(FLUX_CONFIG)
+    ref.set_timesteps(28, mu=mu)
+    sigma = ref.sigmas[:-1].double().numpy()
+    np.testing.assert_allclose(plan.timesteps, ref.timesteps.double().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(plan.log_snr, 2 * np.log((1 - sigma) / sigma), atol=1e-4)
+    fixed = Schedule.flow_matching(3.0).visited(28)[1]  # what keeping only `shift` gave: off by up to 3–5 in λ
+    assert np.max(np.abs(fixed[1:] - plan.log_snr[1:])) > 1  # step 0: λ = −∞ in both
+
+
+def test_shift_terminal_is_honoured_as_diffusers():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0, "shift_terminal": 0.1}
+    ref = FlowMatchEulerDiscreteScheduler.from_config(config)
+    ref.set_timesteps(28)
+    timesteps, log_snr = Schedule.from_config(config).visited(28)
+    sigma = ref.sigmas[:-1].double().numpy()
+    np.testing.assert_allclose(timesteps, ref.timesteps.double().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(log_snr, 2 * np.log((1 - sigma) / sigma), atol=1e-4)
+    assert np.max(np.abs(Schedule.flow_matching(3.0).visited(28)[1][1:] - log_snr[1:])) > 1
