@@ -158,11 +158,15 @@ def _run(args: argparse.Namespace) -> int:
         f"batch {args.batch} · {args.size}×{args.size} · {elapsed:.2f} s ({len(traj) / elapsed:.1f} steps/s)"
     )
     print(
-        f"measured signal fraction G / spectrum-aware theory s per level m ({args.method} bands, "
-        f"theory from the {comparison.power_source} spectrum):\n"
+        f"measured signal fraction G / the run as sampled p / continuous spectrum-aware theory s per level m "
+        f"({args.method} bands, theory from the {comparison.power_source} spectrum):\n"
     )
     print(comparison.format_table(args.rows))
-    print(f"\nmax |G − s| over all steps and levels: {comparison.max_deviation:.4f}")
+    print("\ninheritance per level (fractions of the data power, measured G / predicted p): at start = already in x̂0 "
+          "at the first step, taken from the initial noise; missing = never generated\n")
+    print(comparison.inheritance.format_table())
+    print(f"\nmax |G − p| over all steps and levels: {comparison.max_deviation:.2g} "
+          f"(p {comparison.prediction_kind}); max |G − s|: {comparison.max_deviation_continuous:.4f}")
     print(f"wrote {path}\n      {strip}\n      {chrom}")
     if interrupted:
         return EXIT_INTERRUPTED

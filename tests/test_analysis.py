@@ -25,3 +25,35 @@ def test_data_power_prefers_the_models_exact_spectrum_then_the_samples():
     power, source = data_power(None, 32, 32, samples)
     assert source == "samples" and power.shape == (32, 32)
     assert abs(np.median(power) - 1.0) < 0.15  # white noise samples: a flat spectrum near 1
+
+
+def test_compare_states_its_normalisation_and_measures_against_the_run_as_sampled():
+    from chromaviz import compare, sample
+    from chromaviz.analysis import StepwiseComparison
+
+    model = GaussianPowerLaw(size=32)
+    traj = sample(model, num_inference_steps=12, batch_size=4, device="cpu")
+    c = compare(traj, model)
+    assert c.normalisation == "data power" and c.prediction_kind == "exact"
+    assert c.format_table().splitlines()[0].startswith("fractions of the data power")
+    assert c.max_deviation < 1e-4 < c.max_deviation_continuous
+    # Measured: band energy over the data power; its normalised form is the ratio to the final sample.
+    np.testing.assert_allclose(c.normalised().measured, traj.signal_fractions().numpy(), rtol=1e-9)
+    inh = c.inheritance
+    np.testing.assert_allclose(inh.at_start_measured, c.measured[0])
+    np.testing.assert_allclose(inh.missing_predicted, 1 - c.predicted_final)
+    assert len(inh.format_table().splitlines()) == 2 + len(c.levels)
+    # The live, step-by-step form measures the same numbers.
+    live = StepwiseComparison(model)
+    live.extend(traj.steps)
+    np.testing.assert_allclose(live.comparison(traj.final).measured, c.measured, rtol=1e-12)
+
+
+def test_pyramid_comparison_uses_the_pyramid_theory():
+    from chromaviz import compare, sample
+
+    model = GaussianPowerLaw(size=32)
+    traj = sample(model, num_inference_steps=12, batch_size=4, device="cpu", record=("x0",))
+    rings, pyramid = compare(traj, model), compare(traj, model, method="pyramid")
+    assert pyramid.method == "pyramid" and pyramid.max_deviation < 1e-4
+    assert np.abs(pyramid.spectrum_aware - rings.spectrum_aware).max() > 0.01  # a different theory for other bands
