@@ -24,7 +24,7 @@ from .plots import COORDINATE_LABELS, ChromatographyPlot, RapsdPlot, finite
 
 IMAGE_PX = 192
 """Display height of x_t and x̂0 in CSS pixels (images are sent at their own size and enlarged)."""
-BAND_PX = 96
+BAND_PX = 80
 """Display height of one band image."""
 
 QUALITY = {"x_t": 50, "x0": 80, "bands": 60}

@@ -167,7 +167,7 @@ class Explorer:
         self.run_button = W.Button(description="Run", button_style="success", icon="play", layout=W.Layout(width="90px"))
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True, layout=W.Layout(width="90px"))
         self.progress = W.IntProgress(value=0, min=0, max=num_steps, description="", layout=W.Layout(width="200px"))
-        self.rate = W.Label(value="")
+        self.rate = W.Label(value="", layout=W.Layout(margin="0 12px 0 8px"))
         self.status = W.HTML(value="")
         self.steps.add_class("chromaviz-steps")
         self.status.add_class("chromaviz-status")
