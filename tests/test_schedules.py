@@ -464,11 +464,6 @@ def test_learned_variance_schedulers_are_refused_with_the_option_named():
     assert type(make_scheduler("ddim", learned)).__name__ == "DDIMScheduler"
 
 
-def test_a_single_ddim_step_that_starts_at_t0_warns(sd):
-    with pytest.warns(UserWarning, match=r"DDIMScheduler with 1 step\(s\) starts at timestep 0"):
-        sd.visited(1, "ddim")
-
-
 FLUX_CONFIG = {"_class_name": "FlowMatchEulerDiscreteScheduler", "base_image_seq_len": 256, "base_shift": 0.5,
                "max_image_seq_len": 4096, "max_shift": 1.15, "num_train_timesteps": 1000, "shift": 3.0,
                "use_dynamic_shifting": True}

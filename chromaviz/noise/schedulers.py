@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -237,10 +236,6 @@ def set_timesteps(scheduler, num_steps: int, *, mu: float | None = None) -> None
             f"{name} cannot run {num_steps} steps of this schedule ({options}; {repeats} repeated timesteps): "
             f"{spoiled}; " + ("use sigmas without Karras spacing ('dpmsolver++' or 'euler')"
                                if scheduler.config.get("use_karras_sigmas") else "use fewer steps, or 'euler' or 'ddim'"))
-    if timesteps[0] < 0.5 * scheduler.config.get("num_train_timesteps", 1000) and not dynamic:
-        warnings.warn(
-            f"{name} with {num_steps} step(s) starts at timestep {timesteps[0]:g}, less than half-way to pure noise: "
-            "the sample keeps much of the initial noise; use more steps or timestep_spacing='trailing'", stacklevel=2)
 
 
 def dynamic_shift_mu(config, image_seq_len: int) -> float:

@@ -332,9 +332,16 @@ class DiffusersPixelDenoiser(_PixelSpace, _DiffusersBase):
 
     @torch.no_grad()
     def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Any) -> torch.Tensor:
-        """The UNet's output for images (B, C, H, W) at the noise level ``noise``."""
+        """The UNet's output for images (B, C, H, W) at the noise level ``noise``.
+
+        A learned-variance UNet (``out_channels = 2·C``, improved DDPM) predicts the mean in its
+        first C channels and the variance in the rest; the mean prediction is returned, as diffusers'
+        pipelines split it for schedulers without learned variance (those with it are refused when
+        the step plan is made).
+        """
         t = torch.tensor(noise.timestep, device=x_t.device)
-        return self.unet(x_t.to(self.dtype), t, return_dict=False)[0]
+        out = self.unet(x_t.to(self.dtype), t, return_dict=False)[0]
+        return out[:, : x_t.shape[1]] if out.shape[1] == 2 * x_t.shape[1] else out
 
 
 class DiffusersTextPixelDenoiser(_PixelSpace, _TextConditioned):
@@ -429,15 +436,42 @@ def _not_loadable(model: str, why: str) -> ValueError:
 
 
 def _pipeline_class(folder: Path):
-    """The class to load ``folder`` with: chromaviz's own pipeline where model_index.json names it."""
+    """The class to load ``folder`` with, after checking its ``model_index.json`` and component folders.
+
+    Raises
+    ------
+    ValueError
+        Naming the file or folder: ``model_index.json`` is not a JSON object, names a pipeline class
+        diffusers does not have, or lists a component whose folder is missing.
+    """
     import json
 
+    import diffusers
     from diffusers import DiffusionPipeline
 
     from .text_pixels import TextToPixelsPipeline
 
-    name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
-    return TextToPixelsPipeline if name == TextToPixelsPipeline.__name__ else DiffusionPipeline
+    index_file = folder / "model_index.json"
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeError) as err:
+        raise ValueError(f"{index_file} is not valid JSON ({err}); re-save the pipeline with pipe.save_pretrained(folder)") from None
+    if not isinstance(index, dict):
+        raise ValueError(f"{index_file} holds a JSON {type(index).__name__}, not the object save_pretrained writes")
+    name = index.get("_class_name")
+    if name == TextToPixelsPipeline.__name__:
+        return TextToPixelsPipeline
+    if not isinstance(name, str) or not isinstance(getattr(diffusers, name, None), type):
+        raise ValueError(f"{index_file} names the pipeline class {name!r}, which diffusers {diffusers.__version__} "
+                         "does not have (chromaviz drives StableDiffusion(XL)Pipeline, DDPMPipeline and its own "
+                         "TextToPixelsPipeline)")
+    for component, spec in index.items():
+        if component.startswith("_") or not isinstance(spec, list) or None in spec:
+            continue
+        if not (folder / component).is_dir():
+            raise ValueError(f"{folder} is an incomplete pipeline: model_index.json lists the component {component!r} "
+                             f"({spec[-1]}) but the folder {folder / component} is missing")
+    return DiffusionPipeline
 
 
 def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
@@ -468,6 +502,13 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
     """
     from diffusers import AutoencoderTiny, DiffusionPipeline
 
+    if isinstance(torch_dtype, str):  # "float16" as well as torch.float16, never silently float32
+        named = getattr(torch, torch_dtype, None)
+        if not isinstance(named, torch.dtype):
+            raise ValueError(f"torch_dtype {torch_dtype!r} is not a torch dtype; use torch.float16, torch.bfloat16 or torch.float32")
+        torch_dtype = named
+    elif torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
+        raise TypeError(f"torch_dtype must be a torch.dtype such as torch.float16, got {torch_dtype!r}")
     # diffusers ≥ 0.42 calls torch_dtype "dtype"
     opts = {k: v for k, v in {"dtype": torch_dtype, "variant": variant}.items() if v is not None}
     opts.update(kwargs)
@@ -483,8 +524,9 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
         pipe = _pipeline_class(path).from_pretrained(path, local_files_only=True, **opts)
     else:
         model = os.fspath(model)
-        if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
-            raise ValueError(f"no folder {model!r}; pass a folder written by pipe.save_pretrained(folder) or a hub id like 'owner/name'")
+        if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or path.parent.is_dir() and path.parent != Path("."):
+            raise ValueError(f"no folder {model!r} (the folder {path} is missing); pass a folder written by "
+                             "pipe.save_pretrained(folder) or a hub id like 'owner/name'")
         try:
             pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True, **opts)
         except Exception as cached_error:  # not in the cache (or incomplete): try the hub if it answers
