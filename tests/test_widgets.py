@@ -308,3 +308,25 @@ def test_frames_refuse_a_run_without_x0(mixture):
         build_frames(traj.steps, mixture.to_rgb, (1, 2))
     with pytest.raises(ValueError, match="x0"):
         run_page(traj, mixture)
+
+
+def test_a_frame_is_plain_data_from_its_step(mixture):
+    traj = sample(mixture, "cat", num_inference_steps=6)
+    frames = build_frames(traj.steps, mixture.to_rgb, (1, 2, 4))
+    f = frames[2]
+    rec = traj.steps[2]
+    assert f.x0.dtype == np.uint8 and f.x0.shape == (32, 32, 3) and f.x_t.shape == (32, 32, 3)
+    assert f.bands.shape == (2 * 32 + 2, 3 * (32 + 2) - 2, 3)  # pyramid above rings, three levels
+    assert f.caption == f"step 3/6 · t = {rec.timestep:.1f} · λ = {rec.log_snr:+.2f} · prompt 'cat'"
+    assert (f.position("step"), f.position("timestep"), f.position("log_snr")) == (2.0, rec.timestep, rec.log_snr)
+    assert f.noise_floor == pytest.approx(math.exp(-rec.log_snr))
+    np.testing.assert_allclose(f.rapsd_xt, report.centred_rapsd(rec.x_t / rec.alpha)[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="coordinate"):
+        f.position("sigma")
+    with pytest.raises(ValueError, match="batch index"):
+        build_frames(traj.steps, mixture.to_rgb, (1, 2), sample=1)
+    from chromaviz.views.frames import encode_image
+
+    assert encode_image(f.x0, "png").startswith("data:image/png;base64,")
+    with pytest.raises(ValueError, match="format"):
+        encode_image(f.x0, "gif")
