@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ._checks import renamed
 from .noise.levels import birth_log_snr, check_levels, level_offset, sigmoid
 from .noise.plan import StepPlan, plan_steps
 from .noise.schedules import Schedule
@@ -161,11 +162,12 @@ def chromatogram(
     levels: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
     coordinate: str = "timestep",
     *,
-    num_steps: int = 50,
+    num_inference_steps: int | None = None,
     scheduler: str = "default",
     plan: StepPlan | None = None,
     num_points: int = 1001,
     log_snr_limits: tuple[float, float] = (-12.0, 12.0),
+    num_steps: int | None = None,
 ) -> Chromatogram:
     """Theoretical chromatography curves of ``schedule``.
 
@@ -178,15 +180,17 @@ def chromatogram(
         ``"log_snr"``: a λ grid over the schedule's range clipped to ``log_snr_limits``;
         ``"timestep"``: a timestep grid from t_max down to t_min; ``"step"``: the visited steps of
         a run (one row per model evaluation), read from ``plan``.
-    num_steps, scheduler
-        N and the scheduler of the run whose steps ``"step"`` uses, when no ``plan`` is given
-        (:func:`~chromaviz.noise.plan.plan_steps`).
+    num_inference_steps, scheduler
+        N (default 50) and the scheduler of the run whose steps ``"step"`` uses, when no ``plan``
+        is given (:func:`~chromaviz.noise.plan.plan_steps`).
     plan : StepPlan, optional
-        The step plan of the run (e.g. a trajectory's); overrides ``num_steps`` and ``scheduler``.
+        The step plan of the run (e.g. a trajectory's); overrides ``num_inference_steps`` and ``scheduler``.
     num_points : int
         Grid points of the ``"log_snr"`` and ``"timestep"`` coordinates.
     log_snr_limits : (float, float)
         λ range of the ``"log_snr"`` grid.
+    num_steps : int, optional
+        Deprecated name of ``num_inference_steps``.
 
     Returns
     -------
@@ -201,10 +205,11 @@ def chromatogram(
     Examples
     --------
     >>> from chromaviz.noise import Schedule
-    >>> c = chromatogram(Schedule.preset("scaled_linear"), (1, 4), "step", num_steps=10, scheduler="ddim")
+    >>> c = chromatogram(Schedule.preset("scaled_linear"), (1, 4), "step", num_inference_steps=10, scheduler="ddim")
     >>> c.signal.shape, c.signal[-1].round(3).tolist()
     ((10, 2), [0.999, 1.0])
     """
+    n = renamed("chromatogram", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
     if coordinate not in COORDINATES:
         raise ValueError(f"unknown coordinate {coordinate!r}; choose one of {COORDINATES}")
     levels = tuple(int(m) for m in check_levels(levels))
@@ -219,7 +224,7 @@ def chromatogram(
             coordinate, t, levels, signal_fraction_at(schedule, t, levels), rate_per_timestep(schedule, t, levels),
             schedule.log_snr(t),
         )
-    lam = (plan if plan is not None else plan_steps(schedule, num_steps, scheduler)).log_snr
+    lam = (plan if plan is not None else plan_steps(schedule, 50 if n is None else n, scheduler)).log_snr
     steps = np.arange(len(lam), dtype=np.float64)
     return Chromatogram(coordinate, steps, levels, signal_fraction(lam, levels), rate_per_step(lam, levels), lam)
 

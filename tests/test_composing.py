@@ -213,3 +213,17 @@ def test_pipeline_switches_at_its_own_schedules_level_birth_as_pipe_callback_doe
     assert np.abs(ours - ref).max() <= 1e-4
     p = band_provenance(traj, traj, traj)  # on the latents: a run is its own A (the fit is degenerate, corr 1)
     assert p.levels == (1, 2, 4) and np.allclose(p.corr_a, 1)
+
+
+def test_plan_reads_a_step_plan_and_takes_n_as_num_inference_steps():
+    from chromaviz.noise import plan_steps
+
+    schedule = by_resolution(coarse=A, fine=B, level=4)
+    sd = Schedule.preset("scaled_linear")
+    (by_n,) = plan(schedule, sd, num_inference_steps=STEPS, scheduler="euler")
+    (by_plan,) = plan(schedule, sd, step_plan=plan_steps(sd, STEPS, "euler"))
+    assert by_n == by_plan
+    with pytest.warns(DeprecationWarning, match="use num_inference_steps"):
+        assert plan(schedule, sd, num_steps=STEPS, scheduler="euler") == [by_n]
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        plan(schedule, sd)

@@ -408,3 +408,20 @@ def test_chromatogram_step(scheduler):
 def test_chromatogram_unknown_coordinate():
     with pytest.raises(ValueError, match="log_snr"):
         theory.chromatogram(SCHEDULES["linear"], (1, 2), "frequency")
+
+
+def test_step_coordinates_read_a_step_plan_and_n_is_num_inference_steps():
+    from chromaviz.noise import plan_steps
+
+    s = SCHEDULES["scaled_linear"]
+    plan = plan_steps(s, 12, "pndm")  # S = 13 evaluations for N = 12
+    c = theory.chromatogram(s, (1, 4), "step", plan=plan)
+    assert len(c.x) == plan.num_evaluations == 13
+    np.testing.assert_array_equal(c.log_snr, plan.log_snr)
+    by_n = theory.chromatogram(s, (1, 4), "step", num_inference_steps=12, scheduler="pndm")
+    np.testing.assert_array_equal(by_n.signal, c.signal)
+    with pytest.warns(DeprecationWarning, match="use num_inference_steps"):
+        old = theory.chromatogram(s, (1, 4), "step", num_steps=12, scheduler="pndm")
+    np.testing.assert_array_equal(old.signal, c.signal)
+    with pytest.raises(TypeError, match="num_inference_steps only"):
+        theory.chromatogram(s, (1, 4), "step", num_steps=12, num_inference_steps=12)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .. import spectral
+from .._checks import renamed
 from ..noise.levels import birth_log_snr, check_levels
 from ..noise.plan import StepPlan, plan_steps
 from ..noise.schedules import Schedule
@@ -260,10 +261,11 @@ class Switch:
 def plan(
     schedule: PromptSchedule,
     model: Any,
-    num_steps: int | None = None,
+    num_inference_steps: int | None = None,
     scheduler: Any = "default",
     *,
     step_plan: StepPlan | None = None,
+    num_steps: int | None = None,
 ) -> list[Switch]:
     """Resolve the level boundaries of a schedule for one model, scheduler and step count.
 
@@ -273,14 +275,15 @@ def plan(
         Sequential, with ``"level"`` boundaries (as :func:`by_resolution` makes).
     model : Denoiser or Schedule
         Whose noise schedule to use (a model's ``.schedule``).
-    num_steps : int
-        Inference steps N, as passed to :func:`~chromaviz.sampling.sample` (not needed with
-        ``step_plan``).
+    num_inference_steps : int
+        N, as passed to :func:`~chromaviz.sampling.sample` (not needed with ``step_plan``).
     scheduler : str or diffusers scheduler
         As in :func:`~chromaviz.sampling.sample`.
     step_plan : StepPlan, optional
-        The run's step plan (:func:`~chromaviz.noise.plan.plan_steps`); overrides ``num_steps``
-        and ``scheduler``.
+        The run's step plan (:func:`~chromaviz.noise.plan.plan_steps`); overrides
+        ``num_inference_steps`` and ``scheduler``.
+    num_steps : int, optional
+        Deprecated name of ``num_inference_steps``.
 
     Returns
     -------
@@ -293,8 +296,8 @@ def plan(
     Raises
     ------
     ValueError
-        For a composite schedule, one with other than level boundaries, or neither ``num_steps``
-        nor ``step_plan``.
+        For a composite schedule, one with other than level boundaries, or neither
+        ``num_inference_steps`` nor ``step_plan``.
 
     Examples
     --------
@@ -305,10 +308,11 @@ def plan(
     if schedule.is_composite or any(s.until is not None and s.until.unit != "level" for s in schedule.segments):
         raise ValueError(f"plan needs a sequential schedule with level boundaries (see by_resolution), got {schedule}")
     noise = model if isinstance(model, Schedule) else model.schedule
+    n = renamed("plan", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
     if step_plan is None:
-        if num_steps is None:
-            raise ValueError("plan needs num_steps (N) or a step_plan")
-        step_plan = plan_steps(noise, num_steps, scheduler)
+        if n is None:
+            raise ValueError("plan needs num_inference_steps (N) or a step_plan")
+        step_plan = plan_steps(noise, n, scheduler)
     timesteps, log_snr = step_plan.timesteps, step_plan.log_snr
     n = len(timesteps)
     out, start = [], 0

@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .. import theory
+from .._checks import renamed
 from ..analysis import compare
 from ..noise.levels import BIRTH_TOLERANCE, birth_log_snr, check_levels, first_born_step, sigmoid
 from ..noise.plan import StepPlan, plan_steps
@@ -185,8 +186,8 @@ def resolution_shift(base_size: int | tuple[int, int], size: int | tuple[int, in
 
 
 def shift_for_birth(
-    schedule: Schedule, level: float, fraction: float, *, num_steps: int = 50, scheduler: str = "default",
-    plan: StepPlan | None = None,
+    schedule: Schedule, level: float, fraction: float, *, num_inference_steps: int | None = None,
+    scheduler: str = "default", plan: StepPlan | None = None, num_steps: int | None = None,
 ) -> float:
     """The resolution shift s after which ``level`` is born at ``fraction`` of an N-step run.
 
@@ -205,12 +206,14 @@ def shift_for_birth(
         Block size m ≥ 1.
     fraction : float
         Run fraction in (0, 1).
-    num_steps : int
-        Steps of the run the fraction refers to.
+    num_inference_steps : int
+        N of the run the fraction refers to (default 50).
     scheduler : str
         Scheduler whose visited steps count (see :func:`~chromaviz.noise.plan.plan_steps`).
     plan : StepPlan, optional
-        The run's step plan for ``schedule``; overrides ``num_steps`` and ``scheduler``.
+        The run's step plan for ``schedule``; overrides ``num_inference_steps`` and ``scheduler``.
+    num_steps : int, optional
+        Deprecated name of ``num_inference_steps``.
 
     Returns
     -------
@@ -225,14 +228,15 @@ def shift_for_birth(
     Examples
     --------
     >>> sd = Schedule.preset("scaled_linear")
-    >>> s = shift_for_birth(sd, 16, 0.2, num_steps=30)
+    >>> s = shift_for_birth(sd, 16, 0.2, num_inference_steps=30)
     >>> round(s, 3), step_timings(sd.shifted(s), [16], 30).birth_steps
     (3.755, (6,))
     """
+    n = renamed("shift_for_birth", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
     (level,) = check_levels(level, name="level")
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie strictly inside (0, 1), got {fraction}")
-    lam = (plan if plan is not None else plan_steps(schedule, num_steps, scheduler)).log_snr
+    lam = (plan if plan is not None else plan_steps(schedule, 50 if n is None else n, scheduler)).log_snr
     position = fraction * len(lam)
     finite = np.isfinite(lam)
     if position > len(lam) - 1 or position < np.argmax(finite):
@@ -270,14 +274,19 @@ class StepTimings:
     steps_per_level: tuple[int, ...]
 
     @property
-    def num_steps(self) -> int:
-        """S, the number of model evaluations of the run."""
+    def num_evaluations(self) -> int:
+        """S, the number of model evaluations of the run (one λ each)."""
         return len(self.log_snr)
+
+    @property
+    def num_steps(self) -> int:
+        """S, as :attr:`num_evaluations` (the name it had first)."""
+        return self.num_evaluations
 
     @property
     def birth_fractions(self) -> tuple[float | None, ...]:
         """Birth step / S, per level (None where never born)."""
-        return tuple(None if i is None else i / self.num_steps for i in self.birth_steps)
+        return tuple(None if i is None else i / self.num_evaluations for i in self.birth_steps)
 
     @property
     def inherited(self) -> tuple[int, ...]:
@@ -291,8 +300,9 @@ class StepTimings:
 
 
 def step_timings(
-    schedule: Schedule, levels: Sequence[int] = LEVELS, num_steps: int = 50, scheduler: str = "default",
-    name: str | None = None, *, plan: StepPlan | None = None,
+    schedule: Schedule, levels: Sequence[int] = LEVELS, num_inference_steps: int | None = None,
+    scheduler: str = "default", name: str | None = None, *, plan: StepPlan | None = None,
+    num_steps: int | None = None,
 ) -> StepTimings:
     """Births, inherited levels and steps per level of an N-step run of ``schedule``.
 
@@ -301,15 +311,17 @@ def step_timings(
     schedule : Schedule
     levels : sequence of int
         Block sizes m, any order (reported as given).
-    num_steps : int
-        Inference steps N (PNDM and other multi-evaluation schedulers visit S ≠ N steps).
+    num_inference_steps : int
+        N (default 50; PNDM and other multi-evaluation schedulers visit S ≠ N steps).
     scheduler : str
         As for :func:`~chromaviz.noise.plan.plan_steps`; ``"default"`` is the schedule's own
         sampler (DDIM for variance-preserving schedules, with the spacing their config asks for).
     name : str, optional
         Label (default the schedule's name).
     plan : StepPlan, optional
-        The run's step plan; overrides ``num_steps`` and ``scheduler``.
+        The run's step plan; overrides ``num_inference_steps`` and ``scheduler``.
+    num_steps : int, optional
+        Deprecated name of ``num_inference_steps``.
 
     Returns
     -------
@@ -323,8 +335,9 @@ def step_timings(
     >>> st.birth_steps, st.inherited
     ((2, 8), ())
     """
+    n = renamed("step_timings", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
     levels = tuple(int(m) for m in check_levels(levels))
-    lam = (plan if plan is not None else plan_steps(schedule, num_steps, scheduler)).log_snr
+    lam = (plan if plan is not None else plan_steps(schedule, 50 if n is None else n, scheduler)).log_snr
     births = tuple(first_born_step(lam, m) for m in levels)
     # dominant level of each step, as the index of the level whose octave (m/2, m] holds it
     order = np.argsort(levels)
@@ -338,10 +351,21 @@ def step_timings(
 
 
 def compare_schedules(
-    schedules: Mapping[str, Schedule], levels: Sequence[int] = LEVELS, num_steps: int = 50, scheduler: str = "default"
+    schedules: Mapping[str, Schedule], levels: Sequence[int] = LEVELS, num_inference_steps: int | None = None,
+    scheduler: str = "default", *, num_steps: int | None = None,
 ) -> dict[str, StepTimings]:
-    """:func:`step_timings` of each schedule, keyed and labelled as given."""
-    return {label: step_timings(s, levels, num_steps, scheduler, name=label) for label, s in schedules.items()}
+    """:func:`step_timings` of each schedule, keyed and labelled as given (``num_steps``: deprecated
+    name of ``num_inference_steps``, N, default 50).
+
+    Examples
+    --------
+    >>> sd = Schedule.preset("scaled_linear")
+    >>> timings = compare_schedules({"sd": sd, "zero": sd.zero_terminal_snr()}, (4, 16), 20)
+    >>> {label: st.birth_steps for label, st in timings.items()}
+    {'sd': (5, 0), 'zero': (7, 3)}
+    """
+    n = renamed("compare_schedules", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
+    return {label: step_timings(s, levels, n, scheduler, name=label) for label, s in schedules.items()}
 
 
 def comparison_table(timings: Mapping[str, StepTimings]) -> tuple[list[str], list[list[str]]]:
@@ -355,7 +379,7 @@ def comparison_table(timings: Mapping[str, StepTimings]) -> tuple[list[str], lis
     rows = []
     for label, st in timings.items():
         cells = [
-            "inherited" if i == 0 else ("never" if i is None else f"{i}/{st.num_steps} ({k})")
+            "inherited" if i == 0 else ("never" if i is None else f"{i}/{st.num_evaluations} ({k})")
             for i, k in zip(st.birth_steps, st.steps_per_level)
         ]
         rows.append([label, f"{st.log_snr[0]:.2f}", *cells])
@@ -390,7 +414,7 @@ class Inheritance:
 def measured_inheritance(
     model,
     *,
-    num_steps: int = 30,
+    num_inference_steps: int | None = None,
     scheduler: str = "default",
     seed: int = 0,
     batch_size: int = 8,
@@ -398,6 +422,7 @@ def measured_inheritance(
     levels: Sequence[int] | None = None,
     method: str = "rings",
     device: str = "cpu",
+    num_steps: int | None = None,
 ) -> Inheritance:
     """Sample ``model`` once and measure what its first step already holds of each band.
 
@@ -409,8 +434,9 @@ def measured_inheritance(
     ----------
     model : Denoiser
         Any chromaviz model; its schedule is the one measured.
-    num_steps, scheduler, seed, batch_size, device
-        As for :func:`chromaviz.sampling.sample` (``batch_size`` ≥ 2 so the batch mean is the reference).
+    num_inference_steps, scheduler, seed, batch_size, device
+        As for :func:`chromaviz.sampling.sample` (N default 30; ``batch_size`` ≥ 2 so the batch mean
+        is the reference). ``num_steps`` is the deprecated name of ``num_inference_steps``.
     size : int, optional
         Square sample size in pixels (default: the model's).
     levels : sequence of int, optional
@@ -419,7 +445,8 @@ def measured_inheritance(
         Band decomposition.
     """
 
-    traj = sample(model, num_steps=num_steps, scheduler=scheduler, seed=seed, batch_size=batch_size,
+    n = renamed("measured_inheritance", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
+    traj = sample(model, num_inference_steps=30 if n is None else n, scheduler=scheduler, seed=seed, batch_size=batch_size,
                   height=size, width=size, device=device, record=("x0",))
     c = compare(traj, model, method=method, levels=levels)
     return Inheritance(c.levels, float(c.log_snr[0]), c.measured[0], c.spectrum_aware[0], c.m2_law[0])

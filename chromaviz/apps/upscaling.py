@@ -247,7 +247,7 @@ def upscale(
     height, width : int, optional
         Size of the result in pixels; default ``factor`` × the model's ``default_size``.
     **kwargs
-        Any other argument of :func:`chromaviz.sampling.sample` (num_steps, scheduler, guidance,
+        Any other argument of :func:`chromaviz.sampling.sample` (num_inference_steps, scheduler, guidance,
         seed, batch_size, device, record, and DDIM's ``eta`` …). Deprecated: ``eta=`` without
         ``guidance_fraction=`` still means the guidance fraction (with a DeprecationWarning).
 
