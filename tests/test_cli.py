@@ -200,3 +200,16 @@ def test_a_parameters_cell_that_is_not_python_is_named(tmp_path, capsys):
     notebook = write_notebook(tmp_path / "broken.ipynb", "steps: int = (3\n", "pass")
     line = one_error_line(capsys, ["report", "--notebook", str(notebook), "--list"])
     assert f"the parameters cell of {notebook} is not valid Python" in line
+
+
+@pytest.mark.notebook
+def test_report_that_fails_mid_way_writes_the_partial_trajectory(tmp_path, capsys):
+    # guidance 1e30 overflows the shapes model's input at step 1: step 0 is recorded, then the run fails
+    code = main(["report", "-p", "model", "shapes", "-p", "prompt", "a red circle", "-p", "guidance", "1e30",
+                 "-p", "steps", "4", "-p", "size", "32", "-p", "batch", "1", "-p", "save_trajectory", "true",
+                 "-o", str(tmp_path), "--quiet"])
+    assert code == 1
+    assert "the model returned NaN or infinity at step 1" in capsys.readouterr().err
+    traj = Trajectory.load(tmp_path / "trajectory.safetensors")
+    assert traj.status == "failed" and len(traj) == 1 and traj.metadata["num_steps"] == 4
+    assert (tmp_path / "report.html").is_file()  # the executed notebook, with the error in context
