@@ -51,7 +51,7 @@ def shapes():
 def _final(model, prompt, **kwargs):
     kwargs.setdefault("guidance", 3.0)
     size = kwargs.pop("size", SIZE)
-    return sample(model, prompt, num_steps=STEPS, height=size, width=size, device="cpu", **kwargs).final
+    return sample(model, prompt, num_inference_steps=STEPS, height=size, width=size, device="cpu", **kwargs).final
 
 
 # ---------------------------------------------------------------------- the webui's emphasis rule
@@ -123,13 +123,14 @@ def test_the_tokenizer_never_receives_weight_syntax(sd, sdxl, shapes, monkeypatc
         for p in ("a (cat:1.5) photo", "((red)) [house]"):
             model.encode([p])
     schedule = "a [(red:1.3):blue:1] house AND a [tree]:0.5"  # per step: emphasis and AND, resolved
-    sample(sd, schedule, num_steps=STEPS, height=SIZE, width=SIZE, device="cpu", guidance=3.0)
-    sample(shapes, "a (red:1.4) circle on [blue] stripes", num_steps=2, device="cpu", guidance=3.0)
+    sample(sd, schedule, num_inference_steps=STEPS, height=SIZE, width=SIZE, device="cpu", guidance=3.0)
+    sample(shapes, "a (red:1.4) circle on [blue] stripes", num_inference_steps=2, device="cpu", guidance=3.0)
     assert seen and {"a ", "cat", " photo"} <= set(seen)
     for text in seen:
         assert not set("()[]\\") & set(text) and ":" not in text and "1.5" not in text, text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["sd", "sdxl", "shapes"])
 def test_weighted_runs_differ_from_plain_ones(request, which):
     model = request.getfixturevalue(which)
@@ -166,7 +167,7 @@ def test_and_is_the_weighted_sum_made_by_hand(sd):
 
 
 def test_and_terms_are_recorded_per_step(sd, tmp_path):
-    traj = sample(sd, "a [cat:dog:1] AND a (moon:1.2):0.5", num_steps=STEPS, height=SIZE, width=SIZE,
+    traj = sample(sd, "a [cat:dog:1] AND a (moon:1.2):0.5", num_inference_steps=STEPS, height=SIZE, width=SIZE,
                   device="cpu", guidance=3.0)
     expected = ["a cat AND a (moon:1.2):0.5"] * 2 + ["a dog AND a (moon:1.2):0.5"]
     assert traj.prompts == expected
@@ -175,19 +176,21 @@ def test_and_terms_are_recorded_per_step(sd, tmp_path):
 
 
 # ---------------------------------------------------------------------- models without a text encoder
+@pytest.mark.slow
 def test_a_model_without_text_encoder_refuses_weights_but_takes_and():
     model = ExemplarMixture()
     with pytest.raises(ValueError, match=r"do not apply .*'a \(cat:1.2\)'"):
-        sample(model, "a (cat:1.2)", num_steps=2, height=32, width=32, device="cpu")
+        sample(model, "a (cat:1.2)", num_inference_steps=2, height=32, width=32, device="cpu")
     with pytest.raises(ValueError, match="do not apply"):
-        sample(model, "[cat:[moon]:1]", num_steps=3, height=32, width=32, device="cpu")
+        sample(model, "[cat:[moon]:1]", num_inference_steps=3, height=32, width=32, device="cpu")
     assert check_prompt(model, "a photo of a cat AND the moon:0.5") == "cat AND moon:0.5"
     assert check_prompt(model, "a photo of a cat") == "cat"
-    traj = sample(model, "[cat|moon] AND cat:0.5", num_steps=3, height=32, width=32, device="cpu", guidance=2.0)
+    traj = sample(model, "[cat|moon] AND cat:0.5", num_inference_steps=3, height=32, width=32, device="cpu", guidance=2.0)
     assert traj.prompts == ["cat AND cat:0.5", "moon AND cat:0.5", "cat AND cat:0.5"]
     assert torch.isfinite(traj.final).all()
 
 
+@pytest.mark.slow
 def test_cli_takes_the_same_language(tmp_path):
     code = main(["run", "--model", "exemplars", "--prompt", "[cat|moon] AND cat:0.5", "--steps", "4", "--guidance",
                  "2", "--batch", "1", "--size", "32", "--out", str(tmp_path), "--quiet"])

@@ -721,8 +721,8 @@ class PromptSchedule:
     # ------------------------------------------------------------------ inspection
     @property
     def is_composite(self) -> bool:
-        """Whether this schedule concatenates ``parts`` rather than listing ``segments``."""
-        return bool(self.parts)
+        """Whether this schedule is not a list of ``segments`` (it has parts, a cycle or AND terms)."""
+        return not self.segments
 
     @property
     def is_constant(self) -> bool:
