@@ -1,6 +1,6 @@
 """chromaviz models: exact built-in denoisers (no weights, no downloads) and the denoiser contract."""
 
-from .base import PARAMETERIZATIONS, Denoiser, join_prediction, split_prediction
+from .base import PARAMETERIZATIONS, Capabilities, Denoiser, Wrapper, join_prediction, split_prediction
 from .exemplars import ExemplarMixture
 from .gaussian import GaussianPowerLaw, power_law_grid
 from .photos import PHOTOS, vocabulary
@@ -21,6 +21,6 @@ def load_builtin(name: str, **kwargs) -> Denoiser:
 
 
 __all__ = [
-    "BUILTIN", "PARAMETERIZATIONS", "TRAINED", "PHOTOS", "Denoiser", "ExemplarMixture", "GaussianPowerLaw",
+    "BUILTIN", "PARAMETERIZATIONS", "TRAINED", "PHOTOS", "Capabilities", "Denoiser", "ExemplarMixture", "GaussianPowerLaw", "Wrapper",
     "join_prediction", "load_builtin", "load_shapes", "power_law_grid", "split_prediction", "vocabulary",
 ]
