@@ -718,3 +718,18 @@ def test_docs_examples():
     doc = Path(__file__).resolve().parent.parent / "docs" / "prompts.md"
     result = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 15 and result.failed == 0
+
+
+def test_long_and_deep_prompts_are_bounded():
+    import time
+
+    started = time.perf_counter()
+    assert PromptSchedule.parse("a" + " " * 20000 + "b").is_constant  # linear weight rule, no backtracking
+    assert len(PromptSchedule.parse("[a:b:3] " * 500).boundaries) == 500
+    nested = "[a:" * 100 + "b" + ":1]" * 100
+    assert len(PromptSchedule.parse(nested).boundaries) == 100
+    with pytest.raises(ValueError, match="nested too deeply"):
+        PromptSchedule.parse("[" * 5000 + "a" + "]" * 5000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        PromptSchedule.parse("(" * 5000 + "a" + ")" * 5000)
+    assert time.perf_counter() - started < 20

@@ -454,7 +454,17 @@ def _as_floats(values: Iterable[Any] | None, n: int, name: str) -> list[float | 
 
 # ---------------------------------------------------------------------- AND (composable prompts)
 _AND = re.compile(r"\bAND\b")
-_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?|\d*\.\d+)")
+
+
+def _weighted(piece: str) -> tuple[str, str | None]:
+    """The webui's ``re_weight`` (``^((?:\s|.)*?)(?:\s*:\s*(number))?\s*$``) without its quadratic
+    backtracking: the text before a final ``:number`` (whitespace trimmed) and the number, or the
+    text with trailing whitespace trimmed and None."""
+    k = piece.rfind(":")
+    if k >= 0 and _NUMBER.fullmatch(piece[k + 1 :].strip()):
+        return piece[:k].rstrip(), piece[k + 1 :].strip()
+    return piece.rstrip(), None
 
 
 def split_and(text: str) -> list[tuple[str, float]]:
@@ -491,13 +501,13 @@ def split_and(text: str) -> list[tuple[str, float]]:
     if not isinstance(text, str):
         raise TypeError(f"a prompt must be a str, got {type(text).__name__}")
     pieces = _AND.split(text)
-    if len(pieces) == 1 and _WEIGHT.match(text).group(2) is None:
+    if len(pieces) == 1 and _weighted(text)[1] is None:
         return [(text, 1.0)]
     # A weight inside an open group ("a [cat:dog:0.5") is left to the parser, which names the
     # unbalanced bracket; the webui would read it as a weight of an unbalanced text.
     terms = []
     for piece in pieces:
-        body, weight = _WEIGHT.match(piece).groups()
+        body, weight = _weighted(piece)
         if weight is not None and not _closed(body):  # the ':w' is inside an open group: not a weight
             body, weight = piece, None
         terms.append((body, 1.0 if weight is None else float(weight)))
@@ -543,12 +553,12 @@ def join_and(terms: Sequence[tuple[str | None, float]]) -> str | None:
         raise ValueError("join_and needs at least one term")
     if len(terms) == 1 and terms[0][1] == 1.0:
         text = terms[0][0]
-        if text is None or _WEIGHT.match(text).group(2) is None and not _AND.search(text):
+        if text is None or _weighted(text)[1] is None and not _AND.search(text):
             return text
     out = []
     for k, (text, w) in enumerate(terms):
         text = text or ""
-        piece = text + (f":{_fmt_weight(w)}" if w != 1.0 or _WEIGHT.match(text).group(2) is not None else "")
+        piece = text + (f":{_fmt_weight(w)}" if w != 1.0 or _weighted(text)[1] is not None else "")
         if k:
             piece = " AND" + ("" if piece[:1].isspace() else " ") + piece
         out.append(piece)
@@ -958,8 +968,16 @@ class _Cycle:
 class _Parser:
     """Recursive descent over one ``AND`` term: groups ``[…]`` nest, parentheses protect ``:``/``|``."""
 
+    MAX_DEPTH = 100
+    """Groups and parentheses nested deeper than this are refused (a ValueError, not a RecursionError)."""
+
     def __init__(self, text: str) -> None:
-        self.text, self.i = text, 0
+        self.text, self.i, self.depth = text, 0, 0
+
+    def _enter(self, start: int) -> None:
+        self.depth += 1
+        if self.depth > self.MAX_DEPTH:
+            raise self._error("brackets nested too deeply", f"more than {self.MAX_DEPTH} levels at position {start}")
 
     def parse(self) -> list:
         nodes, stop = self._sequence(group=None, paren=None)
@@ -988,7 +1006,9 @@ class _Parser:
             if c == "(":
                 start = self.i
                 self.i += 1
+                self._enter(start)
                 inner, _ = self._sequence(group=None, paren=start)
+                self.depth -= 1
                 buf.append("(")
                 if buf:
                     nodes.append("".join(buf))
@@ -1029,6 +1049,7 @@ class _Parser:
         """The group opening at ``text[i] == '['``: nodes of a switch, a cycle, or kept text."""
         start = self.i
         self.i += 1
+        self._enter(start)
         fields, seps = [], []
         while True:
             nodes, stop = self._sequence(group=start, paren=None)
@@ -1037,6 +1058,7 @@ class _Parser:
             if stop == "]":
                 break
             seps.append(stop)
+        self.depth -= 1
         raw = self.text[start : self.i]
         if not seps:  # [word]: de-emphasis, kept as written (its inner groups still scheduled)
             return ["[", *fields[0], "]"]
