@@ -733,3 +733,18 @@ def test_long_and_deep_prompts_are_bounded():
     with pytest.raises(ValueError, match="nested too deeply"):
         PromptSchedule.parse("(" * 5000 + "a" + ")" * 5000)
     assert time.perf_counter() - started < 20
+
+
+@pytest.mark.filterwarnings("ignore:the switch at")
+@settings(max_examples=150, deadline=2000)
+@given(terms=st.lists(st.tuples(_prompt(), st.sampled_from([None, "0.5", "2", "-1", "1.25"])), min_size=1, max_size=3),
+       n=st.integers(1, 10))
+def test_fuzz_and_terms_match_the_reference(terms, n):
+    text = " AND ".join(t + ("" if w is None else f":{w}") for (t, _), w in terms)
+    s = PromptSchedule.parse(text)
+    for i, p in enumerate(steps_only(s, n)):
+        got = [(t.strip(), w) for t, w in split_and(p)]
+        expected = [(ref(i, n).strip(), 1.0 if w is None else float(w)) for (_, ref), w in terms]
+        assert got == expected
+    assert PromptSchedule.parse(s.to_text()) == s
+    assert PromptSchedule.from_dict(json.loads(json.dumps(s.to_dict()))) == s

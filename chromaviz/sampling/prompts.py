@@ -458,7 +458,7 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?|\d*\.\d+)")
 
 
 def _weighted(piece: str) -> tuple[str, str | None]:
-    """The webui's ``re_weight`` (``^((?:\s|.)*?)(?:\s*:\s*(number))?\s*$``) without its quadratic
+    r"""The webui's ``re_weight`` (``^((?:\s|.)*?)(?:\s*:\s*(number))?\s*$``) without its quadratic
     backtracking: the text before a final ``:number`` (whitespace trimmed) and the number, or the
     text with trailing whitespace trimmed and None."""
     k = piece.rfind(":")
