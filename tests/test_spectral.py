@@ -433,3 +433,24 @@ def test_measured_chromatogram_values():
     torch.testing.assert_close(c, expected)
     with pytest.raises(ValueError, match=r"\(S, L\)"):
         measured_chromatogram(g[0])
+
+
+def test_levels_coarser_than_the_image_are_refused_by_name():
+    x = torch.zeros(1, 1, 32, 32)
+    with pytest.raises(ValueError, match="level 64 is coarser than the 32×32 image"):
+        box_pyramid(x, (1, 2, 4, 8, 16, 32, 64))
+    with pytest.raises(ValueError, match="level 64 is coarser than the 32×32 image"):
+        signal_fractions(x[None], x, (1, 2, 4, 8, 16, 32, 64))
+    assert box_pyramid(x, (1, 2, 4, 8, 16, 32)).shape[0] == 6  # a block the size of the image is allowed
+
+
+def test_centred_rapsd_is_the_one_in_analysis_and_unbiased():
+    from chromaviz import analysis
+    from chromaviz.spectral import centred_rapsd
+
+    assert analysis.centred_rapsd is centred_rapsd
+    noise = torch.randn(4, 2, 32, 32, generator=_gen(3))
+    freqs, power = centred_rapsd(noise)
+    expected_freqs, raw = rapsd(noise.double() - noise.double().mean(0))
+    np.testing.assert_allclose(power, raw.numpy() * 4 / 3)
+    np.testing.assert_array_equal(freqs, expected_freqs.numpy())
