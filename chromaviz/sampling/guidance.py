@@ -109,8 +109,8 @@ def check_prompt(model: Denoiser, prompt: str | None) -> str | None:
         From the model, or if the text has emphasis weights (``(word:1.2)``, ``((word))``,
         ``[word]``) and the model has no text encoder to apply them (``model.emphasis`` false).
     """
-    if prompt is None:
-        return model.check_prompt(None)
+    if prompt is None or not model.conditional:
+        return model.check_prompt(prompt)
     terms = split_and(prompt)
     if len(terms) == 1 and terms[0][1] == 1.0:
         return _check_term(model, prompt)
@@ -118,13 +118,14 @@ def check_prompt(model: Denoiser, prompt: str | None) -> str | None:
 
 
 def _check_term(model: Denoiser, text: str) -> str | None:
+    checked = model.check_prompt(text)
     if not getattr(model, "emphasis", False) and has_weights(text):
         raise ValueError(
             f"emphasis weights such as (word:1.2), ((word)) or [word] apply to models with a text encoder; "
             f"{model.name} reads its prompts without one, so they do not apply (got {text!r}); "
             f"write \\( \\) \\[ \\] for literal brackets"
         )
-    return model.check_prompt(text)
+    return checked
 
 
 def concat_conditioning(a: Any, b: Any) -> Any:
