@@ -196,7 +196,10 @@ def _report(args: argparse.Namespace) -> int:
     figures = files.figures
     if "max_deviation" in figures:
         print(f"{figures.get('steps_recorded', '?')} steps, {figures.get('status', '?')}; "
-              f"max |G − s| = {figures['max_deviation']:.4f} over levels {figures.get('levels', '?')}")
+              f"max |G − p| = {figures['max_deviation']:.2g} (as sampled)"
+              + (f", max |G − s| = {figures['max_deviation_continuous']:.4f} (continuous)"
+                 if "max_deviation_continuous" in figures else "")
+              + f" over levels {figures.get('levels', '?')}")
     print(f"report written in {elapsed:.1f} s:\n  {files.notebook}\n  {files.html}")
     for path in files.extra:
         print(f"  {path}")

@@ -20,6 +20,7 @@ import ast
 import html
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -588,6 +589,8 @@ def to_html(notebook: str | Path, path: str | Path, *, show_code: bool = False) 
         exclude_input_prompt=not show_code, exclude_output_prompt=not show_code,
     )
     body, _ = exporter.from_filename(str(notebook))
+    # nbconvert re-serialises the page (BeautifulSoup), escaping every <, > and " of an embedded page
+    body = re.sub(r'srcdoc="([^"]*)"', lambda m: f"srcdoc='{_srcdoc(html.unescape(m.group(1)))}'", body)
     path = Path(path)
     path.write_text(body, encoding="utf-8")
     return path
@@ -613,17 +616,22 @@ def embedded_page(page: str, *, name: str = "chromaviz-run", height: int = 820, 
     Returns
     -------
     str
-        HTML: a ``<div>`` around the frame. Only ``&`` and ``"`` of ``page`` are escaped, which is all
-        a double-quoted attribute needs.
+        HTML: a ``<div>`` around the frame. ``srcdoc`` is single-quoted, and only ``&`` and ``'`` of
+        ``page`` are escaped, which is all such an attribute needs (a bokeh page grows by about 1%;
+        escaping ``"`` instead would add about 7%).
     """
     from .._checks import positive_int
 
     if not isinstance(page, str):
         raise TypeError(f"page must be an HTML document as str, got {type(page).__name__}")
     height = positive_int("height", height)
-    srcdoc = page.replace("&", "&amp;").replace('"', "&quot;")
     return (f'<div class="chromaviz-embedded"><iframe name="{html.escape(name)}" title="{html.escape(title)}" '
-            f'width="100%" height="{height}" style="border:1px solid #ddd" srcdoc="{srcdoc}"></iframe></div>')
+            f'width="100%" height="{height}" style="border:1px solid #ddd" srcdoc=\'{_srcdoc(page)}\'></iframe></div>')
+
+
+def _srcdoc(page: str) -> str:
+    """``page`` as the value of a single-quoted attribute (pages quote with " far more often than with ')."""
+    return page.replace("&", "&amp;").replace("'", "&#39;")
 
 
 def run_report(
