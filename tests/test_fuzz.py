@@ -40,11 +40,15 @@ _STATS = {"examples": 0, "started": time.perf_counter()}
 
 @pytest.fixture(scope="module", autouse=True)
 def report_size_and_time(request):
+    _STATS.update(examples=0, started=time.perf_counter())
     yield
+    elapsed = time.perf_counter() - _STATS["started"]
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        elapsed = time.perf_counter() - _STATS["started"]
-        reporter.write_line(f"fuzz suite: {_STATS['examples']} generated examples in {elapsed:.1f} s")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # to the terminal, not into the captured teardown output
+            reporter.ensure_newline()
+            reporter.write_line(f"fuzz suite: {_STATS['examples']} generated examples in {elapsed:.1f} s")
 
 
 def counted(fn):
