@@ -227,6 +227,34 @@ def test_cli_run_options_exit_2_with_one_line_or_run_cleanly(tmp_path_factory, c
         assert Trajectory.load(out / "trajectory.safetensors").status in ("complete", "failed")
 
 
+WRONG_PAIRS = st.one_of(
+    st.tuples(st.sampled_from(["steps", "seed", "size", "batch"]), st.sampled_from(["ten", "2.5", "", "1e3", "[1]"])),
+    st.tuples(st.just("guidance"), st.sampled_from(["strong", "", "1,5"])),
+    st.tuples(st.just("save_trajectory"), st.sampled_from(["maybe", "2", ""])),
+    st.tuples(st.text(min_size=1, max_size=8).filter(lambda n: n not in REPORT_NAMES), st.text(max_size=8)),
+    st.tuples(st.just("output_dir"), st.text(max_size=8)),
+)
+REPORT_NAMES = ("model", "prompt", "scheduler", "schedule", "steps", "seed", "size", "batch", "guidance", "method",
+                "device", "dtype", "save_trajectory", "output_dir")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(wrong=st.lists(WRONG_PAIRS, min_size=1, max_size=3),
+       fine=st.lists(st.tuples(st.sampled_from(["prompt", "scheduler", "method"]), st.text(max_size=8)), max_size=2),
+       timeout=st.one_of(st.none(), st.sampled_from(["2.5", "0", "-1", "x", "30"])))
+@counted
+def test_cli_report_with_a_wrong_parameter_exits_2_before_running(tmp_path_factory, capsys, wrong, fine, timeout):
+    out = tmp_path_factory.mktemp("report") / "out"
+    argv = ["report", "-o", str(out), "--quiet"] + [x for name, value in [*fine, *wrong] for x in ("-p", name, value)]
+    argv += ["--cell-timeout", timeout] if timeout is not None else []
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    captured = capsys.readouterr()
+    first, *details = captured.err.rstrip().splitlines()
+    assert exc.value.code == 2 and "error: " in first and all(line.startswith("  ") for line in details), captured.err
+    assert not out.exists(), "a refused report wrote files"
+
+
 @pytest.mark.parametrize("argv", [
     ["run", "--steps", "0"], ["run", "--device", "bogus"], ["run", "--size", "100000"],
     ["report", "--cell-timeout", "2.5"],
