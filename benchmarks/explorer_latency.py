@@ -53,7 +53,7 @@ from widgets.worker import SamplingJob
 
 def worker_alone():
     runs = explorer._plan_runs()
-    SamplingJob(model, list(runs.values()), lambda *a: None, lambda *a: None).start().join()
+    SamplingJob(model, list(runs.values()), lambda *a: None, lambda state, traj, err: setattr(state, "trajectory", traj)).start().join()
     return runs["A"].trajectory.metadata["elapsed_seconds"]
 
 times = {{"main": [], "worker": [], "live": []}}

@@ -291,6 +291,9 @@ def test_export_writes_a_standalone_page_with_every_frame(finished, mixture, tmp
     with pytest.raises(ValueError, match="no recorded step"):
         empty.export_html(tmp_path / "empty.html")
     page = finished.export_html(tmp_path / "run.html").read_text()
+    assert finished.export_html(tmp_path / "a.html", run="A").read_text().count("data:image/webp;base64,") >= 3 * 12
+    with pytest.raises(ValueError, match="runs on screen"):
+        finished.export_html(tmp_path / "b.html", run="B")
     assert page.count("data:image/webp;base64,") >= 3 * 12  # x_t, x̂0 and bands for every step
     assert '"scrubber"' in page and "cdn.bokeh.org" not in page  # BokehJS is inline: works offline
     traj = finished.trajectories["A"]

@@ -31,7 +31,7 @@ from chromaviz.sampling.trajectory import StepRecord, Trajectory
 from chromaviz.views.frames import build_frames, rapsd
 
 from .document import RunDocument
-from .export import page
+from .export import export_html, page
 from .worker import LivePrompt, RunSettings, RunState, SamplingJob
 
 SWITCH_UNITS = ("fraction", "timestep", "log_snr", "level")
@@ -325,7 +325,8 @@ class Explorer:
         if self.side_by_side.value:
             if self.variant.value == "prompt switch flipped":
                 if switched is None:
-                    raise ValueError("run B flips the switch, but prompt A is a prompt schedule: choose another variant")
+                    raise ValueError("run B flips the prompt switch, which needs a conditional model and a plain prompt A "
+                                     "(not a schedule): choose another variant for B")
                 variants.append(("B", settings, not self.switch.value))
             else:
                 variants.append(("B", settings.but(scheduler=self.variant.value.split(": ", 1)[1]), self.switch.value))
@@ -556,11 +557,28 @@ class Explorer:
         self.progress.bar_style = "danger"
 
     # ------------------------------------------------------------------ export
-    def export_html(self, path: str | Path) -> Path:
-        """Write the runs on screen (A, and B if it ran) as one standalone page whose scrubber works
-        without a kernel: this explorer's own document, BokehJS inline."""
+    def export_html(self, path: str | Path, run: str | None = None) -> Path:
+        """Write the runs on screen as one standalone page whose scrubber works without a kernel.
+
+        Parameters
+        ----------
+        path : str or Path
+            Output ``.html`` file.
+        run : {"A", "B"}, optional
+            Only this run (its recorded steps, measured by :func:`chromaviz.analysis.compare`);
+            default: this explorer's own document, runs A and B as on screen.
+
+        Raises
+        ------
+        ValueError
+            Before the first recorded step, or for a run that is not on screen.
+        """
         if not any(s.shown for s in self.runs.values()):
             raise ValueError("there is no recorded step to export yet; click Run first")
+        if run is not None:
+            if run not in self.runs or self.runs[run].partial() is None:
+                raise ValueError(f"run must be one of the runs on screen {sorted(self.runs)}, got {run!r}")
+            return export_html(self.runs[run].partial(), self.model, path, method=self.method.value)
         with self._lock:
             text = page(self.view, title=f"chromaviz: {self.model.name}")
         path = Path(path)

@@ -102,7 +102,8 @@ def page(doc: RunDocument, title: str = "chromaviz run") -> str:
     """A complete standalone HTML document (BokehJS inline) of ``doc``'s layout."""
     if doc.layout.document is None:
         Document().add_root(doc.layout)
-    doc.layout.document.js_on_event("document_ready", doc.update)  # the first frame: the same code as every other
+    if doc.update not in doc.layout.document.callbacks.js_event_callbacks.get("document_ready", []):
+        doc.layout.document.js_on_event("document_ready", doc.update)  # the first frame: the same code as every other
     return file_html(doc.layout, resources=INLINE, title=title)
 
 
