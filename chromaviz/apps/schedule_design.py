@@ -449,4 +449,6 @@ def measured_inheritance(
     traj = sample(model, num_inference_steps=30 if n is None else n, scheduler=scheduler, seed=seed, batch_size=batch_size,
                   height=size, width=size, device=device, record=("x0",))
     c = compare(traj, model, method=method, levels=levels)
-    return Inheritance(c.levels, float(c.log_snr[0]), c.measured[0], c.spectrum_aware[0], c.m2_law[0])
+    # G_b is a fraction of the final sample's band (Comparison.normalised); the theories stay as they are
+    measured = c.normalised().measured[0]
+    return Inheritance(c.levels, float(c.log_snr[0]), measured, c.spectrum_aware[0], c.m2_law[0])
