@@ -306,6 +306,13 @@ def test_model_error_names_the_model(deferred):
     assert info.value.trajectory.status == "failed" and len(info.value.trajectory) == 2
 
 
+def test_a_live_prompt_returning_a_non_string_names_the_prompt(exemplars):
+    with pytest.raises(SamplingError, match=r"step 2 .*failed in the prompt: TypeError: the live prompt function "
+                                            r"returned 42 \(int\); it must return a str or None") as info:
+        run(exemplars, lambda i, noise: "cat" if i < 2 else 42)
+    assert info.value.trajectory.prompts == ["cat", "cat"]
+
+
 def test_prompt_encoder_error_names_the_encoder():
     with pytest.raises(SamplingError, match=r"step 0 .*failed in the prompt encoder: RuntimeError: the text encoder is broken"):
         run(BadEncoder(size=SIZE), "anything")

@@ -34,7 +34,7 @@ MEMORY_MARGIN = 1 << 30
 class SamplingError(RuntimeError):
     """Sampling stopped at a step; ``trajectory`` holds everything recorded before it.
 
-    Its status is ``"failed"`` and its message names the step and the part that failed (the live
+    Its status is ``"failed"`` and its message names the step and the part that failed (the
     prompt, the prompt encoder, the model, the guidance combination, the scheduler step, the step
     callback).
     """
@@ -313,8 +313,10 @@ class Recorder:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
-            if exc is None or isinstance(exc, SamplingError) or not isinstance(exc, (Exception, KeyboardInterrupt)):
+            if exc is None or not isinstance(exc, (Exception, KeyboardInterrupt)):
                 return False
+            if isinstance(exc, SamplingError) and exc.trajectory is self.trajectory:
+                return False  # this run's own ending (a non-finite step), already recorded
             self._settle_quietly()
             index, part = self._where
             kept = f"the {len(self.trajectory.steps)} recorded steps are kept"

@@ -418,18 +418,19 @@ def _describe_prompt(prompt: PromptSource) -> Any:
 def _denoise(run: _Run, plan: StepPlan, stop: Any) -> Trajectory:
     """The denoising loop: the record of every step, and the final sample."""
     x, sched, recorder = run.latents, run.scheduler, run.recorder
+    stepping = f"the scheduler step ({type(sched).__name__}.step)"
     with recorder:
         for i, (t, noise) in enumerate(zip(sched.timesteps, plan.noise)):
             if stop is not None and stop.is_set():
                 recorder.cancel(i)
                 return recorder.trajectory
-            recorder.at(i, "the live prompt")
+            recorder.at(i, "the prompt")
             prompt = run.prompt_at(i, noise)
             recorder.at(i, "the guidance combination")
             x_in = run.scale(x, t)
             out = run.guidance.predict(run.model, x_in, noise, prompt, run.negative_prompt, run.encode)
             x0, eps = split_prediction(out, x_in, noise, run.parameterization)
-            recorder.at(i, f"the scheduler step ({type(sched).__name__}.step)")
+            recorder.at(i, stepping)
             x = sched.step(run.model_output(out, x0, eps, noise), t, x, **run.step_kwargs).prev_sample
             recorder.at(i, "the recording")
             recorder.add(i, noise, prompt, {"x_t": x_in, "x0": x0, "eps": eps},
