@@ -168,12 +168,12 @@ def strip_figure(traj: Trajectory, to_rgb, *, count: int = 10, sample: int = 0, 
     ax = fig.subplots()
     ax.imshow(img, interpolation="nearest")
     ax.set_xticks([c * (w + gap) + w / 2 for c in range(len(steps))],
-                  [f"{i + 1}\nλ={traj.log_snr[i]:+.1f}" for i in steps], fontsize=7)
+                  [f"{i}\nλ={traj.log_snr[i]:+.1f}" for i in steps], fontsize=7)
     ax.set_yticks([r * (h + gap) + h / 2 for r in range(len(shown))], [ROW_LABELS.get(r, r) for r in shown], fontsize=8)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_xlabel(f"sampling step (of {len(traj)}) and log-SNR λ of x$_t$", fontsize=8)
+    ax.set_xlabel(f"sampling step (0 = noisiest, of {len(traj)}) and log-SNR λ of x$_t$", fontsize=8)
     return fig
 
 
@@ -275,7 +275,7 @@ def chromatogram_figure(comparison: Comparison, *, title: str = ""):
     from matplotlib.lines import Line2D
 
     c = comparison
-    steps = np.arange(1, len(c.timesteps) + 1)
+    steps = np.arange(len(c.timesteps))
     colours = level_colours(len(c.levels))
     curves = [(getattr(c, name, None), label, style) for name, label, style in COMPARISON_CURVES]
     curves = [(np.asarray(v), label, style) for v, label, style in curves if v is not None]
@@ -295,7 +295,7 @@ def chromatogram_figure(comparison: Comparison, *, title: str = ""):
     ax1.add_artist(ax1.legend(handles=levels, loc="upper left", fontsize=8, title="level", title_fontsize=8))
     ax1.legend(handles=kinds, loc="lower right", fontsize=8)
     of = getattr(c, "normalisation", "")  # what a fraction is a fraction of, where the comparison says
-    ax1.set(xlabel=f"sampling step (1 = noisiest, of {len(steps)})",
+    ax1.set(xlabel=f"sampling step (0 = noisiest, of {len(steps)})",
             ylabel="signal fraction of level m" + (f" (of the {of})" if of else ""),
             ylim=(-0.02, 1.05), title="signal fraction per level")
     ax2.set(xlabel="sampling step", ylabel="signal fraction generated in the step",
