@@ -20,6 +20,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), once what was recorded is written."""
 
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``chromaviz run: error: ...`` and exit status 2, no usage block."""
 
