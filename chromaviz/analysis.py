@@ -105,6 +105,8 @@ class Comparison:
     from_initial_noise : ndarray, shape (L,), or None
         Predicted share of the generated sample's band energy that is a multiple of the initial noise.
     normalisation : {"data power", "last step"}
+    prediction_note : str
+        Why there is no prediction (empty when there is one).
     """
 
     levels: tuple[int, ...]
@@ -122,6 +124,7 @@ class Comparison:
     predicted_final: np.ndarray | None = None
     from_initial_noise: np.ndarray | None = None
     normalisation: str = "data power"
+    prediction_note: str = ""
 
     @property
     def reference(self) -> np.ndarray:
@@ -221,6 +224,8 @@ class Comparison:
         note = (f"fractions of the {self.normalisation}" if self.normalisation == "data power"
                 else "fractions normalised by their last step")
         note += f"; p: as sampled ({self.prediction_kind}), s: continuous spectrum-aware ({self.power_source} spectrum)"
+        if self.predicted is None and self.prediction_note:
+            note += f"\nno prediction of the run as sampled: {self.prediction_note}"
         return note + "\n" + _format([header, *self.table_rows(num_rows)])
 
 
@@ -332,10 +337,11 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
         Default :func:`chromaviz.spectral.levels_for` of the sample size.
     decode : callable, optional
         Measure in decoded space instead (latents → RGB, see :func:`decoded`); the data spectrum
-        then comes from the decoded final samples, and there is no as-sampled prediction.
+        then comes from the decoded final samples (the prediction is an approximation).
     predict : bool
         Compute the as-sampled prediction (:func:`chromaviz.prediction.predict_run`); where the run
-        cannot be predicted (no scheduler in its metadata, pooled records) ``predicted`` is None.
+        cannot be predicted (no scheduler in its metadata, pooled records, a scheduler that cannot be
+        stepped mode by mode) ``predicted`` is None and ``prediction_note`` says why.
 
     Returns
     -------
@@ -357,7 +363,7 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     """
     method = spectral._check_method(method)
     if decode is not None:
-        traj, model, predict = decoded(traj, decode), None, False
+        traj, model = decoded(traj, decode), None
     x0 = traj.x0
     b, c, h, w = x0.shape[1:]
     levels = tuple(levels) if levels is not None else spectral.levels_for(h, w)
@@ -365,12 +371,12 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     energies = spectral.step_band_energies(x0, levels, method, reference).numpy()
     final_energy = spectral.step_band_energies(traj.sample[None], levels, method, reference).numpy()[0]
     power, source = data_power(model, h, w, traj.sample)
-    pred = None
+    pred, note = None, "not asked for" if not predict else ""
     if predict:
         try:
             pred = prediction.predict_run(traj, model, method=method, levels=levels, reference=reference)
-        except ValueError:  # a run recorded without its scheduler, or pooled: the continuous theory remains
-            pred = None
+        except Exception as exc:  # the measurement and the continuous theory stand without it
+            note = f"{type(exc).__name__}: {exc}"
     if pred is not None and pred.power_source == "samples":
         power = pred.power  # the run's own estimate, refined through its scheduler (an approximation)
     denominator = pred.data_energy if pred is not None else prediction.data_energy(power, levels, method, b, c, reference)
@@ -393,6 +399,7 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
         measured_final=final_energy / denominator,
         predicted_final=predicted_final,
         from_initial_noise=None if pred is None else pred.from_initial_noise,
+        prediction_note=note,
     )
 
 

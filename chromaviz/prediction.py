@@ -563,38 +563,41 @@ def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: 
 
     conditioned = exact is not None
     noise = _initial_noise(traj, gains, (b, c, h, w)) if conditioned else None
-    if conditioned and noise is None:
-        conditioned = False
-    kind = ("expectation" if gains.stochastic else "exact") if conditioned else (
-        "approximation" if source == "samples" else "expectation")
-
-    def energies(coef: np.ndarray):  # coef (N, J, K): mean energy and its batch-noise variance, each (N, L)
-        random = coef[:, 1:] if conditioned else coef
-        v = (random**2).sum(1)  # (N, K) variance per mode from the random lanes
-        mean = nb * mult * (v @ wsum)
-        var = 2 * nb * mult * ((v**2) @ w2sum)
-        if not conditioned:
-            return mean, var, np.zeros_like(mean)
-        c0 = coef[:, 0]  # (N, K)
-        if method == "rings":
-            cond = (c0**2) @ noise_w
-        else:
-            grid = torch.from_numpy(c0[:, groups.reshape(-1)].reshape(len(c0), *p.shape))  # (N, C', H, W)
-            cond = _pyramid_energies(grid, spec, lv)
-        var = var + 4 * ((c0**2 * v) @ noise_w2)
-        return mean + cond, var, cond
-
-    if conditioned:
+    conditioned = noise is not None
+    if conditioned:  # the run's own initial noise: Σ over batch and shared channels of w·|ε̂|² per group
         spec = torch.fft.fft2(noise, norm="ortho")
         if reference == "batch":
             spec = spec - spec.mean(0, keepdim=True)
         spec_power = (spec.real.square() + spec.imag.square()).sum(0)  # (C, H, W)
         spec_power = spec_power.reshape(p.shape[0], mult, h, w).sum(1).numpy()
-        noise_w = _group_sums(weights, groups, k, spec_power)  # (K, L): Σ w·|ε̂|² per group
+        noise_w = _group_sums(weights, groups, k, spec_power)  # (K, L)
         noise_w2 = _group_sums(weights**2, groups, k, spec_power)
+    if source != "model":
+        kind = "approximation"
+    else:
+        kind = "exact" if conditioned and not gains.stochastic else "expectation"
+
+    def energies(coef: np.ndarray):
+        """Band energies of x̂0 with lane coefficients ``coef`` (N, J, K): mean, batch-noise variance and
+        the part that is a multiple of the initial noise, each (N, L)."""
+        random = coef[:, 1:] if conditioned else coef
+        v = (random**2).sum(1)  # (N, K): variance per mode from the random lanes
+        mean = nb * mult * (v @ wsum)
+        var = 2 * nb * mult * ((v**2) @ w2sum)  # a Gaussian mode's |x|² has variance 2·v² per grid mode
+        if not conditioned:
+            return mean, var, nb * mult * ((coef[:, 0] ** 2) @ wsum)
+        c0 = coef[:, 0]  # (N, K): the multiple of ε
+        if method == "rings":
+            cond = (c0**2) @ noise_w
+        else:
+            grid = torch.from_numpy(c0[:, groups.reshape(-1)].reshape(len(c0), *p.shape))  # (N, C', H, W)
+            cond = _pyramid_energies(grid, spec, lv)
+        var = var + 4 * ((c0**2 * v) @ noise_w2)  # cross terms of the known and the random part
+        return mean + cond, var, cond
+
     mean, var, _ = energies(gains.x0)
     fmean, fvar, fcond = energies(gains.final[None])
-    from_noise = np.ones(len(lv)) if not conditioned else np.where(fmean[0] > 0, fcond[0] / np.where(fmean[0] > 0, fmean[0], 1), 1.0)
+    from_noise = np.divide(fcond[0], fmean[0], out=np.ones(len(lv)), where=fmean[0] > 0)
     return Prediction(
         levels=lv, method=method, kind=kind, power_source=source,
         fractions=mean / denominator, final=fmean[0] / denominator,

@@ -207,7 +207,7 @@ def test_runs_that_cannot_be_predicted_keep_the_continuous_theory():
     with pytest.raises(ValueError, match="record_scale"):
         predict_run(traj, model)
     c = compare(traj, model)
-    assert c.predicted is None and c.prediction_kind == "none"
+    assert c.predicted is None and c.prediction_kind == "none" and "record_scale" in c.prediction_note
     assert c.max_deviation == c.max_deviation_continuous
     with pytest.raises(ValueError, match="method"):
         predict_run(traj, model, method="wavelets")
