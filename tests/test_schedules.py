@@ -462,6 +462,8 @@ def test_learned_variance_schedulers_are_refused_with_the_option_named():
     with pytest.raises(ValueError, match=r"variance_type='learned_range' needs the model's predicted variance"):
         make_scheduler("ddpm", learned)
     assert type(make_scheduler("ddim", learned)).__name__ == "DDIMScheduler"
+    with pytest.raises(ValueError, match=r"variance_type='learned' needs"):  # a scheduler instance too
+        make_scheduler(diffusers.DDPMScheduler(variance_type="learned"), Schedule.preset("linear"))
 
 
 FLUX_CONFIG = {"_class_name": "FlowMatchEulerDiscreteScheduler", "base_image_seq_len": 256, "base_shift": 0.5,

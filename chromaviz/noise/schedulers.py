@@ -94,7 +94,7 @@ def make_scheduler(scheduler, schedule: Schedule):
             raise ValueError(
                 f"{type(scheduler).__name__} does not match the model's {schedule.kind!r} schedule"
             )
-        return copy.deepcopy(scheduler)
+        return _refuse_learned_variance(copy.deepcopy(scheduler))
     name = scheduler_name(scheduler, schedule)
     if name == _own_class(schedule):  # a model whose own scheduler is its default (diffusers pipelines)
         import diffusers
@@ -134,10 +134,15 @@ def _build(cls, config: dict[str, Any]):
         able = [n for n in SCHEDULERS if n not in FLOW_SCHEDULERS and _constructible(n, config)]
         raise ValueError(f"{cls.__name__} cannot realise this schedule: {_option_in(exc, config)}; "
                          f"schedulers that can: {able or 'none of chromaviz’s'}") from None
+    return _refuse_learned_variance(scheduler)
+
+
+def _refuse_learned_variance(scheduler):
+    """``scheduler``, unless its step needs the model's predicted variance (which chromaviz does not pass)."""
     variance = scheduler.config.get("variance_type")
     if variance in LEARNED_VARIANCE:
         raise ValueError(
-            f"{cls.__name__} with variance_type={variance!r} needs the model's predicted variance at every step, which "
+            f"{type(scheduler).__name__} with variance_type={variance!r} needs the model's predicted variance at every step, which "
             "chromaviz does not pass to the scheduler (it steps with the mean prediction); sample with scheduler='ddim', "
             "'euler' or 'dpmsolver++' (the mean prediction only, as diffusers' IF pipelines do with such schedulers), "
             "or use a config with variance_type='fixed_small'")
