@@ -136,8 +136,10 @@ def _tiny_executed_notebook(path):
 
     nb = nbformat.v4.new_notebook()
     code = nbformat.v4.new_code_cell("print('hello from the kernel')")
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
     code.outputs = [nbformat.v4.new_output("stream", text="hello from the kernel\n"),
-                    nbformat.v4.new_output("display_data", {"text/html": embedded_page(EMBEDDED)})]
+                    nbformat.v4.new_output("display_data", {"text/html": embedded_page(EMBEDDED)}),
+                    nbformat.v4.new_output("display_data", {"image/png": png}, metadata={"image/png": {"alt": "G <vs> s"}})]
     nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\nλ and x̂<sub>0</sub>, no math typesetting"), code]
     nbformat.write(nb, path)
     return path
@@ -157,6 +159,7 @@ def test_to_html_loads_nothing_from_the_network_and_hides_code_unless_asked(tmp_
 
     srcdoc = re.search(r"srcdoc='([^']*)'", html).group(1)  # compact, whatever nbconvert's serialiser did
     assert html_module.unescape(srcdoc) == EMBEDDED and "&lt;" not in srcdoc
+    assert 'alt="G &lt;vs&gt; s"' in html  # a figure's text alternative, escaped
     with pytest.raises(TypeError, match="show_code"):
         to_html(tmp_path / "nb.ipynb", tmp_path / "x.html", show_code="yes")
 
@@ -174,6 +177,21 @@ def test_embedded_page_holds_the_whole_page():
         embedded_page(b"<html></html>")
     with pytest.raises(ValueError, match="height"):
         embedded_page(page, height=0)
+
+
+def test_picture_of_a_figure_writes_png_and_svg_and_describes_itself(tmp_path):
+    from matplotlib.figure import Figure
+
+    from chromaviz.notebook.report import picture
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.subplots()
+    ax.plot([0, 1], [1, 0])
+    ax.set(title="signal fraction", xlabel="sampling step", ylabel="G")
+    pic = picture(fig, tmp_path / "f.png")
+    assert pic.path == tmp_path / "f.png" and (tmp_path / "f.svg").is_file()
+    data, metadata = pic._repr_png_()
+    assert data.startswith(b"\x89PNG") and metadata["alt"] == "signal fraction, x: sampling step, y: G"
 
 
 def test_screen_png_is_a_smaller_palette_png():

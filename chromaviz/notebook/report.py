@@ -116,14 +116,17 @@ class Picture:
         than the full-colour one (:func:`screen_png`), so that a report page stays small.
     path : Path or None
         The full-colour PNG file, if one was written (with the SVG beside it, for print).
+    alt : str
+        Text alternative for readers who cannot see the image (the report page's ``alt``).
     """
 
-    def __init__(self, data: bytes, path: Path | None = None) -> None:
+    def __init__(self, data: bytes, path: Path | None = None, alt: str = "") -> None:
         self.data = data
         self.path = path
+        self.alt = alt
 
-    def _repr_png_(self) -> bytes:
-        return self.data
+    def _repr_png_(self):
+        return (self.data, {"alt": self.alt}) if self.alt else self.data
 
     def __repr__(self) -> str:
         return f"Picture({len(self.data)} bytes" + (f", {self.path})" if self.path else ")")
@@ -208,7 +211,19 @@ def picture(source: Any, path: str | Path | None = None, *, dpi: int = 110) -> P
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is not None:
             pyplot.close(source)
-    return Picture(screen_png(data), Path(path) if path is not None else None)
+    return Picture(screen_png(data), Path(path) if path is not None else None, alt=_describe(source, path))
+
+
+def _describe(source: Any, path: str | Path | None) -> str:
+    """A text alternative for a figure: its titles and axis labels (or the file name of a PNG)."""
+    if isinstance(source, (str, Path)):
+        return f"figure {Path(source).name}"
+    parts = [source._suptitle.get_text()] if getattr(source, "_suptitle", None) is not None else []
+    for ax in source.get_axes():
+        labels = [ax.get_title(), ax.get_xlabel() and f"x: {ax.get_xlabel()}", ax.get_ylabel() and f"y: {ax.get_ylabel()}"]
+        parts.append(", ".join(t for t in labels if t))
+    text = "; ".join(t for t in parts if t).replace("$", "")  # mathtext markers read as noise
+    return text or (f"figure {Path(path).name}" if path is not None else "figure")
 
 
 def crossing_steps(fractions: Any, threshold: float = 0.5) -> list[int | None]:
@@ -551,9 +566,14 @@ _OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block notebook_css -%}<style type="text/css">""" + _REPORT_CSS + """</style>{%- endblock notebook_css -%}
+{% block data_png scoped %}<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"
+ alt="{{ ((output | get_metadata('alt', 'image/png')) or 'figure') | escape_html }}"></div>
+{%- endblock data_png %}
 """
 """nbconvert's ``lab`` page without the scripts it loads from CDNs (require.js, MathJax, Mermaid) and
-with :data:`_REPORT_CSS` for JupyterLab's stylesheet (the code highlighting styles stay).
+with :data:`_REPORT_CSS` for JupyterLab's stylesheet (the code highlighting styles stay); images
+carry the ``alt`` text of their output's metadata (:class:`Picture` sets it).
 
 The report's markdown writes its symbols in Unicode and HTML (λ, x̂<sub>0</sub>, m²), so it needs
 no math typesetting, and its outputs use no require.js; the page then loads nothing from the network."""
