@@ -688,7 +688,8 @@ def run_report(
     -----
     The kernel talks to papermill over Unix domain sockets in a private temporary folder
     (jupyter_client's ``ipc`` transport), never over TCP: nothing on the network can reach it
-    while the report runs.
+    while the report runs. On Windows, which has no such transport in ZeroMQ, it listens on the
+    loopback interface (127.0.0.1) only.
 
     Raises
     ------
@@ -722,7 +723,9 @@ def run_report(
     target = out / "report.ipynb"
     failure = None
     with tempfile.TemporaryDirectory(prefix="chromaviz-kernel-") as sockets:
-        kernel = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(Path(sockets) / "kernel"))
+        # ZeroMQ has no ipc transport on Windows: there the kernel listens on the loopback interface
+        ipc = {"transport": "ipc", "ip": str(Path(sockets) / "kernel")} if sys.platform != "win32" else {}
+        kernel = AsyncKernelManager(kernel_name=kernel_name, **ipc)
         try:
             papermill.execute_notebook(
                 str(source.resolve()), str(target.resolve()), parameters=values, cwd=str(out.resolve()),
