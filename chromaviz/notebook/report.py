@@ -7,8 +7,11 @@
 - :func:`notebook_parameters` lists the parameters of a notebook's ``parameters`` cell with the
   type each one takes; :func:`parse_parameters` turns ``NAME VALUE`` text pairs into those types
   and says clearly what is wrong otherwise.
-- :func:`run_report` executes ``chromaviz/notebook/report.ipynb`` with papermill and writes the executed
-  notebook and its HTML rendering.
+- :func:`run_report` executes ``chromaviz/notebook/report.ipynb`` with papermill (its kernel on
+  Unix sockets, not TCP) and writes the executed notebook and :func:`to_html`'s rendering: one
+  offline page, code hidden unless asked, the run page inside it (:func:`embedded_page`), figures
+  as 256-colour PNGs (:func:`picture`, :func:`screen_png`; the files beside it keep full colour
+  and have an SVG each).
 
 This module imports no UI package. In a Jupyter kernel :func:`record` uses the IPython that is
 already running there (it never imports it); in a plain script it prints the figure.
