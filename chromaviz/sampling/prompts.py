@@ -560,7 +560,7 @@ def join_and(terms: Sequence[tuple[str | None, float]]) -> str | None:
         text = text or ""
         piece = text + (f":{_fmt_weight(w)}" if w != 1.0 or _weighted(text)[1] is not None else "")
         if k:
-            piece = " AND" + ("" if piece[:1].isspace() else " ") + piece
+            piece = " AND" + (" " if re.match(r"\w", piece) else "") + piece  # a space only where AND needs one
         out.append(piece)
     joined = "".join(out)
     if len(_AND.split(joined)) != len(terms):
