@@ -661,6 +661,7 @@ def test_fuzz_any_text_parses_or_raises_value_error(text):
         return  # e.g. a term whose text forms the word AND
     assert len(prompts) == len(TIMESTEPS[::7])
     assert PromptSchedule.parse(s.to_text()).prompts_for_steps(TIMESTEPS[::7], LOG_SNRS[::7]) == prompts
+    assert PromptSchedule.parse(s.to_text()) == s
 
 
 def _when(draw_n):

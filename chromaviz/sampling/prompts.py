@@ -917,6 +917,8 @@ class PromptSchedule:
             return "".join(p.to_text() for p in self.parts)
         if self.cycle:
             return "[" + "|".join(p.to_text() for p in self.cycle) + "]"
+        if len(self.terms) == 1 and self.weights[0] == 1.0:  # "a cat:1": the weight written keeps the form
+            return f"{self.terms[0].to_text()}:1"
         if self.terms:
             return join_and([(p.to_text(), w) for p, w in zip(self.terms, self.weights)])
         return _segments_text(self.segments)
