@@ -145,9 +145,9 @@ class RunDocument:
         self.frames = {name: ColumnDataSource({c: [] for c in FRAME_COLUMNS}, name=f"frames-{name}") for name in self.runs}
         self.final = ColumnDataSource({"p": []}, name="final-rapsd")
         self.header = Div(text="", name="header", styles={"font-size": "14px"})
-        self.titles = {name: Div(text=f"<b>run {name}</b>", name=f"title-{name}", styles={"font-size": "15px"})
+        self.titles = {name: Div(text=f"<b>run {name}</b>", name=f"title-{name}", styles={"font-size": "15px"}, width=500)
                        for name in self.runs}
-        self.panels = {name: Div(text="", name=f"frame-{name}", width=max(2 * IMAGE_PX + 12, 520)) for name in self.runs}
+        self.panels = {name: Div(text="", name=f"frame-{name}", width=500) for name in self.runs}
         self.chroma = ChromatographyPlot(self.levels, runs=self.runs, width=plot_width, height=plot_height)
         self.rapsd = RapsdPlot(width=plot_width, height=300)
         self.slider = Slider(start=0, end=1, value=0, step=1, title="step", width=520, disabled=True, name="scrubber",

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
-import torch
 from jupyter_bokeh.widgets import BokehModel
 
 from chromaviz import _checks, analysis, spectral, theory
@@ -31,7 +30,7 @@ from chromaviz.sampling.trajectory import StepRecord, Trajectory
 from chromaviz.views.frames import build_frames, rapsd
 
 from .document import RunDocument
-from .export import export_html, page
+from .export import export_html, one_thread, page
 from .worker import LivePrompt, RunSettings, RunState, SamplingJob
 
 SWITCH_UNITS = ("fraction", "timestep", "log_snr", "level")
@@ -402,21 +401,23 @@ class Explorer:
 
         Notes
         -----
-        This thread calls torch with one intra-op thread: a frame's tensors are single images, far
-        too small to split, and a second OpenMP team spin-waiting beside the sampler's costs the
-        sampler its cores (on 2 busy cores, 2 threads made a frame 8–20× slower than 1).
+        Each refresh calls torch with one intra-op thread (the setting is restored after it): a
+        frame's tensors are single images, far too small to split, and a second OpenMP team
+        spin-waiting beside the sampler's costs the sampler its cores (on 2 busy cores, 2 threads
+        made a frame 8–20× slower than 1).
         """
-        torch.set_num_threads(1)  # see _refresh_loop's notes
         try:
             last = time.perf_counter()
             while job.running:
                 time.sleep(self.preview_interval)
                 now = time.perf_counter()
                 # this thread's CPU time (waiting for the GIL is not drawing) may use this much:
-                if self._refresh(final=False, budget=self.ui_budget * (now - last)):
-                    self.preview_updates += 1
+                with one_thread():
+                    if self._refresh(final=False, budget=self.ui_budget * (now - last)):
+                        self.preview_updates += 1
                 last = now
-            self._refresh(final=True)
+            with one_thread():
+                self._refresh(final=True)
         except Exception as err:  # anything in drawing: stop the run, say so in the widget, never leave it stuck
             self.traceback = traceback.format_exc()
             job.stop()
