@@ -149,7 +149,7 @@ def main() -> None:
             page.locator(explorer).evaluate("e => e.scrollIntoView({block: 'start'})")
             rows.append((f"scrub latency, JupyterLab, kernel busy, {n} steps (ms)", scrub(page, explorer, args.trials)))
             if args.steps[-1] != n:
-                page.wait_for_selector("text=/^READY/", timeout=1_800_000)
+                page.wait_for_selector("text=/READY[0-9]+/", timeout=1_800_000)
                 rows.append((f"scrub latency, JupyterLab, kernel busy, {args.steps[-1]} steps (ms)",
                              scrub(page, explorer, args.trials)))
         sizes = {name: path.stat().st_size for name, path in pages.items()}
