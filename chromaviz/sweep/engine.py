@@ -40,7 +40,7 @@ def connect(workers: int | None = None, scheduler: str | None = None, *, timeout
     SweepError
         If the scheduler cannot be reached within ``timeout`` seconds.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is not None:
         try:
@@ -55,12 +55,29 @@ def connect(workers: int | None = None, scheduler: str | None = None, *, timeout
         with client:
             yield client
         return
-    n = workers or os.cpu_count() or 1
-    # Scheduler, workers and dashboard listen on this machine only (a Dask cluster runs what its clients send).
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
+    with local_cluster(workers or os.cpu_count() or 1) as cluster, Client(cluster) as client:
         yield client
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int) -> Iterator[Any]:
+    """A ``LocalCluster`` of ``workers`` processes with one thread each, on 127.0.0.1 only.
+
+    Scheduler, workers and dashboard listen on this machine only (a Dask cluster runs whatever its
+    clients send). The workers start without the ``MALLOC_TRIM_THRESHOLD_=65536`` that Dask's
+    nanny sets by default (``distributed.nanny.pre-spawn-environ``): with it, glibc hands every
+    freed tensor back to the system and the runs of a sweep cost about 1.4× the CPU time measured
+    in a plain process (benchmarks/sweep_scaling.py). OMP/MKL/OpenBLAS stay at one thread.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address="127.0.0.1:0") as cluster:
+        yield cluster
 
 
 def _identify(address: str, timeout: float) -> str:
