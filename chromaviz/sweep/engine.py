@@ -195,6 +195,9 @@ def sweep(
     out = Path(out)
     rows: dict[str, dict[str, Any]] = finished_cells(out, cells)
     todo = [c for c in cells if c.name not in rows]
+    if progress and rows:
+        print(f"{len(rows)} of {len(cells)} cells already complete in {out}; "
+              + (f"running the other {len(todo)}" if todo else "nothing to run"), file=sys.stderr)
     if scheduler is None and torch_threads is None:
         torch_threads = 1
     try:
