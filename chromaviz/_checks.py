@@ -18,6 +18,11 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type. Also a ValueError, so that code catching ValueError for bad
+    arguments (as chromaviz raised before types were told apart) still catches it."""
+
+
 def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as a Python int, checked to lie in [minimum, maximum].
 
@@ -25,8 +30,8 @@ def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int |
 
     Raises
     ------
-    TypeError
-        For a non-integer (a float, a string, a bool, None).
+    ArgumentTypeError
+        (a TypeError and a ValueError) for a non-integer: a float, a string, a bool, None.
     ValueError
         Outside the allowed range.
 
@@ -41,15 +46,19 @@ def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int |
     ValueError: seed must be an integer ≥ 0, got -1
     """
     if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-        raise TypeError(f"{name} must be an integer{_range_text(minimum, maximum)}, got {_describe(value)} "
-                        f"({type(value).__name__})")
+        raise ArgumentTypeError(f"{name} must be {_integer_text(minimum, maximum)}, got {_describe(value)} "
+                                f"({type(value).__name__})")
     try:
         value = operator.index(value)
     except TypeError:  # a tensor with more than one element, say
-        raise TypeError(f"{name} must be a single integer, got {_describe(value)}") from None
+        raise ArgumentTypeError(f"{name} must be a single integer, got {_describe(value)}") from None
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be an integer{_range_text(minimum, maximum)}, got {value}")
+        raise ValueError(f"{name} must be {_integer_text(minimum, maximum)}, got {value}")
     return value
+
+
+def _integer_text(minimum: int | None, maximum: int | None) -> str:
+    return "a positive integer" if minimum == 1 and maximum is None else f"an integer{_range_text(minimum, maximum)}"
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -64,6 +73,7 @@ def positive_int(name: str, value: Any) -> int:
 
 
 def _range_text(minimum: float | None, maximum: float | None) -> str:
+    """" ≥ 0", " ≤ 1", " in [0, 1]" or "" (with a leading space)."""
     if minimum is not None and maximum is not None:
         return f" in [{minimum}, {maximum}]"
     if minimum is not None:
@@ -81,8 +91,8 @@ def real(name: str, value: Any, *, minimum: float | None = None, maximum: float 
 
     Raises
     ------
-    TypeError
-        For a non-number.
+    ArgumentTypeError
+        (a TypeError and a ValueError) for a non-number.
     ValueError
         For NaN, ±∞ (when ``finite``), or a value outside the range.
 
@@ -93,17 +103,23 @@ def real(name: str, value: Any, *, minimum: float | None = None, maximum: float 
     >>> real("eta", float("nan"), minimum=0)
     Traceback (most recent call last):
     ...
-    ValueError: eta must be a finite number ≥ 0, got nan
+    ValueError: eta must be ≥ 0, got nan (not a number)
+    >>> real("guidance", float("inf"), minimum=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: guidance must be finite and ≥ 0, got inf
     """
+    rng = _range_text(minimum, maximum).strip()
     if isinstance(value, bool) or not (isinstance(value, numbers.Real) or _is_real_scalar(value)):
-        raise TypeError(f"{name} must be a number{_range_text(minimum, maximum)}, got {_describe(value)} "
-                        f"({type(value).__name__})")
+        raise ArgumentTypeError(f"{name} must be a number{' ' + rng if rng else ''}, got {_describe(value)} "
+                                f"({type(value).__name__})")
     value = float(value)
-    kind = "a finite number" if finite else "a number"
-    if (finite and not math.isfinite(value)) or math.isnan(value):
-        raise ValueError(f"{name} must be {kind}{_range_text(minimum, maximum)}, got {value}")
+    if math.isnan(value):
+        raise ValueError(f"{name} must be {rng or 'a number'}, got nan (not a number)")
+    if finite and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite{' and ' + rng if rng else ''}, got {value}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be {kind}{_range_text(minimum, maximum)}, got {value}")
+        raise ValueError(f"{name} must be {rng}, got {value}")
     return value
 
 
@@ -146,6 +162,8 @@ def choice(name: str, value: Any, allowed: Iterable[str]) -> str:
 def subset(name: str, value: Any, allowed: Iterable[str]) -> tuple[str, ...]:
     """A list or tuple of names from ``allowed`` (a single string is refused: it is not read as letters).
 
+    ``name`` is a verb-like argument name ("record"): the message reads "cannot record ['foo']".
+
     Examples
     --------
     >>> subset("record", ["x0"], ("x_t", "x0", "eps"))
@@ -153,11 +171,11 @@ def subset(name: str, value: Any, allowed: Iterable[str]) -> tuple[str, ...]:
     """
     allowed = tuple(allowed)
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise TypeError(f"{name} must be a list or tuple of names from {list(allowed)}, got {_describe(value)}")
+        raise ArgumentTypeError(f"{name} must be a list or tuple of names from {list(allowed)}, got {_describe(value)}")
     items = tuple(value)
     unknown = [v for v in items if not isinstance(v, str) or v not in allowed]
     if unknown:
-        raise ValueError(f"{name} has {unknown}; choose from {list(allowed)}")
+        raise ValueError(f"cannot {name} {unknown}: {name} takes names from {list(allowed)}")
     return items
 
 

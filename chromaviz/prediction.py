@@ -331,8 +331,7 @@ def mode_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0
 def exact_spectrum(model, height: int, width: int) -> np.ndarray | None:
     """The model's exact data power on the (H, W) FFT grid, or None if it declares none.
 
-    What :meth:`Denoiser.data_power <chromaviz.models.base.Denoiser.data_power>` declares (a model
-    object without that method may still offer ``power(height, width)``).
+    What :meth:`Denoiser.data_power <chromaviz.models.base.Denoiser.data_power>` declares.
 
     Returns
     -------
@@ -340,8 +339,7 @@ def exact_spectrum(model, height: int, width: int) -> np.ndarray | None:
     """
     if model is None:
         return None
-    declared = getattr(model, "data_power", None) or getattr(model, "power", None)
-    power = declared(height, width) if callable(declared) else None
+    power = model.data_power(height, width)
     return None if power is None else np.asarray(power, dtype=np.float64)
 
 

@@ -104,7 +104,8 @@ class RaisesAt(GaussianPowerLaw):
 
 
 def run(model, prompt=None, **kwargs) -> Trajectory:
-    kwargs.setdefault("num_inference_steps", 6)
+    if "num_steps" not in kwargs:  # the deprecated name, still accepted
+        kwargs.setdefault("num_inference_steps", 6)
     kwargs.setdefault("batch_size", 2)
     kwargs.setdefault("device", "cpu")
     return sample(model, prompt, **kwargs)
@@ -357,12 +358,14 @@ def test_model_exception_raises_with_partial_trajectory():
         ("exemplars", "cat", {"negative_prompt": "dog"}, r"'dog' names none"),
         ("gaussian", "cat", {}, r"unconditional and takes no prompt"),
         ("gaussian", None, {"scheduler": "heun"}, r"unknown scheduler 'heun'"),
-        ("gaussian", None, {"num_inference_steps": 0}, r"num_inference_steps must be an integer ≥ 1, got 0"),
-        ("gaussian", None, {"batch_size": 0}, r"batch_size must be an integer ≥ 1, got 0"),
+        ("gaussian", None, {"num_steps": 0}, r"num_steps must be a positive integer, got 0"),
+        ("gaussian", None, {"num_steps": 2.5}, r"num_steps must be a positive integer"),
+        ("gaussian", None, {"num_inference_steps": 0}, r"num_inference_steps must be a positive integer, got 0"),
+        ("gaussian", None, {"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
         ("gaussian", None, {"height": 4}, r"too small"),
-        ("exemplars", "cat", {"guidance": -1.0}, r"guidance must be a finite number ≥ 0, got -1.0"),
-        ("exemplars", "cat", {"guidance": math.nan}, r"guidance must be a finite number ≥ 0, got nan"),
-        ("gaussian", None, {"record": ("foo",)}, r"record has \['foo'\]; choose from \['x_t', 'x0', 'eps'\]"),
+        ("exemplars", "cat", {"guidance": -1.0}, r"guidance must be ≥ 0, got -1.0"),
+        ("exemplars", "cat", {"guidance": math.nan}, r"guidance must be ≥ 0"),
+        ("gaussian", None, {"record": ("foo",)}, r"cannot record \['foo'\]"),
         ("exemplars", "[cat:moon:xyz=3]", {}, r"unknown unit 'xyz'"),
         ("exemplars", "[cat:moon:1.5]", {}, r"must lie in \[0, 1\]"),
         ("exemplars", "[cat:dog:0.5]", {}, r"'dog' names none"),

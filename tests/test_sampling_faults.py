@@ -129,13 +129,13 @@ BAD = [
     ({"model": None}, TypeError, r"model must be a chromaviz Denoiser .*got None \(NoneType\)"),
     ({"model": "gaussian"}, TypeError, r"model must be a chromaviz Denoiser .*got 'gaussian' \(str\)"),
     ({"guidance": "3"}, TypeError, r"guidance must be a number ≥ 0, got '3' \(str\)"),
-    ({"guidance": math.inf}, ValueError, r"guidance must be a finite number ≥ 0, got inf"),
-    ({"eta": math.nan}, ValueError, r"eta must be a finite number in \[0, 1\], got nan"),
-    ({"eta": -5}, ValueError, r"eta must be a finite number in \[0, 1\], got -5"),
-    ({"guidance_rescale": 1.5}, ValueError, r"guidance_rescale must be a finite number in \[0, 1\], got 1.5"),
-    ({"guidance_rescale": -0.1}, ValueError, r"guidance_rescale must be a finite number in \[0, 1\]"),
+    ({"guidance": math.inf}, ValueError, r"guidance must be finite and ≥ 0, got inf"),
+    ({"eta": math.nan}, ValueError, r"eta must be in \[0, 1\], got nan \(not a number\)"),
+    ({"eta": -5}, ValueError, r"eta must be in \[0, 1\], got -5"),
+    ({"guidance_rescale": 1.5}, ValueError, r"guidance_rescale must be in \[0, 1\], got 1.5"),
+    ({"guidance_rescale": -0.1}, ValueError, r"guidance_rescale must be in \[0, 1\]"),
     ({"record": "x0"}, TypeError, r"record must be a list or tuple of names from \['x_t', 'x0', 'eps'\], got 'x0'"),
-    ({"record": ["x0", "noise"]}, ValueError, r"record has \['noise'\]"),
+    ({"record": ["x0", "noise"]}, ValueError, r"cannot record \['noise'\]"),
     ({"scheduler": object()}, TypeError, r"scheduler must be a scheduler name .* or a diffusers scheduler instance"),
     ({"scheduler": "heun"}, ValueError, r"unknown scheduler 'heun'"),
     ({"stop": True}, TypeError, r"stop must be a threading.Event .*got True \(bool\)"),
@@ -143,11 +143,11 @@ BAD = [
     ({"seed": 2**64}, ValueError, r"seed must be an integer in \[0, 18446744073709551615\], got 18446744073709551616"),
     ({"seed": -1}, ValueError, r"seed must be an integer in \[0, 18446744073709551615\], got -1"),
     ({"seed": 1.5}, TypeError, r"seed must be an integer"),
-    ({"num_inference_steps": 2.5}, TypeError, r"num_inference_steps must be an integer ≥ 1, got 2.5 \(float\)"),
-    ({"num_inference_steps": True}, TypeError, r"num_inference_steps must be an integer ≥ 1, got True"),
-    ({"num_inference_steps": 0}, ValueError, r"num_inference_steps must be an integer ≥ 1, got 0"),
-    ({"batch_size": np.int64(-2)}, ValueError, r"batch_size must be an integer ≥ 1, got -2"),
-    ({"height": "32"}, TypeError, r"height must be an integer ≥ 1"),
+    ({"num_inference_steps": 2.5}, TypeError, r"num_inference_steps must be a positive integer, got 2.5 \(float\)"),
+    ({"num_inference_steps": True}, TypeError, r"num_inference_steps must be a positive integer, got True"),
+    ({"num_inference_steps": 0}, ValueError, r"num_inference_steps must be a positive integer, got 0"),
+    ({"batch_size": np.int64(-2)}, ValueError, r"batch_size must be a positive integer, got -2"),
+    ({"height": "32"}, TypeError, r"height must be a positive integer"),
     ({"progress": "yes"}, TypeError, r"progress must be True or False, got 'yes'"),
     ({"device": "bogus"}, ValueError, r"device must be a device name such as 'cpu', 'cuda' or 'cuda:1', got 'bogus'"),
     ({"device": 3.0}, TypeError, r"device must be a device name"),
@@ -196,7 +196,7 @@ def test_num_steps_is_a_deprecated_name_of_num_inference_steps():
         old = sample(model, num_steps=4, device="cpu", seed=1)
     new = sample(model, num_inference_steps=4, device="cpu", seed=1)
     assert len(old) == len(new) == 4 and torch.equal(old.final, new.final)
-    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"num_steps must be an integer ≥ 1, got 0"):
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"num_steps must be a positive integer, got 0"):
         sample(model, num_steps=0, device="cpu")
 
 

@@ -354,9 +354,3 @@ class _Watched:
         """The outputs since the last call, and forget them."""
         outputs, self.outputs = self.outputs, []
         return outputs
-
-    def __getattr__(self, name: str) -> Any:
-        # Guidance may read the model's declared attributes (conditional, dtype, ...).
-        if name in ("model", "recorder", "outputs"):  # not yet set (a copy being built)
-            raise AttributeError(name)
-        return getattr(self.model, name)

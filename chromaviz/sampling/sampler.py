@@ -248,9 +248,7 @@ class _Inputs:
     @property
     def size(self) -> tuple[int, int]:
         """(H, W) of the model's samples: pixels, or the latent grid of a latent model."""
-        if hasattr(self.model, "latent_size"):
-            return tuple(self.model.latent_size(self.height, self.width))
-        return (self.height, self.width)
+        return tuple(self.model.latent_size(self.height, self.width))
 
 
 def _kind(value: Any) -> str:
