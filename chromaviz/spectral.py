@@ -466,7 +466,7 @@ def rapsd(x: torch.Tensor, per_channel: bool = False) -> tuple[torch.Tensor, tor
     return freqs, mean
 
 
-def centred_rapsd(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def centred_rapsd(x: torch.Tensor, *, dc: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """:func:`rapsd` of samples with the batch mean removed, unbiased for that removal.
 
     Removing the batch mean takes away 1/B of every mode's variance, so the power is scaled by
@@ -477,11 +477,13 @@ def centred_rapsd(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     ----------
     x : torch.Tensor, shape (B, C, H, W)
         Real floating-point samples.
+    dc : bool
+        Keep the DC bin (bin 0); ``False`` drops it, as log-log plots and power-law fits need.
 
     Returns
     -------
-    freqs, power : ndarray (float64), shape (R,)
-        As :func:`rapsd`: cycles/pixel and power (white noise = 1); bin 0 is DC.
+    freqs, power : ndarray (float64), shape (R,), or (R − 1,) without DC
+        As :func:`rapsd`: cycles/pixel and power (white noise = 1); with ``dc``, bin 0 is DC.
 
     Examples
     --------
@@ -496,7 +498,8 @@ def centred_rapsd(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     freqs, power = rapsd(x)
     if b > 1:
         power = power * (b / (b - 1))
-    return freqs.cpu().numpy(), power.cpu().numpy()
+    start = 0 if dc else 1
+    return freqs[start:].cpu().numpy(), power[start:].cpu().numpy()
 
 
 def _as_numpy_1d(a: object, name: str) -> np.ndarray:

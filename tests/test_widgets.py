@@ -12,10 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from chromaviz import GaussianPowerLaw, compare, sample, theory
+from chromaviz import GaussianPowerLaw, compare, sample, spectral, theory
 from chromaviz.models import ExemplarMixture
 from chromaviz.noise import plan_steps
-from chromaviz.notebook import report
 from chromaviz.sampling import Boundary
 from chromaviz.views.frames import build_frames, sample_rgb
 from widgets import Explorer, export_html, run_page
@@ -109,12 +108,12 @@ def test_every_number_shown_equals_compare_and_the_report(finished, mixture):
     np.testing.assert_allclose(measured["log_snr"], expected.log_snr)
     rows = ex.view.frames["A"].data
     for i in (0, 5, 11):
-        freqs, power = report.centred_rapsd(traj.steps[i].x0)
+        freqs, power = spectral.centred_rapsd(traj.steps[i].x0, dc=False)
         np.testing.assert_allclose(rows["f"][i], freqs, rtol=1e-6)
         np.testing.assert_allclose(rows["rapsd_x0"][i], power, rtol=1e-6)
         assert rows["floor"][i] == pytest.approx(math.exp(-traj.steps[i].log_snr))
         assert f"t = {traj.steps[i].timestep:.1f} · λ = {traj.steps[i].log_snr:+.2f}" in rows["caption"][i]
-    np.testing.assert_allclose(ex.view.final.data["p"], report.centred_rapsd(traj.sample)[1], rtol=1e-6)
+    np.testing.assert_allclose(ex.view.final.data["p"], spectral.centred_rapsd(traj.sample, dc=False)[1], rtol=1e-6)
     # The step plan the explorer planned is the run's.
     np.testing.assert_array_equal(ex.runs["A"].plan.timesteps, plan_steps(mixture.schedule, 12).timesteps)
     # The exported page of the same trajectory shows the same numbers.
@@ -323,7 +322,7 @@ def test_a_frame_is_plain_data_from_its_step(mixture):
     assert f.caption == f"step 3/6 · t = {rec.timestep:.1f} · λ = {rec.log_snr:+.2f} · prompt 'cat'"
     assert (f.position("step"), f.position("timestep"), f.position("log_snr")) == (2.0, rec.timestep, rec.log_snr)
     assert f.noise_floor == pytest.approx(math.exp(-rec.log_snr))
-    np.testing.assert_allclose(f.rapsd_xt, report.centred_rapsd(rec.x_t / rec.alpha)[1], rtol=1e-6)
+    np.testing.assert_allclose(f.rapsd_xt, spectral.centred_rapsd(rec.x_t / rec.alpha, dc=False)[1], rtol=1e-6)
     with pytest.raises(ValueError, match="coordinate"):
         f.position("sigma")
     with pytest.raises(ValueError, match="batch index"):

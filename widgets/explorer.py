@@ -369,7 +369,7 @@ class Explorer:
 
     def _grid(self, size: int) -> tuple[int, int]:
         """(h, w) of the samples of a size×size run: the latent grid for latent models."""
-        return tuple(self.model.latent_size(size, size)) if hasattr(self.model, "latent_size") else (size, size)
+        return tuple(self.model.latent_size(size, size))
 
     def stop(self) -> None:
         """Stop after the current step; what was recorded stays scrubbable."""

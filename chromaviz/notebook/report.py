@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..spectral import centred_rapsd
+
 FIGURE_MIME = "application/x-chromaviz-figure+json"
 """MIME type of a recorded figure's display output: ``{"name": str, "value": JSON}``."""
 
@@ -229,6 +231,44 @@ def _describe(source: Any, path: str | Path | None) -> str:
     return text or (f"figure {Path(path).name}" if path is not None else "figure")
 
 
+def load_model(model: str, *, size: int, schedule: str = "scaled_linear", device: str | None = None,
+               dtype: str | None = None):
+    """The report's model: a built-in one by name, or a diffusers pipeline folder or cached model id.
+
+    The one choice behind ``chromaviz report`` and ``chromaviz sweep``. A trained network (the shapes
+    model, a diffusers pipeline) keeps the schedule it was trained with; the exact built-in models
+    take ``schedule`` (a preset name).
+
+    Parameters
+    ----------
+    model : str
+        ``gaussian``, ``exemplars``, ``shapes``, or a folder written by ``save_pretrained`` (or a
+        model id already in the local Hugging Face cache).
+    size : int
+        Height and width in pixels (the built-in models' grid).
+    schedule : str
+        Noise schedule preset of the exact built-in models.
+    device : str, optional
+        Torch device of a diffusers pipeline (default: CUDA when available).
+    dtype : str, optional
+        ``float16`` or ``bfloat16`` for a diffusers pipeline (default float32).
+
+    Raises
+    ------
+    ValueError
+        Unknown model, preset, dtype, or a folder that is not a pipeline.
+    """
+    from ..models import BUILTIN, TRAINED, load_builtin
+    from ..noise.schedules import Schedule
+
+    if model in BUILTIN:
+        options = {} if model in TRAINED else {"schedule": Schedule.coerce(schedule)}
+        return load_builtin(model, size=size, **options)
+    from ..models.diffusers.adapter import load_pipeline
+
+    return load_pipeline(model, torch_dtype=dtype or None, device=device or None)
+
+
 def crossing_steps(fractions: Any, threshold: float = 0.5) -> list[int | None]:
     """First step at which each level's signal fraction reaches ``threshold``, per level.
 
@@ -249,31 +289,11 @@ def crossing_steps(fractions: Any, threshold: float = 0.5) -> list[int | None]:
     return [int(np.argmax(col)) if col.any() else None for col in reached.T]
 
 
-def centred_rapsd(x: Any):
-    """RAPSD (:func:`chromaviz.spectral.rapsd`) of images with the batch mean removed, DC bin dropped.
-
-    A batch of one has each image's own mean removed instead.
-
-    Parameters
-    ----------
-    x : Tensor, shape (B, C, H, W)
-
-    Returns
-    -------
-    freqs, power : ndarray, shape (R − 1,)
-        Radial frequency (cycles/pixel) and power (white noise = 1).
-    """
-    from ..analysis import centred_rapsd as with_dc
-
-    freqs, power = with_dc(x)
-    return freqs[1:], power[1:]
-
-
 def rapsd_figure(traj: Any, *, count: int = 5, reference: tuple[str, Any] | None = None, title: str = ""):
     """RAPSD of the final samples and of x̂0 at ``count`` steps, with each step's noise floor 1/SNR.
 
     Frequencies whose power lies below a step's floor e^(−λ) are still buried in the noise at that
-    step. Spectra are taken with :func:`centred_rapsd`.
+    step. Spectra are :func:`chromaviz.spectral.centred_rapsd` without the DC bin.
 
     Parameters
     ----------
@@ -295,14 +315,14 @@ def rapsd_figure(traj: Any, *, count: int = 5, reference: tuple[str, Any] | None
 
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
-    freqs, power = centred_rapsd(traj.sample)
+    freqs, power = centred_rapsd(traj.sample, dc=False)
     ax.loglog(freqs, power, "k-", lw=2, label="final samples")
     if reference is not None:
         ax.loglog(freqs, reference[1](freqs), "k:", label=reference[0])
     shown = np.unique(np.linspace(0, len(traj) - 1, count).round().astype(int))
     top = power.max()
     for i, c in zip(shown, colormaps["plasma"](np.linspace(0, 0.85, len(shown)))):
-        ax.loglog(*centred_rapsd(traj.steps[i].x0), color=c, lw=1, label=f"x̂0 at step {i} (λ = {traj.log_snr[i]:+.1f})")
+        ax.loglog(*centred_rapsd(traj.steps[i].x0, dc=False), color=c, lw=1, label=f"x̂0 at step {i} (λ = {traj.log_snr[i]:+.1f})")
         if np.isfinite(traj.log_snr[i]):
             ax.axhline(np.exp(-traj.log_snr[i]), color=c, lw=0.8, ls="--")
             top = max(top, np.exp(-traj.log_snr[i]))

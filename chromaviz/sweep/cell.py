@@ -28,23 +28,11 @@ was sampled, shape (S, L); the first one present is used, else the continuous sp
 
 
 def load_model(values: Mapping[str, Any]):
-    """The report's model for these parameters: a built-in model, or a diffusers pipeline folder or id.
+    """The report's model for these parameters (:func:`chromaviz.notebook.report.load_model`)."""
+    from ..notebook.report import load_model as load
 
-    The same choice as the report notebook's first code cell.
-    """
-    from ..models import BUILTIN, TRAINED, load_builtin
-    from ..noise.schedules import Schedule
-
-    model, size = values["model"], values["size"]
-    if model in BUILTIN:  # a trained network (shapes) keeps the schedule it was trained with
-        options = {} if model in TRAINED else {"schedule": Schedule.coerce(values["schedule"])}
-        return load_builtin(model, size=size, **options)
-    import torch
-
-    from ..models.diffusers.adapter import load_pipeline
-
-    dtype = values.get("dtype") or None
-    return load_pipeline(model, torch_dtype=getattr(torch, dtype) if dtype else None, device=values.get("device") or None)
+    return load(values["model"], size=values["size"], schedule=values["schedule"], device=values.get("device") or None,
+                dtype=values.get("dtype") or None)
 
 
 def prediction(comparison) -> tuple[np.ndarray, str]:

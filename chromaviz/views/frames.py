@@ -3,7 +3,7 @@
 A :class:`Frame` holds one recorded step ready to be drawn: x_t, x̂0 and the band images of x̂0 as
 8-bit RGB arrays, the caption, the step's position in each x coordinate of the chromatography plot
 (step, timestep t, log-SNR λ), and the radially averaged power spectra of x̂0 and x_t/α at that step
-(centred as in the report, :func:`chromaviz.analysis.centred_rapsd`). The explorer (live) and its
+(centred as in the report, :func:`chromaviz.spectral.centred_rapsd`). The explorer (live) and its
 exported page draw the same frames; a view only renders them.
 
 The measured signal fractions of a run are not per-frame: for a partial run they are relative to its
@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from .. import spectral
-from ..analysis import centred_rapsd
+from ..spectral import centred_rapsd
 
 ToRGB = Callable[[torch.Tensor], torch.Tensor]
 
@@ -135,11 +135,10 @@ def band_grid(x0: torch.Tensor, levels: Sequence[int]) -> np.ndarray:
 
 
 def rapsd(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Centred RAPSD of a batch (B, C, H, W) with the DC bin dropped: (freqs, power), each (R,).
+    """Centred RAPSD of a batch (B, C, H, W) with the DC bin dropped: (freqs, power), each (R − 1,).
 
-    The quantity of the report's RAPSD figure (:func:`chromaviz.analysis.centred_rapsd`)."""
-    freqs, power = centred_rapsd(x)
-    return freqs[1:], power[1:]
+    The quantity of the report's RAPSD figure (:func:`chromaviz.spectral.centred_rapsd`)."""
+    return centred_rapsd(x, dc=False)
 
 
 def build_frames(steps: Sequence, to_rgb: ToRGB, levels: Sequence[int], *, sample: int = 0) -> list[Frame]:
