@@ -76,7 +76,7 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     model = from_pipeline(pipe, name="sd15-random" if args.sd15 else "sd-small-random")
     prompt = "a photo of a cat"
-    common = dict(num_steps=args.steps, guidance=args.guidance, height=size, width=size, device=args.device, seed=0)
+    common = dict(num_inference_steps=args.steps, guidance=args.guidance, height=size, width=size, device=args.device, seed=0)
 
     def sync():
         if args.device.startswith("cuda"):

@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = ExemplarMixture(size=args.size)
-    run = dict(num_steps=args.steps, batch_size=args.batch, device=args.device, seed=0)
+    run = dict(num_inference_steps=args.steps, batch_size=args.batch, device=args.device, seed=0)
     setup, _ = timed(lambda: sample(model, "cat", **{**run, "num_steps": 1}))  # builds the photo bank once
 
     bare, recorded, analysis = [], [], []

@@ -41,7 +41,7 @@ def seconds_per_run(model, batch_size: int, steps: int, guidance: float, repeats
     times = []
     for r in range(repeats):
         start = time.perf_counter()
-        sample(model, EXAMPLE_PROMPTS[0], num_steps=steps, guidance=guidance, batch_size=batch_size, seed=r, device="cpu")
+        sample(model, EXAMPLE_PROMPTS[0], num_inference_steps=steps, guidance=guidance, batch_size=batch_size, seed=r, device="cpu")
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 

@@ -296,7 +296,7 @@ def decoded(traj: Trajectory, decode: Callable[[torch.Tensor], torch.Tensor], *,
     --------
     >>> from chromaviz import GaussianPowerLaw, sample
     >>> model = GaussianPowerLaw(size=16)
-    >>> traj = sample(model, num_steps=5, batch_size=2, device="cpu", record=("x0",))
+    >>> traj = sample(model, num_inference_steps=5, batch_size=2, device="cpu", record=("x0",))
     >>> rgb = decoded(traj, model.to_rgb)
     >>> rgb.metadata["space"], tuple(rgb.x0.shape)
     ('rgb', (5, 2, 3, 16, 16))
@@ -356,7 +356,7 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     --------
     >>> from chromaviz import GaussianPowerLaw, sample
     >>> model = GaussianPowerLaw(size=16)
-    >>> traj = sample(model, num_steps=5, batch_size=2, device="cpu", record=("x0",))
+    >>> traj = sample(model, num_inference_steps=5, batch_size=2, device="cpu", record=("x0",))
     >>> c = compare(traj, model)
     >>> c.levels, c.measured.shape, c.power_source
     ((1, 2, 4), (5, 3), 'model')
@@ -422,7 +422,7 @@ class StepwiseComparison:
     --------
     >>> from chromaviz import GaussianPowerLaw, sample
     >>> model = GaussianPowerLaw(size=16)
-    >>> traj = sample(model, num_steps=4, batch_size=2)
+    >>> traj = sample(model, num_inference_steps=4, batch_size=2)
     >>> live = StepwiseComparison(model)
     >>> live.extend(traj.steps[:2])
     >>> live.comparison().measured.shape
