@@ -230,9 +230,10 @@ class RunDocument:
         self.chroma.set_theory(timesteps, log_snr, spectrum_aware, m2_law, coordinate=self.coordinate_name)
 
     def set_comparison(self, run: str, comparison: Comparison) -> None:
-        """Measured signal fractions of run ``run`` (markers) from its :class:`Comparison`."""
+        """Measured signal fractions of run ``run`` (markers) and its prediction as sampled (dotted), from
+        its :class:`Comparison`."""
         self.chroma.set_measured(run, comparison.timesteps, comparison.log_snr, comparison.measured,
-                                 coordinate=self.coordinate_name)
+                                 predicted=comparison.predicted, coordinate=self.coordinate_name)
 
     def set_final_rapsd(self, power: np.ndarray | None) -> None:
         """The spectrum of the run's sample, drawn in grey (None: the newest x̂0's)."""

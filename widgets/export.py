@@ -94,7 +94,8 @@ def run_document(runs: Runs, model: Denoiser, *, method: str = "rings", sample: 
         doc.set_comparison(name, comparison)
         doc.titles[name].text = f"<b>run {html.escape(name)}</b>: {describe(traj, comparison)}"
     doc.header.text = (f"<h3 style='margin:4px 0'>chromaviz run: {html.escape(str(first.metadata.get('model', {}).get('name', model.name)))}</h3>"
-                       f"measured with {html.escape(method)} bands (markers), spectrum-aware theory (lines), m² law (dashed)")
+                       f"measured with {html.escape(method)} bands (markers), the run as sampled (dotted), "
+                       "spectrum-aware theory (lines), m² law (dashed)")
     return doc
 
 

@@ -10,8 +10,9 @@ from typing import Sequence
 
 import numpy as np
 from bokeh.models import ColumnDataSource, Legend, LegendItem, Span
-from bokeh.palettes import Viridis256
 from bokeh.plotting import figure
+
+from chromaviz.views.figures import level_colours
 
 COORDINATE_LABELS = {
     "step": "sampling step",
@@ -21,8 +22,9 @@ COORDINATE_LABELS = {
 
 
 def level_colors(n: int) -> list[str]:
-    """``n`` colours from dark (finest level) to light (coarsest)."""
-    return [Viridis256[int(i)] for i in np.linspace(10, 230, n)]
+    """``n`` colours from dark (finest level) to light (coarsest): the report's palette,
+    :func:`chromaviz.views.figures.level_colours`."""
+    return level_colours(n)
 
 
 def finite(a) -> np.ndarray:
@@ -40,7 +42,8 @@ def _legible(fig) -> None:
 
 
 class ChromatographyPlot:
-    """Signal fraction per level: spectrum-aware theory (lines), m² law (dashed), measured runs (markers).
+    """Signal fraction per level: spectrum-aware theory (lines), m² law (dashed), measured runs (markers)
+    and, where :func:`chromaviz.compare` has one, each run's prediction as it was sampled (dotted).
 
     Parameters
     ----------
@@ -62,7 +65,8 @@ class ChromatographyPlot:
         empty = {"x": [], "step": [], "timestep": [], "log_snr": []}
         self.theory = ColumnDataSource({**empty, **{f"sa{j}": [] for j in range(len(levels))}, **{f"m2{j}": [] for j in range(len(levels))}},
                                        name="theory")
-        self.measured = {name: ColumnDataSource({**empty, **{f"g{j}": [] for j in range(len(levels))}}, name=f"measured-{name}")
+        self.measured = {name: ColumnDataSource({**empty, **{f"g{j}": [] for j in range(len(levels))},
+                                                 **{f"p{j}": [] for j in range(len(levels))}}, name=f"measured-{name}")
                          for name in runs}
         colors = level_colors(len(levels))
         items = []
@@ -71,6 +75,7 @@ class ChromatographyPlot:
             self.fig.line("x", f"m2{j}", source=self.theory, color=color, line_width=1, line_dash="dashed")
             for k, (name, src) in enumerate(self.measured.items()):
                 self.fig.scatter("x", f"g{j}", source=src, color=color, size=5, marker=self.MARKERS[k % 3], alpha=0.85)
+                self.fig.line("x", f"p{j}", source=src, color=color, line_width=1.5, line_dash="dotted")
             items.append(LegendItem(label=f"m={m}", renderers=[line]))
         self.fig.add_layout(Legend(items=items, location="top_left", label_text_font_size="12px"), "right")
         _legible(self.fig)
@@ -93,10 +98,15 @@ class ChromatographyPlot:
         cols.update({f"m2{j}": finite(m2_law[:, j]) for j in range(len(self.levels))})
         self.theory.data = cols
 
-    def set_measured(self, run: str, timesteps, log_snr, fractions: np.ndarray, *, coordinate: str = "step") -> None:
-        """Measured G_b of the recorded steps of ``run`` (shapes (S',) and (S', L))."""
+    def set_measured(self, run: str, timesteps, log_snr, fractions: np.ndarray, *, predicted: np.ndarray | None = None,
+                     coordinate: str = "step") -> None:
+        """Measured G_b of the recorded steps of ``run`` (shapes (S',) and (S', L)), and its prediction
+        as sampled (shape (S', L); None draws none)."""
         cols = self._columns(timesteps, log_snr, coordinate)
+        if predicted is None:
+            predicted = np.full(np.shape(fractions), np.nan)
         cols.update({f"g{j}": finite(fractions[:, j]) for j in range(len(self.levels))})
+        cols.update({f"p{j}": finite(predicted[:, j]) for j in range(len(self.levels))})
         self.measured[run].data = cols
 
     def clear_measured(self, run: str) -> None:
