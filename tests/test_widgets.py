@@ -332,3 +332,13 @@ def test_a_frame_is_plain_data_from_its_step(mixture):
     assert encode_image(f.x0, "png").startswith("data:image/png;base64,")
     with pytest.raises(ValueError, match="format"):
         encode_image(f.x0, "gif")
+
+
+def test_prompt_a_takes_and_terms_as_sample_does(mixture):
+    """`cat AND moon:0.5` in prompt A is checked term by term (as sample() does) and the run records it."""
+    ex = Explorer(mixture, prompt="cat AND moon:0.5", num_steps=4, size=32)
+    ex.run()
+    ex.wait(60)
+    traj = ex.trajectories["A"]
+    assert traj.status == "complete", ex.status.value
+    assert traj.prompts == sample(mixture, "cat AND moon:0.5", num_inference_steps=4).prompts

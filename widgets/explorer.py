@@ -26,6 +26,7 @@ from chromaviz.apps import composing
 from chromaviz.models import Denoiser, load_shapes
 from chromaviz.noise import FLOW_SCHEDULERS, SCHEDULERS, plan_steps
 from chromaviz.sampling import Boundary, PromptSchedule
+from chromaviz.sampling.guidance import check_prompt
 from chromaviz.sampling.trajectory import StepRecord, Trajectory
 from chromaviz.views.frames import build_frames, rapsd
 
@@ -338,7 +339,7 @@ class Explorer:
             for schedule in (first, switched if enabled or name == "A" else None):
                 if schedule is not None:  # every prompt the run can give, checked before it starts
                     for text in set(schedule.prompts_for_steps(plan.timesteps, plan.log_snr)):
-                        self.model.check_prompt(text)
+                        check_prompt(self.model, text)  # term by term for AND, as sample() checks
             prompt = LivePrompt(first, switched, enabled, plan.num_evaluations)
             runs[name] = RunState(name, s, prompt, plan, StepwiseComparison(self.model, method=self.method.value, levels=levels))
         return runs
