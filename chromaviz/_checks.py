@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import warnings
 from typing import Any, Iterable
 
 
@@ -194,7 +195,5 @@ def renamed(function: str, old: str, new: str, old_value: Any, new_value: Any) -
     if new_value is not None:
         raise TypeError(f"give {new} only, not also {old} (its deprecated name); got {_describe(new_value)} "
                         f"and {_describe(old_value)}")
-    import warnings
-
     warnings.warn(f"{function}({old}=) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
     return old_value

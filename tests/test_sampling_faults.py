@@ -157,6 +157,7 @@ BAD = [
     ({"prompt": lambda i: "cat"}, TypeError, r"a live prompt function must take \(i, noise\) or \(i, noise, plan\)"),
     ({"negative_prompt": 3}, TypeError, r"negative_prompt must be a str or None, got 3 \(int\)"),
     ({"num_inference_steps": 5, "num_steps": 4}, TypeError, r"give num_inference_steps only, not also num_steps"),
+    ({"num_inference_steps": 50, "num_steps": 4}, TypeError, r"give num_inference_steps only, not also num_steps"),
 ]
 
 

@@ -53,7 +53,7 @@ def sample(
     model: Denoiser,
     prompt: PromptSource = None,
     *,
-    num_inference_steps: int = DEFAULT_STEPS,
+    num_inference_steps: int | None = None,
     scheduler: Any = "default",
     guidance: float = 1.0,
     negative_prompt: str | None = None,
@@ -85,7 +85,7 @@ def sample(
         ``f(i, noise, plan)`` (when it takes three arguments) to see the whole
         :class:`~chromaviz.noise.plan.StepPlan`, N and S included. It returns a prompt or None.
         None samples unconditionally.
-    num_inference_steps : int
+    num_inference_steps : int, default 50
         N, the steps handed to the scheduler's ``set_timesteps`` (numpy and torch integers too).
         The run records S ≥ N model evaluations (S > N for PNDM, Heun, KDPM2).
     scheduler : str or diffusers scheduler
@@ -162,13 +162,9 @@ def sample(
         t = 0 on pure noise): one step is not a sample.
     """
     # 1. check
-    if num_steps is not None:
-        warnings.warn("sample(num_steps=) is deprecated; use num_inference_steps=", DeprecationWarning, stacklevel=2)
-        if num_inference_steps != DEFAULT_STEPS:
-            raise TypeError(f"give num_inference_steps only, not also num_steps (got {num_inference_steps!r} "
-                            f"and {num_steps!r})")
+    steps = _checks.renamed("sample", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
     inputs = _Inputs(
-        model=model, prompt=prompt, num_inference_steps=num_steps if num_steps is not None else num_inference_steps,
+        model=model, prompt=prompt, num_inference_steps=DEFAULT_STEPS if steps is None else steps,
         steps_name="num_steps" if num_steps is not None else "num_inference_steps", scheduler=scheduler,
         guidance=guidance, negative_prompt=negative_prompt, seed=seed, batch_size=batch_size, height=height,
         width=width, device=device, record=record, callback=callback, stop=stop, progress=progress,
