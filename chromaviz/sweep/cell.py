@@ -22,11 +22,6 @@ import numpy as np
 THUMBNAIL_WIDTH = 560
 """Pixels across a chromatogram in the gallery (the cell's page has the full picture)."""
 
-PREDICTIONS = ("predicted", "prediction")
-"""Attributes of :class:`chromaviz.analysis.Comparison` that may hold the prediction of the run as it
-was sampled, shape (S, L); the first one present is used, else the continuous spectrum-aware theory."""
-
-
 def load_model(values: Mapping[str, Any]):
     """The report's model for these parameters (:func:`chromaviz.notebook.report.load_model`)."""
     from ..notebook.report import load_model as load
@@ -36,14 +31,11 @@ def load_model(values: Mapping[str, Any]):
 
 
 def prediction(comparison) -> tuple[np.ndarray, str]:
-    """The predicted signal fractions of a comparison, shape (S, L), and the attribute they came from."""
-    for name in PREDICTIONS:
-        value = getattr(comparison, name, None)
-        value = getattr(value, "fractions", value)  # a chromaviz.prediction.Prediction carries them as .fractions
-        if value is not None and np.shape(value) == np.shape(comparison.measured):
-            kind = getattr(comparison, "prediction_kind", "")
-            return np.asarray(value, dtype=float), f"{name} ({kind})" if isinstance(kind, str) and kind else name
-    return comparison.spectrum_aware, "spectrum_aware"
+    """The curve the run is measured against, shape (S, L) (:attr:`Comparison.reference`), and its
+    name for the table: ``"predicted (<kind>)"``, or ``"spectrum_aware"`` where there is no prediction."""
+    if comparison.predicted is None:
+        return comparison.reference, "spectrum_aware"
+    return comparison.reference, f"predicted ({comparison.prediction_kind})"
 
 
 def _per_level(prefix: str, levels: Sequence[int], values: Sequence[Any]) -> dict[str, Any]:
@@ -51,28 +43,14 @@ def _per_level(prefix: str, levels: Sequence[int], values: Sequence[Any]) -> dic
 
 
 def _inheritance(comparison, levels: Sequence[int]) -> dict[str, Any]:
-    """Per-level inheritance columns, ``inheritance_<name>_m<m>``, from ``comparison.inheritance`` when compare has it.
-
-    Every per-level array of that object (a dataclass such as :class:`chromaviz.analysis.Inheritance`,
-    or a mapping of names to arrays of length L) becomes a column per level.
-    """
-    found = getattr(comparison, "inheritance", None)
-    if found is None:
-        return {}
-    if isinstance(found, Mapping):
-        parts = dict(found)
-    elif dataclasses.is_dataclass(found):
-        parts = {f.name: getattr(found, f.name) for f in dataclasses.fields(found)}
-    else:
-        parts = {"": found}
+    """Per-level inheritance columns, ``inheritance_<field>_m<m>``: every per-level array of
+    :attr:`Comparison.inheritance <chromaviz.analysis.Comparison.inheritance>`."""
+    found = comparison.inheritance
     out: dict[str, Any] = {}
-    for key, values in parts.items():
-        try:
-            values = np.asarray(values, dtype=float)
-        except (TypeError, ValueError):
-            continue
-        if key != "levels" and values.shape == (len(levels),):
-            out.update(_per_level("inheritance" + (f"_{key}" if key else ""), levels, values))
+    for field in dataclasses.fields(found):
+        values = getattr(found, field.name)
+        if field.name != "levels" and np.shape(values) == (len(levels),):
+            out.update(_per_level(f"inheritance_{field.name}", levels, np.asarray(values, dtype=float)))
     return out
 
 
