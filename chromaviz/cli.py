@@ -212,6 +212,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep.results import GALLERY, TABLE
 
     grid = grid_from_pairs(args.parameter)
+    _output_folder("-o/--out", args.out)
     try:
         rows = sweep(grid, args.out, workers=args.workers, scheduler=args.scheduler, x=args.x, y=args.y,
                      reports=args.reports, torch_threads=args.torch_threads, progress=not args.quiet,
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="sample a built-in model and compare its chromatography with theory")
     run.add_argument("--model", choices=sorted(BUILTIN), default="gaussian", help="built-in model (default: gaussian)")
-    run.add_argument("--prompt", default=None, help="prompt, A1111 switches allowed, e.g. '[cat:moon:m=4]' (exemplars only)")
+    run.add_argument("--prompt", default=None, help="prompt in AUTOMATIC1111's prompt language (docs/prompts.md), e.g. '[cat:moon:m=4]'; exemplars and shapes take prompts, gaussian none")
     run.add_argument("--steps", type=POSITIVE, default=50, help="inference steps (default: 50)")
     run.add_argument("--scheduler", default="default", choices=["default", *SCHEDULERS], help="diffusers scheduler")
     run.add_argument("--schedule", default="scaled_linear", choices=sorted(PRESETS), help="noise schedule preset")

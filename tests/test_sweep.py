@@ -87,6 +87,19 @@ def test_command_line_mistakes_exit_2_before_any_cell(argv, words, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("out, words", [
+    ("a-file", "that is an existing file, not a folder"),
+    ("a-file/sub", "is a file, so no folder can be made inside it"),
+])
+def test_out_at_or_inside_a_file_exits_2_before_any_cell(out, words, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "-p", "steps", "4", "-o", str(tmp_path / out)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+
+
 def test_unreachable_scheduler_exits_2_within_seconds(tmp_path, capsys):
     address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
     start = time.perf_counter()
