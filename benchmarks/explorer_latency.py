@@ -3,9 +3,11 @@
 Starts JupyterLab on loopback and drives headless Chromium (Debian's, at /usr/bin/chromium, or
 $CHROMAVIZ_CHROMIUM). Prints one table:
 
-- scrub latency: a key press on the step scrubber until the new x̂0 is decoded and the next frame
-  begins (``requestAnimationFrame`` after the change), in JupyterLab and in the exported standalone
-  page, at two step counts. Scrubbing runs in the browser in both (bokeh ``CustomJS`` over frames
+- scrub latency: a key press on the step scrubber until the new x̂0 is loaded and the next frame
+  begins (``requestAnimationFrame`` after the change: the frame that paints it), in JupyterLab and in
+  the exported standalone page, at two step counts. ``img.decode()`` is not waited for: its promise
+  settles only after a round trip to the compositor, a frame later, even for an image the page
+  already holds decoded. Scrubbing runs in the browser in both (bokeh ``CustomJS`` over frames
   already there), so JupyterLab is measured with the kernel busy;
 - live sampling: the same run with the live UI attached, in the explorer's worker thread without a
   UI, and as ``chromaviz.sample`` on the kernel's main thread (alternating, medians); frames per
@@ -32,16 +34,18 @@ from browser_support import (  # noqa: E402
 
 MEASURE_JS = """
 caption => {
-  // The frame is redrawn inside bokeh's shadow root: watch it; after a key press, wait for the new
-  // x̂0 to decode, then for the next animation frame.
+  // The frame is drawn inside bokeh's shadow root: watch it. After a key press, once the caption and
+  // the x̂0 image have changed, wait until the new image is loaded (it is at once when the page has
+  // it in its memory cache), then for the next animation frame: the frame that paints it.
   const out = []; let t0 = null;
   document.addEventListener('keydown', () => { t0 = performance.now(); }, true);
   new MutationObserver(() => {
     if (t0 === null) return;
     const start = t0; t0 = null;
     const img = caption.getRootNode().querySelectorAll('img')[1];
-    img.decode().catch(() => null).then(() => requestAnimationFrame(() => out.push(performance.now() - start)));
-  }).observe(caption.getRootNode(), {childList: true, subtree: true, characterData: true});
+    const loaded = img.complete ? Promise.resolve() : new Promise((done) => img.addEventListener('load', done, {once: true}));
+    loaded.then(() => requestAnimationFrame(() => out.push(performance.now() - start)));
+  }).observe(caption.getRootNode(), {childList: true, subtree: true, characterData: true, attributes: true});
   window.__chromaviz_latencies = out;
 }
 """

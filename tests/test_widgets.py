@@ -5,6 +5,7 @@ import base64
 import io
 import math
 import re
+import sys
 import time
 
 import numpy as np
@@ -18,7 +19,9 @@ from chromaviz.noise import plan_steps
 from chromaviz.sampling import Boundary
 from chromaviz.views.frames import build_frames, sample_rgb
 from widgets import Explorer, export_html, run_page
+from widgets.document import OUTLINE_NOTE
 from widgets.export import run_document
+from widgets.worker import release_openmp_threads
 
 
 def Slow(model, delay=0.03, nan_from=None):
@@ -159,6 +162,44 @@ def test_bad_constructor_arguments_are_clear_errors(mixture):
         Explorer(mixture, num_steps=500)
     with pytest.raises(TypeError, match="prompt"):
         Explorer(mixture, prompt=3)
+
+
+def test_a_refresh_draws_the_newest_step_and_outlines_the_rest_until_the_end(mixture):
+    """Steps recorded faster than the refreshes: each refresh puts all of them on the scrubber,
+    draws the newest and outlines the others (caption, no images); the end draws every outline."""
+    ex = Explorer(mixture, num_steps=12, size=32)
+    runs = ex._plan_runs()
+    traj = sample(mixture, ex.prompt.value, num_inference_steps=12, height=32, width=32)
+    ex._pending = runs
+    runs["A"].records += traj.steps[:5]
+    assert ex._refresh(final=False)
+    rows = ex.view.frames["A"].data
+    assert len(rows["caption"]) == 5 and runs["A"].outlines == [0, 1, 2, 3]
+    assert rows["x0"][:4] == [""] * 4 and rows["x0"][4].startswith("data:image/webp;base64,")
+    assert all(c.endswith(OUTLINE_NOTE) for c in rows["caption"][:4]) and rows["caption"][4].startswith("step 5/12")
+    assert len(ex.view.chroma.measured["A"].data["g0"]) == 5  # every recorded step is measured
+    assert ex.view.slider.value == 4  # the view follows the newest, drawn, step
+
+    runs["A"].records += traj.steps[5:]
+    runs["A"].trajectory = traj
+    ex._refresh(final=True)
+    rows = ex.view.frames["A"].data
+    assert runs["A"].outlines == [] and len(rows["caption"]) == 12
+    for i, rec in enumerate(traj.steps):  # every row is its step's frame, drawn
+        assert rows["caption"][i] == build_frames([rec], mixture.to_rgb, ex.levels)[0].caption
+        truth = sample_rgb(rec.x0[0], mixture.to_rgb).astype(int)
+        assert np.abs(decoded(rows["x0"][i]).astype(int) - truth).mean() < 6
+        assert len(rows["f"][i]) > 0 and rows["bands"][i].startswith("data:image/webp;base64,")
+
+
+def test_starting_a_job_frees_the_starting_threads_openmp_team():
+    """The notebook thread's idle OpenMP team is freed before the worker samples (GNU OpenMP,
+    as torch's Linux wheels load it); elsewhere the call is a no-op that says so."""
+    torch.ones(1024, 1024).add_(1)  # a parallel operation: this thread has a team now
+    freed = release_openmp_threads()
+    if sys.platform.startswith("linux") and torch.get_num_threads() > 1:
+        assert freed
+    assert torch.ones(1024, 1024).add_(1).sum().item() == 2 * 1024 * 1024  # torch goes on, with a new team
 
 
 def test_stop_button_keeps_a_scrubbable_partial_run():

@@ -10,7 +10,6 @@ export writes the same document to a standalone file.
 
 from __future__ import annotations
 
-import html
 from typing import Sequence
 
 import numpy as np
@@ -35,29 +34,66 @@ FRAME_COLUMNS = ("step", "timestep", "log_snr", "caption", "x_t", "x0", "bands",
                  "floor")
 
 _FRAME_JS = """
+// Draw the frame at the scrubber into each run's panel: set the sources of the panel's own <img>
+// elements and its caption, move the cursor and swap the spectra. Nothing here asks bokeh for a new
+// layout, and the cursor and spectra sit on the plots' overlay layer, so the rest stays painted.
 const i = slider.value;
 const coord = coordinates[radio.active];
+const elements = (div) => {
+  // The panels' DOM (in bokeh's shadow roots, possibly shown more than once), found once and kept.
+  let found = div.__chromaviz_panels;
+  if (found === undefined || found.length === 0 || !found.every((p) => p.root.isConnected)) {
+    found = [];
+    for (const view of (window.Bokeh?.index?.find(div) ?? [])) {
+      const root = view.shadow_el?.querySelector('.chromaviz-frame');
+      if (root != null)
+        found.push({root, caption: root.querySelector('.chromaviz-caption'), imgs: ['x_t', 'x0', 'bands'].map(
+          (key) => [key, root.querySelector(`img[data-key=${key}]`)])});
+    }
+    div.__chromaviz_panels = found;
+  }
+  return found;
+};
+const show = (img, uri, height) => {
+  img.parentNode.style.display = uri === '' ? 'none' : '';
+  if (img.__uri !== uri) { img.__uri = uri; img.src = uri === '' ? EMPTY : uri; }
+  if (img.height !== height) img.height = height;
+};
+const EMPTY = 'data:,';
+const load_all = (src) => {
+  // Load every frame's images once they are here, and keep them: a scrub then shows images the page
+  // holds loaded and decoded, instead of loading one between the key press and the paint.
+  const d = src.data, n = d.caption.length;
+  const kept = src.__chromaviz_loaded ??= [];
+  kept.length = Math.min(kept.length, n);
+  for (let k = 0; k < n; k++) {
+    if (kept[k] !== undefined && kept[k].uri === d.x0[k]) continue;
+    kept[k] = {uri: d.x0[k], images: ['x_t', 'x0', 'bands'].filter((key) => d[key][k] !== '').map((key) => {
+      const img = new Image();
+      img.src = d[key][k];
+      img.decode().catch(() => null);
+      return img;
+    })};
+  }
+};
 let shown = null;
 for (const [src, div] of panels) {
-  const d = src.data, n = d.caption.length;
-  if (n === 0) { if (div.text !== '') div.text = ''; continue; }
-  const k = Math.min(i, n - 1);
-  const img = (uri, h, label) => uri === '' ? '' :
-    `<figure style="margin:0 6px 0 0"><img src="${uri}" height="${h}" decoding="sync" style="image-rendering:pixelated;display:block">` +
-    `<figcaption style="font-size:13px">${label}</figcaption></figure>`;
-  div.text = `<div style="display:flex;align-items:flex-start">${img(d.x_t[k], d.px[k], 'x<sub>t</sub> (network input)')}` +
-    `${img(d.x0[k], d.px[k], 'x̂<sub>0</sub> (prediction)')}</div>` +
-    `<p class="chromaviz-caption" style="margin:2px 0 4px 0;font-size:14px">${d.caption[k]}</p>` +
-    img(d.bands[k], d.band_px[k], 'bands of x̂<sub>0</sub>, finest → coarsest (top: box pyramid, bottom: FFT rings)');
-  if (shown === null) shown = [d, k];
+  load_all(src);
+  const d = src.data, n = d.caption.length, k = Math.min(i, n - 1);
+  for (const panel of elements(div)) {
+    panel.root.style.display = n === 0 ? 'none' : '';
+    if (n === 0) continue;
+    for (const [key, img] of panel.imgs) show(img, d[key][k], key === 'bands' ? d.band_px[k] : d.px[k]);
+    if (panel.caption.textContent !== d.caption[k]) panel.caption.textContent = d.caption[k];
+  }
+  if (shown === null && n > 0) shown = [d, k];
 }
 if (shown !== null) {
   const [d, k] = shown;
   const x = d[coord][k];
   cursor.location = Number.isFinite(x) ? x : null;
-  const fin = final.data.p.length ? final.data.p : d.rapsd_x0[d.caption.length - 1];
-  spectra.data = {f: d.f[k], x0: d.rapsd_x0[k], xt: d.rapsd_xt[k], final: fin};
-  const fl = d.floor[k], f = d.f[k];
+  const f = d.f[k], fl = d.floor[k], n = d.caption.length;
+  spectra.data = {f, x0: d.rapsd_x0[k], xt: d.rapsd_xt[k], final: final.data.p.length ? final.data.p : d.rapsd_x0[n - 1]};
   floor.data = {f: [f[0], f[f.length - 1]], p: [fl, fl]};
 }
 """
@@ -94,16 +130,42 @@ if (toggle.active) {
 """
 
 
+def _figure(key: str, label: str) -> str:
+    return (f'<figure style="margin:0 6px 0 0"><img data-key="{key}" alt="" decoding="sync" '
+            f'style="image-rendering:pixelated;display:block"><figcaption style="font-size:13px">{label}</figcaption></figure>')
+
+
+PANEL_HTML = (
+    '<div class="chromaviz-frame" style="display:none">'
+    f'<div style="display:flex;align-items:flex-start">{_figure("x_t", "x<sub>t</sub> (network input)")}'
+    f'{_figure("x0", "x̂<sub>0</sub> (prediction)")}</div>'
+    '<p class="chromaviz-caption" style="margin:2px 0 4px 0;font-size:14px"></p>'
+    f'{_figure("bands", "bands of x̂<sub>0</sub>, finest → coarsest (top: box pyramid, bottom: FFT rings)")}</div>'
+)
+"""A run's image panel, written once: the browser sets its images and caption at every scrub."""
+
+
 def display_heights(frame: Frame) -> tuple[int, int]:
     """CSS heights of a frame's x̂0 and of its band grid: small images enlarged by a whole factor
-    to about :data:`IMAGE_PX`, large ones shrunk to it; each band about :data:`BAND_PX` tall."""
+    to about :data:`IMAGE_PX`, large ones shrunk to it; each band about :data:`BAND_PX` tall
+    ((0, 0) for an outline)."""
+    if not frame.drawn:
+        return 0, 0
     h = frame.x0.shape[0]
     px = h * (IMAGE_PX // h) if h <= IMAGE_PX else IMAGE_PX
     return px, int(round(frame.bands.shape[0] * BAND_PX / h))
 
 
+OUTLINE_NOTE = " · images when the run ends"
+"""Added to the caption of a frame not drawn yet (:func:`chromaviz.views.frames.outline_frames`)."""
+
+
 def frame_rows(frames: Sequence[Frame], *, image_format: str = "webp") -> dict[str, list]:
-    """The ``ColumnDataSource`` columns of ``frames`` (one row per frame; images as data URIs)."""
+    """The ``ColumnDataSource`` columns of ``frames`` (one row per frame; images as data URIs, ""
+    for an image the frame does not have)."""
+    def uri(rgb, key):
+        return "" if rgb is None else encode_image(rgb, image_format, QUALITY[key])
+
     heights = [display_heights(f) for f in frames]
     return {
         "px": [h[0] for h in heights],
@@ -111,10 +173,10 @@ def frame_rows(frames: Sequence[Frame], *, image_format: str = "webp") -> dict[s
         "step": [float(f.index) for f in frames],
         "timestep": [f.position("timestep") for f in frames],
         "log_snr": [f.position("log_snr") for f in frames],
-        "caption": [html.escape(f.caption, quote=False) for f in frames],
-        "x_t": ["" if f.x_t is None else encode_image(f.x_t, image_format, QUALITY["x_t"]) for f in frames],
-        "x0": [encode_image(f.x0, image_format, QUALITY["x0"]) for f in frames],
-        "bands": [encode_image(f.bands, image_format, QUALITY["bands"]) for f in frames],
+        "caption": [f.caption + ("" if f.drawn else OUTLINE_NOTE) for f in frames],
+        "x_t": [uri(f.x_t, "x_t") for f in frames],
+        "x0": [uri(f.x0, "x0") for f in frames],
+        "bands": [uri(f.bands, "bands") for f in frames],
         "f": [f.freqs.astype(np.float32) for f in frames],
         "rapsd_x0": [finite(f.rapsd_x0).astype(np.float32) for f in frames],
         "rapsd_xt": [finite(f.rapsd_xt).astype(np.float32) for f in frames],
@@ -147,7 +209,7 @@ class RunDocument:
         self.header = Div(text="", name="header", styles={"font-size": "14px"})
         self.titles = {name: Div(text=f"<b>run {name}</b>", name=f"title-{name}", styles={"font-size": "15px"}, width=500)
                        for name in self.runs}
-        self.panels = {name: Div(text="", name=f"frame-{name}", width=500) for name in self.runs}
+        self.panels = {name: Div(text=PANEL_HTML, name=f"frame-{name}", width=500) for name in self.runs}
         self.chroma = ChromatographyPlot(self.levels, runs=self.runs, width=plot_width, height=plot_height)
         self.rapsd = RapsdPlot(width=plot_width, height=300)
         self.slider = Slider(start=0, end=1, value=0, step=1, title="step", width=520, disabled=True, name="scrubber",
@@ -163,6 +225,7 @@ class RunDocument:
         follow = CustomJS(args=dict(slider=self.slider, panels=panels, update=self.update), code=_FOLLOW_JS)
         for src in self.frames.values():
             src.js_on_change("data", self.update)
+            src.js_on_change("patching", self.update)
             src.js_on_change("streaming", follow)
         self.coordinate.js_on_change("active", CustomJS(args=dict(
             radio=self.coordinate, coordinates=list(COORDINATES), sources=[self.chroma.theory, *self.chroma.measured.values()],
@@ -191,6 +254,7 @@ class RunDocument:
     def set_frames(self, run: str, frames: Sequence[Frame]) -> None:
         """Replace run ``run``'s frames."""
         self.frames[run].data = frame_rows(frames, image_format=self.image_format)
+        self._fit_spectra(frames)
         self._fit_slider(follow=False)
 
     def append_frames(self, run: str, frames: Sequence[Frame], *, follow: bool | None = None) -> None:
@@ -200,8 +264,20 @@ class RunDocument:
             return
         if follow is None:
             follow = self.slider.value >= len(self) - 1
+        self._fit_spectra(frames)
         self.frames[run].stream(frame_rows(frames, image_format=self.image_format))
         self._fit_slider(follow)
+
+    def replace_frames(self, run: str, rows: Sequence[int], frames: Sequence[Frame]) -> None:
+        """Put ``frames`` in rows ``rows`` of run ``run`` (patched in the browser): the drawn frames
+        of steps first shown as outlines."""
+        if len(rows) != len(frames):
+            raise ValueError(f"rows and frames must have the same length, got {len(rows)} and {len(frames)}")
+        if not frames:
+            return
+        self._fit_spectra(frames)
+        columns = frame_rows(frames, image_format=self.image_format)
+        self.frames[run].patch({key: list(zip(rows, values)) for key, values in columns.items()})
 
     def clear(self) -> None:
         """Remove every run's frames and measured points (the theory stays)."""
@@ -209,8 +285,12 @@ class RunDocument:
             self.frames[name].data = {c: [] for c in FRAME_COLUMNS}
             self.chroma.clear_measured(name)
         self.final.data = {"p": []}
+        self.rapsd.clear()
         self.slider.value = 0
         self._fit_slider(follow=False)
+
+    def _fit_spectra(self, frames: Sequence[Frame]) -> None:
+        self.rapsd.fit([f.freqs for f in frames], [p for f in frames for p in (f.rapsd_x0, f.rapsd_xt, f.noise_floor)])
 
     def _fit_slider(self, follow: bool) -> None:
         n = len(self)
@@ -238,3 +318,5 @@ class RunDocument:
     def set_final_rapsd(self, power: np.ndarray | None) -> None:
         """The spectrum of the run's sample, drawn in grey (None: the newest x̂0's)."""
         self.final.data = {"p": [] if power is None else finite(power)}
+        if power is not None:
+            self.rapsd.fit([], [power])

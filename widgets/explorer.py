@@ -28,7 +28,7 @@ from chromaviz.noise import FLOW_SCHEDULERS, SCHEDULERS, plan_steps
 from chromaviz.sampling import Boundary, PromptSchedule
 from chromaviz.sampling.guidance import check_prompt
 from chromaviz.sampling.trajectory import StepRecord, Trajectory
-from chromaviz.views.frames import build_frames, rapsd
+from chromaviz.views.frames import build_frames, outline_frames, rapsd
 
 from .document import RunDocument
 from .export import export_html, one_thread, page
@@ -66,11 +66,9 @@ class Explorer:
     device : str, optional
         Torch device (default: CUDA when available).
     preview_interval : float
-        Seconds between live refreshes while sampling (> 0).
-    ui_budget : float
-        Largest fraction of the wall time the drawing thread may spend on frames while a run goes,
-        in (0, 1]: at each refresh it draws recorded steps in order (at least one) until it has
-        used that share of the time since the previous refresh; the rest follow at the end.
+        Seconds between live refreshes while sampling (> 0). Each refresh puts every newly recorded
+        step on the scrubber and draws the newest; steps in between show their caption and get their
+        images when the run ends (all of them, when sampling is slower than the refreshes).
 
     Raises
     ------
@@ -97,7 +95,6 @@ class Explorer:
         size: int | None = None,
         device: str | None = None,
         preview_interval: float = 0.1,
-        ui_budget: float = 0.3,
     ) -> None:
         self.model = model if model is not None else load_shapes()
         if not isinstance(self.model, Denoiser):
@@ -111,7 +108,6 @@ class Explorer:
                                 minimum=0, maximum=10)
         size = _checks.positive_int("size", size if size is not None else self.model.default_size[0])
         self.preview_interval = _checks.real("preview_interval", preview_interval, minimum=0.001)
-        self.ui_budget = _checks.real("ui_budget", ui_budget, minimum=0.001, maximum=1)
         examples = self.model.example_prompts or ("cat", "moon")
         prompt = examples[0] if prompt is DEFAULT else prompt
         second_prompt = examples[1] if second_prompt is DEFAULT else second_prompt
@@ -397,26 +393,24 @@ class Explorer:
         state.trajectory = traj
 
     def _refresh_loop(self, job: SamplingJob) -> None:
-        """Draw new steps while ``job`` samples, every ``preview_interval`` seconds within the
-        ``ui_budget``; then every step left and the end.
+        """Refresh the view every ``preview_interval`` seconds while ``job`` samples; then draw every
+        step not drawn yet, and the end.
 
         Notes
         -----
         Each refresh calls torch with one intra-op thread (the setting is restored after it): a
         frame's tensors are single images, far too small to split, and a second OpenMP team
-        spin-waiting beside the sampler's costs the sampler its cores (on 2 busy cores, 2 threads
-        made a frame 8–20× slower than 1).
+        spin-waiting beside the sampler's costs the sampler its cores.
         """
         try:
-            last = time.perf_counter()
+            tick = time.perf_counter()
             while job.running:
-                time.sleep(self.preview_interval)
-                now = time.perf_counter()
-                # this thread's CPU time (waiting for the GIL is not drawing) may use this much:
-                with one_thread():
-                    if self._refresh(final=False, budget=self.ui_budget * (now - last)):
-                        self.preview_updates += 1
-                last = now
+                tick += self.preview_interval
+                job.join(max(0.0, tick - time.perf_counter()))
+                if job.running:
+                    with one_thread():
+                        if self._refresh(final=False):
+                            self.preview_updates += 1
             with one_thread():
                 self._refresh(final=True)
         except Exception as err:  # anything in drawing: stop the run, say so in the widget, never leave it stuck
@@ -428,10 +422,8 @@ class Explorer:
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
 
-    def _refresh(self, final: bool, budget: float = float("inf")) -> bool:
-        """Bring the view up to date with the recorded steps, drawing frames for at most ``budget``
-        seconds of this thread's CPU time (at least one frame per run); returns whether anything
-        was drawn."""
+    def _refresh(self, final: bool) -> bool:
+        """Bring the view up to date with the recorded steps; returns whether anything was drawn."""
         with self._lock:
             pending = self._pending
             if pending is not None:
@@ -444,7 +436,7 @@ class Explorer:
                 self._start_showing(pending)
             drawn = False
             for state in self.runs.values():
-                drawn |= self._draw(state, final=final and state.done, budget=budget)
+                drawn |= self._draw(state, final=final and state.done)
             done = sum(len(s.records) for s in self.runs.values())
             self.progress.value = min(done, self.progress.max)
             latest = max(self.runs.values(), key=lambda s: (len(s.records) > 0, s.name if s.records else ""))
@@ -477,21 +469,23 @@ class Explorer:
                 title.text = "<b>" + html.escape(f"run {name}: {s.settings.scheduler}, {s.settings.num_steps} steps, "
                                                  f"seed {s.settings.seed}, prompt {s.prompt.active}") + "</b>"
 
-    def _draw(self, state: RunState, final: bool, budget: float = float("inf")) -> bool:
-        """Stream the next frames of ``state`` (in step order, within ``budget`` seconds of CPU
-        time, at least one) and its measured points; at the end, the finished run."""
+    def _draw(self, state: RunState, final: bool) -> bool:
+        """Put the steps ``state`` recorded since the last refresh on the scrubber, the newest drawn
+        and the others as outlines, with the measured points of all; at the end, draw every
+        outline and show the finished run."""
         n = len(state.records)
         new = state.records[state.shown:n]
         if new:
-            start, frames = time.thread_time(), []
-            for rec in new:
-                frames += build_frames([rec], self.model.to_rgb, self.view.levels)
-                if time.thread_time() - start > budget and not final:
-                    break
-            new = new[: len(frames)]
             state.comparison.extend(new)
-            state.shown += len(new)
-            self.view.append_frames(state.name, frames)
+            drawn = build_frames(new if final else new[-1:], self.model.to_rgb, self.view.levels)
+            outlines = [] if final else outline_frames(new[:-1])
+            state.outlines += range(state.shown, state.shown + len(outlines))
+            state.shown = n
+            self.view.append_frames(state.name, outlines + drawn)
+        if final and state.outlines:
+            rows, state.outlines = state.outlines, []
+            self.view.replace_frames(state.name, rows, build_frames([state.records[i] for i in rows], self.model.to_rgb,
+                                                                    self.view.levels))
         if not (new or final) or not state.shown:
             return False
         comparison = self._comparison(state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from bokeh.models import ColumnDataSource, Legend, LegendItem, Span
+from bokeh.models import ColumnDataSource, Legend, LegendItem, Range1d, Span
 from bokeh.plotting import figure
 
 from chromaviz.views.figures import level_colours
@@ -79,7 +79,8 @@ class ChromatographyPlot:
             items.append(LegendItem(label=f"m={m}", renderers=[line]))
         self.fig.add_layout(Legend(items=items, location="top_left", label_text_font_size="12px"), "right")
         _legible(self.fig)
-        self.cursor = Span(location=0, dimension="height", line_color="crimson", line_width=2, line_alpha=0.7)
+        self.cursor = Span(location=0, dimension="height", line_color="crimson", line_width=2, line_alpha=0.7,
+                           level="overlay")  # moved at every scrub: only the overlay layer repaints
         self.fig.add_layout(self.cursor)
 
     @staticmethod
@@ -115,20 +116,53 @@ class ChromatographyPlot:
 
 class RapsdPlot:
     """Centred radial power spectra at the selected step against the noise floor 1/SNR (data units);
-    the browser fills ``spectra`` and ``floor`` from the selected frame."""
+    the browser fills ``spectra`` and ``floor`` from the selected frame.
+
+    The spectra and the floor are drawn on the overlay layer and the ranges are fixed
+    (:meth:`fit`), so a scrub repaints four short lines, not the axes, grid and legend."""
 
     def __init__(self, *, width: int = 420, height: int = 330) -> None:
         self.fig = figure(width=width, height=height, x_axis_type="log", y_axis_type="log",
+                          x_range=Range1d(0.01, 1), y_range=Range1d(1e-3, 10),
                           tools="pan,wheel_zoom,reset,save", toolbar_location="above",
                           title="RAPSD at the selected step (centred; white noise = 1)")
         self.fig.xaxis.axis_label = "frequency (cycles/pixel)"
         self.fig.yaxis.axis_label = "power"
         self.spectra = ColumnDataSource({"f": [], "x0": [], "xt": [], "final": []}, name="rapsd")
         self.floor = ColumnDataSource({"f": [], "p": []})
-        self.fig.line("f", "final", source=self.spectra, color="grey", line_width=2, legend_label="final sample")
-        self.fig.line("f", "xt", source=self.spectra, color="#d95f02", line_width=1.5, legend_label="x_t / α")
-        self.fig.line("f", "x0", source=self.spectra, color="#1b9e77", line_width=2.5, legend_label="x̂0")
-        self.fig.line("f", "p", source=self.floor, color="crimson", line_dash="dashed", line_width=2, legend_label="noise floor 1/SNR")
+        styles = {"final": dict(color="grey", line_width=2), "xt": dict(color="#d95f02", line_width=1.5),
+                  "x0": dict(color="#1b9e77", line_width=2.5), "p": dict(color="crimson", line_dash="dashed", line_width=2)}
+        labels = {"final": "final sample", "xt": "x_t / α", "x0": "x̂0", "p": "noise floor 1/SNR"}
+        no_data = ColumnDataSource({"f": [np.nan], **{key: [np.nan] for key in styles}})
+        for key, style in styles.items():
+            line = self.fig.line("f", key, source=self.floor if key == "p" else self.spectra, **style)
+            line.level = "overlay"
+            # The legend is painted with the plot's primary layer, once: it shows these stand-ins,
+            # which draw nothing in the plot and always have a row to draw the legend's line from.
+            self.fig.line("f", key, source=no_data, legend_label=labels[key], **style)
         self.fig.legend.location = "bottom_left"
         self.fig.legend.label_text_font_size = "12px"
         _legible(self.fig)
+        self._fitted: set[str] = set()
+        """The axes whose range :meth:`fit` has set since :meth:`clear`."""
+
+    def fit(self, freqs: Sequence[np.ndarray], powers: Sequence[np.ndarray]) -> None:
+        """Widen the axes' ranges to hold every positive, finite value of ``freqs`` and ``powers``
+        (arrays of any shape), with a margin; after :meth:`clear`, the first values set them."""
+        for axis, rng, arrays, margin in (("x", self.fig.x_range, freqs, 1.1), ("y", self.fig.y_range, powers, 2.0)):
+            values = np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in arrays] or [np.zeros(0)])
+            values = values[np.isfinite(values) & (values > 0)]
+            if not values.size:
+                continue
+            low, high = values.min() / margin, values.max() * margin
+            if axis in self._fitted:
+                low, high = min(rng.start, low), max(rng.end, high)
+            if (low, high) != (rng.start, rng.end):
+                rng.start, rng.end = low, high
+            self._fitted.add(axis)
+
+    def clear(self) -> None:
+        """No spectra; the next :meth:`fit` sets the ranges afresh."""
+        self.spectra.data = {"f": [], "x0": [], "xt": [], "final": []}
+        self.floor.data = {"f": [], "p": []}
+        self._fitted.clear()

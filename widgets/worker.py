@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 import time
 import traceback
@@ -82,7 +84,9 @@ class RunState:
     comparison : StepwiseComparison
         The measured signal fractions of the recorded steps (filled by the view).
     shown : int
-        Records already drawn as frames.
+        Records already on the scrubber.
+    outlines : list of int
+        Rows of the scrubber shown as outlines (caption only), drawn when the run ends.
     elapsed : float
         Seconds since the run started, at its newest step.
     """
@@ -96,6 +100,7 @@ class RunState:
     trajectory: Trajectory | None = None
     error: str | None = None
     shown: int = 0
+    outlines: list[int] = field(default_factory=list)
     elapsed: float = 0.0
 
     @property
@@ -107,6 +112,35 @@ class RunState:
         if self.trajectory is not None:
             return self.trajectory
         return Trajectory(metadata={}, steps=list(self.records)) if self.records else None
+
+
+OPENMP_RUNTIMES = ("libgomp.so.1", "libiomp5.so", "libomp.so", "libomp.dylib", "libiomp5.dylib")
+"""The OpenMP runtimes torch may have loaded (GNU, Intel, LLVM), by the name the loader knows."""
+
+
+def release_openmp_threads() -> bool:
+    """Free the calling thread's OpenMP thread team (``omp_pause_resource_all(omp_pause_hard)``,
+    OpenMP 5.0), if torch's OpenMP runtime is loaded and has one; returns whether it was freed.
+
+    Every Python thread that runs a parallel torch operation gets its own OpenMP team, and a team's
+    idle threads are kept. Once the teams together have more threads than the machine has cores,
+    GNU OpenMP stops letting idle threads spin-wait for work and puts them to sleep instead, so every
+    parallel operation of every team pays for waking them: a run sampled in a worker thread, after
+    the notebook's own thread used torch, took 1.4× as long on 2 cores (and single operations up to
+    4×). Freeing the calling thread's idle team before the worker starts keeps the count at the
+    cores; the team is made again when that thread next runs a parallel operation.
+
+    Only runtimes already loaded are touched; nothing is loaded.
+    """
+    for name in OPENMP_RUNTIMES:
+        try:
+            runtime = ctypes.CDLL(name, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        except (OSError, AttributeError):  # not loaded (or no RTLD_NOLOAD on this platform)
+            continue
+        pause = getattr(runtime, "omp_pause_resource_all", None)
+        if pause is not None:
+            return pause(2) == 0  # omp_pause_hard
+    return False
 
 
 class SamplingJob:
@@ -127,7 +161,8 @@ class SamplingJob:
     torch's OpenMP thread count is a per-thread setting: a fresh Python thread that calls into
     torch starts its own thread team at the library default. The worker takes the count of the
     thread that created the job, so a run samples with the same intra-op threads as ``sample()``
-    called there.
+    called there; :meth:`start` frees the starting thread's idle team first
+    (:func:`release_openmp_threads`), so the two teams do not slow each other.
     """
 
     def __init__(self, model: Denoiser, runs: list[RunState], on_step: Callable, on_done: Callable) -> None:
@@ -140,6 +175,7 @@ class SamplingJob:
         self.thread = threading.Thread(target=self._work, name="chromaviz-sampling", daemon=True)
 
     def start(self) -> SamplingJob:
+        release_openmp_threads()
         self.thread.start()
         return self
 

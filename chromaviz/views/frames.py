@@ -52,14 +52,16 @@ class Frame:
         The prompt active at this step (None: unconditional).
     x_t, x0 : ndarray, shape (H, W, 3), uint8
         The network input and the prediction x̂0 through the model's ``to_rgb`` (x_t is None when
-        the run did not record it).
+        the run did not record it; both None in an outline, :func:`outline_frames`).
     bands : ndarray, shape (2·h + 2, L·(w + 2) − 2, 3), uint8
-        The bands of x̂0 (:func:`band_grid`): box pyramid above, FFT rings below, finest left.
+        The bands of x̂0 (:func:`band_grid`): box pyramid above, FFT rings below, finest left
+        (None in an outline).
     freqs : ndarray, shape (R,)
-        Frequencies of the spectra, cycles per pixel of the sample grid (DC dropped).
+        Frequencies of the spectra, cycles per pixel of the sample grid (DC dropped; empty in an
+        outline).
     rapsd_x0, rapsd_xt : ndarray, shape (R,)
         Centred RAPSD of x̂0 and of x_t/α (white noise = 1; NaN at α = 0 or when x_t was not
-        recorded).
+        recorded; empty in an outline).
     """
 
     index: int
@@ -68,8 +70,8 @@ class Frame:
     log_snr: float
     prompt: str | None
     x_t: np.ndarray | None
-    x0: np.ndarray
-    bands: np.ndarray
+    x0: np.ndarray | None
+    bands: np.ndarray | None
     freqs: np.ndarray
     rapsd_x0: np.ndarray
     rapsd_xt: np.ndarray
@@ -80,6 +82,11 @@ class Frame:
         prompt = "unconditional" if self.prompt is None else repr(self.prompt)
         return (f"step {self.index + 1}/{self.num_steps} · t = {self.timestep:.1f} · "
                 f"λ = {self.log_snr:+.2f} · prompt {prompt}")
+
+    @property
+    def drawn(self) -> bool:
+        """Whether the frame has its images and spectra (False for an outline)."""
+        return self.x0 is not None
 
     @property
     def noise_floor(self) -> float:
@@ -182,6 +189,16 @@ def build_frames(steps: Sequence, to_rgb: ToRGB, levels: Sequence[int], *, sampl
             freqs=freqs, rapsd_x0=p_x0, rapsd_xt=p_xt,
         ))
     return frames
+
+
+def outline_frames(steps: Sequence) -> list[Frame]:
+    """Frames of recorded steps without images or spectra: each step's caption and position only,
+    at no cost. A live view shows these for steps it has not drawn yet and replaces them with
+    :func:`build_frames` later."""
+    empty = np.zeros(0)
+    return [Frame(index=rec.index, num_steps=rec.num_steps, timestep=float(rec.timestep), log_snr=float(rec.log_snr),
+                  prompt=rec.prompt, x_t=None, x0=None, bands=None, freqs=empty, rapsd_x0=empty, rapsd_xt=empty)
+            for rec in steps]
 
 
 def encode_image(rgb: np.ndarray, format: str = "webp", quality: int = 80) -> str:
