@@ -338,7 +338,9 @@ def test_default_report_html_is_one_small_offline_file(default_report):
     print(f"report.html {size / 1e6:.2f} MB: run page {run_page / 1e6:.2f} MB (escaped), figures {images / 1e6:.2f} MB, "
           f"rest {(size - run_page - images) / 1e6:.2f} MB")
     assert size - run_page < 600_000, "the report around the run page should be well under 1 MB"
-    assert size <= REPORT_HTML_BUDGET, f"report.html is {size / 1e6:.2f} MB (budget {REPORT_HTML_BUDGET / 1e6:.0f} MB)"
+    assert size <= REPORT_HTML_BUDGET, f"report.html is {size / 1e6:.2f} MB (budget {REPORT_HTML_BUDGET / 1e6:.1f} MB)"
+    run_html = (out / "run.html").stat().st_size  # 50 steps of 64×64, batch 8: WebP frames, BokehJS gzip-compressed
+    assert run_html <= 2_000_000, f"run.html is {run_html / 1e6:.2f} MB (budget 2 MB)"
 
 
 @pytest.mark.notebook

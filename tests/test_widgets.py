@@ -2,12 +2,14 @@
 it shows against compare() and the report."""
 
 import base64
+import gzip
 import io
 import math
 import re
 import sys
 import time
 
+import bokeh
 import numpy as np
 import pytest
 import torch
@@ -19,7 +21,6 @@ from chromaviz.noise import plan_steps
 from chromaviz.sampling import Boundary
 from chromaviz.views.frames import build_frames, sample_rgb
 from widgets import Explorer, export_html, run_page
-from widgets.document import OUTLINE_NOTE
 from widgets.export import run_document
 from widgets.worker import release_openmp_threads
 
@@ -164,32 +165,36 @@ def test_bad_constructor_arguments_are_clear_errors(mixture):
         Explorer(mixture, prompt=3)
 
 
-def test_a_refresh_draws_the_newest_step_and_outlines_the_rest_until_the_end(mixture):
-    """Steps recorded faster than the refreshes: each refresh puts all of them on the scrubber,
-    draws the newest and outlines the others (caption, no images); the end draws every outline."""
+def test_a_refresh_draws_the_newest_step_and_the_end_puts_every_step_on_the_scrubber(mixture):
+    """Steps recorded faster than the refreshes: each refresh draws the newest one (a frame on the
+    scrubber, measured at its own step); when the run ends, the scrubber holds every step, in
+    order, each its own frame, measured as compare() measures the run."""
     ex = Explorer(mixture, num_steps=12, size=32)
     runs = ex._plan_runs()
     traj = sample(mixture, ex.prompt.value, num_inference_steps=12, height=32, width=32)
     ex._pending = runs
-    runs["A"].records += traj.steps[:5]
-    assert ex._refresh(final=False)
+    for n in (5, 9):
+        runs["A"].records[:] = traj.steps[:n]
+        assert ex._refresh(final=False)
+    assert not ex._refresh(final=False)  # nothing new: nothing drawn
     rows = ex.view.frames["A"].data
-    assert len(rows["caption"]) == 5 and runs["A"].outlines == [0, 1, 2, 3]
-    assert rows["x0"][:4] == [""] * 4 and rows["x0"][4].startswith("data:image/webp;base64,")
-    assert all(c.endswith(OUTLINE_NOTE) for c in rows["caption"][:4]) and rows["caption"][4].startswith("step 5/12")
-    assert len(ex.view.chroma.measured["A"].data["g0"]) == 5  # every recorded step is measured
-    assert ex.view.slider.value == 4  # the view follows the newest, drawn, step
+    assert [c.split(" ·")[0] for c in rows["caption"]] == ["step 5/12", "step 9/12"]
+    assert all(uri.startswith("data:image/webp;base64,") for uri in rows["x0"])
+    measured = ex.view.chroma.measured["A"].data
+    assert list(measured["step"]) == [4.0, 8.0] and np.isfinite(measured["g0"]).all()
+    assert ex.view.slider.value == 1  # following the newest
 
-    runs["A"].records += traj.steps[5:]
+    runs["A"].records[:] = traj.steps
     runs["A"].trajectory = traj
     ex._refresh(final=True)
     rows = ex.view.frames["A"].data
-    assert runs["A"].outlines == [] and len(rows["caption"]) == 12
-    for i, rec in enumerate(traj.steps):  # every row is its step's frame, drawn
+    assert len(rows["caption"]) == 12 and ex.view.slider.value == 11
+    for i, rec in enumerate(traj.steps):  # every row is its step's frame
         assert rows["caption"][i] == build_frames([rec], mixture.to_rgb, ex.levels)[0].caption
         truth = sample_rgb(rec.x0[0], mixture.to_rgb).astype(int)
         assert np.abs(decoded(rows["x0"][i]).astype(int) - truth).mean() < 6
-        assert len(rows["f"][i]) > 0 and rows["bands"][i].startswith("data:image/webp;base64,")
+    np.testing.assert_allclose(ex.view.chroma.measured["A"].data["g0"], compare(traj, mixture, levels=ex.levels).measured[:, 0])
+    assert list(ex.view.chroma.measured["A"].data["step"]) == list(range(12))
 
 
 def test_starting_a_job_frees_the_starting_threads_openmp_team():
@@ -336,6 +341,9 @@ def test_export_writes_a_standalone_page_with_every_frame(finished, mixture, tmp
         finished.export_html(tmp_path / "b.html", run="B")
     assert page.count("data:image/webp;base64,") >= 3 * 12  # x_t, x̂0 and bands for every step
     assert '"scrubber"' in page and "cdn.bokeh.org" not in page  # BokehJS is inline: works offline
+    packed = re.search(r'<script type="application/gzip;base64" id="chromaviz-bokehjs">([^<]*)</script>', page).group(1)
+    bokehjs = gzip.decompress(base64.b64decode(packed)).decode()
+    assert bokeh.__version__ in bokehjs and len(page) < len(bokehjs)  # BokehJS, compressed: the page is smaller
     traj = finished.trajectories["A"]
     text = run_page(traj, mixture)
     assert text.lstrip().lower().startswith("<!doctype html>") and text.count("data:image/webp;base64,") >= 3 * 12

@@ -54,12 +54,12 @@ const elements = (div) => {
   }
   return found;
 };
+const EMPTY = 'data:,';
 const show = (img, uri, height) => {
   img.parentNode.style.display = uri === '' ? 'none' : '';
   if (img.__uri !== uri) { img.__uri = uri; img.src = uri === '' ? EMPTY : uri; }
   if (img.height !== height) img.height = height;
 };
-const EMPTY = 'data:,';
 const load_all = (src) => {
   // Load every frame's images once they are here, and keep them: a scrub then shows images the page
   // holds loaded and decoded, instead of loading one between the key press and the paint.
@@ -99,11 +99,10 @@ if (shown !== null) {
 """
 
 _FOLLOW_JS = """
-// New frames streamed in: grow the scrubber, and follow the newest frame if it sat on the last one.
+// Frames streamed in or replaced: fit the scrubber, and follow the newest frame if it sat on the last
+// one. The browser decides, as only it knows where the user has put the scrubber just now.
 const n = Math.max(...panels.map(([src]) => src.data.caption.length));
-const last = slider.__frames === undefined ? slider.end : slider.__frames - 1;
-const following = slider.value >= last;
-slider.__frames = n;
+const following = slider.disabled || slider.value >= slider.end;  // disabled: fewer than two frames so far
 slider.end = Math.max(n - 1, 1);
 slider.disabled = n < 2;
 if (following && slider.value !== n - 1) slider.value = Math.max(n - 1, 0);
@@ -147,24 +146,22 @@ PANEL_HTML = (
 
 def display_heights(frame: Frame) -> tuple[int, int]:
     """CSS heights of a frame's x̂0 and of its band grid: small images enlarged by a whole factor
-    to about :data:`IMAGE_PX`, large ones shrunk to it; each band about :data:`BAND_PX` tall
-    ((0, 0) for an outline)."""
-    if not frame.drawn:
-        return 0, 0
+    to about :data:`IMAGE_PX`, large ones shrunk to it; each band about :data:`BAND_PX` tall."""
     h = frame.x0.shape[0]
     px = h * (IMAGE_PX // h) if h <= IMAGE_PX else IMAGE_PX
     return px, int(round(frame.bands.shape[0] * BAND_PX / h))
 
 
-OUTLINE_NOTE = " · images when the run ends"
-"""Added to the caption of a frame not drawn yet (:func:`chromaviz.views.frames.outline_frames`)."""
-
-
-def frame_rows(frames: Sequence[Frame], *, image_format: str = "webp") -> dict[str, list]:
+def frame_rows(frames: Sequence[Frame], *, image_format: str = "webp", arrays: bool = True) -> dict[str, list]:
     """The ``ColumnDataSource`` columns of ``frames`` (one row per frame; images as data URIs, ""
-    for an image the frame does not have)."""
+    for an x_t the run did not record). Spectra are float32 arrays (compact in a page) or, with
+    ``arrays=False``, lists of 7 significant digits (inline in one message, for streaming)."""
     def uri(rgb, key):
         return "" if rgb is None else encode_image(rgb, image_format, QUALITY[key])
+
+    def spectrum(values):
+        values = finite(values).astype(np.float32)
+        return values if arrays else [float(f"{v:.7g}") for v in values.tolist()]
 
     heights = [display_heights(f) for f in frames]
     return {
@@ -173,13 +170,13 @@ def frame_rows(frames: Sequence[Frame], *, image_format: str = "webp") -> dict[s
         "step": [float(f.index) for f in frames],
         "timestep": [f.position("timestep") for f in frames],
         "log_snr": [f.position("log_snr") for f in frames],
-        "caption": [f.caption + ("" if f.drawn else OUTLINE_NOTE) for f in frames],
+        "caption": [f.caption for f in frames],
         "x_t": [uri(f.x_t, "x_t") for f in frames],
         "x0": [uri(f.x0, "x0") for f in frames],
         "bands": [uri(f.bands, "bands") for f in frames],
-        "f": [f.freqs.astype(np.float32) for f in frames],
-        "rapsd_x0": [finite(f.rapsd_x0).astype(np.float32) for f in frames],
-        "rapsd_xt": [finite(f.rapsd_xt).astype(np.float32) for f in frames],
+        "f": [spectrum(f.freqs) for f in frames],
+        "rapsd_x0": [spectrum(f.rapsd_x0) for f in frames],
+        "rapsd_xt": [spectrum(f.rapsd_xt) for f in frames],
         "floor": [f.noise_floor for f in frames],
     }
 
@@ -224,8 +221,7 @@ class RunDocument:
         self.slider.js_on_change("value", self.update)
         follow = CustomJS(args=dict(slider=self.slider, panels=panels, update=self.update), code=_FOLLOW_JS)
         for src in self.frames.values():
-            src.js_on_change("data", self.update)
-            src.js_on_change("patching", self.update)
+            src.js_on_change("data", follow)
             src.js_on_change("streaming", follow)
         self.coordinate.js_on_change("active", CustomJS(args=dict(
             radio=self.coordinate, coordinates=list(COORDINATES), sources=[self.chroma.theory, *self.chroma.measured.values()],
@@ -247,15 +243,21 @@ class RunDocument:
         """The x axis chosen in the browser: "step", "timestep" or "log_snr"."""
         return COORDINATES[self.coordinate.active]
 
+    browser = None
+    """The object that syncs this document with a live browser view (the explorer's
+    ``jupyter_bokeh.BokehModel``): changes the browser makes itself are set with it as the setter,
+    which it does not send back. None: every change is sent."""
+
     def __len__(self) -> int:
         """Frames on the scrubber: the most of any run."""
         return max((len(src.data["caption"]) for src in self.frames.values()), default=0)
 
-    def set_frames(self, run: str, frames: Sequence[Frame]) -> None:
-        """Replace run ``run``'s frames."""
-        self.frames[run].data = frame_rows(frames, image_format=self.image_format)
+    def set_frames(self, run: str, frames: Sequence[Frame], *, follow: bool = False, arrays: bool = True) -> None:
+        """Replace run ``run``'s frames; the scrubber moves to the newest frame if ``follow``.
+        ``arrays``: spectra as arrays (compact in a page) or lists (one message to a live view)."""
+        self.frames[run].data = frame_rows(frames, image_format=self.image_format, arrays=arrays)
         self._fit_spectra(frames)
-        self._fit_slider(follow=False)
+        self._fit_slider(follow)
 
     def append_frames(self, run: str, frames: Sequence[Frame], *, follow: bool | None = None) -> None:
         """Append frames to run ``run`` (streamed to the browser). The scrubber follows the newest
@@ -265,19 +267,8 @@ class RunDocument:
         if follow is None:
             follow = self.slider.value >= len(self) - 1
         self._fit_spectra(frames)
-        self.frames[run].stream(frame_rows(frames, image_format=self.image_format))
+        self.frames[run].stream(frame_rows(frames, image_format=self.image_format, arrays=False))
         self._fit_slider(follow)
-
-    def replace_frames(self, run: str, rows: Sequence[int], frames: Sequence[Frame]) -> None:
-        """Put ``frames`` in rows ``rows`` of run ``run`` (patched in the browser): the drawn frames
-        of steps first shown as outlines."""
-        if len(rows) != len(frames):
-            raise ValueError(f"rows and frames must have the same length, got {len(rows)} and {len(frames)}")
-        if not frames:
-            return
-        self._fit_spectra(frames)
-        columns = frame_rows(frames, image_format=self.image_format)
-        self.frames[run].patch({key: list(zip(rows, values)) for key, values in columns.items()})
 
     def clear(self) -> None:
         """Remove every run's frames and measured points (the theory stays)."""
@@ -286,20 +277,24 @@ class RunDocument:
             self.chroma.clear_measured(name)
         self.final.data = {"p": []}
         self.rapsd.clear()
-        self.slider.value = 0
-        self._fit_slider(follow=False)
+        # sent to the browser too: a new run starts at its first frame and follows the newest
+        self.slider.update(value=0, end=1, disabled=True)
 
     def _fit_spectra(self, frames: Sequence[Frame]) -> None:
         self.rapsd.fit([f.freqs for f in frames], [p for f in frames for p in (f.rapsd_x0, f.rapsd_xt, f.noise_floor)])
 
     def _fit_slider(self, follow: bool) -> None:
+        """Fit the scrubber to the frames. A live browser does the same by itself when frames
+        arrive (``_FOLLOW_JS``), so it is not sent these changes (they could overtake what the user
+        did there in the meantime)."""
         n = len(self)
-        self.slider.end = max(n - 1, 1)  # bokeh sliders need end > start
-        self.slider.disabled = n < 2
-        if follow:
-            self.slider.value = max(n - 1, 0)
-        elif self.slider.value > max(n - 1, 0):
-            self.slider.value = max(n - 1, 0)
+        last = max(n - 1, 0)
+        changes = {"end": max(n - 1, 1), "disabled": n < 2}  # bokeh sliders need end > start
+        if follow or self.slider.value > last:
+            changes["value"] = last
+        for name, value in changes.items():
+            if getattr(self.slider, name) != value:
+                self.slider.lookup(name).__set__(self.slider, value, setter=self.browser)
 
     def show(self, step: int) -> None:
         """Move the scrubber to ``step`` (the browser draws the frame)."""
@@ -309,14 +304,14 @@ class RunDocument:
         """The theory curves over the planned steps (shapes (S,) and (S, L))."""
         self.chroma.set_theory(timesteps, log_snr, spectrum_aware, m2_law, coordinate=self.coordinate_name)
 
-    def set_comparison(self, run: str, comparison: Comparison) -> None:
+    def set_comparison(self, run: str, comparison: Comparison, steps: Sequence[int] | None = None) -> None:
         """Measured signal fractions of run ``run`` (markers) and its prediction as sampled (dotted), from
-        its :class:`Comparison`."""
+        its :class:`Comparison` of the run's steps (or of the steps ``steps``, by index)."""
         self.chroma.set_measured(run, comparison.timesteps, comparison.log_snr, comparison.measured,
-                                 predicted=comparison.predicted, coordinate=self.coordinate_name)
+                                 predicted=comparison.predicted, coordinate=self.coordinate_name, steps=steps)
 
     def set_final_rapsd(self, power: np.ndarray | None) -> None:
         """The spectrum of the run's sample, drawn in grey (None: the newest x̂0's)."""
-        self.final.data = {"p": [] if power is None else finite(power)}
+        self.final.data = {"p": [] if power is None else finite(power).tolist()}
         if power is not None:
             self.rapsd.fit([], [power])

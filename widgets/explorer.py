@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
-from jupyter_bokeh.widgets import BokehModel
 
 from chromaviz import _checks, analysis, spectral, theory
 from chromaviz.analysis import StepwiseComparison
@@ -28,10 +27,11 @@ from chromaviz.noise import FLOW_SCHEDULERS, SCHEDULERS, plan_steps
 from chromaviz.sampling import Boundary, PromptSchedule
 from chromaviz.sampling.guidance import check_prompt
 from chromaviz.sampling.trajectory import StepRecord, Trajectory
-from chromaviz.views.frames import build_frames, outline_frames, rapsd
+from chromaviz.views.frames import build_frames, rapsd
 
 from .document import RunDocument
 from .export import export_html, one_thread, page
+from .live import BatchedBokehModel
 from .worker import LivePrompt, RunSettings, RunState, SamplingJob
 
 SWITCH_UNITS = ("fraction", "timestep", "log_snr", "level")
@@ -66,9 +66,9 @@ class Explorer:
     device : str, optional
         Torch device (default: CUDA when available).
     preview_interval : float
-        Seconds between live refreshes while sampling (> 0). Each refresh puts every newly recorded
-        step on the scrubber and draws the newest; steps in between show their caption and get their
-        images when the run ends (all of them, when sampling is slower than the refreshes).
+        Seconds between live refreshes while sampling (> 0). Each refresh draws the newest recorded
+        step and adds it to the scrubber; when the run ends, the scrubber gets every step (each
+        refresh has drawn every step already when sampling is slower than the refreshes).
 
     Raises
     ------
@@ -172,7 +172,7 @@ class Explorer:
         """The bokeh document of the runs (rebuilt when a run's levels differ)."""
         self.view = RunDocument(levels, runs=("A", "B"))
         self.view.titles["B"].visible = False
-        self._bokeh = BokehModel(self.view.layout)
+        self._bokeh = self.view.browser = BatchedBokehModel(self.view.layout)
 
     def _build_layout(self) -> None:
         self.view_box = W.Box([self._bokeh])
@@ -423,8 +423,9 @@ class Explorer:
             self.run_button.disabled, self.stop_button.disabled = False, True
 
     def _refresh(self, final: bool) -> bool:
-        """Bring the view up to date with the recorded steps; returns whether anything was drawn."""
-        with self._lock:
+        """Bring the view up to date with the recorded steps; returns whether anything was drawn.
+        The document's changes go to the browser as one message."""
+        with self._lock, self._bokeh.batch():
             pending = self._pending
             if pending is not None:
                 if not any(s.records for s in pending.values()):
@@ -470,39 +471,43 @@ class Explorer:
                                                  f"seed {s.settings.seed}, prompt {s.prompt.active}") + "</b>"
 
     def _draw(self, state: RunState, final: bool) -> bool:
-        """Put the steps ``state`` recorded since the last refresh on the scrubber, the newest drawn
-        and the others as outlines, with the measured points of all; at the end, draw every
-        outline and show the finished run."""
+        """Draw the newest step ``state`` recorded since the last refresh (the scrubber gets one
+        frame per refresh while the run goes); at the end, put every step on the scrubber and show
+        the finished run, measured by :func:`chromaviz.analysis.compare`."""
         n = len(state.records)
-        new = state.records[state.shown:n]
-        if new:
-            state.comparison.extend(new)
-            drawn = build_frames(new if final else new[-1:], self.model.to_rgb, self.view.levels)
-            outlines = [] if final else outline_frames(new[:-1])
-            state.outlines += range(state.shown, state.shown + len(outlines))
-            state.shown = n
-            self.view.append_frames(state.name, outlines + drawn)
-        if final and state.outlines:
-            rows, state.outlines = state.outlines, []
-            self.view.replace_frames(state.name, rows, build_frames([state.records[i] for i in rows], self.model.to_rgb,
-                                                                    self.view.levels))
-        if not (new or final) or not state.shown:
+        if n > state.shown and not final:
+            newest = state.records[n - 1]
+            state.comparison.extend([newest])
+            self.view.append_frames(state.name, build_frames([newest], self.model.to_rgb, self.view.levels))
+            state.rows += 1
+        elif final and state.rows < n:
+            new = state.records[state.shown:]
+            if state.rows == state.shown:  # no step was skipped: the rest follow the rows there
+                self.view.append_frames(state.name, build_frames(new, self.model.to_rgb, self.view.levels))
+            else:
+                frames = build_frames(state.records, self.model.to_rgb, self.view.levels)
+                following = self.view.slider.value >= len(self.view) - 1
+                self.view.set_frames(state.name, frames, follow=following, arrays=False)
+            state.rows = n
+        elif not final or not state.rows:
             return False
-        comparison = self._comparison(state)
-        self.view.set_comparison(state.name, comparison)
+        state.shown = n
+        comparison, steps = self._comparison(state)
+        self.view.set_comparison(state.name, comparison, steps=steps)
         if final and state.name == "A":
             self.view.set_final_rapsd(rapsd(state.trajectory.sample)[1])
         if final and state.name == "A" and state.trajectory.status == "complete":  # else the planned theory stays
             self.view.set_theory(comparison.timesteps, comparison.log_snr, comparison.spectrum_aware, comparison.m2_law)
         return True
 
-    def _comparison(self, state: RunState) -> analysis.Comparison:
-        """The measured signal fractions of ``state``: :func:`chromaviz.analysis.compare` of the
-        ended run, so that what is shown is what compare() and the report give; while it goes, the
-        step-by-step form over the steps drawn so far."""
+    def _comparison(self, state: RunState) -> tuple[analysis.Comparison, list[int] | None]:
+        """The measured signal fractions of ``state`` and the indices of the steps they are of (None:
+        all, in order): :func:`chromaviz.analysis.compare` of the ended run, so that what is shown is
+        what compare() and the report give; while it goes, the step-by-step form over the steps
+        drawn so far (measuring every step as it comes would cost a fast sampler its speed)."""
         if state.done and state.shown == len(state.trajectory):
-            return analysis.compare(state.trajectory, self.model, method=self.method.value, levels=self.view.levels)
-        return state.comparison.comparison()
+            return analysis.compare(state.trajectory, self.model, method=self.method.value, levels=self.view.levels), None
+        return state.comparison.comparison(), [s.index for s in state.comparison.steps]
 
     def _finish(self) -> None:
         """Status, progress colour and buttons once the job has ended."""
@@ -521,10 +526,11 @@ class Explorer:
         """Measure every run on screen again with the chosen band method."""
         with self._lock:
             for state in self.runs.values():
+                drawn = state.comparison.steps
                 state.comparison = StepwiseComparison(self.model, method=self.method.value, levels=self.view.levels)
-                state.comparison.extend(state.records[: state.shown])
+                state.comparison.extend(drawn)
                 if state.shown:
-                    self.view.set_comparison(state.name, self._comparison(state))
+                    self.view.set_comparison(state.name, *self._comparison(state))
 
     # ------------------------------------------------------------------ views
     def show_step(self, step: int) -> None:

@@ -33,6 +33,12 @@ def finite(a) -> np.ndarray:
     return np.where(np.isfinite(a), a, np.nan)
 
 
+def as_lists(columns: dict[str, np.ndarray]) -> dict[str, list]:
+    """Columns as plain lists: sent to the browser inside one message, where each array would be a
+    binary buffer of its own (two more messages each, in a live notebook)."""
+    return {key: np.asarray(values).tolist() for key, values in columns.items()}
+
+
 def _legible(fig) -> None:
     """Type sizes that stay readable when projected."""
     fig.title.text_font_size = "15px"
@@ -74,8 +80,10 @@ class ChromatographyPlot:
             line = self.fig.line("x", f"sa{j}", source=self.theory, color=color, line_width=2)
             self.fig.line("x", f"m2{j}", source=self.theory, color=color, line_width=1, line_dash="dashed")
             for k, (name, src) in enumerate(self.measured.items()):
-                self.fig.scatter("x", f"g{j}", source=src, color=color, size=5, marker=self.MARKERS[k % 3], alpha=0.85)
-                self.fig.line("x", f"p{j}", source=src, color=color, line_width=1.5, line_dash="dotted")
+                # measured points change at every live refresh: on the overlay layer, the theory stays painted
+                self.fig.scatter("x", f"g{j}", source=src, color=color, size=5, marker=self.MARKERS[k % 3], alpha=0.85,
+                                 level="overlay")
+                self.fig.line("x", f"p{j}", source=src, color=color, line_width=1.5, line_dash="dotted", level="overlay")
             items.append(LegendItem(label=f"m={m}", renderers=[line]))
         self.fig.add_layout(Legend(items=items, location="top_left", label_text_font_size="12px"), "right")
         _legible(self.fig)
@@ -84,10 +92,11 @@ class ChromatographyPlot:
         self.fig.add_layout(self.cursor)
 
     @staticmethod
-    def _columns(timesteps, log_snr, coordinate: str) -> dict[str, np.ndarray]:
+    def _columns(timesteps, log_snr, coordinate: str, steps=None) -> dict[str, np.ndarray]:
         if coordinate not in COORDINATE_LABELS:
             raise ValueError(f"coordinate must be one of {list(COORDINATE_LABELS)}, got {coordinate!r}")
-        cols = {"step": np.arange(len(timesteps), dtype=np.float64), "timestep": np.asarray(timesteps, dtype=np.float64),
+        steps = np.arange(len(timesteps)) if steps is None else steps
+        cols = {"step": np.asarray(steps, dtype=np.float64), "timestep": np.asarray(timesteps, dtype=np.float64),
                 "log_snr": finite(log_snr)}
         cols["x"] = cols[coordinate]
         return cols
@@ -97,18 +106,19 @@ class ChromatographyPlot:
         cols = self._columns(timesteps, log_snr, coordinate)
         cols.update({f"sa{j}": finite(spectrum_aware[:, j]) for j in range(len(self.levels))})
         cols.update({f"m2{j}": finite(m2_law[:, j]) for j in range(len(self.levels))})
-        self.theory.data = cols
+        self.theory.data = as_lists(cols)
 
     def set_measured(self, run: str, timesteps, log_snr, fractions: np.ndarray, *, predicted: np.ndarray | None = None,
-                     coordinate: str = "step") -> None:
+                     coordinate: str = "step", steps=None) -> None:
         """Measured G_b of the recorded steps of ``run`` (shapes (S',) and (S', L)), and its prediction
-        as sampled (shape (S', L); None draws none)."""
-        cols = self._columns(timesteps, log_snr, coordinate)
+        as sampled (shape (S', L); None draws none); ``steps`` (shape (S',)) are the steps' indices
+        when they are not 0, 1, 2, …"""
+        cols = self._columns(timesteps, log_snr, coordinate, steps)
         if predicted is None:
             predicted = np.full(np.shape(fractions), np.nan)
         cols.update({f"g{j}": finite(fractions[:, j]) for j in range(len(self.levels))})
         cols.update({f"p{j}": finite(predicted[:, j]) for j in range(len(self.levels))})
-        self.measured[run].data = cols
+        self.measured[run].data = as_lists(cols)
 
     def clear_measured(self, run: str) -> None:
         self.set_measured(run, [], [], np.zeros((0, len(self.levels))))

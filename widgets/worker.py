@@ -82,11 +82,11 @@ class RunState:
     error : str or None
         Why it failed, if it did.
     comparison : StepwiseComparison
-        The measured signal fractions of the recorded steps (filled by the view).
+        The measured signal fractions of the steps drawn while the run goes (filled by the view).
     shown : int
-        Records already on the scrubber.
-    outlines : list of int
-        Rows of the scrubber shown as outlines (caption only), drawn when the run ends.
+        Records the view has taken in (the newest of them drawn).
+    rows : int
+        Frames on the scrubber: one per refresh while the run goes, every step once it has ended.
     elapsed : float
         Seconds since the run started, at its newest step.
     """
@@ -100,7 +100,7 @@ class RunState:
     trajectory: Trajectory | None = None
     error: str | None = None
     shown: int = 0
-    outlines: list[int] = field(default_factory=list)
+    rows: int = 0
     elapsed: float = 0.0
 
     @property
@@ -143,6 +143,20 @@ def release_openmp_threads() -> bool:
     return False
 
 
+def sampling_threads() -> int:
+    """Intra-op threads for a run sampled beside a live view: those of the calling thread, but at
+    most one fewer than the cores this process may use (at least one).
+
+    The view needs CPU time while the run goes (drawing frames, the notebook's messages, the
+    browser). An OpenMP team that spans every core waits at each of its barriers for whichever
+    thread the operating system paused to run the view, so on 2 cores a run with the live view
+    attached took 3–4× as long as the same run alone; with one core left to the view it does not
+    wait. On a machine with many cores this costs one thread of many; on a GPU it costs nothing.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores - 1))
+
+
 class SamplingJob:
     """Runs, one after another, in a worker thread, with stop and per-step notifications.
 
@@ -160,9 +174,9 @@ class SamplingJob:
     -----
     torch's OpenMP thread count is a per-thread setting: a fresh Python thread that calls into
     torch starts its own thread team at the library default. The worker takes the count of the
-    thread that created the job, so a run samples with the same intra-op threads as ``sample()``
-    called there; :meth:`start` frees the starting thread's idle team first
-    (:func:`release_openmp_threads`), so the two teams do not slow each other.
+    thread that created the job, less one core left to the live view (:func:`sampling_threads`);
+    :meth:`start` frees the starting thread's idle team first (:func:`release_openmp_threads`),
+    so the two teams do not slow each other.
     """
 
     def __init__(self, model: Denoiser, runs: list[RunState], on_step: Callable, on_done: Callable) -> None:
@@ -171,7 +185,7 @@ class SamplingJob:
         self.on_step = on_step
         self.on_done = on_done
         self.stop_event = threading.Event()
-        self.num_threads = torch.get_num_threads()
+        self.num_threads = sampling_threads()
         self.thread = threading.Thread(target=self._work, name="chromaviz-sampling", daemon=True)
 
     def start(self) -> SamplingJob:

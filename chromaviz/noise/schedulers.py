@@ -103,7 +103,7 @@ def make_scheduler(scheduler, schedule: Schedule):
         accepted = set(inspect.signature(cls.__init__).parameters)
         return _build(cls, {k: v for k, v in schedule.scheduler_config.items() if k in accepted and not k.startswith("_")})
     if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {sorted(SCHEDULERS)}")
+        raise ValueError(f"unknown scheduler {scheduler!r}; choose 'default' or one of {sorted(SCHEDULERS)}")
     if (name in FLOW_SCHEDULERS) != (schedule.kind == "flow"):
         allowed = sorted(n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == (schedule.kind == "flow"))
         raise ValueError(f"scheduler {name!r} cannot sample a {schedule.kind!r} schedule; choose one of {allowed}")

@@ -987,7 +987,8 @@ class _Parser:
         return nodes
 
     def _error(self, what: str, detail: str) -> ValueError:
-        return ValueError(f"{what} in prompt {self.text!r}: {detail}")
+        text = self.text if len(self.text) <= 120 else f"{self.text[:117]}…"  # a pasted wall of text stays one line
+        return ValueError(f"{what} in prompt {text!r}: {detail}")
 
     def _sequence(self, group: int | None, paren: int | None) -> tuple[list, str | None]:
         """Nodes up to the end of this level; returns them and the character that ended it

@@ -52,16 +52,14 @@ class Frame:
         The prompt active at this step (None: unconditional).
     x_t, x0 : ndarray, shape (H, W, 3), uint8
         The network input and the prediction x̂0 through the model's ``to_rgb`` (x_t is None when
-        the run did not record it; both None in an outline, :func:`outline_frames`).
+        the run did not record it).
     bands : ndarray, shape (2·h + 2, L·(w + 2) − 2, 3), uint8
-        The bands of x̂0 (:func:`band_grid`): box pyramid above, FFT rings below, finest left
-        (None in an outline).
+        The bands of x̂0 (:func:`band_grid`): box pyramid above, FFT rings below, finest left.
     freqs : ndarray, shape (R,)
-        Frequencies of the spectra, cycles per pixel of the sample grid (DC dropped; empty in an
-        outline).
+        Frequencies of the spectra, cycles per pixel of the sample grid (DC dropped).
     rapsd_x0, rapsd_xt : ndarray, shape (R,)
         Centred RAPSD of x̂0 and of x_t/α (white noise = 1; NaN at α = 0 or when x_t was not
-        recorded; empty in an outline).
+        recorded).
     """
 
     index: int
@@ -70,8 +68,8 @@ class Frame:
     log_snr: float
     prompt: str | None
     x_t: np.ndarray | None
-    x0: np.ndarray | None
-    bands: np.ndarray | None
+    x0: np.ndarray
+    bands: np.ndarray
     freqs: np.ndarray
     rapsd_x0: np.ndarray
     rapsd_xt: np.ndarray
@@ -82,11 +80,6 @@ class Frame:
         prompt = "unconditional" if self.prompt is None else repr(self.prompt)
         return (f"step {self.index + 1}/{self.num_steps} · t = {self.timestep:.1f} · "
                 f"λ = {self.log_snr:+.2f} · prompt {prompt}")
-
-    @property
-    def drawn(self) -> bool:
-        """Whether the frame has its images and spectra (False for an outline)."""
-        return self.x0 is not None
 
     @property
     def noise_floor(self) -> float:
@@ -191,22 +184,13 @@ def build_frames(steps: Sequence, to_rgb: ToRGB, levels: Sequence[int], *, sampl
     return frames
 
 
-def outline_frames(steps: Sequence) -> list[Frame]:
-    """Frames of recorded steps without images or spectra: each step's caption and position only,
-    at no cost. A live view shows these for steps it has not drawn yet and replaces them with
-    :func:`build_frames` later."""
-    empty = np.zeros(0)
-    return [Frame(index=rec.index, num_steps=rec.num_steps, timestep=float(rec.timestep), log_snr=float(rec.log_snr),
-                  prompt=rec.prompt, x_t=None, x0=None, bands=None, freqs=empty, rapsd_x0=empty, rapsd_xt=empty)
-            for rec in steps]
-
-
 def encode_image(rgb: np.ndarray, format: str = "webp", quality: int = 80) -> str:
     """A data URI of an (H, W, 3) image for an ``<img>``: lossy WebP (default, ``quality`` 0–100),
     JPEG, or lossless PNG. Images are encoded at their own size; a view enlarges them."""
     if format not in IMAGE_FORMATS:
         raise ValueError(f"format must be one of {list(IMAGE_FORMATS)}, got {format!r}")
     buf = io.BytesIO()
-    options = {"png": {"compress_level": 1}, "webp": {"quality": quality, "method": 4}, "jpeg": {"quality": quality}}
+    # WebP's method 2 encodes about twice as fast as its default 4, for files about 10% larger
+    options = {"png": {"compress_level": 1}, "webp": {"quality": quality, "method": 2}, "jpeg": {"quality": quality}}
     Image.fromarray(to_uint8(rgb)).save(buf, format=format.upper(), **options[format])
     return f"data:{IMAGE_FORMATS[format]};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
