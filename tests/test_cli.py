@@ -92,6 +92,10 @@ def one_error_line(capsys, argv) -> str:
     (["report", "--cell-timeout", "2.5"], "argument --cell-timeout: must be an integer, got '2.5'"),
     (["report", "--cell-timeout", "0"], "argument --cell-timeout: must be a positive integer, got 0"),
     (["run", "--model", "nope"], "argument --model: invalid choice: 'nope'"),
+    (["report", "-p", "model", "gausian"], "model 'gausian' is neither a built-in model (gaussian, exemplars, shapes)"),
+    (["report", "-p", "scheduler", "heun"], "unknown scheduler 'heun'; choose 'default' or one of"),
+    (["report", "-p", "method", "wavelets"], "method must be 'rings' or 'pyramid', got 'wavelets'"),
+    (["report", "-p", "steps", "0"], "steps must be a positive integer, got 0"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, argv, expected):
     assert expected in one_error_line(capsys, argv)

@@ -393,8 +393,8 @@ class Explorer:
         state.trajectory = traj
 
     def _refresh_loop(self, job: SamplingJob) -> None:
-        """Refresh the view every ``preview_interval`` seconds while ``job`` samples; then draw every
-        step not drawn yet, and the end.
+        """Refresh the view at the first recorded step and then every ``preview_interval`` seconds
+        while ``job`` samples; then put every step on the scrubber, and the end.
 
         Notes
         -----
@@ -403,7 +403,9 @@ class Explorer:
         spin-waiting beside the sampler's costs the sampler its cores.
         """
         try:
-            tick = time.perf_counter()
+            while job.running and not any(state.records for state in job.runs):
+                job.join(0.005)  # the first step is drawn as soon as it is recorded
+            tick = time.perf_counter() - self.preview_interval
             while job.running:
                 tick += self.preview_interval
                 job.join(max(0.0, tick - time.perf_counter()))

@@ -525,6 +525,33 @@ def parse_parameters(pairs: Sequence[Sequence[str]], parameters: Mapping[str, Pa
     return values
 
 
+def check_values(values: Mapping[str, Any]) -> None:
+    """Refuse report parameters that cannot work, before a kernel starts: an unknown built-in model
+    name, scheduler or band method, or a count below 1. Names the values given (``-p`` overrides).
+
+    Raises
+    ------
+    ReportError
+        Saying what was wrong and what is allowed.
+    """
+    from ..models import BUILTIN
+    from ..noise import SCHEDULERS
+
+    model = values.get("model")
+    if isinstance(model, str) and model not in BUILTIN and "/" not in model and not Path(model).exists():
+        raise ReportError(f"model {model!r} is neither a built-in model ({', '.join(BUILTIN)}) nor a diffusers "
+                          f"pipeline folder (there is no {model!r} here) nor a model id such as 'org/name'")
+    scheduler = values.get("scheduler")
+    if isinstance(scheduler, str) and scheduler.lower() != "default" and scheduler.lower() not in SCHEDULERS:
+        raise ReportError(f"unknown scheduler {scheduler!r}; choose 'default' or one of {sorted(SCHEDULERS)}")
+    method = values.get("method")
+    if isinstance(method, str) and method not in ("rings", "pyramid"):
+        raise ReportError(f"method must be 'rings' or 'pyramid', got {method!r}")
+    for name in ("steps", "size", "batch"):
+        if isinstance(values.get(name), int) and values[name] < 1:
+            raise ReportError(f"{name} must be a positive integer, got {values[name]}")
+
+
 # ---------------------------------------------------------------------- the report
 def kernel_for_this_python() -> str:
     """Name of the Jupyter kernel that runs this interpreter: ``python3``, as ipykernel installs it.
@@ -736,6 +763,7 @@ def run_report(
         raise ReportError(f"cannot find the report notebook at {source}; pass --notebook PATH")
     parameters = notebook_parameters(source)
     values = parse_parameters(pairs, parameters, reserved=RESERVED)
+    check_values(values)
     show_code = boolean("show_code", show_code)
     kernel_name = kernel_name or kernel_for_this_python()
     out = Path(out)
