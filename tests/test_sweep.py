@@ -270,4 +270,7 @@ def test_scheduler_address_and_a_worker_killed_mid_sweep(dask_cluster, tmp_path)
     assert len(table) == 8 and all(t["status"] == "complete" for t in table)
     survivor = next(p.pid for p in workers if p.pid != victim)
     rerun = [t for t in table if any(f"-{t['cell']}-" in str(k) for k in lost)]
-    assert rerun and all(t["worker"].endswith(f":{survivor}") for t in rerun), (lost, table)
+    # A lost cell the victim finished in the instant between the look and the kill keeps its name;
+    # every other one ran again, on the survivor.
+    again = [t for t in rerun if not t["worker"].endswith(f":{victim}")]
+    assert rerun and all(t["worker"].endswith(f":{survivor}") for t in again), (lost, table)

@@ -114,13 +114,14 @@ class RunState:
         return Trajectory(metadata={}, steps=list(self.records)) if self.records else None
 
 
-OPENMP_RUNTIMES = ("libgomp.so.1", "libiomp5.so", "libomp.so", "libomp.dylib", "libiomp5.dylib")
-"""The OpenMP runtimes torch may have loaded (GNU, Intel, LLVM), by the name the loader knows."""
+GNU_OPENMP = "libgomp.so.1"
+"""GNU OpenMP, as torch's Linux wheels load it. Only its ``omp_pause_resource_all`` is called: it
+frees the calling thread's team alone, while LLVM's pauses the whole runtime."""
 
 
 def release_openmp_threads() -> bool:
     """Free the calling thread's OpenMP thread team (``omp_pause_resource_all(omp_pause_hard)``,
-    OpenMP 5.0), if torch's OpenMP runtime is loaded and has one; returns whether it was freed.
+    OpenMP 5.0), if torch runs on GNU OpenMP (:data:`GNU_OPENMP`); returns whether it was freed.
 
     Every Python thread that runs a parallel torch operation gets its own OpenMP team, and a team's
     idle threads are kept. Once the teams together have more threads than the machine has cores,
@@ -130,17 +131,15 @@ def release_openmp_threads() -> bool:
     4×). Freeing the calling thread's idle team before the worker starts keeps the count at the
     cores; the team is made again when that thread next runs a parallel operation.
 
-    Only runtimes already loaded are touched; nothing is loaded.
+    Only a runtime already loaded is touched; nothing is loaded. Elsewhere (another runtime, no
+    ``RTLD_NOLOAD`` on this platform) it does nothing and returns False.
     """
-    for name in OPENMP_RUNTIMES:
-        try:
-            runtime = ctypes.CDLL(name, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-        except (OSError, AttributeError):  # not loaded (or no RTLD_NOLOAD on this platform)
-            continue
-        pause = getattr(runtime, "omp_pause_resource_all", None)
-        if pause is not None:
-            return pause(2) == 0  # omp_pause_hard
-    return False
+    try:
+        runtime = ctypes.CDLL(GNU_OPENMP, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except (OSError, AttributeError):  # not loaded, or no RTLD_NOLOAD on this platform
+        return False
+    pause = getattr(runtime, "omp_pause_resource_all", None)
+    return pause is not None and pause(2) == 0  # omp_pause_hard
 
 
 def sampling_threads() -> int:
