@@ -94,7 +94,7 @@ def one_error_line(capsys, argv) -> str:
     (["run", "--model", "nope"], "argument --model: invalid choice: 'nope'"),
     (["report", "-p", "model", "gausian"], "model 'gausian' is neither a built-in model (gaussian, exemplars, shapes)"),
     (["report", "-p", "scheduler", "heun"], "unknown scheduler 'heun'; choose 'default' or one of"),
-    (["report", "-p", "method", "wavelets"], "method must be 'rings' or 'pyramid', got 'wavelets'"),
+    (["report", "-p", "method", "wavelets"], "unknown decomposition method 'wavelets'; use 'rings'"),
     (["report", "-p", "steps", "0"], "steps must be a positive integer, got 0"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, argv, expected):

@@ -201,6 +201,10 @@ class RunDocument:
         self.levels = tuple(levels)
         self.runs = tuple(runs)
         self.image_format = image_format
+        self.browser = None
+        """The object that syncs this document with a live browser view (the explorer's
+        ``jupyter_bokeh.BokehModel``): changes the browser makes itself are set with it as the
+        setter, which it does not send back. None: every change is sent."""
         self.frames = {name: ColumnDataSource({c: [] for c in FRAME_COLUMNS}, name=f"frames-{name}") for name in self.runs}
         self.final = ColumnDataSource({"p": []}, name="final-rapsd")
         self.header = Div(text="", name="header", styles={"font-size": "14px"})
@@ -243,14 +247,13 @@ class RunDocument:
         """The x axis chosen in the browser: "step", "timestep" or "log_snr"."""
         return COORDINATES[self.coordinate.active]
 
-    browser = None
-    """The object that syncs this document with a live browser view (the explorer's
-    ``jupyter_bokeh.BokehModel``): changes the browser makes itself are set with it as the setter,
-    which it does not send back. None: every change is sent."""
-
     def __len__(self) -> int:
         """Frames on the scrubber: the most of any run."""
-        return max((len(src.data["caption"]) for src in self.frames.values()), default=0)
+        return max(map(self.count, self.runs), default=0)
+
+    def count(self, run: str) -> int:
+        """Frames of run ``run`` on the scrubber."""
+        return len(self.frames[run].data["caption"])
 
     def set_frames(self, run: str, frames: Sequence[Frame], *, follow: bool = False, arrays: bool = True) -> None:
         """Replace run ``run``'s frames; the scrubber moves to the newest frame if ``follow``.

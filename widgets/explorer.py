@@ -476,22 +476,19 @@ class Explorer:
         """Draw the newest step ``state`` recorded since the last refresh (the scrubber gets one
         frame per refresh while the run goes); at the end, put every step on the scrubber and show
         the finished run, measured by :func:`chromaviz.analysis.compare`."""
-        n = len(state.records)
+        n, rows = len(state.records), self.view.count(state.name)
         if n > state.shown and not final:
             newest = state.records[n - 1]
             state.comparison.extend([newest])
             self.view.append_frames(state.name, build_frames([newest], self.model.to_rgb, self.view.levels))
-            state.rows += 1
-        elif final and state.rows < n:
-            new = state.records[state.shown:]
-            if state.rows == state.shown:  # no step was skipped: the rest follow the rows there
-                self.view.append_frames(state.name, build_frames(new, self.model.to_rgb, self.view.levels))
+        elif final and rows < n:
+            if rows == state.shown:  # no step was skipped: the rest follow the rows there
+                self.view.append_frames(state.name, build_frames(state.records[rows:], self.model.to_rgb, self.view.levels))
             else:
                 frames = build_frames(state.records, self.model.to_rgb, self.view.levels)
                 following = self.view.slider.value >= len(self.view) - 1
                 self.view.set_frames(state.name, frames, follow=following, arrays=False)
-            state.rows = n
-        elif not final or not state.rows:
+        elif not final or not rows:
             return False
         state.shown = n
         comparison, steps = self._comparison(state)

@@ -84,9 +84,8 @@ class RunState:
     comparison : StepwiseComparison
         The measured signal fractions of the steps drawn while the run goes (filled by the view).
     shown : int
-        Records the view has taken in (the newest of them drawn).
-    rows : int
-        Frames on the scrubber: one per refresh while the run goes, every step once it has ended.
+        Records the view has taken in (the newest of them drawn; the scrubber has one frame per
+        refresh while the run goes, every step once it has ended).
     elapsed : float
         Seconds since the run started, at its newest step.
     """
@@ -100,7 +99,6 @@ class RunState:
     trajectory: Trajectory | None = None
     error: str | None = None
     shown: int = 0
-    rows: int = 0
     elapsed: float = 0.0
 
     @property

@@ -71,6 +71,18 @@ def scheduler_name(scheduler, schedule: Schedule) -> str:
     return _own_class(schedule) or ("flow_euler" if schedule.kind == "flow" else "ddim")
 
 
+def check_scheduler_name(scheduler: str) -> None:
+    """Refuse a name that is neither ``"default"`` nor one of :data:`SCHEDULERS` (any case).
+
+    Raises
+    ------
+    ValueError
+        Naming the choices.
+    """
+    if scheduler.lower() != "default" and scheduler.lower() not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}; choose 'default' or one of {sorted(SCHEDULERS)}")
+
+
 def make_scheduler(scheduler, schedule: Schedule):
     """A fresh diffusers scheduler realising ``schedule``.
 
@@ -103,7 +115,7 @@ def make_scheduler(scheduler, schedule: Schedule):
         accepted = set(inspect.signature(cls.__init__).parameters)
         return _build(cls, {k: v for k, v in schedule.scheduler_config.items() if k in accepted and not k.startswith("_")})
     if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {scheduler!r}; choose 'default' or one of {sorted(SCHEDULERS)}")
+        check_scheduler_name(scheduler)
     if (name in FLOW_SCHEDULERS) != (schedule.kind == "flow"):
         allowed = sorted(n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == (schedule.kind == "flow"))
         raise ValueError(f"scheduler {name!r} cannot sample a {schedule.kind!r} schedule; choose one of {allowed}")

@@ -534,22 +534,25 @@ def check_values(values: Mapping[str, Any]) -> None:
     ReportError
         Saying what was wrong and what is allowed.
     """
+    from .._checks import positive_int
     from ..models import BUILTIN
-    from ..noise import SCHEDULERS
+    from ..noise.schedulers import check_scheduler_name
+    from ..spectral import _check_method
 
     model = values.get("model")
     if isinstance(model, str) and model not in BUILTIN and "/" not in model and not Path(model).exists():
         raise ReportError(f"model {model!r} is neither a built-in model ({', '.join(BUILTIN)}) nor a diffusers "
                           f"pipeline folder (there is no {model!r} here) nor a model id such as 'org/name'")
-    scheduler = values.get("scheduler")
-    if isinstance(scheduler, str) and scheduler.lower() != "default" and scheduler.lower() not in SCHEDULERS:
-        raise ReportError(f"unknown scheduler {scheduler!r}; choose 'default' or one of {sorted(SCHEDULERS)}")
-    method = values.get("method")
-    if isinstance(method, str) and method not in ("rings", "pyramid"):
-        raise ReportError(f"method must be 'rings' or 'pyramid', got {method!r}")
-    for name in ("steps", "size", "batch"):
-        if isinstance(values.get(name), int) and values[name] < 1:
-            raise ReportError(f"{name} must be a positive integer, got {values[name]}")
+    try:
+        if isinstance(values.get("scheduler"), str):
+            check_scheduler_name(values["scheduler"])
+        if "method" in values:
+            _check_method(values["method"])
+        for name in ("steps", "size", "batch"):
+            if name in values:
+                positive_int(name, values[name])
+    except ValueError as err:  # the library's own checks, as the notebook would meet them
+        raise ReportError(str(err)) from None
 
 
 # ---------------------------------------------------------------------- the report
