@@ -15,8 +15,6 @@ written from local files by tests/diffusers_models.py.
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -26,36 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import diffusers_models as tiny  # noqa: E402
+from ratio_table import machine, print_ratios  # noqa: E402
 
 from chromaviz.models.diffusers.adapter import from_pipeline  # noqa: E402
 from chromaviz.sampling import sample  # noqa: E402
-
-
-def build(sd15: bool, folder: Path):
-    """A StableDiffusionPipeline with random weights: SD-1.5 sizes, or a small CPU-sized one."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    torch.manual_seed(0)
-    tok = tiny.clip_tokenizer(folder / "tokenizer", max_length=77)
-    if sd15:
-        unet = UNet2DConditionModel(
-            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768, attention_head_dim=8,
-        )
-        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512)
-        text = tiny._text_config(tok, hidden=768)
-        text.num_hidden_layers, text.num_attention_heads, text.intermediate_size = 12, 12, 3072
-    else:
-        unet = tiny.sd_unet((64, 128), cross_attention_dim=64, layers_per_block=1, sample_size=32)
-        vae = tiny._vae()
-        text = tiny._text_config(tok, hidden=64)
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1)
-    return StableDiffusionPipeline(vae=vae, text_encoder=CLIPTextModel(text).eval(), tokenizer=tok, unet=unet,
-                                   scheduler=sched, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
 def main() -> None:
@@ -72,7 +44,7 @@ def main() -> None:
     dtype = torch.float16 if args.fp16 else torch.float32
     size = args.size or (512 if args.sd15 else 64)
     with tempfile.TemporaryDirectory() as tmp:
-        pipe = build(args.sd15, Path(tmp)).to(args.device, dtype)
+        pipe = tiny.benchmark_sd(Path(tmp), sd15=args.sd15).to(args.device, dtype)
     pipe.set_progress_bar_config(disable=True)
     model = from_pipeline(pipe, name="sd15-random" if args.sd15 else "sd-small-random")
     prompt = "a photo of a cat"
@@ -100,16 +72,11 @@ def main() -> None:
             sync()
             times[name].append(time.perf_counter() - start)
 
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-    print(f"machine: {where}; device {args.device}; {str(dtype).replace('torch.', '')}; torch {torch.__version__}")
+    print(f"machine: {machine(args.device)}; device {args.device}; {str(dtype).replace('torch.', '')}; torch {torch.__version__}")
     print(f"model: {'SD-1.5' if args.sd15 else 'small SD'}-architecture UNet, random weights, {size}×{size} pixels "
           f"({size // model.vae_scale_factor}² latents), DDIM {args.steps} steps, guidance {args.guidance}; "
           f"median of {args.rounds} alternating rounds\n")
-    base = statistics.median(times["pipe(...)"])
-    print(f"{'':34s} {'seconds':>8s} {'steps/s':>8s} {'ratio':>7s}")
-    for name, ts in times.items():
-        t = statistics.median(ts)
-        print(f"{name:34s} {t:8.3f} {args.steps / t:8.2f} {t / base:7.3f}")
+    print_ratios(times, "pipe(...)", args.steps)
 
 
 if __name__ == "__main__":

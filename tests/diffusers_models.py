@@ -130,3 +130,32 @@ def save_taesd(folder: Path, *, seed: int = 0) -> Path:
         num_decoder_blocks=(1, 1), latent_channels=4, upsampling_scaling_factor=2,
     ).save_pretrained(folder)
     return folder
+
+
+def benchmark_sd(folder: Path, *, sd15: bool = False):
+    """A StableDiffusionPipeline with random weights for the benchmarks, not saved: SD-1.5's UNet,
+    VAE and text-encoder sizes (512×512 pixels), or a small CPU-sized one; its tokenizer is
+    written into ``folder``."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    tok = clip_tokenizer(folder / "tokenizer", max_length=77)
+    if sd15:
+        unet = UNet2DConditionModel(
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768, attention_head_dim=8,
+        )
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512)
+        text = _text_config(tok, hidden=768)
+        text.num_hidden_layers, text.num_attention_heads, text.intermediate_size = 12, 12, 3072
+    else:
+        unet = sd_unet((64, 128), cross_attention_dim=64, layers_per_block=1, sample_size=32)
+        vae = _vae()
+        text = _text_config(tok, hidden=64)
+    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                          set_alpha_to_one=False, steps_offset=1)
+    return StableDiffusionPipeline(vae=vae, text_encoder=CLIPTextModel(text).eval(), tokenizer=tok, unet=unet,
+                                   scheduler=sched, safety_checker=None, feature_extractor=None, requires_safety_checker=False)

@@ -200,3 +200,31 @@ def test_the_checker_finds_a_cycle_and_an_upward_import(tmp_path):
         ROOT = saved
     assert _cycles(g) == [["chromaviz.noise.a", "chromaviz.noise.b"]]
     assert "chromaviz.analysis" in g["chromaviz.noise.b"] and _rank("chromaviz.analysis") > _rank("chromaviz.noise.b")
+
+
+SAMPLING_WITHOUT_UI = f"""
+import importlib.abc, sys
+class NoUI(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {sorted(UI_PACKAGES - {"widgets"})!r}:
+            raise ImportError(f"{{name}} is not installed here")
+sys.meta_path.insert(0, NoUI())
+import chromaviz, widgets.worker
+print(widgets.worker.SamplingJob.__name__)
+try:
+    widgets.Explorer
+except ImportError as err:
+    print(err)
+"""
+
+
+def test_the_sampling_side_of_the_explorer_imports_without_the_ui_packages():
+    """A GPU machine with the library's requirements only runs the explorer's worker (and the GPU
+    checks): ``widgets`` imports its views on first use, and only then needs the UI packages."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", SAMPLING_WITHOUT_UI], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["SamplingJob", "ipywidgets is not installed here"]

@@ -328,14 +328,18 @@ def test_unsupported_pipeline_is_refused(folders):
 # ---------------------------------------------------------------------- GPU
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_on_cuda(folders, dtype):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_matches_cpu_in_each_dtype(folders, dtype):
+    # The reference runs on the CPU in the same dtype: the seed's noise is drawn on the CPU in the
+    # model's dtype (as diffusers' randn_tensor), and torch's CPU generator may draw other numbers
+    # for float16 than for float32 (torch 2.11 does: the images then differ by 0.17 on average).
     model = load_pipeline(folders["sd"], torch_dtype=dtype, device="cuda")
-    traj = sample(model, A, num_steps=STEPS, guidance=3.0, height=SIZE, width=SIZE, device="cuda", record=("x0",), record_scale=2)
+    traj = sample(model, A, num_inference_steps=STEPS, guidance=3.0, height=SIZE, width=SIZE, device="cuda",
+                  record=("x0",), record_scale=2)
     assert traj.status == "complete" and traj.x0.dtype == dtype and traj.x0.device.type == "cpu"
     assert traj.steps[0].x0.is_pinned()
     img = model.decode(traj.final)
     assert torch.isfinite(img).all()
-    ref = load_pipeline(folders["sd"])
-    full = ref.decode(sample(ref, A, num_steps=STEPS, guidance=3.0, height=SIZE, width=SIZE, device="cpu").final)
-    assert (img.cpu() - full).abs().mean() < 0.05
+    ref = load_pipeline(folders["sd"], torch_dtype=dtype)
+    full = ref.decode(sample(ref, A, num_inference_steps=STEPS, guidance=3.0, height=SIZE, width=SIZE, device="cpu").final)
+    assert (img.float().cpu() - full.float()).abs().mean() < 0.02

@@ -8,7 +8,17 @@ Nothing scientific is computed here: every number shown comes from :mod:`chromav
   the document as a string) whose scrubber works without a kernel: the explorer's own view.
 """
 
-from .explorer import Explorer
-from .export import export_html, run_page
+from __future__ import annotations
 
-__all__ = ["Explorer", "export_html", "run_page"]
+import importlib
+
+_PUBLIC = {"Explorer": "explorer", "export_html": "export", "run_page": "export"}
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    # The views are imported on first use, so the sampling side (``widgets.worker``) imports
+    # without ipywidgets and bokeh, on a machine that has only the library's requirements.
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

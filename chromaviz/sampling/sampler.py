@@ -123,8 +123,10 @@ def sample(
         variance), passed to the scheduler's ``step`` where it takes one, as the pipelines do.
     generator_device : str or torch.device
         Device of the random generator that draws the initial noise (in the model's dtype, as
-        diffusers' ``randn_tensor``) and any scheduler noise. "cpu" (default) makes a seed mean the
-        same noise on every device.
+        diffusers' ``randn_tensor``, so that ``sample`` and ``pipe(...)`` start alike) and any
+        scheduler noise. "cpu" (default) makes a seed mean the same noise on every device. Not
+        always in every dtype: torch's CPU generator may draw other numbers in float16 or bfloat16
+        than in float32 (torch 2.11 does), so compare a float16 run with a float16 run.
     record_scale : int
         Keep recorded tensors average-pooled by this factor (1: full size; it must divide the
         sample size); pooling happens on the model's device before the copy to the host, so long
