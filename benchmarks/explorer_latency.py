@@ -16,6 +16,7 @@ $CHROMAVIZ_CHROMIUM). Prints one table:
 - the size of ``run.html`` of the default report's run (Gaussian model, 50 steps, 64×64, batch 8).
 
     python benchmarks/explorer_latency.py [--trials 40] [--steps 50 200] [--size 64] [--rounds 3] [--live-steps 200]
+                                          [--model exemplars]
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ for r in range({rounds}):
     for mode in (("main", "worker", "live") if r % 2 == 0 else ("live", "worker", "main")):
         time.sleep(1.0)  # let the browser finish drawing the previous run before the next one starts
         if mode == "main":
-            times["main"].append(sample(model, explorer.prompt.value or None, num_inference_steps=steps, height=size, width=size,
-                                        seed=seed).metadata["elapsed_seconds"])
+            s = explorer.settings()  # the explorer's own settings: the same run as the other two
+            times["main"].append(sample(model, explorer.prompt.value or None, num_inference_steps=s.num_steps,
+                                        scheduler=s.scheduler, guidance=s.guidance, seed=s.seed, height=s.size,
+                                        width=s.size, device=s.device).metadata["elapsed_seconds"])
         elif mode == "worker":
             times["worker"].append(worker_alone())
         else:
@@ -141,6 +144,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", choices=("exemplars", "shapes", "gaussian"), default="exemplars",
+                        help="built-in model of the explorer in JupyterLab (the exported pages use the exemplar mixture)")
     parser.add_argument("--live-steps", type=int, default=200,
                         help="steps of the live-sampling runs (200: about 0.4 s, four refreshes or more; at 50 "
                              "the exemplar model is done in 0.1 s, before the first refresh)")
@@ -159,7 +164,7 @@ def main() -> None:
                 rows.append((f"scrub latency, exported page, {n} steps (ms)", scrub(page, ".chromaviz-run", args.trials)))
 
         n = args.steps[0]
-        write_notebook(ROOT / "notebooks" / "explorer.ipynb", root / "explorer.ipynb", model_name="exemplars",
+        write_notebook(ROOT / "notebooks" / "explorer.ipynb", root / "explorer.ipynb", model_name=args.model,
                        steps=n, size=args.size, autorun=True)
         nb = json.loads((root / "explorer.ipynb").read_text())
         nb["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
@@ -179,7 +184,8 @@ def main() -> None:
                              scrub(page, explorer, args.trials)))
         sizes = {name: path.stat().st_size for name, path in pages.items()}
 
-    print(f"explorer: exemplar mixture, {args.size}×{args.size}, headless Chromium, this machine\n")
+    print(f"explorer: {args.model} model in JupyterLab, exemplar mixture in the exported pages, {args.size}×{args.size}, "
+          "headless Chromium, this machine\n")
     print(f"{'measure':58s} {'median':>9s} {'p95':>9s} {'n':>4s}")
     for name, values in rows:
         print(f"{name:58s} {statistics.median(values):9.1f} {percentile(values, 0.95):9.1f} {len(values):4d}")

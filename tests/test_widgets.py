@@ -6,7 +6,6 @@ import gzip
 import io
 import math
 import re
-import os
 import sys
 import time
 
@@ -23,7 +22,7 @@ from chromaviz.sampling import Boundary
 from chromaviz.views.frames import build_frames, sample_rgb
 from widgets import Explorer, export_html, run_page
 from widgets.export import run_document
-from widgets.worker import HEAVY_STEP_SECONDS, TIMED_STEPS, SamplingJob, release_openmp_threads, sampling_threads
+from widgets.worker import release_openmp_threads
 
 
 def Slow(model, delay=0.03, nan_from=None):
@@ -206,25 +205,6 @@ def test_starting_a_job_frees_the_starting_threads_openmp_team():
     if sys.platform.startswith("linux") and torch.get_num_threads() > 1:
         assert freed
     assert torch.ones(1024, 1024).add_(1).sum().item() == 2 * 1024 * 1024  # torch goes on, with a new team
-
-
-@pytest.mark.parametrize("delay", [0.0, 2 * HEAVY_STEP_SECONDS])
-def test_the_worker_keeps_a_core_for_the_view_only_while_steps_are_short(delay):
-    """A run starts one thread short of the cores; once its first steps are timed, heavy steps get
-    every thread the notebook's thread has (a slow model stands in for a big network)."""
-    caller = torch.get_num_threads()
-    light = sampling_threads()
-    model = Slow(GaussianPowerLaw(size=16), delay=delay) if delay else GaussianPowerLaw(size=16)
-    ex = Explorer(model, num_steps=8, size=16)
-    seen = []
-    job = SamplingJob(model, list(ex._plan_runs().values()), lambda *a: seen.append(torch.get_num_threads()),
-                      lambda *a: None).start()
-    job.join(60)
-    assert len(seen) == 8 and light == max(1, min(caller, len(os.sched_getaffinity(0)) - 1))
-    expected = caller if delay else light
-    assert seen[:TIMED_STEPS - 1] == [light] * (TIMED_STEPS - 1) and seen[TIMED_STEPS - 1:] == [expected] * (9 - TIMED_STEPS)
-    assert job.num_threads == expected and torch.get_num_threads() == caller  # the notebook's own count is left alone
-    assert sampling_threads(HEAVY_STEP_SECONDS, threads=5) == 5 and sampling_threads(None, threads=1) == 1
 
 
 def test_stop_button_keeps_a_scrubbable_partial_run():

@@ -140,35 +140,23 @@ def release_openmp_threads() -> bool:
     return pause is not None and pause(2) == 0  # omp_pause_hard
 
 
-HEAVY_STEP_SECONDS = 0.015
-"""A run whose steps take this long or longer samples on every thread the caller has."""
+def sampling_threads() -> int:
+    """Intra-op threads for a run sampled beside a live view: those of the calling thread, but at
+    most one fewer than the cores this process may use (at least one).
 
-TIMED_STEPS = 3
-"""Steps timed before a run's thread count is settled."""
+    The view needs CPU time while the run goes (drawing frames, the notebook's messages, the
+    browser). An OpenMP team that spans every core waits at each of its barriers for whichever
+    thread the operating system paused to run the view, so on 2 cores a run with the live view
+    attached took 3–4× as long as the same run alone; with one core left to the view it does not
+    wait. On a machine with many cores this costs one thread of many; on a GPU it costs nothing.
 
-
-def sampling_threads(step_seconds: float | None = None, threads: int | None = None) -> int:
-    """Intra-op threads for a run sampled beside a live view, given the seconds a step takes
-    (None: not timed yet) and the threads of the thread that asked for the run (default: the
-    calling thread's).
-
-    Short steps (under :data:`HEAVY_STEP_SECONDS`) and untimed runs get the calling thread's
-    threads, but at most one fewer than the cores this process may use (at least one). The view
-    needs CPU time while the run goes (drawing frames, the notebook's messages, the browser), and an
-    OpenMP team that spans every core waits at each of its barriers for whichever thread the
-    operating system paused to run the view: on 2 cores a run of the exemplar model (2 ms steps)
-    with the live view attached took 3–4× as long as the same run alone, and 1.2–1.6× with one core
-    left to the view (without a browser and in JupyterLab).
-
-    Heavy steps get all of the calling thread's threads: a step's parallel work then outweighs the
-    view's pauses, and one thread fewer of two made an SD-architecture UNet's 30 ms steps 1.4–1.5×
-    slower (``benchmarks/explorer_sampling.py --model sd-small``). On a GPU neither matters.
+    Also for models with heavy steps, where one thread fewer costs the most: on 2 cores, the shapes
+    model at 50 steps, guidance 3, sampled in the worker alone took 1.33× the notebook thread's
+    time on one thread and 1.01× on two, but with the live view in JupyterLab and Chromium
+    1.53× on one and 2.31× on two (``benchmarks/explorer_latency.py --model shapes --size 32``).
     """
-    threads = threads or torch.get_num_threads()
-    if step_seconds is not None and step_seconds >= HEAVY_STEP_SECONDS:
-        return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(threads, cores - 1))
+    return max(1, min(torch.get_num_threads(), cores - 1))
 
 
 class SamplingJob:
@@ -187,11 +175,10 @@ class SamplingJob:
     Notes
     -----
     torch's OpenMP thread count is a per-thread setting: a fresh Python thread that calls into
-    torch starts its own thread team at the library default. Each run starts on the count of the
-    thread that created the job less one core left to the live view, and after
-    :data:`TIMED_STEPS` steps takes the count :func:`sampling_threads` gives for the time a step
-    took (``num_threads`` is the count in use); :meth:`start` frees the starting thread's idle
-    team first (:func:`release_openmp_threads`), so the two teams do not slow each other.
+    torch starts its own thread team at the library default. The worker takes the count of the
+    thread that created the job, less one core left to the live view (:func:`sampling_threads`);
+    :meth:`start` frees the starting thread's idle team first (:func:`release_openmp_threads`),
+    so the two teams do not slow each other.
     """
 
     def __init__(self, model: Denoiser, runs: list[RunState], on_step: Callable, on_done: Callable) -> None:
@@ -200,9 +187,7 @@ class SamplingJob:
         self.on_step = on_step
         self.on_done = on_done
         self.stop_event = threading.Event()
-        self.caller_threads = torch.get_num_threads()
         self.num_threads = sampling_threads()
-        self._step_ends: list[float] = []
         self.thread = threading.Thread(target=self._work, name="chromaviz-sampling", daemon=True)
 
     def start(self) -> SamplingJob:
@@ -212,17 +197,6 @@ class SamplingJob:
 
     def stop(self) -> None:
         self.stop_event.set()
-
-    def _time_step(self, now: float) -> None:
-        """Note the end of one of the job's first steps; after :data:`TIMED_STEPS` of them, settle
-        the worker's thread count (the first step, which also encodes prompts, is not timed)."""
-        self._step_ends.append(now)
-        if len(self._step_ends) == TIMED_STEPS:
-            step_seconds = (self._step_ends[-1] - self._step_ends[0]) / (TIMED_STEPS - 1)
-            threads = sampling_threads(step_seconds, self.caller_threads)
-            if threads != self.num_threads:
-                torch.set_num_threads(threads)
-                self.num_threads = threads
 
     @property
     def running(self) -> bool:
@@ -242,10 +216,7 @@ class SamplingJob:
             traj = Trajectory(metadata={"status": "failed"})
 
             def callback(rec: StepRecord, state=state) -> None:
-                now = time.perf_counter()
-                if len(self._step_ends) < TIMED_STEPS:
-                    self._time_step(now)
-                self.on_step(state, rec, now - start)
+                self.on_step(state, rec, time.perf_counter() - start)
 
             try:
                 traj = sample(
