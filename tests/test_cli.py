@@ -96,6 +96,9 @@ def one_error_line(capsys, argv) -> str:
     (["report", "-p", "scheduler", "heun"], "unknown scheduler 'heun'; choose 'default' or one of"),
     (["report", "-p", "method", "wavelets"], "unknown decomposition method 'wavelets'; use 'rings'"),
     (["report", "-p", "steps", "0"], "steps must be a positive integer, got 0"),
+    (["report", "-p", "guidance", "nan"], "guidance must be ≥ 0, got nan"),
+    (["report", "-p", "guidance", "-1"], "guidance must be ≥ 0, got -1"),
+    (["report", "-p", "device", "bogus"], "device must be a device name such as 'cpu', 'cuda' or 'cuda:1', got 'bogus'"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, argv, expected):
     assert expected in one_error_line(capsys, argv)
@@ -107,6 +110,8 @@ def test_cuda_without_cuda_is_refused(capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert "sees no CUDA device" in one_error_line(capsys, ["run", "--device", "cuda"])
+    assert "device='cuda', but CUDA is not available on this machine; use 'cpu'" in one_error_line(
+        capsys, ["report", "-p", "device", "cuda"])
 
 
 @pytest.mark.parametrize("command", ["run", "report"])

@@ -361,6 +361,23 @@ def test_frames_refuse_a_run_without_x0(mixture):
         run_page(traj, mixture)
 
 
+def test_sizes_the_pyramid_cannot_split_get_the_rings_row_alone(tmp_path):
+    """A 30×30 run has levels (1, 2, 4), and 30 is not a multiple of 4: its frames, the exported
+    page and the explorer show the FFT rings only, instead of failing after sampling."""
+    model = GaussianPowerLaw(size=30)
+    traj = sample(model, num_inference_steps=4, batch_size=2, height=30, width=30)
+    levels = spectral.levels_for(30, 30)
+    assert levels == (1, 2, 4)
+    frames = build_frames(traj.steps, model.to_rgb, levels)
+    assert frames[0].bands.shape == (30, 3 * (30 + 2) - 2, 3)
+    assert build_frames(traj.steps, model.to_rgb, (1, 2))[0].bands.shape == (2 * 30 + 2, 2 * (30 + 2) - 2, 3)
+    assert "chromaviz-caption" in run_page(traj, model)
+    ex = Explorer(model, num_steps=4, size=30)
+    ex.run()
+    ex.wait(60)
+    assert ex.runs["A"].error is None and ex.trajectories["A"].status == "complete" and len(ex.view) == 4
+
+
 def test_a_frame_is_plain_data_from_its_step(mixture):
     traj = sample(mixture, "cat", num_inference_steps=6)
     frames = build_frames(traj.steps, mixture.to_rgb, (1, 2, 4))

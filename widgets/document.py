@@ -139,7 +139,7 @@ PANEL_HTML = (
     f'<div style="display:flex;align-items:flex-start">{_figure("x_t", "x<sub>t</sub> (network input)")}'
     f'{_figure("x0", "x̂<sub>0</sub> (prediction)")}</div>'
     '<p class="chromaviz-caption" style="margin:2px 0 4px 0;font-size:14px"></p>'
-    f'{_figure("bands", "bands of x̂<sub>0</sub>, finest → coarsest (top: box pyramid, bottom: FFT rings)")}</div>'
+    f'{_figure("bands", "bands of x̂<sub>0</sub>, finest → coarsest (top: box pyramid, when the size allows it; bottom: FFT rings)")}</div>'
 )
 """A run's image panel, written once: the browser sets its images and caption at every scrub."""
 

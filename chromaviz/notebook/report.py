@@ -527,16 +527,18 @@ def parse_parameters(pairs: Sequence[Sequence[str]], parameters: Mapping[str, Pa
 
 def check_values(values: Mapping[str, Any]) -> None:
     """Refuse report parameters that cannot work, before a kernel starts: an unknown built-in model
-    name, scheduler or band method, or a count below 1. Names the values given (``-p`` overrides).
+    name, scheduler or band method, a count below 1, a guidance scale that is not a finite number
+    ≥ 0, or a device this machine does not have. Names the values given (``-p`` overrides).
 
     Raises
     ------
     ReportError
         Saying what was wrong and what is allowed.
     """
-    from .._checks import positive_int
+    from .._checks import positive_int, real
     from ..models import BUILTIN
     from ..noise.schedulers import check_scheduler_name
+    from ..sampling.sampler import _device
     from ..spectral import _check_method
 
     model = values.get("model")
@@ -551,7 +553,11 @@ def check_values(values: Mapping[str, Any]) -> None:
         for name in ("steps", "size", "batch"):
             if name in values:
                 positive_int(name, values[name])
-    except ValueError as err:  # the library's own checks, as the notebook would meet them
+        if "guidance" in values:
+            real("guidance", values["guidance"], minimum=0)
+        if values.get("device"):  # empty: CUDA when available, else the CPU
+            _device("device", values["device"])
+    except (ValueError, TypeError) as err:  # the library's own checks, as the notebook would meet them
         raise ReportError(str(err)) from None
 
 

@@ -53,8 +53,9 @@ class Frame:
     x_t, x0 : ndarray, shape (H, W, 3), uint8
         The network input and the prediction x̂0 through the model's ``to_rgb`` (x_t is None when
         the run did not record it).
-    bands : ndarray, shape (2·h + 2, L·(w + 2) − 2, 3), uint8
-        The bands of x̂0 (:func:`band_grid`): box pyramid above, FFT rings below, finest left.
+    bands : ndarray, shape (2·h + 2, L·(w + 2) − 2, 3) or (h, L·(w + 2) − 2, 3), uint8
+        The bands of x̂0 (:func:`band_grid`): box pyramid above (sizes it divides), FFT rings
+        below, finest left.
     freqs : ndarray, shape (R,)
         Frequencies of the spectra, cycles per pixel of the sample grid (DC dropped).
     rapsd_x0, rapsd_xt : ndarray, shape (R,)
@@ -125,13 +126,16 @@ def tile(images: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
 
 
 def band_grid(x0: torch.Tensor, levels: Sequence[int]) -> np.ndarray:
-    """Two rows of band images of one sample x̂0 (C, H, W), uint8: box pyramid on top, FFT rings
+    """Rows of band images of one sample x̂0 (C, H, W), uint8: box pyramid on top, FFT rings
     below (:func:`chromaviz.spectral.decompose`), finest level on the left, each band stretched
-    to its own range (mid-grey is zero)."""
+    to its own range (mid-grey is zero). The pyramid needs H and W divisible by the coarsest
+    level; for other sizes (30×30 with levels (1, 2, 4), say) the grid is the rings row alone."""
     x = x0[None].double()
-    rows = [tile([_stretch(b[0]) for b in spectral.decompose(x, levels, method)]) for method in ("pyramid", "rings")]
+    h, w = x0.shape[-2:]
+    methods = ("pyramid", "rings") if h % levels[-1] == 0 and w % levels[-1] == 0 else ("rings",)
+    rows = [tile([_stretch(b[0]) for b in spectral.decompose(x, levels, method)]) for method in methods]
     gap = np.ones((2, rows[0].shape[1], 3))
-    return to_uint8(np.concatenate([rows[0], gap, rows[1]], axis=0))
+    return to_uint8(np.concatenate([row for r in rows for row in (r, gap)][:-1], axis=0))
 
 
 def rapsd(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
