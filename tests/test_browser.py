@@ -83,11 +83,18 @@ def test_explorer_live_run_scrub_switch_errors_stop(lab):
             screenshot(page, "explorer-1-loaded")
 
         # Run: the progress bar moves and the x̂0 frame changes while sampling. Every width the bar
-        # takes is noted in the page, since a fast run can end between two polls from here.
+        # takes and every x̂0 image it shows are noted in the page, since a fast run can end
+        # between two polls from here.
         page.eval_on_selector(f"{EXPLORER} .progress-bar", """bar => {
             window.__progress_widths = [];
             new MutationObserver(() => window.__progress_widths.push(parseFloat(bar.style.width) || 0))
                 .observe(bar, {attributes: true, attributeFilter: ['style']});
+        }""")
+        page.eval_on_selector_all(f"{EXPLORER} .chromaviz-run img", """imgs => {
+            const panel = imgs[1].getRootNode();  // the run's panel, inside bokeh's shadow root
+            window.__x0_sources = [];
+            new MutationObserver(() => window.__x0_sources.push(panel.querySelectorAll('img')[1].src))
+                .observe(panel, {attributes: true, attributeFilter: ['src'], subtree: true});
         }""")
         page.click(f"{EXPLORER} button.widget-button:text-is('Run')")
         seen_previews, seen_progress, shots = set(), set(), []
@@ -95,6 +102,7 @@ def test_explorer_live_run_scrub_switch_errors_stop(lab):
         def finished():
             seen_previews.add(x0_src(page))
             seen_progress.update(page.evaluate("window.__progress_widths"))
+            seen_previews.update(page.evaluate("window.__x0_sources"))
             seen_progress.add(now := progress(page))
             if 20 < now < 80 and not shots:
                 shots.append(screenshot(page, "explorer-2-running"))

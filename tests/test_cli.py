@@ -98,6 +98,8 @@ def one_error_line(capsys, argv) -> str:
     (["report", "-p", "steps", "0"], "steps must be a positive integer, got 0"),
     (["report", "-p", "guidance", "nan"], "guidance must be ≥ 0, got nan"),
     (["report", "-p", "guidance", "-1"], "guidance must be ≥ 0, got -1"),
+    (["report", "-p", "method", "pyramid", "-p", "size", "30"],
+     "height 30 is not divisible by 4, the coarsest level of the pyramid; use a size that is a multiple of 4 or method rings"),
     (["report", "-p", "device", "bogus"], "device must be a device name such as 'cpu', 'cuda' or 'cuda:1', got 'bogus'"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, argv, expected):

@@ -525,10 +525,26 @@ def parse_parameters(pairs: Sequence[Sequence[str]], parameters: Mapping[str, Pa
     return values
 
 
-def check_values(values: Mapping[str, Any]) -> None:
+def notebook_defaults(parameters: Mapping[str, Parameter]) -> dict[str, Any]:
+    """The defaults of the parameters that are Python literals, as values (others are left out)."""
+    import ast
+
+    defaults = {}
+    for name, parameter in parameters.items():
+        try:
+            defaults[name] = ast.literal_eval(parameter.default)
+        except (ValueError, SyntaxError):
+            pass
+    return defaults
+
+
+def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> None:
     """Refuse report parameters that cannot work, before a kernel starts: an unknown built-in model
     name, scheduler or band method, a count below 1, a guidance scale that is not a finite number
-    ≥ 0, or a device this machine does not have. Names the values given (``-p`` overrides).
+    ≥ 0, a device this machine does not have, or a size the box pyramid cannot split when a
+    built-in model is measured with ``method="pyramid"``. Names the values given (``-p``
+    overrides); ``defaults`` (the notebook's own values) fill in the rest for the checks that
+    combine parameters.
 
     Raises
     ------
@@ -539,7 +555,7 @@ def check_values(values: Mapping[str, Any]) -> None:
     from ..models import BUILTIN
     from ..noise.schedulers import check_scheduler_name
     from ..sampling.sampler import _device
-    from ..spectral import _check_method
+    from ..spectral import _check_divisible, _check_method, levels_for
 
     model = values.get("model")
     if isinstance(model, str) and model not in BUILTIN and "/" not in model and not Path(model).exists():
@@ -557,6 +573,11 @@ def check_values(values: Mapping[str, Any]) -> None:
             real("guidance", values["guidance"], minimum=0)
         if values.get("device"):  # empty: CUDA when available, else the CPU
             _device("device", values["device"])
+        run = {**(defaults or {}), **values}
+        if run.get("method") == "pyramid" and run.get("model") in BUILTIN and isinstance(run.get("size"), int):
+            deepest = levels_for(run["size"], run["size"])[-1]  # built-in models are measured on the pixels
+            _check_divisible(run["size"], run["size"], deepest, f"{deepest}, the coarsest level of the pyramid",
+                             " or method rings")
     except (ValueError, TypeError) as err:  # the library's own checks, as the notebook would meet them
         raise ReportError(str(err)) from None
 
@@ -772,7 +793,7 @@ def run_report(
         raise ReportError(f"cannot find the report notebook at {source}; pass --notebook PATH")
     parameters = notebook_parameters(source)
     values = parse_parameters(pairs, parameters, reserved=RESERVED)
-    check_values(values)
+    check_values(values, notebook_defaults(parameters))
     show_code = boolean("show_code", show_code)
     kernel_name = kernel_name or kernel_for_this_python()
     out = Path(out)
