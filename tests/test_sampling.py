@@ -161,6 +161,13 @@ def test_same_seed_same_trajectory_bit_for_bit(request, model_name, prompt, sche
     assert (other.final - a.final).abs().mean() > 0.05
 
 
+def test_no_step_count_means_the_default_fifty():
+    from chromaviz.sampling.sampler import DEFAULT_STEPS
+
+    traj = sample(GaussianPowerLaw(size=8), num_inference_steps=None, device="cpu", record=())
+    assert DEFAULT_STEPS == 50 and traj.metadata["num_inference_steps"] == 50 and traj.status == "complete"
+
+
 # ---------------------------------------------------------------------- every scheduler
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_every_scheduler_runs(name):

@@ -134,6 +134,31 @@ def test_loading_a_safetensors_file_that_is_not_a_trajectory(tmp_path):
         Trajectory.load(other)
 
 
+def test_a_file_damaged_after_saving_is_refused(tmp_path, gaussian):
+    """A changed byte anywhere in the tensors' data (a bit flipped on disk or in a copy) is caught
+    by the checksums written with the file; a file without them (an older chromaviz) still loads."""
+    path = run(gaussian, num_steps=3).save(tmp_path / "run.safetensors")
+    raw = bytearray(path.read_bytes())
+    (header_length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + header_length])
+    for name in ("x0", "final", "log_snr"):
+        start, end = header[name]["data_offsets"]
+        damaged = bytearray(raw)
+        damaged[8 + header_length + (start + end) // 2] ^= 0x10
+        bad = tmp_path / f"damaged-{name}.safetensors"
+        bad.write_bytes(bytes(damaged))
+        with pytest.raises(ValueError, match=f"the bytes of the tensor '{name}' do not match the checksum"):
+            Trajectory.load(bad)
+    loaded = Trajectory.load(path)
+    doc = json.loads(header["__metadata__"]["chromaviz"])
+    del doc["crc32"]
+    older = tmp_path / "older.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(older), metadata={"chromaviz": json.dumps(doc)})
+    assert torch.equal(Trajectory.load(older).x0, loaded.x0)
+
+
 def test_file_is_safetensors_without_pickle(tmp_path, gaussian):
     traj = run(gaussian, num_steps=3)
     path = traj.save(tmp_path / "run.safetensors")
@@ -145,7 +170,7 @@ def test_file_is_safetensors_without_pickle(tmp_path, gaussian):
     assert header["x0"]["dtype"] == "F32" and header["x0"]["shape"] == [3, 2, 3, SIZE, SIZE]
     assert header["log_snr"]["dtype"] == "F64" and header["log_snr"]["shape"] == [3]
     doc = json.loads(header["__metadata__"]["chromaviz"])
-    assert set(doc) == {"metadata", "prompts", "num_steps"}
+    assert set(doc) == {"metadata", "prompts", "num_steps", "crc32"}
     assert doc["metadata"]["status"] == "complete" and doc["prompts"] == [None] * 3
     # The tensor payload is exactly what the header describes: nothing else hides in the file.
     n = struct.unpack("<Q", raw[:8])[0]

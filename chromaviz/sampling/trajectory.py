@@ -8,13 +8,17 @@ The JSON document is strict RFC 8259 JSON (``JSON.parse`` reads it): a non-finit
 a scheduler config's ``lambda_min_clipped = -inf``, is written as the one-key object
 ``{"$float": "-Infinity"}`` (or ``"Infinity"``, ``"NaN"``) and read back as the float.
 :meth:`Trajectory.load` checks the document and the tensors against each other before building
-anything and refuses a file that does not fit with one ``ValueError`` naming the path.
+anything and refuses a file that does not fit with one ``ValueError`` naming the path. The
+document also holds a CRC-32 of every tensor's bytes, so a file damaged after it was written (a
+flipped bit on a disk or in a copy) is refused rather than read as a run full of wrong numbers;
+files written without these checksums load as before.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -178,9 +182,11 @@ class Trajectory:
                 tensors[name] = self.stacked(name).contiguous()
         if self.final is not None:
             tensors["final"] = self.final.contiguous()
-        doc = {"metadata": self.metadata, "prompts": self.prompts, "num_steps": [s.num_steps for s in self.steps]}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        doc = {"metadata": self.metadata, "prompts": self.prompts, "num_steps": [s.num_steps for s in self.steps],
+               "crc32": {k: _crc32(v) for k, v in tensors.items()}}
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu() for k, v in tensors.items()}, str(path), metadata={"chromaviz": dumps(doc)})
+        save_file(tensors, str(path), metadata={"chromaviz": dumps(doc)})
         return path
 
     @classmethod
@@ -193,7 +199,8 @@ class Trajectory:
             Naming ``path`` and what is wrong, for anything that is not a complete, self-consistent
             trajectory file: no such file, a folder, not safetensors, no chromaviz document, a
             document that does not match the schema (prompts and tensors of different lengths, a
-            ``"complete"`` run with fewer steps than it planned, …). Nothing is half loaded.
+            ``"complete"`` run with fewer steps than it planned, …), a tensor whose bytes do not
+            match the checksum written with it. Nothing is half loaded.
         """
         from safetensors import SafetensorError, safe_open
 
@@ -283,6 +290,12 @@ def loads(text: str) -> Any:
     return json.loads(text, object_hook=_untag, parse_constant=_refuse_constant)
 
 
+def _crc32(t: torch.Tensor) -> int:
+    """CRC-32 of a tensor's bytes as stored (C order)."""
+    flat = t.contiguous().reshape(-1)
+    return zlib.crc32(flat.view(torch.uint8).numpy()) if flat.numel() else 0
+
+
 def _schema_problem(doc: Any, tensors: Mapping[str, torch.Tensor]) -> str:
     """What is wrong with a trajectory file's document and tensors, or "" if nothing."""
     if not isinstance(doc, dict):
@@ -318,6 +331,13 @@ def _schema_problem(doc: Any, tensors: Mapping[str, torch.Tensor]) -> str:
         if t.dim() != expected or t.shape[0] != n:
             return (f"the tensor {name!r} has shape {tuple(t.shape)}; {n} prompts need "
                     f"{'(' + str(n) + ',)' if expected == 1 else '(' + str(n) + ', B, C, H, W)'}")
+    checksums = doc.get("crc32", {})
+    if not isinstance(checksums, dict):
+        return "'crc32' must be an object of tensor names and checksums"
+    for name, t in tensors.items():
+        if name in checksums and checksums[name] != _crc32(t):
+            return (f"the bytes of the tensor {name!r} do not match the checksum written with them: the file "
+                    "was damaged after it was saved")
     final = tensors.get("final")
     if final is not None and final.dim() != 4:
         return f"the tensor 'final' has shape {tuple(final.shape)}, not (B, C, H, W)"
