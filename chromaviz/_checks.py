@@ -197,3 +197,19 @@ def renamed(function: str, old: str, new: str, old_value: Any, new_value: Any) -
                         f"and {_describe(old_value)}")
     warnings.warn(f"{function}({old}=) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
     return old_value
+
+
+def dtype_name(name: str, value: str) -> Any:
+    """The torch dtype a text such as ``"float16"`` names (raises ValueError for any other text).
+
+    Examples
+    --------
+    >>> dtype_name("torch_dtype", "bfloat16")
+    torch.bfloat16
+    """
+    import torch
+
+    named = getattr(torch, value, None) if isinstance(value, str) and value.isidentifier() else None
+    if not isinstance(named, torch.dtype):
+        raise ValueError(f"{name} {value!r} is not a torch dtype; use float16, bfloat16 or float32")
+    return named

@@ -122,8 +122,11 @@ def _run(args: argparse.Namespace) -> int:
     from .views.figures import save_chromatogram, save_strip
     from .sampling import SamplingError, sample
     from .noise.schedules import Schedule
+    from .spectral import check_pyramid_size
 
     _check_run_memory(args)
+    if args.method == "pyramid":
+        check_pyramid_size(args.size, args.size)
     out = _output_folder("--out", args.out)
     if args.quiet:
         _silence_libraries()

@@ -108,6 +108,15 @@ def _check_divisible(height: int, width: int, m: int, what: str, alternative: st
             raise ValueError(f"{name} {size} is not divisible by {what}; use a size that is a multiple of {m}{alternative}")
 
 
+def check_pyramid_size(height: int, width: int) -> tuple[int, ...]:
+    """The default levels of an image (:func:`levels_for`), checked to split into a box pyramid:
+    raises ValueError naming the size and what to use unless H and W are multiples of the
+    coarsest level (30×30 has levels (1, 2, 4) and is refused)."""
+    levels = levels_for(height, width)
+    _check_divisible(height, width, levels[-1], f"{levels[-1]}, the coarsest level of the pyramid", " or method rings")
+    return levels
+
+
 def _check_method(method: object) -> str:
     if method not in METHODS:
         raise ValueError(

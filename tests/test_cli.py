@@ -92,6 +92,8 @@ def one_error_line(capsys, argv) -> str:
     (["report", "--cell-timeout", "2.5"], "argument --cell-timeout: must be an integer, got '2.5'"),
     (["report", "--cell-timeout", "0"], "argument --cell-timeout: must be a positive integer, got 0"),
     (["run", "--model", "nope"], "argument --model: invalid choice: 'nope'"),
+    (["run", "--method", "pyramid", "--size", "36"],
+     "height 36 is not divisible by 8, the coarsest level of the pyramid; use a size that is a multiple of 8 or method rings"),
     (["report", "-p", "model", "gausian"], "model 'gausian' is neither a built-in model (gaussian, exemplars, shapes)"),
     (["report", "-p", "scheduler", "heun"], "unknown scheduler 'heun'; choose 'default' or one of"),
     (["report", "-p", "method", "wavelets"], "unknown decomposition method 'wavelets'; use 'rings'"),
@@ -100,6 +102,11 @@ def one_error_line(capsys, argv) -> str:
     (["report", "-p", "guidance", "-1"], "guidance must be ≥ 0, got -1"),
     (["report", "-p", "method", "pyramid", "-p", "size", "30"],
      "height 30 is not divisible by 4, the coarsest level of the pyramid; use a size that is a multiple of 4 or method rings"),
+    (["report", "-p", "dtype", "bogus"], "dtype 'bogus' is not a torch dtype; use float16, bfloat16 or float32"),
+    (["report", "-p", "seed", "-1"], "seed must be"),
+    (["report", "-p", "model", ""], "model is empty; give a built-in model"),
+    (["report", "-p", "model", "exemplars", "-p", "prompt", "[cat:moon"], "[cat:moon"),
+    (["sweep", "-p", "steps", "0", "3"], "steps must be a positive integer, got 0 (in the cell steps-0)"),
     (["report", "-p", "device", "bogus"], "device must be a device name such as 'cpu', 'cuda' or 'cuda:1', got 'bogus'"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, argv, expected):

@@ -526,16 +526,19 @@ def parse_parameters(pairs: Sequence[Sequence[str]], parameters: Mapping[str, Pa
 
 
 def notebook_defaults(parameters: Mapping[str, Parameter]) -> dict[str, Any]:
-    """The defaults of the parameters that are Python literals, as values (others are left out)."""
+    """The default value of every parameter but the :data:`RESERVED` ones: the Python literal as
+    written in the parameters cell, or its text where it is not a literal."""
     import ast
 
-    defaults = {}
-    for name, parameter in parameters.items():
+    out = {}
+    for name, p in parameters.items():
+        if name in RESERVED:
+            continue
         try:
-            defaults[name] = ast.literal_eval(parameter.default)
+            out[name] = ast.literal_eval(p.default)
         except (ValueError, SyntaxError):
-            pass
-    return defaults
+            out[name] = p.default
+    return out
 
 
 def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> None:
@@ -551,13 +554,17 @@ def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None =
     ReportError
         Saying what was wrong and what is allowed.
     """
-    from .._checks import positive_int, real
+    from .._checks import dtype_name, integer, positive_int, real
+    from ..sampling.prompts import PromptSchedule
     from ..models import BUILTIN
     from ..noise.schedulers import check_scheduler_name
     from ..sampling.sampler import _device
-    from ..spectral import _check_divisible, _check_method, levels_for
+    from ..spectral import _check_method, check_pyramid_size
 
     model = values.get("model")
+    if model == "":
+        raise ReportError(f"model is empty; give a built-in model ({', '.join(BUILTIN)}), a diffusers pipeline folder "
+                          "or a model id such as 'org/name'")
     if isinstance(model, str) and model not in BUILTIN and "/" not in model and not Path(model).exists():
         raise ReportError(f"model {model!r} is neither a built-in model ({', '.join(BUILTIN)}) nor a diffusers "
                           f"pipeline folder (there is no {model!r} here) nor a model id such as 'org/name'")
@@ -573,11 +580,15 @@ def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None =
             real("guidance", values["guidance"], minimum=0)
         if values.get("device"):  # empty: CUDA when available, else the CPU
             _device("device", values["device"])
+        if values.get("dtype"):  # empty: float32
+            dtype_name("dtype", values["dtype"])
+        if "seed" in values:
+            integer("seed", values["seed"], minimum=0, maximum=2**64 - 1)
+        if values.get("prompt"):
+            PromptSchedule.parse(values["prompt"])
         run = {**(defaults or {}), **values}
         if run.get("method") == "pyramid" and run.get("model") in BUILTIN and isinstance(run.get("size"), int):
-            deepest = levels_for(run["size"], run["size"])[-1]  # built-in models are measured on the pixels
-            _check_divisible(run["size"], run["size"], deepest, f"{deepest}, the coarsest level of the pyramid",
-                             " or method rings")
+            check_pyramid_size(run["size"], run["size"])  # built-in models are measured on the pixels
     except (ValueError, TypeError) as err:  # the library's own checks, as the notebook would meet them
         raise ReportError(str(err)) from None
 

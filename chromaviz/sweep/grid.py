@@ -8,7 +8,6 @@ cells are their Cartesian product.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import itertools
 import json
@@ -17,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..notebook.report import RESERVED, REPORT_NOTEBOOK, Parameter, notebook_parameters, parse_parameters
+from ..notebook.report import (
+    RESERVED, REPORT_NOTEBOOK, Parameter, ReportError, check_values, notebook_defaults, notebook_parameters,
+    parse_parameters,
+)
 
 
 class SweepError(ValueError):
@@ -52,19 +54,6 @@ class Cell:
 def report_parameters(notebook: str | Path | None = None) -> dict[str, Parameter]:
     """The report's parameters (:func:`chromaviz.notebook.report.notebook_parameters`), by name."""
     return notebook_parameters(notebook if notebook is not None else REPORT_NOTEBOOK)
-
-
-def defaults(parameters: Mapping[str, Parameter]) -> dict[str, Any]:
-    """The default value of every parameter the sweep may set (``output_dir`` excluded)."""
-    out = {}
-    for name, p in parameters.items():
-        if name in RESERVED:
-            continue
-        try:
-            out[name] = ast.literal_eval(p.default)
-        except (ValueError, SyntaxError):
-            out[name] = p.default
-    return out
 
 
 def grid_from_pairs(groups: Sequence[Sequence[str]]) -> dict[str, list[str]]:
@@ -162,10 +151,14 @@ def make_grid(grid: Mapping[str, Sequence[Any]], *, notebook: str | Path | None 
         if repeated:
             raise SweepError(f"parameter {name!r} repeats the value {repeated[0]!r}; give each value once")
         typed[name] = converted
-    base = defaults(parameters)
+    base = notebook_defaults(parameters)
     cells = []
     for combination in itertools.product(*typed.values()):
         swept = dict(zip(typed, combination))
+        try:  # the report's own pre-flight, but the device: the cells may run on another machine
+            check_values({k: v for k, v in swept.items() if k != "device"}, base)
+        except ReportError as err:
+            raise SweepError(f"{err} (in the cell {cell_name(swept)})") from None
         cells.append(Cell(cell_name(swept), swept, {**base, **swept}))
     if len({c.name for c in cells}) < len(cells):  # two value lists that read the same as text
         cells = [Cell(cell_name(c.swept, hashed=True), c.swept, c.values) for c in cells]

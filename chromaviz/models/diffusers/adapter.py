@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ... import _checks
 from ...noise.plan import NoiseLevel
 from ...noise.schedulers import DEFAULT_IS_OWN_CLASS
 from ...noise.schedules import Schedule
@@ -503,10 +504,7 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
     from diffusers import AutoencoderTiny, DiffusionPipeline
 
     if isinstance(torch_dtype, str):  # "float16" as well as torch.float16, never silently float32
-        named = getattr(torch, torch_dtype, None)
-        if not isinstance(named, torch.dtype):
-            raise ValueError(f"torch_dtype {torch_dtype!r} is not a torch dtype; use torch.float16, torch.bfloat16 or torch.float32")
-        torch_dtype = named
+        torch_dtype = _checks.dtype_name("torch_dtype", torch_dtype)
     elif torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
         raise TypeError(f"torch_dtype must be a torch.dtype such as torch.float16, got {torch_dtype!r}")
     # diffusers ≥ 0.42 calls torch_dtype "dtype"
