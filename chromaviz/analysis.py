@@ -349,6 +349,8 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
 
     Raises
     ------
+    TypeError
+        If ``traj`` is not a :class:`Trajectory`.
     ValueError
         For a run without x̂0, or bad levels or method.
 
@@ -361,6 +363,8 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     >>> c.levels, c.measured.shape, c.power_source
     ((1, 2, 4), (5, 3), 'model')
     """
+    if not isinstance(traj, Trajectory):
+        raise TypeError(f"compare() needs a Trajectory (from sample() or Trajectory.load), got {type(traj).__name__}")
     method = spectral._check_method(method)
     if decode is not None:
         traj, model = decoded(traj, decode), None

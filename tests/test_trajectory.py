@@ -159,6 +159,18 @@ def test_a_file_damaged_after_saving_is_refused(tmp_path, gaussian):
     assert torch.equal(Trajectory.load(older).x0, loaded.x0)
 
 
+def test_saving_to_an_empty_path_or_a_folder_and_comparing_a_non_trajectory_are_refused(tmp_path, gaussian):
+    from chromaviz import compare
+
+    traj = run(gaussian, num_steps=2)
+    with pytest.raises(ValueError, match="cannot save a trajectory to '': that is empty"):
+        traj.save("")
+    with pytest.raises(ValueError, match="that is a folder"):
+        traj.save(tmp_path)
+    with pytest.raises(TypeError, match="compare\\(\\) needs a Trajectory .*, got str"):
+        compare("x", gaussian)
+
+
 def test_file_is_safetensors_without_pickle(tmp_path, gaussian):
     traj = run(gaussian, num_steps=3)
     path = traj.save(tmp_path / "run.safetensors")

@@ -167,9 +167,18 @@ class Trajectory:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
-        """Write the trajectory to ``path`` (``.safetensors``); returns the path."""
+        """Write the trajectory to ``path`` (``.safetensors``); returns the path.
+
+        Raises
+        ------
+        ValueError
+            If ``path`` is empty or an existing folder.
+        """
         from safetensors.torch import save_file
 
+        if str(path) == "" or Path(path).is_dir():
+            raise ValueError(f"cannot save a trajectory to {str(path)!r}: that is "
+                             f"{'empty' if str(path) == '' else 'a folder'}; give a file path such as 'run.safetensors'")
         path = Path(path)
         tensors: dict[str, torch.Tensor] = {
             "timesteps": torch.tensor(self.timesteps),
