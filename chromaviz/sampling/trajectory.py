@@ -176,9 +176,10 @@ class Trajectory:
         """
         from safetensors.torch import save_file
 
-        if str(path) == "" or Path(path).is_dir():
-            raise ValueError(f"cannot save a trajectory to {str(path)!r}: that is "
-                             f"{'empty' if str(path) == '' else 'a folder'}; give a file path such as 'run.safetensors'")
+        why = "empty" if str(path) == "" else "a folder" if Path(path).is_dir() else None
+        if why:
+            raise ValueError(f"cannot save a trajectory to {str(path)!r}: that is {why}; "
+                             "give a file path such as 'run.safetensors'")
         path = Path(path)
         tensors: dict[str, torch.Tensor] = {
             "timesteps": torch.tensor(self.timesteps),
@@ -188,9 +189,9 @@ class Trajectory:
         }
         for name in RECORDABLE:
             if self.steps and getattr(self.steps[0], name) is not None:
-                tensors[name] = self.stacked(name).contiguous()
+                tensors[name] = self.stacked(name)
         if self.final is not None:
-            tensors["final"] = self.final.contiguous()
+            tensors["final"] = self.final
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         doc = {"metadata": self.metadata, "prompts": self.prompts, "num_steps": [s.num_steps for s in self.steps],
                "crc32": {k: _crc32(v) for k, v in tensors.items()}}
