@@ -74,6 +74,8 @@ def lab(tmp_path_factory):
 def test_explorer_live_run_scrub_switch_errors_stop(lab):
     url, token = lab
     with chromium_page(1280, 800) as page:
+        sent = []  # sizes of the messages the page sends to the server
+        page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(len(payload))))
         open_notebook(page, url, token, "explorer.ipynb")
         collapse_left_sidebar(page)
         run_all_cells(page)
@@ -96,6 +98,7 @@ def test_explorer_live_run_scrub_switch_errors_stop(lab):
             new MutationObserver(() => window.__x0_sources.push(panel.querySelectorAll('img')[1].src))
                 .observe(panel, {attributes: true, attributeFilter: ['src'], subtree: true});
         }""")
+        sent_before = len(sent)
         page.click(f"{EXPLORER} button.widget-button:text-is('Run')")
         seen_previews, seen_progress, shots = set(), set(), []
 
@@ -112,6 +115,9 @@ def test_explorer_live_run_scrub_switch_errors_stop(lab):
         assert any(0 < p < 100 for p in seen_progress), f"progress never seen mid-run: {sorted(seen_progress)}"
         assert len(seen_previews - {""}) >= 3, "the x̂0 frame did not change while sampling"
         wait_until(page, lambda: re.search(r"step 40/40 .* prompt 'cat'", caption(page)), timeout=30)
+        # The browser sends the kernel what changed there (the scrubber following the frames), not
+        # the frames and columns the kernel sent it: those echoes were megabytes per run.
+        assert sum(sent[sent_before:]) < 100_000, f"the page sent {sum(sent[sent_before:])} bytes during the run"
 
         # One screen at 1280×800: with the explorer scrolled to the top of the notebook's view, the
         # scrubber, x̂0, the bands and the chromatography plot are all inside the window.

@@ -197,6 +197,44 @@ def test_a_refresh_draws_the_newest_step_and_the_end_puts_every_step_on_the_scru
     assert list(ex.view.chroma.measured["A"].data["step"]) == list(range(12))
 
 
+def test_the_kernel_takes_no_echo_of_its_own_changes(finished):
+    """jupyter_bokeh's frontend sends back what the kernel changed. The document's BokehJS drops
+    those echoes (SYNCED_ONLY_JS, at document_ready; tested in the browser), and the kernel drops
+    streamed columns from the browser, which streams nothing by itself: jupyter_bokeh's own handler
+    would stream the frame into the kernel's copy a second time."""
+    from jupyter_bokeh.widgets import BokehModel
+
+    from widgets.live import SYNCED_ONLY_JS
+
+    ex = finished
+    src = ex.view.frames["A"]
+
+    def echo():  # a streamed frame, as jupyter_bokeh's frontend sends it
+        rows = {k: [[0.5, 0.25]] if k in ("f", "rapsd_x0", "rapsd_xt") else [v[-1]] for k, v in src.data.items()}
+        return {"event": "jsevent", "kind": "ColumnsStreamed", "model": {"id": src.id}, "attr": "data", "rollover": None,
+                "data": {"type": "map", "entries": [[k, v] for k, v in rows.items()]}}
+
+    ex._bokeh._sync_model(ex._bokeh, echo(), [])
+    assert len(src.data["caption"]) == 12
+    try:
+        BokehModel._sync_model(ex._bokeh, ex._bokeh, echo(), [])
+        assert len(src.data["caption"]) == 13  # what the echo did before
+    finally:
+        src.data = {k: v[:12] for k, v in src.data.items()}
+    value = ex.view.slider.value
+    try:  # what the user did in the browser still arrives
+        ex._bokeh._sync_model(ex._bokeh, {"event": "jsevent", "kind": "ModelChanged", "model": {"id": ex.view.slider.id},
+                                          "attr": "value", "new": 3}, [])
+        assert ex.view.slider.value == 3
+    finally:
+        ex.view.slider.value = value
+    ready = ex.view.layout.document.callbacks.js_event_callbacks["document_ready"]
+    assert [cb.code for cb in ready].count(SYNCED_ONLY_JS) == 1
+    display_only = (ex.view.chroma.cursor, ex.view.chroma.theory, *ex.view.chroma.measured.values(), ex.view.rapsd.spectra,
+                    ex.view.rapsd.floor)
+    assert not any(model.syncable for model in display_only)
+
+
 def test_starting_a_job_frees_the_starting_threads_openmp_team():
     """The notebook thread's idle OpenMP team is freed before the worker samples (GNU OpenMP,
     as torch's Linux wheels load it); elsewhere the call is a no-op that says so."""

@@ -103,10 +103,11 @@ _FOLLOW_JS = """
 // one. The browser decides, as only it knows where the user has put the scrubber just now.
 const n = Math.max(...panels.map(([src]) => src.data.caption.length));
 const following = slider.disabled || slider.value >= slider.end;  // disabled: fewer than two frames so far
-slider.end = Math.max(n - 1, 1);
-slider.disabled = n < 2;
-if (following && slider.value !== n - 1) slider.value = Math.max(n - 1, 0);
-else update.execute(slider);
+const changes = {end: Math.max(n - 1, 1), disabled: n < 2};  // set together: one message to a kernel
+if (following) changes.value = Math.max(n - 1, 0);
+const moves = changes.value !== undefined && changes.value !== slider.value;
+slider.setv(changes);
+if (!moves) update.execute(slider);
 """
 
 _COORDINATE_JS = """

@@ -69,10 +69,13 @@ class ChromatographyPlot:
         self.fig.yaxis.axis_label = "signal fraction"
         self.fig.xaxis.axis_label = COORDINATE_LABELS["step"]
         empty = {"x": [], "step": [], "timestep": [], "log_snr": []}
+        # syncable=False: the browser changes these itself (the x column, when the x axis changes),
+        # and the kernel needs none of it back; it sets every column whenever it draws
         self.theory = ColumnDataSource({**empty, **{f"sa{j}": [] for j in range(len(levels))}, **{f"m2{j}": [] for j in range(len(levels))}},
-                                       name="theory")
+                                       name="theory", syncable=False)
         self.measured = {name: ColumnDataSource({**empty, **{f"g{j}": [] for j in range(len(levels))},
-                                                 **{f"p{j}": [] for j in range(len(levels))}}, name=f"measured-{name}")
+                                                 **{f"p{j}": [] for j in range(len(levels))}}, name=f"measured-{name}",
+                                                syncable=False)
                          for name in runs}
         colors = level_colors(len(levels))
         items = []
@@ -88,7 +91,7 @@ class ChromatographyPlot:
         self.fig.add_layout(Legend(items=items, location="top_left", label_text_font_size="12px"), "right")
         _legible(self.fig)
         self.cursor = Span(location=0, dimension="height", line_color="crimson", line_width=2, line_alpha=0.7,
-                           level="overlay")  # moved at every scrub: only the overlay layer repaints
+                           level="overlay", syncable=False)  # moved in the browser at every scrub: only the overlay repaints
         self.fig.add_layout(self.cursor)
 
     @staticmethod
@@ -138,8 +141,9 @@ class RapsdPlot:
                           title="RAPSD at the selected step (centred; white noise = 1)")
         self.fig.xaxis.axis_label = "frequency (cycles/pixel)"
         self.fig.yaxis.axis_label = "power"
-        self.spectra = ColumnDataSource({"f": [], "x0": [], "xt": [], "final": []}, name="rapsd")
-        self.floor = ColumnDataSource({"f": [], "p": []})
+        # filled in the browser from the selected frame: nothing to send back to the kernel
+        self.spectra = ColumnDataSource({"f": [], "x0": [], "xt": [], "final": []}, name="rapsd", syncable=False)
+        self.floor = ColumnDataSource({"f": [], "p": []}, syncable=False)
         styles = {"final": dict(color="grey", line_width=2), "xt": dict(color="#d95f02", line_width=1.5),
                   "x0": dict(color="#1b9e77", line_width=2.5), "p": dict(color="crimson", line_dash="dashed", line_width=2)}
         labels = {"final": "final sample", "xt": "x_t / α", "x0": "x̂0", "p": "noise floor 1/SNR"}
