@@ -12,11 +12,12 @@ $CHROMAVIZ_CHROMIUM). Prints one table:
 - live sampling: the same run with the live UI attached, in the explorer's worker thread without a
   UI, and as ``chromaviz.sample`` on the kernel's main thread (alternating, medians); frames per
   second while sampling, the time from Run until every step is drawn, and whether every step is
-  in the scrubber at the end;
+  in the scrubber at the end; with ``--refresh-intervals``, the live UI at each interval between
+  refreshes too (what a refresh costs the run: the browser shares the machine's cores);
 - the size of ``run.html`` of the default report's run (Gaussian model, 50 steps, 64×64, batch 8).
 
     python benchmarks/explorer_latency.py [--trials 40] [--steps 50 200] [--size 64] [--rounds 3] [--live-steps 200]
-                                          [--model exemplars]
+                                          [--model exemplars] [--refresh-intervals 0.1 0.2 0.5]
 """
 
 from __future__ import annotations
@@ -63,10 +64,12 @@ def worker_alone():
     return runs["A"].trajectory.metadata["elapsed_seconds"]
 
 explorer.steps.value = steps = {live_steps}
-times = {{"main": [], "worker": [], "live": [], "drawn": []}}
-rates, complete = [], []
+intervals = {intervals}
+lives = [f"live {{x}}" for x in intervals]
+times = {{"main": [], "worker": [], "drawn": [], **{{k: [] for k in lives}}}}
+rates, complete = {{k: [] for k in lives}}, []
 for r in range({rounds}):
-    for mode in (("main", "worker", "live") if r % 2 == 0 else ("live", "worker", "main")):
+    for mode in (["main", "worker", *lives] if r % 2 == 0 else [*lives[::-1], "worker", "main"]):
         time.sleep(1.0)  # let the browser finish drawing the previous run before the next one starts
         if mode == "main":
             s = explorer.settings()  # the explorer's own settings: the same run as the other two
@@ -76,14 +79,17 @@ for r in range({rounds}):
         elif mode == "worker":
             times["worker"].append(worker_alone())
         else:
+            explorer.preview_interval = float(mode.split()[1])
             explorer.preview_updates = 0
             start = time.perf_counter()
             explorer.run(); explorer.wait()
-            times["drawn"].append(time.perf_counter() - start)
             elapsed = explorer.runs["A"].trajectory.metadata["elapsed_seconds"]
-            times["live"].append(elapsed)
-            rates.append(explorer.preview_updates / elapsed)
-            complete.append(len(explorer.view) == len(explorer.runs["A"].trajectory))
+            times[mode].append(elapsed)
+            rates[mode].append(explorer.preview_updates / elapsed)
+            if mode == lives[0]:
+                times["drawn"].append(time.perf_counter() - start)
+                complete.append(len(explorer.view) == len(explorer.runs["A"].trajectory))
+explorer.preview_interval = intervals[0]
 explorer.steps.value = {short}
 explorer.run(); explorer.wait()
 print("BENCH" + json.dumps({{**times, "rates": rates, "complete": complete}}))
@@ -149,7 +155,12 @@ def main() -> None:
     parser.add_argument("--live-steps", type=int, default=200,
                         help="steps of the live-sampling runs (200: about 0.4 s, four refreshes or more; at 50 "
                              "the exemplar model is done in 0.1 s, before the first refresh)")
+    parser.add_argument("--refresh-intervals", type=float, nargs="+", default=[0.1],
+                        help="seconds between the live view's refreshes (Explorer.preview_interval), each measured; "
+                             "the first (default 0.1, the explorer's) is the live UI of the table's main rows")
     args = parser.parse_args()
+    if any(not x > 0 for x in args.refresh_intervals):
+        parser.error(f"--refresh-intervals must be positive, got {args.refresh_intervals}")
     if (reason := browser_available()) is not None:
         raise SystemExit(f"cannot run: {reason}")
 
@@ -168,7 +179,8 @@ def main() -> None:
                        steps=n, size=args.size, autorun=True)
         nb = json.loads((root / "explorer.ipynb").read_text())
         nb["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
-                            "source": LIVE_CELL.format(rounds=args.rounds, short=n, long=args.steps[-1], live_steps=args.live_steps)})
+                            "source": LIVE_CELL.format(rounds=args.rounds, short=n, long=args.steps[-1], live_steps=args.live_steps,
+                                                   intervals=args.refresh_intervals)})
         (root / "explorer.ipynb").write_text(json.dumps(nb))
         with jupyter_lab(root) as (url, token), chromium_page(1280, 900) as page:
             open_notebook(page, url, token, "explorer.ipynb")
@@ -189,18 +201,24 @@ def main() -> None:
     print(f"{'measure':58s} {'median':>9s} {'p95':>9s} {'n':>4s}")
     for name, values in rows:
         print(f"{name:58s} {statistics.median(values):9.1f} {percentile(values, 0.95):9.1f} {len(values):4d}")
-    main_t, worker_t, live_t = (statistics.median(live[k]) for k in ("main", "worker", "live"))
-    k = len(live["live"])
+    first = f"live {args.refresh_intervals[0]}"
+    main_t, worker_t, live_t = (statistics.median(live[k]) for k in ("main", "worker", first))
+    k = len(live[first])
     print(f"{f'sampling {args.live_steps} steps, kernel main thread, sample() (s)':58s} {main_t:9.3f} {'':9s} {k:4d}")
     print(f"{'sampling, explorer worker thread, no UI (s)':58s} {worker_t:9.3f} {'':9s} {k:4d}")
     print(f"{'sampling, explorer with the live UI (s)':58s} {live_t:9.3f} {'':9s} {k:4d}")
     print(f"{'  the same, from Run until every step is drawn (s)':58s} {statistics.median(live['drawn']):9.3f} {'':9s} {k:4d}")
     print(f"{'live UI / main thread (target ≤ 1.10)':58s} {live_t / main_t:9.3f}")
     print(f"{'worker alone / main thread':58s} {worker_t / main_t:9.3f}")
-    print(f"{'frame refreshes per second while sampling':58s} {statistics.median(live['rates']):9.1f}")
+    print(f"{'frame refreshes per second while sampling':58s} {statistics.median(live['rates'][first]):9.1f}")
     print(f"{'every step in the scrubber at the end':58s} {str(all(live['complete'])):>9s}")
     for name, size in sizes.items():
         print(f"{'size of run.html, ' + name + ' (MB)':58s} {size / 1e6:9.2f}")
+    if len(args.refresh_intervals) > 1:
+        print(f"\n{'live UI, seconds between refreshes':36s} {'refreshes/s':>11s} {'live UI / main thread':>22s}")
+        for x in args.refresh_intervals:
+            mode = f"live {x}"
+            print(f"{x:36g} {statistics.median(live['rates'][mode]):11.1f} {statistics.median(live[mode]) / main_t:22.3f}")
     print("\nframes: x_t, x̂0 and the band grid as lossy WebP data URIs at the sample's own size "
           "(quality 50/80/60), spectra as float32; BokehJS (bokeh + widgets bundles) inline, gzip-compressed")
 
