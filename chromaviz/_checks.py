@@ -73,6 +73,38 @@ def positive_int(name: str, value: Any) -> int:
     return integer(name, value, minimum=1)
 
 
+def image_size(name: str, value: Any) -> tuple[int, int]:
+    """``value``, one integer or a (height, width) pair of integers, as (height, width) pixels ≥ 1.
+
+    Raises
+    ------
+    ArgumentTypeError
+        (a TypeError and a ValueError) for anything else: a string, a float, a bool, a pair of those.
+    ValueError
+        For a size < 1, or a sequence that is not a pair.
+
+    Examples
+    --------
+    >>> image_size("size", 64)
+    (64, 64)
+    >>> image_size("size", (32, 48))
+    (32, 48)
+    >>> image_size("size", "64")
+    Traceback (most recent call last):
+    ...
+    chromaviz._checks.ArgumentTypeError: size must be a positive integer or a (height, width) pair of them, got '64' (str)
+    """
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be a positive integer or a (height, width) pair of them, got {_describe(value)}")
+        return integer(f"{name} (height)", value[0], minimum=1), integer(f"{name} (width)", value[1], minimum=1)
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise ArgumentTypeError(f"{name} must be a positive integer or a (height, width) pair of them, got {_describe(value)} "
+                                f"({type(value).__name__})")
+    size = integer(name, value, minimum=1)
+    return size, size
+
+
 def _range_text(minimum: float | None, maximum: float | None) -> str:
     """" ≥ 0", " ≤ 1", " in [0, 1]" or "" (with a leading space)."""
     if minimum is not None and maximum is not None:
@@ -134,7 +166,8 @@ def _is_real_scalar(value: Any) -> bool:
 
 
 def boolean(name: str, value: Any) -> bool:
-    """A real ``bool`` (numpy bools too), never a number or a string that looks like one.
+    """A real ``bool`` (numpy bools too), never a number or a string that looks like one; else an
+    :class:`ArgumentTypeError` (a TypeError and a ValueError).
 
     Examples
     --------
@@ -143,7 +176,7 @@ def boolean(name: str, value: Any) -> bool:
     """
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return bool(value)
-    raise TypeError(f"{name} must be True or False, got {_describe(value)} ({type(value).__name__})")
+    raise ArgumentTypeError(f"{name} must be True or False, got {_describe(value)} ({type(value).__name__})")
 
 
 def choice(name: str, value: Any, allowed: Iterable[str]) -> str:

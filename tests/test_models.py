@@ -112,6 +112,44 @@ def test_gaussian_rejects_prompts_and_bad_parameters():
         GaussianPowerLaw(amplitude=0.0)
 
 
+@pytest.mark.parametrize("name", ["gaussian", "exemplars", "shapes"])
+@pytest.mark.parametrize("size, error, words", [
+    (0, ValueError, "size must be a positive integer, got 0"),
+    ("64", TypeError, "got '64' (str)"),
+    (float("nan"), TypeError, "got nan (float)"),
+    (True, TypeError, "got True (bool)"),
+    ((64,), ValueError, "got (64,)"),
+    (7, ValueError, "7×7"),
+])
+def test_built_in_models_refuse_a_bad_size_when_made(name, size, error, words):
+    """Refused by the constructor, saying what was given (they were kept, and failed later)."""
+    from chromaviz.models import load_builtin
+
+    with pytest.raises(error) as info:
+        load_builtin(name, size=size)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: GaussianPowerLaw(exponent="2"), "exponent must be a number"),
+    (lambda: GaussianPowerLaw(amplitude=float("nan")), "amplitude must be a number, got nan"),
+    (lambda: GaussianPowerLaw(channels=0), "channels must be a positive integer"),
+    (lambda: GaussianPowerLaw(size=(32, 0)), "size (width) must be a positive integer"),
+    (lambda: ExemplarMixture(margin=5), "margin must be in [0, 4]"),
+    (lambda: ExemplarMixture(texture_std="0.1"), "texture_std must be a number"),
+    (lambda: ExemplarMixture(flips="no"), "flips must be"),
+])
+def test_model_parameters_are_checked_when_made(make, words):
+    with pytest.raises(ValueError) as info:  # ArgumentTypeError is a ValueError too
+        make()
+    assert words in str(info.value)
+
+
+def test_a_size_pair_is_height_and_width():
+    assert GaussianPowerLaw(size=(32, 48)).default_size == (32, 48)
+    assert ExemplarMixture(size=(16, 24)).default_size == (16, 24)
+
+
 # ------------------------------------------------------------------------------------------
 # ExemplarMixture
 # ------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .. import _checks
 from ..noise.plan import NoiseLevel
 from ..noise.schedules import Schedule
 from .base import Denoiser
@@ -80,17 +81,16 @@ class ExemplarMixture(Denoiser):
         texture_exponent: float = 2.0,
         schedule: Schedule | str = "scaled_linear",
     ) -> None:
-        if not 0 <= margin <= 4:
-            raise ValueError(f"margin must lie in [0, 4], got {margin}")
-        if not texture_std > 0:
+        self.margin = _checks.real("margin", margin, minimum=0, maximum=4)
+        self.texture_std = _checks.real("texture_std", texture_std)
+        if not self.texture_std > 0:
             raise ValueError(f"texture_std must be positive, got {texture_std}")
+        self.texture_exponent = _checks.real("texture_exponent", texture_exponent)
+        self.flips = _checks.boolean("flips", flips)
         self.name = "exemplars"
-        self.margin = float(margin)
-        self.flips = bool(flips)
-        self.texture_std = float(texture_std)
-        self.texture_exponent = float(texture_exponent)
         self.schedule = Schedule.coerce(schedule)
-        self.default_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.default_size = _checks.image_size("size", size)
+        self.check_size(*self.default_size)
         self.vocabulary = tuple(PHOTOS)
         self.example_prompts = ("cat", "moon")
         self.channels = 3

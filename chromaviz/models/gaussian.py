@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .. import spectral
+from .. import _checks, spectral
 from ..noise.plan import NoiseLevel
 from ..noise.schedules import Schedule
 from .base import Denoiser
@@ -67,15 +67,14 @@ class GaussianPowerLaw(Denoiser):
         channels: int = 3,
         size: int | tuple[int, int] = 64,
     ) -> None:
-        if not np.isfinite(exponent) or exponent < 0:
-            raise ValueError(f"exponent must be a finite number ≥ 0, got {exponent}")
-        if not amplitude > 0:
+        self.exponent = _checks.real("exponent", exponent, minimum=0)
+        self.amplitude = _checks.real("amplitude", amplitude)
+        if not self.amplitude > 0:
             raise ValueError(f"amplitude must be positive, got {amplitude}")
-        self.exponent = float(exponent)
-        self.amplitude = float(amplitude)
         self.schedule = Schedule.coerce(schedule)
-        self.channels = int(channels)
-        self.default_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.channels = _checks.positive_int("channels", channels)
+        self.default_size = _checks.image_size("size", size)
+        self.check_size(*self.default_size)
         self.name = "gaussian"
         self._power_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 

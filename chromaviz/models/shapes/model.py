@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ... import _checks
 from ..diffusers.adapter import DiffusersTextPixelDenoiser, from_pipeline
 
 WEIGHTS = Path(__file__).parent / "weights" / "shapes32"
@@ -42,6 +43,8 @@ def load_shapes(*, size: int | None = None, schedule=None, device: str | torch.d
     from ..diffusers.text_pixels import TextToPixelsPipeline  # imports diffusers' pipelines: only when used
 
 
+    if size is not None:
+        _checks.positive_int("size", size)
     if schedule is not None:
         raise ValueError("the shapes model keeps the schedule it was trained with (cosine, 1000 timesteps); "
                          f"it cannot take schedule={schedule!r}")
