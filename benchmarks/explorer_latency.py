@@ -13,7 +13,8 @@ $CHROMAVIZ_CHROMIUM). Prints one table:
   UI, and as ``chromaviz.sample`` on the kernel's main thread (alternating, medians); frames per
   second while sampling, the time from Run until every step is drawn, and whether every step is
   in the scrubber at the end; with ``--refresh-intervals``, the live UI at each interval between
-  refreshes too (what a refresh costs the run: the browser shares the machine's cores);
+  refreshes too (what a refresh costs the run: the browser shares the machine's cores); and what
+  the page sent the kernel meanwhile (the browser's own changes only, no echo of the kernel's);
 - the size of ``run.html`` of the default report's run (Gaussian model, 50 steps, 64×64, batch 8).
 
     python benchmarks/explorer_latency.py [--trials 40] [--steps 50 200] [--size 64] [--rounds 3] [--live-steps 200]
@@ -183,10 +184,14 @@ def main() -> None:
                                                    intervals=args.refresh_intervals)})
         (root / "explorer.ipynb").write_text(json.dumps(nb))
         with jupyter_lab(root) as (url, token), chromium_page(1280, 900) as page:
+            sent = []  # sizes of the messages the page sends (to the kernel, through the server)
+            page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(len(payload))))
             open_notebook(page, url, token, "explorer.ipynb")
             collapse_left_sidebar(page)
+            before = len(sent)
             run_all_cells(page)
             live = json.loads(printed(page, "BENCH"))
+            sent_kb = sum(sent[before:]) / 1e3
             explorer = ".chromaviz-explorer"
             page.locator(explorer).evaluate("e => e.scrollIntoView({block: 'start'})")
             rows.append((f"scrub latency, JupyterLab, kernel busy, {n} steps (ms)", scrub(page, explorer, args.trials)))
@@ -212,6 +217,7 @@ def main() -> None:
     print(f"{'worker alone / main thread':58s} {worker_t / main_t:9.3f}")
     print(f"{'frame refreshes per second while sampling':58s} {statistics.median(live['rates'][first]):9.1f}")
     print(f"{'every step in the scrubber at the end':58s} {str(all(live['complete'])):>9s}")
+    print(f"{'page → kernel during all the notebook runs (kB)':58s} {sent_kb:9.1f}")
     for name, size in sizes.items():
         print(f"{'size of run.html, ' + name + ' (MB)':58s} {size / 1e6:9.2f}")
     if len(args.refresh_intervals) > 1:

@@ -108,6 +108,16 @@ def one_error_line(capsys, argv) -> str:
     (["report", "-p", "model", "exemplars", "-p", "prompt", "[cat:moon"], "[cat:moon"),
     (["sweep", "-p", "steps", "0", "3"], "steps must be a positive integer, got 0 (in the cell steps-0)"),
     (["report", "-p", "device", "bogus"], "device must be a device name such as 'cpu', 'cuda' or 'cuda:1', got 'bogus'"),
+    # a built-in model's run, checked as sample() checks it (these failed in the notebook's third cell)
+    (["report", "-p", "size", "7"], "size 7×7 is too small; use at least 8×8"),
+    (["report", "-p", "prompt", "cat"], "gaussian is unconditional and takes no prompt (got 'cat')"),
+    (["report", "-p", "schedule", "bogus"], "unknown schedule preset 'bogus'"),
+    (["report", "-p", "steps", "100000"], "DDIMScheduler cannot take 100000 steps: at most 1000, the schedule's training"),
+    (["report", "-p", "size", "100000"], "the recording needs about"),
+    (["report", "-p", "model", "exemplars", "-p", "prompt", "dog"], "prompt 'dog' names none of the built-in photographs"),
+    (["report", "-p", "model", "shapes", "-p", "size", "30"], "size 30×30 does not fit shapes"),
+    (["sweep", "-p", "size", "32", "7"], "size 7×7 is too small; use at least 8×8 (in the cell size-7)"),
+    (["run", "--steps", "2000"], "DDIMScheduler cannot take 2000 steps: at most 1000, the schedule's training timesteps"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, argv, expected):
     assert expected in one_error_line(capsys, argv)

@@ -493,3 +493,56 @@ def test_record_subset(gaussian):
     with pytest.raises(ValueError, match="'x_t' was not recorded"):
         traj.x_t
     assert traj.x0.shape == (6, 2, 3, SIZE, SIZE)
+
+
+# ---------------------------------------------------------------------- checking a run without running it
+class _NeverCalled(GaussianPowerLaw):
+    def __call__(self, x_t, noise, cond):
+        raise AssertionError("check_sample evaluated the model")
+
+    def encode(self, prompts):
+        raise AssertionError("check_sample encoded a prompt")
+
+
+@pytest.mark.parametrize("options", [
+    {"num_inference_steps": 2000},
+    {"num_inference_steps": 2000, "scheduler": "ddpm"},
+    {"scheduler": "heun"},
+    {"height": 7, "width": 7},
+    {"height": 100_000, "width": 100_000, "batch_size": 8},
+    {"guidance": float("nan")},
+    {"seed": -1},
+    {"record": ("x0", "logits")},
+    {"num_steps": 5, "num_inference_steps": 5},
+])
+def test_check_sample_raises_what_sample_raises_before_its_first_step(options):
+    from chromaviz.sampling import check_sample
+
+    model = _NeverCalled()
+    with pytest.raises((TypeError, ValueError)) as checked:
+        check_sample(model, None, **options)
+    with pytest.raises(type(checked.value)) as sampled:
+        sample(model, None, **options)
+    assert str(checked.value) == str(sampled.value)
+
+
+@pytest.mark.parametrize("model, prompt", [(GaussianPowerLaw(), "cat"), (ExemplarMixture(size=16), "[cat:dog:0.5]")])
+def test_check_sample_checks_the_prompt_of_every_step(model, prompt):
+    from chromaviz.sampling import check_sample
+
+    with pytest.raises(ValueError) as checked:
+        check_sample(model, prompt, num_inference_steps=4)
+    with pytest.raises(ValueError) as sampled:
+        sample(model, prompt, num_inference_steps=4)
+    assert str(checked.value) == str(sampled.value)
+
+
+def test_check_sample_returns_the_plan_sample_follows():
+    from chromaviz.sampling import check_sample
+
+    plan = check_sample(_NeverCalled(), None, num_inference_steps=7, scheduler="euler", height=16, width=16)
+    traj = sample(GaussianPowerLaw(), None, num_inference_steps=7, scheduler="euler", height=16, width=16)
+    assert plan.num_evaluations == len(traj)
+    np.testing.assert_allclose(plan.timesteps, [s.timestep for s in traj.steps])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        check_sample(_NeverCalled(), None, bogus=1)

@@ -47,7 +47,7 @@ def test_grid_is_the_cartesian_product_of_typed_report_parameters():
     assert cells[0].name == "scheduler-ddim_steps-4_guidance-1.0"
     assert cells[0].values["model"] == "gaussian" and "output_dir" not in cells[0].values  # report defaults
     assert isinstance(cells[1].values["guidance"], float) and cells[1].pairs() == [("scheduler", "ddim"), ("steps", "6"), ("guidance", "1.0")]
-    odd = make_grid({"prompt": ["a cat/dog", "a cat dog"]})
+    odd = make_grid({"model": ["exemplars"], "prompt": ["a cat/dog", "a cat dog"]})  # prompts the model takes
     assert len({c.name for c in odd}) == 2 and all(re.fullmatch(r"[A-Za-z0-9._+=-]+", c.name) for c in odd)
     assert axes({"a": [1, 2], "b": [1], "c": [1, 2]}, None, None) == ("a", "c")
     assert axes({"a": [1, 2], "c": [1, 2]}, "c", None) == ("c", "a")
@@ -171,20 +171,24 @@ def test_local_cluster_2x2_matches_the_reports_of_the_same_runs(tmp_path):
 @pytest.mark.slow
 def test_a_failing_cell_is_recorded_and_a_rerun_skips_finished_cells(tmp_path, capsys):
     out = tmp_path / "sweep"
-    # flow_euler is a scheduler the report knows, but the gaussian model's VP schedule refuses it in the cell
-    argv = ["sweep", "-p", "scheduler", "ddim", "flow_euler", "-p", "steps", "3", "-p", "size", "32", "-p", "batch", "2",
+    # A folder passes the pre-flight (it could hold a pipeline, and the cells may run elsewhere), but
+    # this one holds none: its cell fails as it loads the model.
+    empty = tmp_path / "not-a-pipeline"
+    empty.mkdir()
+    argv = ["sweep", "-p", "model", "gaussian", str(empty), "-p", "steps", "3", "-p", "size", "32", "-p", "batch", "2",
             "-o", str(out), "--workers", "1", "--quiet"]
     assert main(argv) == 1
-    assert "cell scheduler-flow_euler_steps-3_size-32_batch-2 failed" in capsys.readouterr().err
-    rows = {r["scheduler"]: r for r in read_table(out / "sweep.csv")}
-    assert rows["ddim"]["status"] == "complete" and rows["ddim"]["error"] == ""
-    assert rows["flow_euler"]["status"] == "error" and "flow" in rows["flow_euler"]["error"]
-    assert "ValueError" in (out / "cells" / rows["flow_euler"]["cell"] / "index.html").read_text(encoding="utf-8")
+    rows = {r["model"]: r for r in read_table(out / "sweep.csv")}
+    failed, done = rows[str(empty)], rows["gaussian"]
+    assert f"cell {failed['cell']} failed" in capsys.readouterr().err
+    assert done["status"] == "complete" and done["error"] == ""
+    assert failed["status"] == "error" and "not a diffusers pipeline" in failed["error"]
+    assert "ValueError" in (out / "cells" / failed["cell"] / "index.html").read_text(encoding="utf-8")
     before = _cell_files(out)
     assert main(argv) == 1  # the finished cell is kept, the failed one runs again
     after = _cell_files(out)
-    assert after[rows["ddim"]["cell"]] == before[rows["ddim"]["cell"]]
-    assert after[rows["flow_euler"]["cell"]] != before[rows["flow_euler"]["cell"]]
+    assert after[done["cell"]] == before[done["cell"]]
+    assert after[failed["cell"]] != before[failed["cell"]]
     assert len(read_table(out / "sweep.csv")) == 2
 
 

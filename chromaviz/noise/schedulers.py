@@ -208,8 +208,9 @@ def set_timesteps(scheduler, num_steps: int, *, mu: float | None = None) -> None
     Raises
     ------
     ValueError
-        For the step lists above, a dynamic-shifting scheduler without ``mu``, or an option
-        diffusers does not implement (naming it).
+        For the step lists above, a dynamic-shifting scheduler without ``mu``, an option diffusers
+        does not implement (naming it), or more steps than the schedule's training timesteps where
+        the scheduler refuses them.
 
     Examples
     --------
@@ -233,6 +234,12 @@ def set_timesteps(scheduler, num_steps: int, *, mu: float | None = None) -> None
         scheduler.set_timesteps(num_steps, **({"mu": mu} if dynamic else {}))
     except NotImplementedError as exc:
         raise ValueError(f"{name} cannot take {num_steps} steps: {_option_in(exc, dict(scheduler.config))}") from None
+    except ValueError as exc:
+        trained = scheduler.config.get("num_train_timesteps")
+        if trained is not None and num_steps > trained:  # DDIM, DDPM, PNDM, …: "cannot be larger than train_timesteps"
+            raise ValueError(f"{name} cannot take {num_steps} steps: at most {trained}, the schedule's training "
+                             "timesteps") from None
+        raise ValueError(f"{name} cannot take {num_steps} steps: {exc}") from None
     timesteps = [float(t) for t in scheduler.timesteps]
     spoiled = ""
     if hasattr(scheduler, "index_for_timestep") and timesteps.count(timesteps[0]) > 1:

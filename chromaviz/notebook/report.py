@@ -20,6 +20,7 @@ already running there (it never imports it); in a plain script it prints the fig
 from __future__ import annotations
 
 import ast
+import functools
 import html
 import json
 import math
@@ -545,9 +546,11 @@ def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None =
     """Refuse report parameters that cannot work, before a kernel starts: an unknown built-in model
     name, scheduler or band method, a count below 1, a guidance scale that is not a finite number
     ≥ 0, a device this machine does not have, or a size the box pyramid cannot split when a
-    built-in model is measured with ``method="pyramid"``. Names the values given (``-p``
-    overrides); ``defaults`` (the notebook's own values) fill in the rest for the checks that
-    combine parameters.
+    built-in model is measured with ``method="pyramid"``; for a built-in model, also its run as
+    ``sample()`` checks it (a size or prompt the model cannot take, an unknown schedule, more steps
+    than the scheduler can take, a recording larger than the host's memory). Names the values
+    given (``-p`` overrides); ``defaults`` (the notebook's own values) fill in the rest for the
+    checks that combine parameters.
 
     Raises
     ------
@@ -589,8 +592,46 @@ def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None =
         run = {**(defaults or {}), **values}
         if run.get("method") == "pyramid" and run.get("model") in BUILTIN and isinstance(run.get("size"), int):
             check_pyramid_size(run["size"], run["size"])  # built-in models are measured on the pixels
+        if run.get("model") in BUILTIN and all(name in run for name in BUILT_IN_RUN):
+            _check_built_in_run(run)
     except (ValueError, TypeError) as err:  # the library's own checks, as the notebook would meet them
         raise ReportError(str(err)) from None
+
+
+BUILT_IN_RUN = ("model", "size", "schedule", "prompt", "steps", "scheduler", "guidance", "seed", "batch")
+"""The report parameters that make a built-in model's run, checked together before a kernel starts."""
+
+
+def _check_built_in_run(run: Mapping[str, Any]) -> None:
+    """The notebook's model and ``sample()`` call, checked as ``sample`` checks them, without
+    sampling (:func:`chromaviz.sampling.check_sample`): the size for the model, the schedule, a
+    prompt the model cannot take, the steps the scheduler can take, the recording's memory."""
+    from ..sampling import check_sample
+
+    denoiser = _preflight_model(run["model"], run["size"], run["schedule"])
+    check_sample(denoiser, run["prompt"] or None, num_inference_steps=run["steps"], scheduler=run["scheduler"],
+                 guidance=run["guidance"], seed=run["seed"], batch_size=run["batch"], height=run["size"], width=run["size"])
+
+
+@functools.lru_cache(maxsize=8)
+def _preflight_model(model: str, size: int, schedule: str):
+    """:func:`load_model` of a built-in model, once per (model, size, schedule) (a sweep checks every
+    cell), without diffusers' and transformers' loading messages: a check prints one line or none."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = (diffusers_logging, transformers_logging)
+    before = [(lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in libraries]
+    for lib in libraries:
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+    try:
+        return load_model(model, size=size, schedule=schedule)
+    finally:
+        for lib, (verbosity, bars) in zip(libraries, before):
+            lib.set_verbosity(verbosity)
+            if bars:
+                lib.enable_progress_bar()
 
 
 # ---------------------------------------------------------------------- the report

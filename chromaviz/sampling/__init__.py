@@ -2,10 +2,10 @@
 the trajectories it records."""
 
 from .prompts import UNITS, Boundary, PromptSchedule, Segment
-from .sampler import PromptSource, SamplingError, SamplingInterrupted, default_device, sample
+from .sampler import PromptSource, SamplingError, SamplingInterrupted, check_sample, default_device, sample
 from .trajectory import RECORDABLE, StepRecord, Trajectory
 
 __all__ = [
     "RECORDABLE", "UNITS", "Boundary", "PromptSchedule", "PromptSource", "SamplingError", "SamplingInterrupted", "Segment", "StepRecord",
-    "Trajectory", "default_device", "sample",
+    "Trajectory", "check_sample", "default_device", "sample",
 ]

@@ -32,10 +32,10 @@ from ..noise.plan import NoiseLevel, StepPlan, plan_steps
 from ..noise.schedulers import is_flow_scheduler
 from .guidance import Guidance, check_prompt
 from .prompts import PromptSchedule
-from .recorder import Recorder, SamplingError, SamplingInterrupted
+from .recorder import Recorder, SamplingError, SamplingInterrupted, check_host_memory, recording_bytes
 from .trajectory import RECORDABLE, StepRecord, Trajectory
 
-__all__ = ["PromptSource", "SamplingError", "SamplingInterrupted", "default_device", "sample"]
+__all__ = ["PromptSource", "SamplingError", "SamplingInterrupted", "check_sample", "default_device", "sample"]
 
 PromptSource = str | PromptSchedule | Callable[..., "str | None"] | None
 """A prompt, a prompt schedule, or a function ``(i, noise)`` or ``(i, noise, plan)`` → prompt,
@@ -163,17 +163,13 @@ def sample(
         initial noise (DDIM, DDPM, PNDM and Euler with their default spacing evaluate the model at
         t = 0 on pure noise): one step is not a sample.
     """
-    # 1. check
-    steps = _checks.renamed("sample", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
-    inputs = _Inputs(
-        model=model, prompt=prompt, num_inference_steps=DEFAULT_STEPS if steps is None else steps,
-        steps_name="num_steps" if num_steps is not None else "num_inference_steps", scheduler=scheduler,
+    # 1. check, 2. plan
+    inputs, plan = _check_and_plan(
+        model=model, prompt=prompt, num_inference_steps=num_inference_steps, num_steps=num_steps, scheduler=scheduler,
         guidance=guidance, negative_prompt=negative_prompt, seed=seed, batch_size=batch_size, height=height,
         width=width, device=device, record=record, callback=callback, stop=stop, progress=progress,
         guidance_rescale=guidance_rescale, eta=eta, generator_device=generator_device, record_scale=record_scale,
     )
-    # 2. plan
-    plan = plan_steps(inputs.model.schedule, inputs.num_inference_steps, inputs.scheduler)
     # 3. prepare
     run = _prepare(inputs, plan)
     # 4. loop
@@ -183,7 +179,43 @@ def sample(
     return traj
 
 
+def check_sample(model: Denoiser, prompt: PromptSource = None, **options: Any) -> StepPlan:
+    """What ``sample(model, prompt, **options)`` checks before its first step, without sampling.
+
+    Every argument, the step plan, the prompt at every step and the recording's host memory, as
+    :func:`sample` checks them; nothing is drawn, moved to a device or evaluated. For tools that
+    refuse a bad run before they start anything (``chromaviz report`` before its kernel starts).
+
+    Returns
+    -------
+    StepPlan
+        The run's step plan.
+
+    Raises
+    ------
+    TypeError, ValueError
+        What :func:`sample` would raise before its first step, with the same message (an option
+        ``sample`` does not take is a TypeError).
+    """
+    bound = inspect.signature(sample).bind(model, prompt, **options)
+    bound.apply_defaults()
+    inputs, plan = _check_and_plan(**bound.arguments)
+    shape = (inputs.batch_size, model.channels, *inputs.size)
+    check_host_memory(recording_bytes(plan.num_evaluations, shape, inputs.record, inputs.record_scale, model.dtype),
+                      plan, shape, inputs.record, inputs.record_scale)
+    _prompt_source(inputs.prompt, model, plan)
+    return plan
+
+
 # ---------------------------------------------------------------------- 1. check
+def _check_and_plan(*, num_steps: int | None, num_inference_steps: int | None, **arguments: Any) -> tuple[_Inputs, StepPlan]:
+    """Phases 1 and 2 of :func:`sample`, given its arguments by name."""
+    steps = _checks.renamed("sample", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
+    inputs = _Inputs(num_inference_steps=DEFAULT_STEPS if steps is None else steps,
+                     steps_name="num_steps" if num_steps is not None else "num_inference_steps", **arguments)
+    return inputs, plan_steps(inputs.model.schedule, inputs.num_inference_steps, inputs.scheduler)
+
+
 @dataclass
 class _Inputs:
     """The arguments of one :func:`sample` call, checked and normalised (see there)."""
