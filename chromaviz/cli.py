@@ -121,17 +121,21 @@ def _run(args: argparse.Namespace) -> int:
     from .models import TRAINED, load_builtin
     from .views.figures import save_chromatogram, save_strip
     from .sampling import SamplingError, sample
+    from .noise import plan_steps
     from .noise.schedules import Schedule
     from .spectral import check_pyramid_size
 
-    _check_run_memory(args)
     if args.method == "pyramid":
         check_pyramid_size(args.size, args.size)
     out = _output_folder("--out", args.out)
-    if args.quiet:
-        _silence_libraries()
+    _silence_libraries()  # the bundled models' loading messages say nothing to a user
     kwargs = {"size": args.size} if args.model in TRAINED else {"size": args.size, "schedule": Schedule.coerce(args.schedule)}
     model = load_builtin(args.model, **kwargs)
+    plan_steps(model.schedule, args.steps, args.scheduler)  # too many steps is that, not "too much memory"
+    _check_run_memory(args)
+    if args.guidance != 1 and not model.conditional:
+        raise ValueError(f"--guidance {args.guidance:g}: model {model.name} is unconditional, so guidance would change "
+                         "nothing (it scales a prompt's effect); leave it at 1")
     start = time.perf_counter()
     interrupted = False
     try:
@@ -171,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
     print(comparison.inheritance.format_table())
     print(f"\nmax |G − p| over all steps and levels: {comparison.max_deviation:.2g} "
           f"(p {comparison.prediction_kind}); max |G − s|: {comparison.max_deviation_continuous:.4f}")
-    print(f"wrote {path}\n      {strip}\n      {chrom}")
+    print(f"wrote {path}\n      {strip}\n      {chrom}\n      {chrom.with_suffix('.svg')}")
     if interrupted:
         return EXIT_INTERRUPTED
     return 0 if traj.status == "complete" else 1
@@ -199,7 +203,8 @@ def _report(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     figures = files.figures
     if "max_deviation" in figures:
-        print(f"{figures.get('steps_recorded', '?')} steps, {figures.get('status', '?')}; "
+        recorded = figures.get("steps_recorded", "?")
+        print(f"{recorded} step{'' if recorded == 1 else 's'}, {figures.get('status', '?')}; "
               f"max |G − p| = {figures['max_deviation']:.2g} (as sampled)"
               + (f", max |G − s| = {figures['max_deviation_continuous']:.4f} (continuous)"
                  if "max_deviation_continuous" in figures else "")

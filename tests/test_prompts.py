@@ -584,6 +584,21 @@ def test_switch_beyond_the_run_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         PromptSchedule.parse("[cat:moon:5]").prompts_for_steps(range(10))
+        PromptSchedule.parse("[cat:moon:0]").prompts_for_steps(range(10))  # counted in steps: as written
+        PromptSchedule.parse("[cat:moon:t=500]").prompts_for_steps([999, 500, 10])
+
+
+@pytest.mark.parametrize("text, timesteps, log_snrs, words", [
+    ("[cat:moon:t=5000]", [999, 500, 10], None, r"t ≤ 5000 .*has happened before the first step of this 3-step run"),
+    ("[cat:moon:m=128]", [999, 500, 10], [-9.0, 0.0, 5.0], r"birth of level 128 .*before the first step"),
+    ("[cat:moon:logsnr=-20]", [999, 500, 10], [-9.0, 0.0, 5.0], r"before the first step .*the prompt before it is never used"),
+])
+def test_a_switch_on_the_noise_level_before_the_first_step_warns(text, timesteps, log_snrs, words):
+    """The run never uses the first prompt (a level coarser than the image, a timestep past the
+    schedule's): said, as a switch that never happens is."""
+    with pytest.warns(UserWarning, match=words):
+        got = PromptSchedule.parse(text).prompts_for_steps(timesteps, log_snrs)
+    assert got == ["moon"] * 3
 
 
 def test_every_unit_at_every_depth():

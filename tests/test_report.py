@@ -361,6 +361,30 @@ def test_a_failing_report_cell_exits_1_and_keeps_the_executed_notebook(tmp_path,
 
 @pytest.mark.notebook
 @pytest.mark.slow
+@pytest.mark.parametrize("source, timeout, words", [
+    ("import time\ntime.sleep(60)", "2", r"cell 2 of the report ran past the cell timeout \(2 s\); allow more with --cell-timeout"),
+    ("import os\nos._exit(3)", "60", r"the kernel died in cell 2 of the report \(out of memory, or a crash in native code\)"),
+])
+def test_a_cell_past_its_timeout_or_a_dead_kernel_is_one_error_line(tmp_path, capfd, source, timeout, words):
+    """Both raised nbclient's own exceptions through chromaviz (a traceback, with the kernel's ZeroMQ
+    tracebacks above it); now one line, and the executed notebook is kept. Cell 1 is the parameters
+    papermill injects."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('output_dir: str = "."')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, tmp_path / "stops.ipynb")
+    code = main(["report", "--notebook", str(tmp_path / "stops.ipynb"), "--cell-timeout", timeout, "-o", str(tmp_path / "out"),
+                 "--quiet"])
+    err = capfd.readouterr().err
+    assert code == 1 and re.search(words, err), err
+    assert "Traceback" not in err and "ZMQError" not in err, err
+    assert (tmp_path / "out" / "report.ipynb").is_file() and (tmp_path / "out" / "report.html").is_file()
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
 def test_report_on_a_diffusers_pipeline(tmp_path):
     """``-p model FOLDER``: a pipeline written by save_pretrained (tiny, random weights), measured on its latents."""
     import diffusers_models as tiny

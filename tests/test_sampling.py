@@ -7,6 +7,7 @@ All runs are on the CPU and small (32×32, a few steps) except where a test says
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from typing import Any
@@ -544,5 +545,14 @@ def test_check_sample_returns_the_plan_sample_follows():
     traj = sample(GaussianPowerLaw(), None, num_inference_steps=7, scheduler="euler", height=16, width=16)
     assert plan.num_evaluations == len(traj)
     np.testing.assert_allclose(plan.timesteps, [s.timestep for s in traj.steps])
-    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+    with pytest.raises(TypeError, match=r"^sample\(\) got an unexpected keyword argument 'bogus'$"):
         check_sample(_NeverCalled(), None, bogus=1)
+
+
+@pytest.mark.parametrize("model, prompt, negative, words", [
+    (GaussianPowerLaw(), None, "cat", "negative_prompt: gaussian is unconditional"),
+    (ExemplarMixture(size=16), "cat", "xyzzy", "negative_prompt: prompt 'xyzzy' names none of the built-in photographs"),
+])
+def test_a_bad_negative_prompt_is_named_as_such(model, prompt, negative, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        sample(model, prompt, negative_prompt=negative, guidance=3.0, num_inference_steps=2)

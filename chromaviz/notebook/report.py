@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from jupyter_client.manager import AsyncKernelManager
+
 from ..spectral import centred_rapsd
 
 FIGURE_MIME = "application/x-chromaviz-figure+json"
@@ -593,7 +595,7 @@ def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None =
         if run.get("method") == "pyramid" and run.get("model") in BUILTIN and isinstance(run.get("size"), int):
             check_pyramid_size(run["size"], run["size"])  # built-in models are measured on the pixels
         if run.get("model") in BUILTIN and all(name in run for name in BUILT_IN_RUN):
-            _check_built_in_run(run)
+            _check_built_in_run(run, given=values)
     except (ValueError, TypeError) as err:  # the library's own checks, as the notebook would meet them
         raise ReportError(str(err)) from None
 
@@ -602,15 +604,38 @@ BUILT_IN_RUN = ("model", "size", "schedule", "prompt", "steps", "scheduler", "gu
 """The report parameters that make a built-in model's run, checked together before a kernel starts."""
 
 
-def _check_built_in_run(run: Mapping[str, Any]) -> None:
+def _check_built_in_run(run: Mapping[str, Any], given: Mapping[str, Any]) -> None:
     """The notebook's model and ``sample()`` call, checked as ``sample`` checks them, without
     sampling (:func:`chromaviz.sampling.check_sample`): the size for the model, the schedule, a
-    prompt the model cannot take, the steps the scheduler can take, the recording's memory."""
+    prompt the model cannot take, the steps the scheduler can take, the recording's memory; and the
+    parameters ``given`` that the model would ignore (a schedule for a trained model, a dtype,
+    guidance without a prompt to guide)."""
+    from ..models import TRAINED
     from ..sampling import check_sample
+    from ..sampling.recorder import RecordingTooLarge
 
-    denoiser = _preflight_model(run["model"], run["size"], run["schedule"])
-    check_sample(denoiser, run["prompt"] or None, num_inference_steps=run["steps"], scheduler=run["scheduler"],
-                 guidance=run["guidance"], seed=run["seed"], batch_size=run["batch"], height=run["size"], width=run["size"])
+    name = run["model"]
+    if name in TRAINED and "schedule" in given:
+        raise ValueError(f"model {name} keeps the schedule it was trained with; -p schedule applies to the exact "
+                         "built-in models (gaussian, exemplars)")
+    if given.get("dtype"):
+        raise ValueError(f"-p dtype applies to diffusers pipelines; the built-in model {name} runs in float32")
+    denoiser = _preflight_model(name, run["size"], run["schedule"])
+    if not denoiser.conditional:
+        if run["prompt"]:
+            raise ValueError(f"model {name} is unconditional and takes no prompt (got -p prompt {run['prompt']!r}); "
+                             "leave prompt empty, or use a conditional model (exemplars, shapes)")
+        if run["guidance"] != 1:
+            raise ValueError(f"model {name} is unconditional: guidance {run['guidance']:g} would change nothing "
+                             "(guidance scales a prompt's effect); leave it at 1")
+    try:
+        check_sample(denoiser, run["prompt"] or None, num_inference_steps=run["steps"], scheduler=run["scheduler"],
+                     guidance=run["guidance"], seed=run["seed"], batch_size=run["batch"], height=run["size"],
+                     width=run["size"])
+    except RecordingTooLarge as err:
+        raise ValueError(f"-p size {run['size']} with -p batch {run['batch']} and -p steps {run['steps']} needs about "
+                         f"{err.needed / 2**30:.3g} GiB to record x_t, x̂0 and ε of every step, more than the "
+                         f"{err.budget / 2**30:.3g} GiB of memory available; use a smaller size, batch or steps") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -786,6 +811,43 @@ def _srcdoc(page: str) -> str:
     return page.replace("&", "&amp;").replace("'", "&#39;")
 
 
+class _KernelWithLog(AsyncKernelManager):
+    """jupyter_client's kernel manager, with the kernel process's own log (its stderr: ipykernel's
+    messages, not the cells' output) in a file instead of the terminal, where an interrupted or
+    timed-out cell made it print ZeroMQ tracebacks above the one-line error."""
+
+    def __init__(self, log: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._log_path = Path(log)
+        self._log = None
+
+    async def start_kernel(self, **kw: Any) -> None:
+        self._log = open(self._log_path, "ab")
+        await super().start_kernel(**{"stderr": self._log, **kw})
+
+    def close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+
+    def last_words(self) -> str:
+        """The last line the kernel process wrote, as ``": <line>"`` ("" if none)."""
+        try:
+            lines = self._log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f": {lines[-1].strip()}" if lines else ""
+
+
+def _stopped_cell(notebook: Path) -> str:
+    """The index of the last cell papermill started in ``notebook`` ("?" if it cannot tell)."""
+    try:
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+    started = [i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    return str(started[-1]) if started else "?"
+
+
 def run_report(
     pairs: Sequence[Sequence[str]] = (),
     out: str | Path = "chromaviz-report",
@@ -834,8 +896,8 @@ def run_report(
     import tempfile
 
     import papermill
-    from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     from .._checks import boolean
@@ -858,23 +920,27 @@ def run_report(
     with tempfile.TemporaryDirectory(prefix="chromaviz-kernel-") as sockets:
         # ZeroMQ has no ipc transport on Windows: there the kernel listens on the loopback interface
         ipc = {"transport": "ipc", "ip": str(Path(sockets) / "kernel")} if sys.platform != "win32" else {}
-        kernel = AsyncKernelManager(kernel_name=kernel_name, **ipc)
+        kernel = _KernelWithLog(Path(sockets) / "kernel.log", kernel_name=kernel_name, **ipc)
         try:
             papermill.execute_notebook(
                 str(source.resolve()), str(target.resolve()), parameters=values, cwd=str(out.resolve()),
                 progress_bar=progress, kernel_name=kernel_name, execution_timeout=cell_timeout, km=kernel,
             )
         except PapermillExecutionError as err:
-            failure = err
+            failure = f"cell {err.cell_index} of the report failed: {err.ename}: {err.evalue}"
+        except CellTimeoutError:
+            failure = (f"cell {_stopped_cell(target)} of the report ran past the cell timeout ({cell_timeout:g} s); "
+                       "allow more with --cell-timeout SECONDS")
+        except DeadKernelError:
+            failure = (f"the kernel died in cell {_stopped_cell(target)} of the report (out of memory, or a crash in "
+                       f"native code){kernel.last_words()}")
         finally:  # papermill leaves a kernel it was given running
             if kernel.has_kernel:
                 run_sync(kernel.shutdown_kernel)()
+            kernel.close_log()
     rendered = to_html(target, out / "report.html", show_code=show_code)
     if failure is not None:
-        raise ReportCellError(
-            f"cell {failure.cell_index} of the report failed: {failure.ename}: {failure.evalue}\n"
-            f"(the executed notebook is {target}, rendered as {rendered})"
-        )
+        raise ReportCellError(f"{failure}\n(the executed notebook is {target}, rendered as {rendered})")
     written = (p for p in out.iterdir() if p.is_file() and p.stat().st_mtime >= started - 1)
     extra = tuple(sorted(p for p in written if p not in (target, rendered)))
     return ReportFiles(target, rendered, extra, read_figures(target))

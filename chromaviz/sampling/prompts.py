@@ -116,6 +116,11 @@ def _fmt_signed(x: float) -> str:
     return f"{x:.2f}".replace("-", "−")
 
 
+PHYSICAL_UNITS = ("timestep", "log_snr", "level")
+"""Boundary units read on the noise level rather than counted in steps: one of them can lie before
+a run's first step (a level coarser than the image, a timestep past the schedule's)."""
+
+
 @dataclass(frozen=True)
 class Boundary:
     """Where a prompt switch happens, in one of five units.
@@ -783,7 +788,9 @@ class PromptSchedule:
         -----
         UserWarning
             For each boundary that is never crossed in this run (``[cat:moon:50]`` in 10 steps):
-            its group keeps its first prompt throughout.
+            its group keeps its first prompt throughout; and for each timestep, log-SNR or level
+            boundary already crossed at the first step (``[cat:moon:m=128]`` for a 64-pixel image):
+            the prompt before it is never used.
         """
         ts = [float(t) for t in timesteps]
         n = len(ts)
@@ -794,6 +801,13 @@ class PromptSchedule:
                 warnings.warn(
                     f"the switch at {b.describe()} ({b.token()!r}) never happens in this {n}-step run: "
                     f"its group keeps its first prompt throughout",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            elif n and b.unit in PHYSICAL_UNITS and b.crossed(0, n, ts[0], lams[0]):
+                warnings.warn(
+                    f"the switch at {b.describe()} ({b.token()!r}) has happened before the first step of this "
+                    f"{n}-step run (timestep {ts[0]:g}): the prompt before it is never used",
                     UserWarning,
                     stacklevel=2,
                 )

@@ -31,6 +31,20 @@ MEMORY_MARGIN = 1 << 30
 """Bytes of available host memory a recording leaves free (at most a quarter of what is available)."""
 
 
+class RecordingTooLarge(ValueError):
+    """A run's recording cannot fit in the host's available memory (:func:`check_host_memory`).
+
+    Attributes
+    ----------
+    needed, budget : int
+        Bytes the recording needs, and bytes it may take.
+    """
+
+    def __init__(self, message: str, needed: int, budget: int) -> None:
+        super().__init__(message)
+        self.needed, self.budget = needed, budget
+
+
 class SamplingError(RuntimeError):
     """Sampling stopped at a step; ``trajectory`` holds everything recorded before it.
 
@@ -95,19 +109,19 @@ def check_host_memory(nbytes: int, plan: StepPlan, shape: Sequence[int], record:
 
     Raises
     ------
-    ValueError
-        With the estimate and the ways to make the run fit.
+    RecordingTooLarge
+        (a ValueError) with the estimate and the ways to make the run fit.
     """
     available = psutil.virtual_memory().available
     budget = available - min(MEMORY_MARGIN, available // 4)
     if nbytes <= budget:
         return
     b, c, h, w = shape
-    raise ValueError(
+    raise RecordingTooLarge(
         f"the recording needs about {_gib(nbytes)} of host memory ({plan.num_evaluations} steps × batch {b} × "
         f"{c}×{h // record_scale}×{w // record_scale} × {len(set(record))} tensors {tuple(record)}), more than the "
         f"{_gib(budget)} available; record less with record=('x0',) or record_scale=2 or 4, or use fewer steps "
-        f"(num_inference_steps) or a smaller batch_size")
+        f"(num_inference_steps) or a smaller batch_size", nbytes, budget)
 
 
 def _all_finite(x: torch.Tensor) -> torch.Tensor:

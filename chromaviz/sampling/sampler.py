@@ -197,7 +197,10 @@ def check_sample(model: Denoiser, prompt: PromptSource = None, **options: Any) -
         What :func:`sample` would raise before its first step, with the same message (an option
         ``sample`` does not take is a TypeError).
     """
-    bound = inspect.signature(sample).bind(model, prompt, **options)
+    try:
+        bound = inspect.signature(sample).bind(model, prompt, **options)
+    except TypeError as err:  # with sample()'s own words
+        raise TypeError(f"sample() {err}") from None
     bound.apply_defaults()
     inputs, plan = _check_and_plan(**bound.arguments)
     shape = (inputs.batch_size, model.channels, *inputs.size)
@@ -272,7 +275,10 @@ class _Inputs:
         self.generator_device = _device("generator_device", self.generator_device)
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
             raise TypeError(f"negative_prompt must be a str or None, got {_kind(self.negative_prompt)}")
-        self.negative_prompt = model.check_prompt(self.negative_prompt)
+        try:
+            self.negative_prompt = model.check_prompt(self.negative_prompt)
+        except ValueError as err:
+            raise ValueError(f"negative_prompt: {err}") from None
         _check_prompt_source(self.prompt)
 
     @property
