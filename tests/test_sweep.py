@@ -49,6 +49,9 @@ def test_grid_is_the_cartesian_product_of_typed_report_parameters():
     assert isinstance(cells[1].values["guidance"], float) and cells[1].pairs() == [("scheduler", "ddim"), ("steps", "6"), ("guidance", "1.0")]
     odd = make_grid({"model": ["exemplars"], "prompt": ["a cat/dog", "a cat dog"]})  # prompts the model takes
     assert len({c.name for c in odd}) == 2 and all(re.fullmatch(r"[A-Za-z0-9._+=-]+", c.name) for c in odd)
+    # the product may pair values a model ignores: the report refuses guidance 3 for the
+    # unconditional model, a sweep runs that cell as the report's notebook would (unguided)
+    assert len(make_grid({"model": ["gaussian", "exemplars"], "guidance": [1, 3]})) == 4
     assert axes({"a": [1, 2], "b": [1], "c": [1, 2]}, None, None) == ("a", "c")
     assert axes({"a": [1, 2], "c": [1, 2]}, "c", None) == ("c", "a")
 

@@ -544,7 +544,8 @@ def notebook_defaults(parameters: Mapping[str, Parameter]) -> dict[str, Any]:
     return out
 
 
-def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> None:
+def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None, *,
+                 refuse_ignored: bool = True) -> None:
     """Refuse report parameters that cannot work, before a kernel starts: an unknown built-in model
     name, scheduler or band method, a count below 1, a guidance scale that is not a finite number
     ≥ 0, a device this machine does not have, or a size the box pyramid cannot split when a
@@ -552,7 +553,10 @@ def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None =
     ``sample()`` checks it (a size or prompt the model cannot take, an unknown schedule, more steps
     than the scheduler can take, a recording larger than the host's memory). Names the values
     given (``-p`` overrides); ``defaults`` (the notebook's own values) fill in the rest for the
-    checks that combine parameters.
+    checks that combine parameters. With ``refuse_ignored`` (the default), values given that a
+    built-in model would ignore are refused too: a schedule for a trained model, a dtype, a
+    guidance scale for an unconditional model (a sweep's grid may pair them harmlessly, and does
+    not refuse them).
 
     Raises
     ------
@@ -595,7 +599,7 @@ def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None =
         if run.get("method") == "pyramid" and run.get("model") in BUILTIN and isinstance(run.get("size"), int):
             check_pyramid_size(run["size"], run["size"])  # built-in models are measured on the pixels
         if run.get("model") in BUILTIN and all(name in run for name in BUILT_IN_RUN):
-            _check_built_in_run(run, given=values)
+            _check_built_in_run(run, ignored_if_given=values if refuse_ignored else {})
     except (ValueError, TypeError) as err:  # the library's own checks, as the notebook would meet them
         raise ReportError(str(err)) from None
 
@@ -604,30 +608,29 @@ BUILT_IN_RUN = ("model", "size", "schedule", "prompt", "steps", "scheduler", "gu
 """The report parameters that make a built-in model's run, checked together before a kernel starts."""
 
 
-def _check_built_in_run(run: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+def _check_built_in_run(run: Mapping[str, Any], ignored_if_given: Mapping[str, Any]) -> None:
     """The notebook's model and ``sample()`` call, checked as ``sample`` checks them, without
     sampling (:func:`chromaviz.sampling.check_sample`): the size for the model, the schedule, a
     prompt the model cannot take, the steps the scheduler can take, the recording's memory; and the
-    parameters ``given`` that the model would ignore (a schedule for a trained model, a dtype,
-    guidance without a prompt to guide)."""
+    values in ``ignored_if_given`` that the model would ignore (a schedule for a trained model, a
+    dtype, guidance without a prompt to guide)."""
     from ..models import TRAINED
     from ..sampling import check_sample
     from ..sampling.recorder import RecordingTooLarge
 
-    name = run["model"]
+    name, given = run["model"], ignored_if_given
     if name in TRAINED and "schedule" in given:
         raise ValueError(f"model {name} keeps the schedule it was trained with; -p schedule applies to the exact "
                          "built-in models (gaussian, exemplars)")
     if given.get("dtype"):
         raise ValueError(f"-p dtype applies to diffusers pipelines; the built-in model {name} runs in float32")
     denoiser = _preflight_model(name, run["size"], run["schedule"])
-    if not denoiser.conditional:
-        if run["prompt"]:
-            raise ValueError(f"model {name} is unconditional and takes no prompt (got -p prompt {run['prompt']!r}); "
-                             "leave prompt empty, or use a conditional model (exemplars, shapes)")
-        if run["guidance"] != 1:
-            raise ValueError(f"model {name} is unconditional: guidance {run['guidance']:g} would change nothing "
-                             "(guidance scales a prompt's effect); leave it at 1")
+    if not denoiser.conditional and run["prompt"]:
+        raise ValueError(f"model {name} is unconditional and takes no prompt (got -p prompt {run['prompt']!r}); "
+                         "leave prompt empty, or use a conditional model (exemplars, shapes)")
+    if not denoiser.conditional and given.get("guidance", 1) != 1:
+        raise ValueError(f"model {name} is unconditional: guidance {run['guidance']:g} would change nothing "
+                         "(guidance scales a prompt's effect); leave it at 1")
     try:
         check_sample(denoiser, run["prompt"] or None, num_inference_steps=run["steps"], scheduler=run["scheduler"],
                      guidance=run["guidance"], seed=run["seed"], batch_size=run["batch"], height=run["size"],
