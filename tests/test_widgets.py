@@ -288,6 +288,24 @@ def test_prompt_a_takes_a_prompt_schedule_as_sample_does(mixture):
     assert "error" in ex.status.value and not ex.run_button.disabled
 
 
+def test_a_planning_warning_is_a_note_in_the_status_line(mixture):
+    """A switch already crossed at the first step (level 64 on a 32-pixel image) warns in sample();
+    in the explorer the note stays in the widget, not in the notebook's output."""
+    import warnings
+
+    ex = Explorer(mixture, prompt="[cat:moon:m=64]", num_steps=6, size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ex.run()
+    assert "note: the switch at birth of level 64" in ex.status.value
+    ex.wait(60)
+    assert ex.status.value.startswith("done") and "the prompt before it is never used" in ex.status.value
+    ex.prompt.value = "cat"
+    ex.run()
+    ex.wait(60)
+    assert "note" not in ex.status.value
+
+
 def test_switch_from_theory_in_each_unit(mixture):
     ex = Explorer(mixture, num_steps=50, size=32)
     ex.switch_level.value = 4

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import threading
+import warnings
 import time
 import traceback
 from pathlib import Path
@@ -332,12 +333,19 @@ class Explorer:
                 plan = plan_steps(self.model.schedule, s.num_steps, s.scheduler)
             except ValueError as err:
                 raise ValueError(f"run {name} ({s.scheduler}, {s.num_steps} steps): {err}") from None
+            notes = []
             for schedule in (first, switched if enabled or name == "A" else None):
                 if schedule is not None:  # every prompt the run can give, checked before it starts
-                    for text in set(schedule.prompts_for_steps(plan.timesteps, plan.log_snr)):
+                    with warnings.catch_warnings(record=True) as caught:  # a switch that never happens, say
+                        warnings.simplefilter("always")
+                        texts = set(schedule.prompts_for_steps(plan.timesteps, plan.log_snr))
+                    if schedule is (switched if enabled else first):  # the prompt the run starts with
+                        notes += [str(w.message) for w in caught if str(w.message) not in notes]
+                    for text in texts:
                         check_prompt(self.model, text)  # term by term for AND, as sample() checks
             prompt = LivePrompt(first, switched, enabled, plan.num_evaluations)
-            runs[name] = RunState(name, s, prompt, plan, StepwiseComparison(self.model, method=self.method.value, levels=levels))
+            runs[name] = RunState(name, s, prompt, plan, StepwiseComparison(self.model, method=self.method.value, levels=levels),
+                                  notes=notes)
         return runs
 
     def run(self) -> None:
@@ -357,7 +365,7 @@ class Explorer:
             self.progress.max = sum(s.plan.num_evaluations for s in runs.values())
             self.progress.value = 0
             self.progress.bar_style = "info"
-            self.status.value = "sampling…"
+            self.status.value = html.escape(" · note: ".join(["sampling…", *_notes(runs.values())]))
             self.rate.value = ""
             self.run_button.disabled, self.stop_button.disabled = True, False
             self.job = SamplingJob(self.model, list(runs.values()), self._on_step, self._on_done).start()
@@ -517,7 +525,7 @@ class Explorer:
             self._show_error(f"{' · '.join(errors)}. The {len(kept.records)} recorded steps stay scrubbable.")
         else:
             kept = ", ".join(f"run {s.name}: {s.trajectory.status} ({len(s.trajectory)} steps)" for s in states if s.done)
-            self.status.value = html.escape(f"done · {kept}")
+            self.status.value = html.escape(" · note: ".join([f"done · {kept}", *_notes(states)]))
             complete = all(s.done and s.trajectory.status == "complete" for s in states)
             self.progress.bar_style = "success" if complete else "warning"
 
@@ -586,3 +594,14 @@ class Explorer:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         return path
+
+
+def _notes(states) -> list[str]:
+    """The runs' planning notes (warnings), each once, named by run when there are two runs."""
+    states = list(states)
+    notes = {}
+    for state in states:
+        for note in state.notes:
+            notes.setdefault(note, []).append(state.name)
+    return [note if len(states) == 1 or len(names) == len(states) else f"run {'/'.join(names)}: {note}"
+            for note, names in notes.items()]

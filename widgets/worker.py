@@ -88,6 +88,9 @@ class RunState:
         refresh while the run goes, every step once it has ended).
     elapsed : float
         Seconds since the run started, at its newest step.
+    notes : list of str
+        What planning the run warned of (a prompt switch that never happens, say): shown with the
+        run's status.
     """
 
     name: str
@@ -100,6 +103,7 @@ class RunState:
     error: str | None = None
     shown: int = 0
     elapsed: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
