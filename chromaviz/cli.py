@@ -88,23 +88,6 @@ def _output_folder(option: str, path: str) -> Path:
     return folder
 
 
-def _check_run_memory(args: argparse.Namespace) -> None:
-    """Refuse a run whose recording cannot fit in memory (before the model is built), with the estimate."""
-    import psutil
-    import torch
-
-    from .sampling.recorder import recording_bytes
-    from .sampling.trajectory import RECORDABLE
-
-    needed = recording_bytes(args.steps, (args.batch, 3, args.size, args.size), RECORDABLE, 1, torch.float32)
-    available = psutil.virtual_memory().available
-    if needed > available:
-        raise ValueError(
-            f"--size {args.size} with --batch {args.batch} and --steps {args.steps} needs about {needed / 2**30:.3g} GiB "
-            f"to record x_t, x̂0 and ε of every step, but {available / 2**30:.3g} GiB of memory is available; "
-            "use a smaller --size, --batch or --steps")
-
-
 def _silence_libraries() -> None:
     """No loading noise from transformers and diffusers (their own verbosity and progress-bar settings)."""
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
@@ -120,8 +103,9 @@ def _run(args: argparse.Namespace) -> int:
     from .analysis import compare
     from .models import TRAINED, load_builtin
     from .views.figures import save_chromatogram, save_strip
-    from .sampling import SamplingError, sample
-    from .noise import plan_steps
+    from .notebook.report import recording_too_large
+    from .sampling import SamplingError, check_sample, sample
+    from .sampling.recorder import RecordingTooLarge
     from .noise.schedules import Schedule
     from .spectral import check_pyramid_size
 
@@ -131,8 +115,11 @@ def _run(args: argparse.Namespace) -> int:
     _silence_libraries()  # the bundled models' loading messages say nothing to a user
     kwargs = {"size": args.size} if args.model in TRAINED else {"size": args.size, "schedule": Schedule.coerce(args.schedule)}
     model = load_builtin(args.model, **kwargs)
-    plan_steps(model.schedule, args.steps, args.scheduler)  # too many steps is that, not "too much memory"
-    _check_run_memory(args)
+    try:  # the run as sample() checks it (the steps before the memory), without sampling
+        check_sample(model, args.prompt, num_inference_steps=args.steps, scheduler=args.scheduler,
+                     guidance=args.guidance, seed=args.seed, batch_size=args.batch, device=args.device)
+    except RecordingTooLarge as err:
+        raise ValueError(recording_too_large(err, args.size, args.batch, args.steps, option="--")) from None
     if args.guidance != 1 and not model.conditional:
         raise ValueError(f"--guidance {args.guidance:g}: model {model.name} is unconditional, so guidance would change "
                          "nothing (it scales a prompt's effect); leave it at 1")

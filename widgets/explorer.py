@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import html
 import threading
-import warnings
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -333,17 +333,17 @@ class Explorer:
                 plan = plan_steps(self.model.schedule, s.num_steps, s.scheduler)
             except ValueError as err:
                 raise ValueError(f"run {name} ({s.scheduler}, {s.num_steps} steps): {err}") from None
+            prompt = LivePrompt(first, switched, enabled, plan.num_evaluations)
             notes = []
             for schedule in (first, switched if enabled or name == "A" else None):
                 if schedule is not None:  # every prompt the run can give, checked before it starts
                     with warnings.catch_warnings(record=True) as caught:  # a switch that never happens, say
                         warnings.simplefilter("always")
                         texts = set(schedule.prompts_for_steps(plan.timesteps, plan.log_snr))
-                    if schedule is (switched if enabled else first):  # the prompt the run starts with
+                    if schedule is prompt.active:  # noted for the prompt the run starts with
                         notes += [str(w.message) for w in caught if str(w.message) not in notes]
                     for text in texts:
                         check_prompt(self.model, text)  # term by term for AND, as sample() checks
-            prompt = LivePrompt(first, switched, enabled, plan.num_evaluations)
             runs[name] = RunState(name, s, prompt, plan, StepwiseComparison(self.model, method=self.method.value, levels=levels),
                                   notes=notes)
         return runs

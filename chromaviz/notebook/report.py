@@ -531,8 +531,6 @@ def parse_parameters(pairs: Sequence[Sequence[str]], parameters: Mapping[str, Pa
 def notebook_defaults(parameters: Mapping[str, Parameter]) -> dict[str, Any]:
     """The default value of every parameter but the :data:`RESERVED` ones: the Python literal as
     written in the parameters cell, or its text where it is not a literal."""
-    import ast
-
     out = {}
     for name, p in parameters.items():
         if name in RESERVED:
@@ -636,9 +634,16 @@ def _check_built_in_run(run: Mapping[str, Any], ignored_if_given: Mapping[str, A
                      guidance=run["guidance"], seed=run["seed"], batch_size=run["batch"], height=run["size"],
                      width=run["size"])
     except RecordingTooLarge as err:
-        raise ValueError(f"-p size {run['size']} with -p batch {run['batch']} and -p steps {run['steps']} needs about "
-                         f"{err.needed / 2**30:.3g} GiB to record x_t, x̂0 and ε of every step, more than the "
-                         f"{err.budget / 2**30:.3g} GiB of memory available; use a smaller size, batch or steps") from None
+        raise ValueError(recording_too_large(err, run["size"], run["batch"], run["steps"], option="-p ")) from None
+
+
+def recording_too_large(err, size: int, batch: int, steps: int, *, option: str) -> str:
+    """A :class:`~chromaviz.sampling.recorder.RecordingTooLarge` in a command line's words, its
+    options spelt ``option + name`` (``"--"`` for ``chromaviz run``, ``"-p "`` for the report)."""
+    size_, batch_, steps_ = (f"{option}{name}" for name in ("size", "batch", "steps"))
+    return (f"{size_} {size} with {batch_} {batch} and {steps_} {steps} needs about {err.needed / 2**30:.3g} GiB to "
+            f"record x_t, x̂0 and ε of every step, more than the {err.budget / 2**30:.3g} GiB of memory available; "
+            f"use a smaller {size_}, {batch_} or {steps_}")
 
 
 @functools.lru_cache(maxsize=8)
