@@ -57,7 +57,7 @@ caption => {
 LIVE_CELL = """
 import json, time
 from chromaviz import sample
-from widgets.worker import SamplingJob
+from chromaviz.widgets.worker import SamplingJob
 
 def worker_alone():
     runs = explorer._plan_runs()
@@ -132,7 +132,7 @@ def scrub(page, root: str, trials: int, pause_ms: int = 150) -> list[float]:
 
 def export_pages(root: Path, steps: list[int], size: int) -> dict[str, Path]:
     from chromaviz import ExemplarMixture, GaussianPowerLaw, sample
-    from widgets import export_html
+    from chromaviz.widgets import export_html
 
     pages = {}
     model = ExemplarMixture(size=size)

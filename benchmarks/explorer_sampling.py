@@ -5,7 +5,7 @@ alternating order, medians of the seconds ``sample()`` itself took (``elapsed_se
 start until the last step is recorded on the host):
 
 - ``sample()`` on the main thread: the baseline;
-- the explorer's worker thread with no view (``widgets.worker.SamplingJob``);
+- the explorer's worker thread with no view (``chromaviz.widgets.worker.SamplingJob``);
 - ``Explorer.run()`` with its live refresher drawing the newest step into the bokeh document as it
   goes and every step at the end (no frontend attached, so nothing is sent anywhere).
 
@@ -59,8 +59,8 @@ def main() -> None:
     parser.add_argument("--fp16", action="store_true", help="float16 weights (diffusers models)")
     args = parser.parse_args()
 
-    from widgets import Explorer
-    from widgets.worker import SamplingJob
+    from chromaviz.widgets import Explorer
+    from chromaviz.widgets.worker import SamplingJob
 
     dtype = torch.float16 if args.fp16 else torch.float32
     with tempfile.TemporaryDirectory() as tmp:

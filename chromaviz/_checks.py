@@ -213,25 +213,6 @@ def subset(name: str, value: Any, allowed: Iterable[str]) -> tuple[str, ...]:
     return items
 
 
-def renamed(function: str, old: str, new: str, old_value: Any, new_value: Any) -> Any:
-    """The value of a renamed keyword: ``new_value``, or ``old_value`` with a DeprecationWarning.
-
-    ``old_value`` is None when the old keyword was not given; giving both is a TypeError.
-
-    Examples
-    --------
-    >>> renamed("plan", "num_steps", "num_inference_steps", None, 30)
-    30
-    """
-    if old_value is None:
-        return new_value
-    if new_value is not None:
-        raise TypeError(f"give {new} only, not also {old} (its deprecated name); got {_describe(new_value)} "
-                        f"and {_describe(old_value)}")
-    warnings.warn(f"{function}({old}=) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
-    return old_value
-
-
 def dtype_name(name: str, value: str) -> Any:
     """The torch dtype a text such as ``"float16"`` names (raises ValueError for any other text).
 

@@ -27,7 +27,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ._checks import renamed
 from .noise.levels import birth_log_snr, check_levels, level_offset, sigmoid
 from .noise.plan import StepPlan, plan_steps
 from .noise.schedules import Schedule
@@ -167,7 +166,6 @@ def chromatogram(
     plan: StepPlan | None = None,
     num_points: int = 1001,
     log_snr_limits: tuple[float, float] = (-12.0, 12.0),
-    num_steps: int | None = None,
 ) -> Chromatogram:
     """Theoretical chromatography curves of ``schedule``.
 
@@ -189,8 +187,6 @@ def chromatogram(
         Grid points of the ``"log_snr"`` and ``"timestep"`` coordinates.
     log_snr_limits : (float, float)
         λ range of the ``"log_snr"`` grid.
-    num_steps : int, optional
-        Deprecated name of ``num_inference_steps``.
 
     Returns
     -------
@@ -209,7 +205,7 @@ def chromatogram(
     >>> c.signal.shape, c.signal[-1].round(3).tolist()
     ((10, 2), [0.999, 1.0])
     """
-    n = renamed("chromatogram", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
+    n = num_inference_steps
     if coordinate not in COORDINATES:
         raise ValueError(f"unknown coordinate {coordinate!r}; choose one of {COORDINATES}")
     levels = tuple(int(m) for m in check_levels(levels))

@@ -31,13 +31,6 @@ LAYERS = [
 ]
 """chromaviz's layers, lowest first, by the first component of a module's name below ``chromaviz``."""
 
-OLD_PATHS = {
-    "schedules", "schedulers", "prompts", "trajectory", "composing", "upscaling", "schedule_design", "render",
-    "report", "shapes", "shapes_checker", "train", "models.tokenizer", "models.shapes_model",
-    "models.text_pixels", "models.diffusers_adapter", "models.previews",
-}
-"""Modules kept at their old import paths for one release: aliases of the moved ones, outside the layers."""
-
 UI_PACKAGES = {"widgets", "ipywidgets", "bokeh", "jupyter_bokeh", "IPython"}
 
 
@@ -103,10 +96,6 @@ def _rank(module: str) -> int:
     raise AssertionError(f"{module} is in no layer; add its folder to LAYERS in {Path(__file__).name}")
 
 
-def _is_old_path(module: str) -> bool:
-    return module.removeprefix("chromaviz.") in OLD_PATHS
-
-
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module, or a module importing itself (Tarjan)."""
     index: dict[str, int] = {}
@@ -158,16 +147,9 @@ def test_no_import_cycles_inside_chromaviz(graph):
 def test_imports_point_down_the_layers(graph):
     upward = [
         f"{m} (layer {_rank(m)}) imports {i} (layer {_rank(i)})"
-        for m, imports in sorted(graph.items()) if not _is_old_path(m)
-        for i in sorted(imports) if i in graph and not _is_old_path(i) and _rank(i) > _rank(m)
+        for m, imports in sorted(graph.items()) for i in sorted(imports) if i in graph and _rank(i) > _rank(m)
     ]
     assert upward == []
-
-
-def test_library_uses_no_old_import_path(graph):
-    users = [f"{m} imports {i}" for m, imports in sorted(graph.items()) if not _is_old_path(m)
-             for i in sorted(imports) if _is_old_path(i)]
-    assert users == []
 
 
 def test_library_never_imports_the_ui(graph):
@@ -209,10 +191,10 @@ class NoUI(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in {sorted(UI_PACKAGES - {"widgets"})!r}:
             raise ImportError(f"{{name}} is not installed here")
 sys.meta_path.insert(0, NoUI())
-import chromaviz, widgets.worker
-print(widgets.worker.SamplingJob.__name__)
+import chromaviz, chromaviz.widgets.worker
+print(chromaviz.widgets.worker.SamplingJob.__name__)
 try:
-    widgets.Explorer
+    chromaviz.widgets.Explorer
 except ImportError as err:
     print(err)
 """

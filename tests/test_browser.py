@@ -196,7 +196,7 @@ def test_scrubbing_needs_no_kernel(lab):
 
 def test_exported_page_scrubs_without_a_kernel(tmp_path):
     from chromaviz import ExemplarMixture, sample
-    from widgets import export_html
+    from chromaviz.widgets import export_html
 
     model = ExemplarMixture(size=32)
     a = sample(model, "[cat:moon:0.5]", num_inference_steps=12)

@@ -26,7 +26,7 @@ MASKS = spectral.octave_ring_masks(H, W, LEVELS).numpy()
 
 def run(model: GaussianPowerLaw, num_steps: int, scheduler: str = "default") -> Trajectory:
     traj = sample(
-        model, num_steps=num_steps, scheduler=scheduler, seed=0, batch_size=BATCH, height=H, width=W,
+        model, num_inference_steps=num_steps, scheduler=scheduler, seed=0, batch_size=BATCH, height=H, width=W,
         device="cpu", record=("x0",),
     )
     assert traj.status == "complete"

@@ -32,7 +32,7 @@ def hybrid_model(schedule="scaled_linear") -> ExemplarMixture:
 
 
 def run(model, prompt, scheduler="default"):
-    return sample(model, prompt, num_steps=STEPS, seed=0, batch_size=BATCH, device="cpu", record=(), scheduler=scheduler)
+    return sample(model, prompt, num_inference_steps=STEPS, seed=0, batch_size=BATCH, device="cpu", record=(), scheduler=scheduler)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_plan_on_scaled_linear_ddim_and_the_sampler_agrees():
     model = hybrid_model()
     (sw,) = plan(by_resolution(coarse=A, fine=B, level=4), model, STEPS)
     assert sw.step == 7 and sw.fraction == pytest.approx(0.2) and sw.timestep == pytest.approx(744.24, abs=0.01)
-    traj = sample(model, by_resolution(coarse=A, fine=B, level=4), num_steps=STEPS, batch_size=1, device="cpu", record=())
+    traj = sample(model, by_resolution(coarse=A, fine=B, level=4), num_inference_steps=STEPS, batch_size=1, device="cpu", record=())
     assert traj.prompts == [A] * 7 + [B] * (STEPS - 7)
     with pytest.raises(ValueError, match="level boundaries"):
         plan(PromptSchedule.parse(f"[{A}:{B}:0.5]"), model, STEPS)
@@ -194,7 +194,7 @@ def test_pipeline_switches_at_its_own_schedules_level_birth_as_pipe_callback_doe
     (sw,) = plan(schedule, model, steps)
     k = sw.step
     assert lam[k - 1] < -2 * math.log(2) <= lam[k]
-    traj = sample(model, schedule, num_steps=steps, guidance=guidance, height=size, width=size, device="cpu")
+    traj = sample(model, schedule, num_inference_steps=steps, guidance=guidance, height=size, width=size, device="cpu")
     assert traj.prompts == ["a photo of a cat"] * k + ["a red house"] * (steps - k)
     assert np.allclose(traj.timesteps, timesteps)
 
@@ -223,7 +223,5 @@ def test_plan_reads_a_step_plan_and_takes_n_as_num_inference_steps():
     (by_n,) = plan(schedule, sd, num_inference_steps=STEPS, scheduler="euler")
     (by_plan,) = plan(schedule, sd, step_plan=plan_steps(sd, STEPS, "euler"))
     assert by_n == by_plan
-    with pytest.warns(DeprecationWarning, match="use num_inference_steps"):
-        assert plan(schedule, sd, num_steps=STEPS, scheduler="euler") == [by_n]
     with pytest.raises(ValueError, match="num_inference_steps"):
         plan(schedule, sd)

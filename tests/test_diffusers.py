@@ -76,7 +76,7 @@ def _pipe_image(model, prompt=A, **kwargs) -> np.ndarray:
 
 def _our_image(model, prompt=A, **kwargs) -> np.ndarray:
     kwargs.setdefault("guidance", 3.0)
-    traj = sample(model, prompt, num_steps=STEPS, height=SIZE, width=SIZE, device="cpu", **kwargs)
+    traj = sample(model, prompt, num_inference_steps=STEPS, height=SIZE, width=SIZE, device="cpu", **kwargs)
     return model.decode(traj.final).permute(0, 2, 3, 1).numpy()
 
 
@@ -107,7 +107,7 @@ def test_sdxl_final_image_equals_pipeline(sdxl):
 def test_pixel_unet_equals_ddpm_pipeline(folders):
     model = load_pipeline(folders["ddpm"])
     assert isinstance(model, DiffusersPixelDenoiser) and not model.conditional
-    traj = sample(model, num_steps=STEPS, seed=5, device="cpu")
+    traj = sample(model, num_inference_steps=STEPS, seed=5, device="cpu")
     assert traj.metadata["scheduler_class"] == "DDPMScheduler"
     ours = model.decode(traj.final).permute(0, 2, 3, 1).numpy()
     ref = model.pipe(num_inference_steps=STEPS, generator=torch.Generator().manual_seed(5), output_type="np").images
@@ -137,7 +137,7 @@ def test_prompt_switch_equals_pipeline_callback(request, which):
     model = request.getfixturevalue(which)
     at = Boundary.step(1)  # A1111's [a:b:1]: b from step index 2 on
     k = at.switch_index(STEPS)
-    traj = sample(model, PromptSchedule.switch(A, B, at), num_steps=STEPS, guidance=3.0,
+    traj = sample(model, PromptSchedule.switch(A, B, at), num_inference_steps=STEPS, guidance=3.0,
                   height=SIZE, width=SIZE, device="cpu")
     assert k == 2 and traj.prompts == [A] * k + [B] * (STEPS - k)
     ours = model.decode(traj.final).permute(0, 2, 3, 1).numpy()
@@ -176,8 +176,8 @@ def test_prompts_sizes_and_default_scheduler(sd):
     with pytest.raises(ValueError, match="must be a str"):
         sd.check_prompt(3)
     with pytest.raises(ValueError, match="multiples of 8"):
-        sample(sd, A, num_steps=2, height=36, width=SIZE)
-    traj = sample(sd, A, num_steps=2, height=SIZE, width=48, device="cpu", record=("x0",))
+        sample(sd, A, num_inference_steps=2, height=36, width=SIZE)
+    traj = sample(sd, A, num_inference_steps=2, height=SIZE, width=48, device="cpu", record=("x0",))
     assert traj.x0.shape == (2, 1, 4, SIZE // 2, 24) and traj.metadata["scheduler_class"] == "DDIMScheduler"
     assert traj.metadata["model"]["pipeline"] == "StableDiffusionPipeline"
 
@@ -186,31 +186,31 @@ def test_deferred_records_are_the_same_run(sd, monkeypatch):
     """The hand-out used on CUDA (each record one step late), exercised on the CPU."""
     import chromaviz.sampling.recorder as recorder
 
-    now = sample(sd, A, num_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu")
+    now = sample(sd, A, num_inference_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu")
     monkeypatch.setattr(recorder, "DEFER_ON", ("cpu", "cuda"))
     seen = []
-    late = sample(sd, A, num_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu", callback=seen.append)
+    late = sample(sd, A, num_inference_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu", callback=seen.append)
     assert [r.index for r in seen] == [0, 1, 2] and late.status == "complete"
     torch.testing.assert_close(late.x0, now.x0, rtol=0, atol=0)
     torch.testing.assert_close(late.final, now.final, rtol=0, atol=0)
 
     with pytest.raises(SamplingError, match="NaN or infinity at step 2.*the 2 earlier steps are kept") as info:
-        sample(failing_at(sd.pipe, 3, "nan"), A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
+        sample(failing_at(sd.pipe, 3, "nan"), A, num_inference_steps=4, height=SIZE, width=SIZE, device="cpu")
     assert len(info.value.trajectory) == 2
 
     with pytest.raises(SamplingError, match="step 2 .*out of memory") as info:
-        sample(failing_at(sd.pipe, 3, "oom"), A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
+        sample(failing_at(sd.pipe, 3, "oom"), A, num_inference_steps=4, height=SIZE, width=SIZE, device="cpu")
     assert [r.index for r in info.value.trajectory.steps] == [0, 1]  # the step still in flight is kept
 
 
 def test_record_scale_pools_the_records(sd):
-    full = sample(sd, A, num_steps=2, height=SIZE, width=SIZE, device="cpu", record=("x0", "x_t"))
-    pooled = sample(sd, A, num_steps=2, height=SIZE, width=SIZE, device="cpu", record=("x0",), record_scale=2)
+    full = sample(sd, A, num_inference_steps=2, height=SIZE, width=SIZE, device="cpu", record=("x0", "x_t"))
+    pooled = sample(sd, A, num_inference_steps=2, height=SIZE, width=SIZE, device="cpu", record=("x0",), record_scale=2)
     assert pooled.x0.shape == (2, 1, 4, 8, 8) and pooled.steps[0].x_t is None
     torch.testing.assert_close(pooled.x0, torch.nn.functional.avg_pool2d(full.x0.flatten(0, 1), 2).view(2, 1, 4, 8, 8))
     torch.testing.assert_close(pooled.final, full.final)  # the sample itself is never pooled
     with pytest.raises(ValueError, match="record_scale=3 must divide"):
-        sample(sd, A, num_steps=2, height=SIZE, width=SIZE, record_scale=3)
+        sample(sd, A, num_inference_steps=2, height=SIZE, width=SIZE, record_scale=3)
 
 
 # ---------------------------------------------------------------------- previews
@@ -256,7 +256,7 @@ def test_linear_and_taesd_previews(folders, sd):
 
 # ---------------------------------------------------------------------- chromatography
 def test_chromatography_in_latent_and_rgb_space(sd):
-    traj = sample(sd, A, num_steps=6, guidance=3.0, batch_size=2, height=SIZE, width=SIZE, device="cpu", record=("x0",))
+    traj = sample(sd, A, num_inference_steps=6, guidance=3.0, batch_size=2, height=SIZE, width=SIZE, device="cpu", record=("x0",))
     latent = compare(traj, sd)
     assert latent.measured.shape == (6, len(latent.levels)) and latent.power_source == "samples"
     rgb_traj = decoded(traj, sd.decode)
@@ -268,9 +268,9 @@ def test_chromatography_in_latent_and_rgb_space(sd):
 
 
 def test_explorer_runs_a_pipeline(sd):
-    from widgets import Explorer
+    from chromaviz.widgets import Explorer
 
-    ex = Explorer(sd, num_steps=4, size=SIZE, prompt=A, second_prompt=B, device="cpu")
+    ex = Explorer(sd, num_inference_steps=4, size=SIZE, prompt=A, second_prompt=B, device="cpu")
     ex.run_button.click()
     ex.wait(60)
     traj = ex.trajectories["A"]
@@ -305,13 +305,13 @@ def test_unknown_model_fails_fast_without_the_offline_switch(monkeypatch):
 def test_bfloat16_taesd_folder_and_out_of_memory(folders):
     model = load_pipeline(folders["sd"], torch_dtype=torch.bfloat16, tiny_vae=folders["taesd"])
     assert model.dtype == torch.bfloat16 and model.preview == "taesd"
-    traj = sample(model, A, num_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu")
+    traj = sample(model, A, num_inference_steps=3, guidance=3.0, height=SIZE, width=SIZE, device="cpu")
     assert traj.x0.dtype == torch.bfloat16 and torch.isfinite(model.decode(traj.final)).all()
     assert model.to_rgb(traj.x0[-1]).shape == (1, 3, SIZE, SIZE)
 
     failing = failing_at(model.pipe, 3, "oom")
     with pytest.raises(SamplingError, match="out of memory: try torch_dtype=torch.float16") as info:
-        sample(failing, A, num_steps=4, height=SIZE, width=SIZE, device="cpu")
+        sample(failing, A, num_inference_steps=4, height=SIZE, width=SIZE, device="cpu")
     partial = info.value.trajectory
     assert partial.status == "failed" and len(partial) == 2 and partial.final is None
 

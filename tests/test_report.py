@@ -127,6 +127,60 @@ def test_markdown_table_escapes_and_formats():
     assert table.splitlines() == ["| m | max \\|G − s\\| |", "|---|---|", "| 1 | 0.123 |", "| 2 | – |", "| 4 | 0 |"]
 
 
+HOSTILE = [
+    "red` <script>document.title='PWNED-'+document.title</script> `",
+    "<img src=x onerror=alert(1)>",
+    "a\n| injected | row |\n<b>bold</b>",
+    "[link](javascript:alert(1)) *em* _em_ \\` ``code``",
+    '"><svg onload=alert(1)>',
+    "&lt;script&gt;already escaped&lt;/script&gt;",
+]
+"""User-given strings that tried to become markup (a prompt, a model folder, a parameter)."""
+
+
+class _LiveMarkup(__import__("html.parser").parser.HTMLParser):
+    """Every element and attribute of a page, to find what a hostile string made live."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.handlers: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.handlers += [f"{tag} {name}={value}" for name, value in attrs
+                          if name.startswith("on") or (value or "").strip().lower().startswith("javascript:")]
+
+
+@pytest.mark.parametrize("show_code", [False, True])
+def test_hostile_strings_in_a_report_table_stay_text(tmp_path, show_code):
+    """A prompt that closes a code span, opens a tag or splits the table renders as its own text."""
+    from IPython.display import Markdown  # noqa: F401  (what the report displays the table with)
+
+    from chromaviz.notebook.report import to_html
+
+    table = markdown_table(["setting", "value"], [["prompt", text] for text in HOSTILE])
+    assert len(table.splitlines()) == 2 + len(HOSTILE)  # no line break reached the table
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("display(Markdown(table))")
+    code.outputs = [nbformat.v4.new_output("display_data", {"text/markdown": table, "text/plain": "<Markdown>"})]
+    nb.cells = [code]
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    page = to_html(tmp_path / "nb.ipynb", tmp_path / "nb.html", show_code=show_code).read_text()
+    body = page[page.index("<body"):]
+    found = _LiveMarkup()
+    found.feed(body)
+    assert not found.handlers and "svg" not in found.tags and "img" not in found.tags and "b" not in found.tags
+    assert found.tags.count("script") == page[page.index("<body"):].count("<script") and "PWNED" not in "".join(
+        re.findall(r"<script[^>]*>(.*?)</script>", body, flags=re.S))
+    assert found.tags.count("tr") == 1 + len(HOSTILE)
+    import html as html_module
+
+    text = html_module.unescape(re.sub(r"<[^>]+>", "", body))
+    for hostile in HOSTILE:
+        assert " ".join(hostile.splitlines()) in text  # shown exactly, as text
+
+
 # ---------------------------------------------------------------------- one offline page, print-quality figures
 EMBEDDED = '<!DOCTYPE html><html><body><p class="x">a < b & \'c\'</p><script>if (1 < 2 && "a") {}</script></body></html>'
 

@@ -156,8 +156,7 @@ BAD = [
     ({"prompt": 42}, TypeError, r"prompt must be a str, a PromptSchedule, a function .*got 42 \(int\)"),
     ({"prompt": lambda i: "cat"}, TypeError, r"a live prompt function must take \(i, noise\) or \(i, noise, plan\)"),
     ({"negative_prompt": 3}, TypeError, r"negative_prompt must be a str or None, got 3 \(int\)"),
-    ({"num_inference_steps": 5, "num_steps": 4}, TypeError, r"give num_inference_steps only, not also num_steps"),
-    ({"num_inference_steps": 50, "num_steps": 4}, TypeError, r"give num_inference_steps only, not also num_steps"),
+    ({"num_steps": 4}, TypeError, r"unexpected keyword argument .num_steps."),
 ]
 
 
@@ -167,10 +166,8 @@ def test_bad_arguments_are_refused_before_any_step(kwargs, error, match):
     kwargs = dict(kwargs)
     target = kwargs.pop("model", model)
     prompt = kwargs.pop("prompt", None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        with pytest.raises(error, match=match):
-            run(target, prompt, **kwargs)
+    with pytest.raises(error, match=match):
+        run(target, prompt, **kwargs)
     assert model.calls == 0
 
 
@@ -189,16 +186,6 @@ def test_numpy_and_torch_integers_are_accepted():
         assert traj.metadata["num_inference_steps"] == 5 and type(traj.metadata["seed"]) is int
         assert torch.equal(traj.final, reference.final)
     assert run(model, num_inference_steps=2, seed=2**64 - 1).status == "complete"
-
-
-def test_num_steps_is_a_deprecated_name_of_num_inference_steps():
-    model = GaussianPowerLaw(size=SIZE)
-    with pytest.warns(DeprecationWarning, match="use num_inference_steps"):
-        old = sample(model, num_steps=4, device="cpu", seed=1)
-    new = sample(model, num_inference_steps=4, device="cpu", seed=1)
-    assert len(old) == len(new) == 4 and torch.equal(old.final, new.final)
-    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"num_steps must be a positive integer, got 0"):
-        sample(model, num_steps=0, device="cpu")
 
 
 def test_metadata_counts_inference_steps_and_evaluations():

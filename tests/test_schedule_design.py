@@ -72,7 +72,7 @@ def test_step_timings_composing_and_the_sampler_name_the_same_birth_step(designe
         assert birth == step_timings(designed, [m], n, scheduler).birth_steps[0]
         composed = by_resolution(coarse="cat", fine="moon", level=m)
         assert plan(composed, designed, step_plan=steps)[0].step == birth == plan(composed, model, n, scheduler)[0].step
-        traj = sample(model, composed, num_steps=n, scheduler=scheduler, batch_size=1, device="cpu", record=())
+        traj = sample(model, composed, num_inference_steps=n, scheduler=scheduler, batch_size=1, device="cpu", record=())
         assert traj.prompts.index("moon") == birth
 
 
@@ -117,7 +117,7 @@ def test_diffusers_realises_the_built_schedule(designed, name):
 @pytest.mark.parametrize("scheduler", ["ddim", "euler"])
 def test_samples_and_measured_fractions_follow_theory(designed, scheduler):
     model = GaussianPowerLaw(size=32, schedule=designed)
-    traj = sample(model, num_steps=30, scheduler=scheduler, batch_size=8, seed=0, device="cpu", record=("x0",))
+    traj = sample(model, num_inference_steps=30, scheduler=scheduler, batch_size=8, seed=0, device="cpu", record=("x0",))
     assert traj.metadata["status"] == "complete" and bool(traj.sample.isfinite().all())
     c = compare(traj, model)
     assert c.max_deviation < 0.1, c.format_table()
@@ -130,7 +130,7 @@ def test_samples_and_measured_fractions_follow_theory(designed, scheduler):
 @pytest.mark.parametrize("schedule", [Schedule.preset("scaled_linear"), Schedule.flow_matching(1.0)], ids=["vp", "flow"])
 @pytest.mark.parametrize("fraction", [0.1, 0.3])
 def test_shift_for_birth_moves_the_birth_there(schedule, fraction):
-    s = shift_for_birth(schedule, 16, fraction, num_steps=30)
+    s = shift_for_birth(schedule, 16, fraction, num_inference_steps=30)
     st = step_timings(schedule.shifted(s), [16], 30)
     assert abs(st.birth_steps[0] - fraction * 30) <= 1
     # a shift lowers every step's λ by 2·ln s: exactly for VP (same timesteps, new ᾱ); for flow
@@ -151,7 +151,7 @@ def test_resolution_shift():
 
 # ---------------------------------------------------------------------- comparing
 def test_compare_schedules_side_by_side(sd, designed):
-    timings = compare_schedules({"sd": sd, "zero": sd.zero_terminal_snr(), "designed": designed}, num_steps=30)
+    timings = compare_schedules({"sd": sd, "zero": sd.zero_terminal_snr(), "designed": designed}, num_inference_steps=30)
     for st in timings.values():
         assert sum(st.steps_per_level) == st.num_steps == 30
         # births never go backwards: coarse before fine
@@ -175,7 +175,7 @@ def test_schedule_chromatograms_figure(sd, designed):
 
 # ---------------------------------------------------------------------- measured inheritance
 def test_sd_inherits_its_coarsest_level_and_zero_terminal_snr_does_not(sd):
-    runs = {key: measured_inheritance(GaussianPowerLaw(size=64, schedule=s), num_steps=30, batch_size=8)
+    runs = {key: measured_inheritance(GaussianPowerLaw(size=64, schedule=s), num_inference_steps=30, batch_size=8)
             for key, s in (("sd", sd), ("zero", sd.zero_terminal_snr()))}
     inh = runs["sd"]
     assert inh.levels == (1, 2, 4, 8, 16)

@@ -421,7 +421,7 @@ def test_schedulers_that_cannot_realise_a_schedule_say_so():
     with pytest.raises(ValueError, match="'pndm'.*zero-terminal-SNR.*ddim"):
         make_scheduler("pndm", zero)
     with pytest.raises(ValueError, match="repeated timesteps.*'dpmsolver\\+\\+'"):
-        sample(GaussianPowerLaw(size=16, schedule=zero), num_steps=30, scheduler="dpmsolver++_karras", device="cpu")
+        sample(GaussianPowerLaw(size=16, schedule=zero), num_inference_steps=30, scheduler="dpmsolver++_karras", device="cpu")
     with pytest.raises(ValueError, match="repeated timesteps"):
         Schedule.preset("squaredcos_cap_v2").visited(30, "dpmsolver++_karras")
     assert len(Schedule.preset("scaled_linear").visited(30, "dpmsolver++_karras")[0]) == 30

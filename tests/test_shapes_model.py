@@ -60,7 +60,7 @@ def test_composing_on_the_trained_model_hands_over_with_the_switch(model):
     commits to its discrete attributes within a few steps, so a switch gives mostly A or mostly B.
     """
     a, b = "a red circle on blue stripes", "a yellow star on green checks"
-    kw = dict(num_steps=30, guidance=1.0, batch_size=8, device="cpu", record=())
+    kw = dict(num_inference_steps=30, guidance=1.0, batch_size=8, device="cpu", record=())
     only_a, only_b = sample(model, a, **kw), sample(model, b, **kw)
     coarse_from_a = {}
     for m in (8, 2):
@@ -73,6 +73,6 @@ def test_upscales_to_twice_its_size(model):
     """Upsample guidance on a text-conditioned pixel pipeline: the run completes at 64×64, with guidance."""
     from chromaviz import upscale
 
-    run = upscale(model, "a red circle on blue stripes", factor=2, num_steps=10, guidance=GUIDANCE, device="cpu")
+    run = upscale(model, "a red circle on blue stripes", factor=2, num_inference_steps=10, guidance=GUIDANCE, device="cpu")
     assert run.metadata["status"] == "complete" and run.final.shape == (1, 3, 64, 64)
     assert torch.isfinite(run.final).all()

@@ -38,7 +38,7 @@ def _pipe_samples(model, prompt=A, **kwargs) -> torch.Tensor:
 
 def _our_samples(model, prompt=A, **kwargs) -> torch.Tensor:
     kwargs.setdefault("guidance", 3.0)
-    return sample(model, prompt, num_steps=STEPS, device="cpu", **kwargs).final
+    return sample(model, prompt, num_inference_steps=STEPS, device="cpu", **kwargs).final
 
 
 def test_loads_as_a_conditional_pixel_model(model):
@@ -70,7 +70,7 @@ def test_prompt_switch_equals_pipeline_callback(model):
             return tensors
         return {"callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": ["prompt_embeds", "pooled_prompt_embeds"]}
 
-    traj = sample(model, PromptSchedule.switch(A, B, at), num_steps=STEPS, guidance=3.0, device="cpu")
+    traj = sample(model, PromptSchedule.switch(A, B, at), num_inference_steps=STEPS, guidance=3.0, device="cpu")
     assert traj.prompts == [A] * k + [B] * (STEPS - k)
     assert (traj.final - _pipe_samples(model, **switch_after(k))).abs().max() <= 1e-4
     assert (traj.final - _pipe_samples(model, **switch_after(k + 1))).abs().max() > 1e-4

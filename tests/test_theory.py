@@ -394,14 +394,14 @@ def test_chromatogram_timestep():
 @pytest.mark.parametrize("scheduler", ["ddim", "euler"])
 def test_chromatogram_step(scheduler):
     s = SCHEDULES["scaled_linear"]
-    c = theory.chromatogram(s, (1, 2, 16), "step", num_steps=20, scheduler=scheduler)
+    c = theory.chromatogram(s, (1, 2, 16), "step", num_inference_steps=20, scheduler=scheduler)
     _, lam = s.visited(20, scheduler)
     np.testing.assert_array_equal(c.log_snr, lam)
     np.testing.assert_array_equal(c.x, np.arange(len(lam)))
     assert c.signal.shape == c.rate.shape == (len(lam), 3)
     np.testing.assert_allclose(c.signal[:, 2], sigmoid(lam + 2 * math.log(16)), rtol=1e-12)
     np.testing.assert_allclose(c.rate.sum(0), c.signal[-1], atol=1e-12)
-    f = theory.chromatogram(FLOW, (1, 2), "step", num_steps=10)
+    f = theory.chromatogram(FLOW, (1, 2), "step", num_inference_steps=10)
     np.testing.assert_array_equal(f.log_snr, FLOW.visited(10, "flow_euler")[1])
 
 
@@ -420,8 +420,3 @@ def test_step_coordinates_read_a_step_plan_and_n_is_num_inference_steps():
     np.testing.assert_array_equal(c.log_snr, plan.log_snr)
     by_n = theory.chromatogram(s, (1, 4), "step", num_inference_steps=12, scheduler="pndm")
     np.testing.assert_array_equal(by_n.signal, c.signal)
-    with pytest.warns(DeprecationWarning, match="use num_inference_steps"):
-        old = theory.chromatogram(s, (1, 4), "step", num_steps=12, scheduler="pndm")
-    np.testing.assert_array_equal(old.signal, c.signal)
-    with pytest.raises(TypeError, match="num_inference_steps only"):
-        theory.chromatogram(s, (1, 4), "step", num_steps=12, num_inference_steps=12)

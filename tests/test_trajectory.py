@@ -28,7 +28,7 @@ def gaussian() -> GaussianPowerLaw:
 
 
 def run(model, prompt=None, **kwargs) -> Trajectory:
-    kwargs.setdefault("num_steps", 6)
+    kwargs.setdefault("num_inference_steps", 6)
     kwargs.setdefault("batch_size", 2)
     kwargs.setdefault("device", "cpu")
     return sample(model, prompt, **kwargs)
@@ -67,7 +67,7 @@ def read_header(path) -> dict:
 def test_round_trip_with_prompts_including_none(tmp_path):
     # margin=0: one window per photograph, so the unconditional (all-photograph) steps are cheap.
     model = ExemplarMixture(size=SIZE, margin=0.0)
-    traj = run(model, "[cat::0.5]", num_steps=6)  # "cat", then the empty prompt (unconditional)
+    traj = run(model, "[cat::0.5]", num_inference_steps=6)  # "cat", then the empty prompt (unconditional)
     assert traj.prompts == ["cat"] * 4 + [None] * 2
     path = traj.save(tmp_path / "sub" / "run.safetensors")
     assert path.exists()
@@ -79,7 +79,7 @@ def test_round_trip_with_prompts_including_none(tmp_path):
 
 def test_round_trip_with_minus_infinite_log_snr(tmp_path):
     model = GaussianPowerLaw(schedule=Schedule.preset("scaled_linear").zero_terminal_snr(), size=SIZE)
-    traj = run(model, scheduler="ddim", num_steps=8)
+    traj = run(model, scheduler="ddim", num_inference_steps=8)
     assert traj.status == "complete"
     assert traj.log_snr[0] == -math.inf and np.isfinite(traj.log_snr[1:]).all()
     loaded = Trajectory.load(traj.save(tmp_path / "zsnr.safetensors"))
@@ -90,7 +90,7 @@ def test_round_trip_with_minus_infinite_log_snr(tmp_path):
 
 def test_round_trip_of_a_cancelled_run(tmp_path, gaussian):
     stop = threading.Event()
-    traj = run(gaussian, num_steps=10, stop=stop, callback=lambda rec: rec.index == 3 and stop.set())
+    traj = run(gaussian, num_inference_steps=10, stop=stop, callback=lambda rec: rec.index == 3 and stop.set())
     assert traj.status == "cancelled" and len(traj) == 4 and traj.final is None
     loaded = Trajectory.load(traj.save(tmp_path / "partial.safetensors"))
     assert_round_trip(traj, loaded)
@@ -137,7 +137,7 @@ def test_loading_a_safetensors_file_that_is_not_a_trajectory(tmp_path):
 def test_a_file_damaged_after_saving_is_refused(tmp_path, gaussian):
     """A changed byte anywhere in the tensors' data (a bit flipped on disk or in a copy) is caught
     by the checksums written with the file; a file without them (an older chromaviz) still loads."""
-    path = run(gaussian, num_steps=3).save(tmp_path / "run.safetensors")
+    path = run(gaussian, num_inference_steps=3).save(tmp_path / "run.safetensors")
     raw = bytearray(path.read_bytes())
     (header_length,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + header_length])
@@ -162,7 +162,7 @@ def test_a_file_damaged_after_saving_is_refused(tmp_path, gaussian):
 def test_saving_to_an_empty_path_or_a_folder_and_comparing_a_non_trajectory_are_refused(tmp_path, gaussian):
     from chromaviz import compare
 
-    traj = run(gaussian, num_steps=2)
+    traj = run(gaussian, num_inference_steps=2)
     with pytest.raises(ValueError, match="cannot save a trajectory to '': that is empty"):
         traj.save("")
     with pytest.raises(ValueError, match="that is a folder"):
@@ -172,7 +172,7 @@ def test_saving_to_an_empty_path_or_a_folder_and_comparing_a_non_trajectory_are_
 
 
 def test_file_is_safetensors_without_pickle(tmp_path, gaussian):
-    traj = run(gaussian, num_steps=3)
+    traj = run(gaussian, num_inference_steps=3)
     path = traj.save(tmp_path / "run.safetensors")
     raw = path.read_bytes()
     assert not raw.startswith(b"\x80")  # pickle protocol ≥ 2 opcode
@@ -193,7 +193,7 @@ def test_file_is_safetensors_without_pickle(tmp_path, gaussian):
 # ---------------------------------------------------------------------- signal fractions
 @pytest.mark.parametrize("method", ["rings", "pyramid"])
 def test_signal_fractions_reach_one_at_the_last_step(gaussian, method):
-    traj = run(gaussian, scheduler="ddim", num_steps=20, batch_size=4)
+    traj = run(gaussian, scheduler="ddim", num_inference_steps=20, batch_size=4)
     # DDIM with set_alpha_to_one: its last step returns its own x̂0, equal to ours up to rounding.
     assert traj.metadata["scheduler_config"]["set_alpha_to_one"] is True
     torch.testing.assert_close(traj.final, traj.steps[-1].x0, atol=1e-5, rtol=0)
@@ -207,7 +207,7 @@ def test_signal_fractions_reach_one_at_the_last_step(gaussian, method):
 
 def test_signal_fractions_of_a_partial_run_use_the_last_x0(gaussian):
     stop = threading.Event()
-    traj = run(gaussian, num_steps=10, batch_size=3, stop=stop, callback=lambda rec: rec.index == 5 and stop.set())
+    traj = run(gaussian, num_inference_steps=10, batch_size=3, stop=stop, callback=lambda rec: rec.index == 5 and stop.set())
     g = traj.signal_fractions()
     assert g.shape == (6, len(spectral.levels_for(SIZE, SIZE)))
     np.testing.assert_allclose(g[-1].numpy(), 1.0, rtol=0, atol=1e-12)
@@ -278,7 +278,7 @@ def test_a_png_a_folder_and_a_missing_file_are_named(tmp_path):
 
 def test_metadata_is_strict_json_with_non_finite_numbers_tagged(tmp_path, gaussian):
     # DPM-Solver's config holds lambda_min_clipped = -inf; the document must still be RFC 8259 JSON
-    traj = run(gaussian, scheduler="dpmsolver++", num_steps=3)
+    traj = run(gaussian, scheduler="dpmsolver++", num_inference_steps=3)
     assert traj.metadata["scheduler_config"]["lambda_min_clipped"] == -math.inf
     traj.metadata["extra"] = {"nan": math.nan, "inf": math.inf, "text": "Infinity", "np": np.float32(-np.inf)}
     path = traj.save(tmp_path / "dpm.safetensors")

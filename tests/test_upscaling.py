@@ -96,7 +96,7 @@ def test_guided_prediction_is_the_epsilon_formula():
     """ε̃ = ε + θ·U_m[(1/m)·ε(D_m[x_t]/ρ, τ) − D_m[ε]], recomputed from two calls of the base model."""
     m, theta = 2, 1.3
     base = GaussianPowerLaw(exponent=2.5, size=DESIGN)
-    guided = UpsampleGuided(base, factor=m, theta=theta, eta=1.0)
+    guided = UpsampleGuided(base, factor=m, theta=theta, guidance_fraction=1.0)
     t = 600.0
     a, s = (float(v) for v in base.schedule.alpha_sigma(t))
     level = NoiseLevel(t, a, s)
@@ -119,17 +119,17 @@ def test_guided_prediction_is_the_epsilon_formula():
 
 def test_theta_zero_is_the_plain_model_at_the_large_size():
     base = GaussianPowerLaw(size=DESIGN)
-    plain = sample(base, num_steps=10, batch_size=2, height=32, width=32, device="cpu", seed=1).final
-    run = upscale(base, factor=2, theta=0.0, eta=1.0, num_steps=10, batch_size=2, device="cpu", seed=1)
+    plain = sample(base, num_inference_steps=10, batch_size=2, height=32, width=32, device="cpu", seed=1).final
+    run = upscale(base, factor=2, theta=0.0, guidance_fraction=1.0, num_inference_steps=10, batch_size=2, device="cpu", seed=1)
     assert run.final.shape == (2, 3, 32, 32)
     assert torch.equal(run.final, plain)
-    guided = upscale(base, factor=2, theta=1.0, eta=1.0, num_steps=10, batch_size=2, device="cpu", seed=1).final
+    guided = upscale(base, factor=2, theta=1.0, guidance_fraction=1.0, num_inference_steps=10, batch_size=2, device="cpu", seed=1).final
     assert not torch.allclose(guided, plain, atol=1e-3)
 
 
 def test_eta_switches_guidance_off_and_the_second_call_with_it():
     base = Recording(GaussianPowerLaw(size=DESIGN))
-    run = upscale(base, factor=2, theta=1.0, eta=0.5, num_steps=10, device="cpu")
+    run = upscale(base, factor=2, theta=1.0, guidance_fraction=0.5, num_inference_steps=10, device="cpu")
     sizes = [(x.shape[-1], lv.timestep) for x, lv in base.calls]
     large = [t for n, t in sizes if n == 32]
     small = [t for n, t in sizes if n == 16]
@@ -145,9 +145,9 @@ def test_bad_arguments_are_refused():
     for theta in (-0.1, math.nan, math.inf, "1"):
         with pytest.raises(ValueError, match="theta"):
             UpsampleGuided(base, theta=theta)
-    for eta in (-0.1, 1.5, math.nan):
-        with pytest.raises(ValueError, match="eta"):
-            UpsampleGuided(base, eta=eta)
+    for fraction in (-0.1, 1.5, math.nan):
+        with pytest.raises(ValueError, match="guidance_fraction"):
+            UpsampleGuided(base, guidance_fraction=fraction)
     with pytest.raises(ValueError, match="Denoiser"):
         UpsampleGuided("gaussian")
     guided = UpsampleGuided(base, factor=4)
@@ -175,7 +175,7 @@ def test_upscaled_truth_pools_to_the_model_and_matches_at_alpha_2():
 
 def _measure(base: GaussianPowerLaw, m: int, model: Denoiser) -> np.ndarray:
     size = DESIGN * m
-    x = sample(model, num_steps=STEPS, batch_size=BATCH, height=size, width=size, seed=0, device="cpu", record=()).final
+    x = sample(model, num_inference_steps=STEPS, batch_size=BATCH, height=size, width=size, seed=0, device="cpu", record=()).final
     return band_log_ratio(x, upscaled_truth(base, m).power(size, size), spectral.levels_for(size, size))
 
 
@@ -193,7 +193,7 @@ def test_guidance_brings_the_coarse_levels_to_the_true_spectrum(m):
     levels = np.array(spectral.levels_for(DESIGN * m, DESIGN * m))
     floor = _measure(base, m, upscaled_truth(base, m))
     plain = _measure(base, m, base)
-    guided = _measure(base, m, UpsampleGuided(base, factor=m, theta=1.0, eta=1.0))
+    guided = _measure(base, m, UpsampleGuided(base, factor=m, theta=1.0, guidance_fraction=1.0))
     print(f"\nm={m} levels {levels.tolist()}\n truth  {np.round(floor, 3)}\n plain  {np.round(plain, 3)}\n guided {np.round(guided, 3)}")
     assert np.all(np.abs(floor) < 0.2)  # the sampler reproduces the truth
     assert np.allclose(plain - floor, math.log(m), atol=0.2)  # the plain model is m× off everywhere
@@ -211,7 +211,7 @@ def test_guidance_does_little_harm_where_the_plain_model_is_already_right(m):
     truth has less power in the small model's finest octave than the small model expects)."""
     base = GaussianPowerLaw(exponent=2.0, size=DESIGN, schedule=ZERO_SNR)
     plain = _measure(base, m, base)  # = the truth run through the sampler
-    guided = _measure(base, m, UpsampleGuided(base, factor=m, theta=1.0, eta=1.0))
+    guided = _measure(base, m, UpsampleGuided(base, factor=m, theta=1.0, guidance_fraction=1.0))
     print(f"\nm={m}\n plain  {np.round(plain, 3)}\n guided {np.round(guided, 3)}")
     assert np.all(np.abs(plain) < 0.2)
     assert np.all(np.abs(guided - plain) < 0.15)
@@ -245,7 +245,7 @@ def _check_pooled_calls(model: Recording, m: int, large: tuple[int, int]) -> int
 def test_pixel_unet_upscales_with_the_formula_mapping(folders):
     model = Recording(load_pipeline(folders["ddpm"]))
     assert model.default_size == (16, 16)
-    run = upscale(model, factor=2, theta=1.0, eta=0.6, num_steps=5, device="cpu", seed=2)
+    run = upscale(model, factor=2, theta=1.0, guidance_fraction=0.6, num_inference_steps=5, device="cpu", seed=2)
     assert run.metadata["status"] == "complete" and run.final.shape == (1, 3, 32, 32)
     assert torch.isfinite(run.final).all()
     assert _check_pooled_calls(model, 2, (32, 32)) == 3  # DDPM's 5 timesteps 800, 600, 400, 200, 0: t ≥ 399.6
@@ -262,7 +262,7 @@ def test_pixel_unet_upscales_with_the_formula_mapping(folders):
 def test_latent_pipeline_upscales_with_classifier_free_guidance(folders, kind):
     model = Recording(load_pipeline(folders[kind]))
     assert model.default_size == (32, 32) and model.parameterization == ("epsilon" if kind == "sd" else "v_prediction")
-    run = upscale(model, "a photo of a cat", factor=2, theta=1.0, eta=0.5, num_steps=4, guidance=3.0,
+    run = upscale(model, "a photo of a cat", factor=2, theta=1.0, guidance_fraction=0.5, num_inference_steps=4, guidance=3.0,
                   device="cpu", seed=0, record=("x0",))
     assert run.metadata["status"] == "complete" and run.final.shape == (1, 4, 32, 32)
     assert run.metadata["width"] == 64 and run.metadata["model"]["upsample_guidance"]["factor"] == 2
@@ -271,14 +271,14 @@ def test_latent_pipeline_upscales_with_classifier_free_guidance(folders, kind):
     assert all(len(x) == 2 for x, _ in model.calls)  # [negative, positive] in both calls
     assert model.decode(run.final).shape == (1, 3, 64, 64)
     with pytest.raises(ValueError, match="multiples"):
-        upscale(model, factor=2, height=36, width=36, num_steps=2, device="cpu")
+        upscale(model, factor=2, height=36, width=36, num_inference_steps=2, device="cpu")
 
 
 # ---------------------------------------------------------------------- what the wrapper declares
 def test_compare_uses_the_spectrum_of_the_process_upsample_guidance_samples():
     base = GaussianPowerLaw(exponent=3.0, size=DESIGN)
     guided = UpsampleGuided(base, factor=2)
-    run = sample(guided, num_steps=10, batch_size=2, seed=0, device="cpu", record=("x0",))
+    run = sample(guided, num_inference_steps=10, batch_size=2, seed=0, device="cpu", record=("x0",))
     c = compare(run, guided)
     size = 2 * DESIGN
     truth = upscaled_truth(base, 2).power(size, size)
@@ -304,17 +304,12 @@ def test_the_wrapper_forwards_the_contract_by_name_and_nothing_else():
 
 def test_guidance_fraction_has_its_own_name_and_eta_reaches_ddim():
     base = GaussianPowerLaw(exponent=3.0, size=DESIGN)
-    kw = dict(factor=2, num_steps=6, batch_size=1, device="cpu", seed=3, scheduler="ddim", record=())
+    kw = dict(factor=2, num_inference_steps=6, batch_size=1, device="cpu", seed=3, scheduler="ddim", record=())
     plain = upscale(base, guidance_fraction=0.5, **kw)
     noisy = upscale(base, guidance_fraction=0.5, eta=1.0, **kw)  # DDIM's η: fresh noise at every step
     assert noisy.metadata["model"]["upsample_guidance"]["guidance_fraction"] == 0.5
     assert not torch.allclose(plain.final, noisy.final)
-    with pytest.warns(DeprecationWarning, match="guidance_fraction"):
-        old = upscale(base, eta=0.5, **kw)  # the old keyword keeps its old meaning
-    assert torch.equal(old.final, plain.final)
-    with pytest.warns(DeprecationWarning):
-        assert UpsampleGuided(base, eta=0.25).guidance_fraction == 0.25
-    with pytest.raises(TypeError, match="guidance_fraction only"):
+    with pytest.raises(TypeError, match="eta"):
         UpsampleGuided(base, guidance_fraction=0.5, eta=0.5)
     with pytest.raises(ValueError, match="guidance_fraction"):
         UpsampleGuided(base, guidance_fraction=1.5)

@@ -38,7 +38,7 @@ def test_wheel_ships_the_report_notebook_and_the_weights(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "chromaviz/notebook/report.ipynb" in names
     assert "chromaviz/models/shapes/weights/shapes32/unet/diffusion_pytorch_model.safetensors" in names
-    assert "widgets/__init__.py" in names
+    assert "chromaviz/widgets/__init__.py" in names and not any(n.startswith("widgets/") for n in names)
     assert not any(n.startswith(("tests/", "notebooks/", "benchmarks/")) for n in names)
 
 
@@ -60,7 +60,7 @@ def test_report_runs_from_the_installed_wheel(wheel, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
     env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")  # the borrowed packages' data files (nbconvert templates)
-    where = subprocess.run([python, "-c", "import chromaviz, widgets; print(chromaviz.__file__, widgets.__file__)"],
+    where = subprocess.run([python, "-c", "import chromaviz, chromaviz.widgets as w; print(chromaviz.__file__, w.__file__)"],
                            check=True, capture_output=True, text=True, cwd=elsewhere, env=env).stdout
     assert str(ROOT) not in where and str(tmp_path / "env") in where, where
     result = subprocess.run(

@@ -20,9 +20,9 @@ from chromaviz.models import ExemplarMixture
 from chromaviz.noise import plan_steps
 from chromaviz.sampling import Boundary
 from chromaviz.views.frames import build_frames, sample_rgb
-from widgets import Explorer, export_html, run_page
-from widgets.export import run_document
-from widgets.worker import release_openmp_threads
+from chromaviz.widgets import Explorer, export_html, run_page
+from chromaviz.widgets.export import run_document
+from chromaviz.widgets.worker import release_openmp_threads
 
 
 def Slow(model, delay=0.03, nan_from=None):
@@ -204,7 +204,7 @@ def test_the_kernel_takes_no_echo_of_its_own_changes(finished):
     would stream the frame into the kernel's copy a second time."""
     from jupyter_bokeh.widgets import BokehModel
 
-    from widgets.live import SYNCED_ONLY_JS
+    from chromaviz.widgets.live import SYNCED_ONLY_JS
 
     ex = finished
     src = ex.view.frames["A"]

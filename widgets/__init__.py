@@ -17,7 +17,7 @@ __all__ = list(_PUBLIC)
 
 
 def __getattr__(name: str):
-    # The views are imported on first use, so the sampling side (``widgets.worker``) imports
+    # The views are imported on first use, so the sampling side (``chromaviz.widgets.worker``) imports
     # without ipywidgets and bokeh, on a machine that has only the library's requirements.
     if name in _PUBLIC:
         return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)

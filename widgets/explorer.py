@@ -1,9 +1,9 @@
 """The explorer: live sampling, scrubbing, band decomposition against theory, prompt switches.
 
 Layout, top to bottom: Run/Stop, progress and the status line; the prompts and the switch; the run
-settings; then one bokeh document (:class:`widgets.document.RunDocument`): the scrubber and Play
+settings; then one bokeh document (:class:`chromaviz.widgets.document.RunDocument`): the scrubber and Play
 over x_t, x̂0 and the band images beside the chromatography plot with its cursor, the RAPSD below.
-Sampling runs in a worker thread (:mod:`widgets.worker`); a refresher thread turns recorded steps
+Sampling runs in a worker thread (:mod:`chromaviz.widgets.worker`); a refresher thread turns recorded steps
 into frames (:mod:`chromaviz.views.frames`) and streams them into the document, where scrubbing
 and Play run in the browser. Every number shown comes from chromaviz.
 """
@@ -78,7 +78,7 @@ class Explorer:
 
     Examples
     --------
-    >>> from widgets import Explorer
+    >>> from chromaviz.widgets import Explorer
     >>> ex = Explorer()
     >>> ex  # in a notebook: shows the explorer  # doctest: +SKIP
     """

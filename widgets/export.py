@@ -1,6 +1,6 @@
 """Runs as one standalone HTML page whose scrubber works without a kernel.
 
-The page is the explorer's own document (:class:`widgets.document.RunDocument`): every recorded
+The page is the explorer's own document (:class:`chromaviz.widgets.document.RunDocument`): every recorded
 step is a frame (x_t, x̂0 and the band images as lossy WebP data URIs at the sample's own size, the
 centred RAPSD as numbers), the chromatography plot's numbers come from
 :func:`chromaviz.analysis.compare`, and BokehJS is inlined, so the page needs no kernel and no

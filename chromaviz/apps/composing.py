@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 from .. import spectral
-from .._checks import renamed
 from ..noise.levels import birth_log_snr, check_levels
 from ..noise.plan import StepPlan, plan_steps
 from ..noise.schedules import Schedule
@@ -265,7 +264,6 @@ def plan(
     scheduler: Any = "default",
     *,
     step_plan: StepPlan | None = None,
-    num_steps: int | None = None,
 ) -> list[Switch]:
     """Resolve the level boundaries of a schedule for one model, scheduler and step count.
 
@@ -282,8 +280,6 @@ def plan(
     step_plan : StepPlan, optional
         The run's step plan (:func:`~chromaviz.noise.plan.plan_steps`); overrides
         ``num_inference_steps`` and ``scheduler``.
-    num_steps : int, optional
-        Deprecated name of ``num_inference_steps``.
 
     Returns
     -------
@@ -308,7 +304,7 @@ def plan(
     if schedule.is_composite or any(s.until is not None and s.until.unit != "level" for s in schedule.segments):
         raise ValueError(f"plan needs a sequential schedule with level boundaries (see by_resolution), got {schedule}")
     noise = model if isinstance(model, Schedule) else model.schedule
-    n = renamed("plan", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
+    n = num_inference_steps
     if step_plan is None:
         if n is None:
             raise ValueError("plan needs num_inference_steps (N) or a step_plan")

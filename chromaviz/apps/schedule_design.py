@@ -32,7 +32,6 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .. import theory
-from .._checks import renamed
 from ..analysis import compare
 from ..noise.levels import BIRTH_TOLERANCE, birth_log_snr, check_levels, first_born_step, sigmoid
 from ..noise.plan import StepPlan, plan_steps
@@ -187,7 +186,7 @@ def resolution_shift(base_size: int | tuple[int, int], size: int | tuple[int, in
 
 def shift_for_birth(
     schedule: Schedule, level: float, fraction: float, *, num_inference_steps: int | None = None,
-    scheduler: str = "default", plan: StepPlan | None = None, num_steps: int | None = None,
+    scheduler: str = "default", plan: StepPlan | None = None,
 ) -> float:
     """The resolution shift s after which ``level`` is born at ``fraction`` of an N-step run.
 
@@ -212,8 +211,6 @@ def shift_for_birth(
         Scheduler whose visited steps count (see :func:`~chromaviz.noise.plan.plan_steps`).
     plan : StepPlan, optional
         The run's step plan for ``schedule``; overrides ``num_inference_steps`` and ``scheduler``.
-    num_steps : int, optional
-        Deprecated name of ``num_inference_steps``.
 
     Returns
     -------
@@ -232,7 +229,7 @@ def shift_for_birth(
     >>> round(s, 3), step_timings(sd.shifted(s), [16], 30).birth_steps
     (3.755, (6,))
     """
-    n = renamed("shift_for_birth", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
+    n = num_inference_steps
     (level,) = check_levels(level, name="level")
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie strictly inside (0, 1), got {fraction}")
@@ -302,7 +299,6 @@ class StepTimings:
 def step_timings(
     schedule: Schedule, levels: Sequence[int] = LEVELS, num_inference_steps: int | None = None,
     scheduler: str = "default", name: str | None = None, *, plan: StepPlan | None = None,
-    num_steps: int | None = None,
 ) -> StepTimings:
     """Births, inherited levels and steps per level of an N-step run of ``schedule``.
 
@@ -320,8 +316,6 @@ def step_timings(
         Label (default the schedule's name).
     plan : StepPlan, optional
         The run's step plan; overrides ``num_inference_steps`` and ``scheduler``.
-    num_steps : int, optional
-        Deprecated name of ``num_inference_steps``.
 
     Returns
     -------
@@ -335,7 +329,7 @@ def step_timings(
     >>> st.birth_steps, st.inherited
     ((2, 8), ())
     """
-    n = renamed("step_timings", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
+    n = num_inference_steps
     levels = tuple(int(m) for m in check_levels(levels))
     lam = (plan if plan is not None else plan_steps(schedule, 50 if n is None else n, scheduler)).log_snr
     births = tuple(first_born_step(lam, m) for m in levels)
@@ -352,10 +346,10 @@ def step_timings(
 
 def compare_schedules(
     schedules: Mapping[str, Schedule], levels: Sequence[int] = LEVELS, num_inference_steps: int | None = None,
-    scheduler: str = "default", *, num_steps: int | None = None,
+    scheduler: str = "default",
 ) -> dict[str, StepTimings]:
-    """:func:`step_timings` of each schedule, keyed and labelled as given (``num_steps``: deprecated
-    name of ``num_inference_steps``, N, default 50).
+    """:func:`step_timings` of each schedule, keyed and labelled as given (N =
+    ``num_inference_steps``, default 50).
 
     Examples
     --------
@@ -364,7 +358,7 @@ def compare_schedules(
     >>> {label: st.birth_steps for label, st in timings.items()}
     {'sd': (5, 0), 'zero': (7, 3)}
     """
-    n = renamed("compare_schedules", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
+    n = num_inference_steps
     return {label: step_timings(s, levels, n, scheduler, name=label) for label, s in schedules.items()}
 
 
@@ -422,7 +416,6 @@ def measured_inheritance(
     levels: Sequence[int] | None = None,
     method: str = "rings",
     device: str = "cpu",
-    num_steps: int | None = None,
 ) -> Inheritance:
     """Sample ``model`` once and measure what its first step already holds of each band.
 
@@ -436,7 +429,7 @@ def measured_inheritance(
         Any chromaviz model; its schedule is the one measured.
     num_inference_steps, scheduler, seed, batch_size, device
         As for :func:`chromaviz.sampling.sample` (N default 30; ``batch_size`` ≥ 2 so the batch mean
-        is the reference). ``num_steps`` is the deprecated name of ``num_inference_steps``.
+        is the reference).
     size : int, optional
         Square sample size in pixels (default: the model's).
     levels : sequence of int, optional
@@ -445,7 +438,7 @@ def measured_inheritance(
         Band decomposition.
     """
 
-    n = renamed("measured_inheritance", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
+    n = num_inference_steps
     traj = sample(model, num_inference_steps=30 if n is None else n, scheduler=scheduler, seed=seed, batch_size=batch_size,
                   height=size, width=size, device=device, record=("x0",))
     c = compare(traj, model, method=method, levels=levels)

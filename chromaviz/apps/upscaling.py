@@ -32,7 +32,6 @@ schedule's least noisy timestep (the last steps), τ does not exist and w_t is 0
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -97,17 +96,6 @@ def guidance_weight(schedule: Schedule, noise: NoiseLevel, theta: float, guidanc
     return float(theta) if noise.timestep >= start - 1e-9 else 0.0
 
 
-def _renamed_fraction(guidance_fraction: float | None, eta: float | None, default: float) -> float:
-    """``guidance_fraction``, or the deprecated ``eta`` it replaces (with a DeprecationWarning)."""
-    if eta is None:
-        return default if guidance_fraction is None else guidance_fraction
-    if guidance_fraction is not None:
-        raise TypeError("give guidance_fraction only: eta is its deprecated name")
-    warnings.warn("the guidance fraction η is now called guidance_fraction; eta= will mean DDIM's η "
-                  "(passed to sample) in a later release", DeprecationWarning, stacklevel=3)
-    return eta
-
-
 class UpsampleGuided(Wrapper):
     """A denoiser that answers at ``factor``× the size of ``model``, with upsample guidance.
 
@@ -131,8 +119,6 @@ class UpsampleGuided(Wrapper):
     guidance_fraction : float
         η ∈ [0, 1] of Upsample Guidance: the fraction of the timeline, noisiest first, during which
         guidance acts (default 0.5).
-    eta : float, optional
-        Deprecated name of ``guidance_fraction``.
 
     Raises
     ------
@@ -148,26 +134,19 @@ class UpsampleGuided(Wrapper):
     (64, 64)
     """
 
-    def __init__(self, model: Denoiser, factor: int = 2, theta: float = 1.0, guidance_fraction: float | None = None,
-                 *, eta: float | None = None) -> None:
+    def __init__(self, model: Denoiser, factor: int = 2, theta: float = 1.0, guidance_fraction: float = 0.5) -> None:
         super().__init__(model)
-        fraction = _renamed_fraction(guidance_fraction, eta, 0.5)
+        fraction = guidance_fraction
         self.factor = _check_factor(factor)
         if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not (math.isfinite(theta) and theta >= 0):
             raise ValueError(f"theta must be a finite number ≥ 0, got {theta!r}")
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-            raise ValueError(f"guidance_fraction (η, formerly eta) must be a number in [0, 1] (a fraction of the "
+            raise ValueError(f"guidance_fraction (η) must be a number in [0, 1] (a fraction of the "
                              f"timeline), got {fraction!r}")
         self.theta, self.guidance_fraction = float(theta), float(fraction)
         self.name = f"{model.name}-upsampled{self.factor}x"
         h, w = model.default_size
         self.default_size = (h * self.factor, w * self.factor)
-
-    @property
-    def eta(self) -> float:
-        """Deprecated name of :attr:`guidance_fraction`."""
-        warnings.warn("UpsampleGuided.eta is now guidance_fraction", DeprecationWarning, stacklevel=2)
-        return self.guidance_fraction
 
     def check_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` unless (height, width) pixels is m× a size the base model samples."""
@@ -229,7 +208,7 @@ def upscale(
     *,
     factor: int = 2,
     theta: float = 1.0,
-    guidance_fraction: float | None = None,
+    guidance_fraction: float = 0.5,
     height: int | None = None,
     width: int | None = None,
     **kwargs: Any,
@@ -243,21 +222,18 @@ def upscale(
     prompt : str, PromptSchedule, callable or None
         As for :func:`chromaviz.sampling.sample`.
     factor, theta, guidance_fraction
-        m, θ and η of :class:`UpsampleGuided` (η defaults to 0.5).
+        m, θ and η of :class:`UpsampleGuided`.
     height, width : int, optional
         Size of the result in pixels; default ``factor`` × the model's ``default_size``.
     **kwargs
         Any other argument of :func:`chromaviz.sampling.sample` (num_inference_steps, scheduler, guidance,
-        seed, batch_size, device, record, and DDIM's ``eta`` …). Deprecated: ``eta=`` without
-        ``guidance_fraction=`` still means the guidance fraction (with a DeprecationWarning).
+        seed, batch_size, device, record, and DDIM's ``eta`` …).
 
     Returns
     -------
     Trajectory
         The run; ``trajectory.final`` has shape (B, C, m·h, m·w) on the model's sample grid.
     """
-    if guidance_fraction is None and "eta" in kwargs:
-        guidance_fraction = _renamed_fraction(None, kwargs.pop("eta"), 0.5)
     guided = UpsampleGuided(model, factor=factor, theta=theta, guidance_fraction=guidance_fraction)
     h, w = guided.default_size
     return sample(guided, prompt, height=h if height is None else height, width=w if width is None else width, **kwargs)

@@ -336,12 +336,34 @@ def rapsd_figure(traj: Any, *, count: int = 5, reference: tuple[str, Any] | None
     return fig
 
 
+_HTML_SPECIAL = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
+
+
+def markdown_text(value: Any) -> str:
+    """``str(value)`` as Markdown that renders as exactly that text, on one line, and never as markup.
+
+    HTML's special characters become character references and every other ASCII punctuation mark
+    is backslash-escaped (CommonMark allows both anywhere), so no user-given string (a prompt, a
+    model folder, a parameter) can open a tag, a code span, a link or a table cell; line breaks
+    become spaces.
+
+    Examples
+    --------
+    >>> print(markdown_text("red` <b>x</b> | *y*"))
+    red\\` &lt;b&gt;x&lt;\\/b&gt; \\| \\*y\\*
+    """
+    text = " ".join(str(value).splitlines())
+    return "".join(_HTML_SPECIAL.get(c) or (f"\\{c}" if c.isascii() and not c.isalnum() and c.isprintable() and c != " " else c)
+                   for c in text)
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
-    """A Markdown table (for ``IPython.display.Markdown`` and nbconvert's HTML); floats get ``digits`` significant digits."""
+    """A Markdown table (for ``IPython.display.Markdown`` and nbconvert's HTML); floats get ``digits``
+    significant digits, and every other cell is :func:`markdown_text` (shown as its text, never as markup)."""
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return "–" if math.isnan(v) else f"{v + 0.0:.{digits}g}"  # + 0.0: no "-0"
-        return str(v).replace("|", "\\|")
+        return markdown_text(v)
 
     lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]

@@ -70,7 +70,6 @@ def sample(
     eta: float = 0.0,
     generator_device: str | torch.device = "cpu",
     record_scale: int = 1,
-    num_steps: int | None = None,
 ) -> Trajectory:
     """Sample from ``model`` and record every step.
 
@@ -131,8 +130,6 @@ def sample(
         Keep recorded tensors average-pooled by this factor (1: full size; it must divide the
         sample size); pooling happens on the model's device before the copy to the host, so long
         high-resolution runs fit in memory.
-    num_steps : int, optional
-        Deprecated name of ``num_inference_steps`` (a ``DeprecationWarning``).
 
     Returns
     -------
@@ -165,7 +162,7 @@ def sample(
     """
     # 1. check, 2. plan
     inputs, plan = _check_and_plan(
-        model=model, prompt=prompt, num_inference_steps=num_inference_steps, num_steps=num_steps, scheduler=scheduler,
+        model=model, prompt=prompt, num_inference_steps=num_inference_steps, scheduler=scheduler,
         guidance=guidance, negative_prompt=negative_prompt, seed=seed, batch_size=batch_size, height=height,
         width=width, device=device, record=record, callback=callback, stop=stop, progress=progress,
         guidance_rescale=guidance_rescale, eta=eta, generator_device=generator_device, record_scale=record_scale,
@@ -211,11 +208,9 @@ def check_sample(model: Denoiser, prompt: PromptSource = None, **options: Any) -
 
 
 # ---------------------------------------------------------------------- 1. check
-def _check_and_plan(*, num_steps: int | None, num_inference_steps: int | None, **arguments: Any) -> tuple[_Inputs, StepPlan]:
+def _check_and_plan(*, num_inference_steps: int | None, **arguments: Any) -> tuple[_Inputs, StepPlan]:
     """Phases 1 and 2 of :func:`sample`, given its arguments by name."""
-    steps = _checks.renamed("sample", "num_steps", "num_inference_steps", num_steps, num_inference_steps)
-    inputs = _Inputs(num_inference_steps=DEFAULT_STEPS if steps is None else steps,
-                     steps_name="num_steps" if num_steps is not None else "num_inference_steps", **arguments)
+    inputs = _Inputs(num_inference_steps=DEFAULT_STEPS if num_inference_steps is None else num_inference_steps, **arguments)
     return inputs, plan_steps(inputs.model.schedule, inputs.num_inference_steps, inputs.scheduler)
 
 
@@ -226,7 +221,6 @@ class _Inputs:
     model: Denoiser
     prompt: PromptSource
     num_inference_steps: int
-    steps_name: str
     scheduler: Any
     guidance: float
     negative_prompt: str | None
@@ -249,7 +243,7 @@ class _Inputs:
             raise TypeError(f"model must be a chromaviz Denoiser (e.g. chromaviz.models.GaussianPowerLaw(), or "
                             f"chromaviz.models.load_pipeline(...) for a diffusers pipeline), got {_kind(self.model)}")
         model = self.model
-        self.num_inference_steps = _checks.positive_int(self.steps_name, self.num_inference_steps)
+        self.num_inference_steps = _checks.positive_int("num_inference_steps", self.num_inference_steps)
         if not isinstance(self.scheduler, (str, SchedulerMixin)):
             raise TypeError(f"scheduler must be a scheduler name (see chromaviz.noise.SCHEDULERS) or 'default', or a "
                             f"diffusers scheduler instance, got {_kind(self.scheduler)}")
