@@ -14,7 +14,7 @@ import time
 import warnings
 
 from chromaviz.models.shapes import load_shapes
-from chromaviz.sampling.prompts import PromptSchedule
+from chromaviz.prompts import PromptSchedule
 
 N = 50
 REPEATS = 5

@@ -64,7 +64,7 @@ def on_workers(grid: dict, out: Path, workers: int) -> tuple[float, float, float
     """
     from distributed import Client
 
-    from chromaviz import sweep
+    from chromaviz.sweep import sweep
     from chromaviz.sweep.engine import local_cluster
 
     start = time.perf_counter()

@@ -227,3 +227,47 @@ def dtype_name(name: str, value: str) -> Any:
     if not isinstance(named, torch.dtype):
         raise ValueError(f"{name} {value!r} is not a torch dtype; use float16, bfloat16 or float32")
     return named
+
+
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "explorer": ("bokeh", "jupyter_bokeh", "ipywidgets"),
+    "report": ("papermill", "nbconvert", "ipykernel", "bokeh", "jupyter_bokeh", "ipywidgets"),
+    "sweep": ("papermill", "nbconvert", "ipykernel", "bokeh", "jupyter_bokeh", "ipywidgets", "dask", "distributed"),
+}
+"""The modules chromaviz imports from each optional extra of ``pyproject.toml`` (each one a requirement
+of that extra, as ``tests/test_packaging.py`` checks; the explorer's ``jupyterlab`` is the front end,
+never imported)."""
+
+
+class MissingExtra(ImportError):
+    """A part of chromaviz whose optional extra is not installed: the message names the extra, the
+    ``pip install`` that adds it and the modules that are missing."""
+
+    def __init__(self, what: str, extra: str, missing: Iterable[str]) -> None:
+        self.what, self.extra, self.missing = what, extra, tuple(missing)
+        super().__init__(f'{what} needs the {extra} extra: pip install "chromaviz[{extra}]" '
+                         f'(missing: {", ".join(self.missing)})', name=self.missing[0] if self.missing else None)
+
+
+def require_extra(extra: str, what: str) -> None:
+    """Raise :class:`MissingExtra` (an ImportError) unless every module of ``extra`` can be imported.
+
+    Nothing is imported: each module is only looked up (:func:`importlib.util.find_spec`).
+    ``what`` names the part that needs it, as the user called it (``"chromaviz report"``).
+
+    Examples
+    --------
+    >>> require_extra("report", "chromaviz report")  # the extra is installed here: nothing happens
+    """
+    import importlib.util
+
+    missing = []
+    for module in EXTRAS[extra]:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a finder that refuses it, or a module half set up
+            found = False
+        if not found:
+            missing.append(module)
+    if missing:
+        raise MissingExtra(what, extra, missing)

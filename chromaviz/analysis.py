@@ -68,6 +68,38 @@ def _format(rows: list[list[str]]) -> str:
 
 
 @dataclass(frozen=True)
+class Theory:
+    """The continuous theories of a run over its steps, with nothing measured: the lines a
+    chromatography plot draws (before a run, from its step plan: :func:`planned_theory`; after it,
+    from its :class:`Comparison`: :attr:`Comparison.theory`).
+
+    Attributes
+    ----------
+    levels : tuple of int, length L
+        Block sizes m (1 = finest).
+    method : {"rings", "pyramid"}
+        The band decomposition the theories use (that of the measurement they are drawn against).
+    timesteps, log_snr : ndarray, shape (S,)
+        Per step.
+    spectrum_aware : ndarray, shape (S, L)
+        The continuous-time s_b(λ) from the data power spectrum; NaN where there is none
+        (``power_source == "none"``).
+    m2_law : ndarray, shape (S, L)
+        s_m = sigmoid(λ + 2·ln m), the unit-variance law.
+    power_source : str
+        ``"model"``, ``"samples"`` or ``"none"``, as :attr:`Comparison.power_source`.
+    """
+
+    levels: tuple[int, ...]
+    method: str
+    timesteps: np.ndarray
+    log_snr: np.ndarray
+    spectrum_aware: np.ndarray
+    m2_law: np.ndarray
+    power_source: str
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Measured signal fractions of one run against the three theories, per step and level.
 
@@ -82,7 +114,7 @@ class Comparison:
         Block sizes m (1 = finest).
     method : {"rings", "pyramid"}
         Band decomposition used for the measurement, and for every theory (pyramid bands weight the
-        spectrum by their Dirichlet-kernel responses, :func:`chromaviz.prediction.band_weights`).
+        spectrum by their Dirichlet-kernel responses, :func:`chromaviz.spectral.band_weights`).
     timesteps, log_snr : ndarray, shape (S,)
         Per recorded step.
     measured : ndarray, shape (S, L)
@@ -125,6 +157,13 @@ class Comparison:
     from_initial_noise: np.ndarray | None = None
     normalisation: str = "data power"
     prediction_note: str = ""
+
+    @property
+    def theory(self) -> Theory:
+        """Its continuous theories alone, over its steps (as :func:`planned_theory` gives them
+        before the run)."""
+        return Theory(self.levels, self.method, self.timesteps, self.log_snr, self.spectrum_aware, self.m2_law,
+                      self.power_source)
 
     @property
     def reference(self) -> np.ndarray:
@@ -259,7 +298,7 @@ def expected(log_snr, levels: Sequence[int], power: np.ndarray | None = None, me
     """Continuous-time fractions at the given λ (shape (S,)): (spectrum-aware or NaN, m² law), each (S, L).
 
     ``power`` is a data spectrum on an (H, W) FFT grid; the bands are that grid's octave rings or
-    its box-pyramid bands (``method``), weighted as :func:`chromaviz.prediction.band_weights`.
+    its box-pyramid bands (``method``), weighted as :func:`chromaviz.spectral.band_weights`.
 
     Examples
     --------
@@ -271,8 +310,62 @@ def expected(log_snr, levels: Sequence[int], power: np.ndarray | None = None, me
     m2 = theory.signal_fraction(log_snr, levels)
     if power is None:
         return np.full_like(m2, np.nan), m2
-    weights = prediction.band_weights(*power.shape[-2:], levels, method)
-    return prediction.continuous_fraction(log_snr, power, weights), m2
+    weights = spectral.band_weights(*power.shape[-2:], levels, method)
+    return theory.band_signal_fraction(log_snr, power, weights), m2
+
+
+def planned_theory(plan, model, height: int, width: int, *, method: str = "rings",
+                   levels: Sequence[int] | None = None) -> Theory:
+    """The continuous theories of a run before it is sampled: over its planned steps, on its bands.
+
+    The same curves :func:`compare` draws for the run once it is recorded, where the model
+    declares an exact spectrum (with none, ``spectrum_aware`` is NaN: :func:`compare` estimates the
+    spectrum from the run's samples, which do not exist yet).
+
+    Parameters
+    ----------
+    plan : StepPlan
+        The run's step plan (:func:`chromaviz.noise.plan_steps`, or what
+        :func:`chromaviz.sampling.check_sample` returns): its ``timesteps`` and ``log_snr``, shape (S,).
+    model : Denoiser or None
+        Supplies the exact data spectrum where it declares one (:func:`data_power`).
+    height, width : int
+        The sample grid in the model's space (``model.latent_size(H, W)`` for latent models).
+    method : {"rings", "pyramid"}
+        Band decomposition of the measurement the theories are drawn against, as in :func:`compare`.
+    levels : sequence of int, optional
+        Default :func:`chromaviz.spectral.levels_for` of the grid.
+
+    Returns
+    -------
+    Theory
+
+    Raises
+    ------
+    ValueError
+        For a bad method or bad levels.
+
+    Examples
+    --------
+    >>> from chromaviz import GaussianPowerLaw, sample
+    >>> from chromaviz.noise import plan_steps
+    >>> model = GaussianPowerLaw(size=16)
+    >>> plan = plan_steps(model.schedule, 5)
+    >>> rings, pyramid = (planned_theory(plan, model, 16, 16, method=m) for m in ("rings", "pyramid"))
+    >>> pyramid.levels, pyramid.spectrum_aware.shape, pyramid.power_source
+    ((1, 2, 4), (5, 3), 'model')
+    >>> bool(np.allclose(rings.spectrum_aware, pyramid.spectrum_aware))
+    False
+    >>> traj = sample(model, num_inference_steps=5, batch_size=2, record=("x0",))
+    >>> bool(np.allclose(compare(traj, model, method="pyramid").spectrum_aware, pyramid.spectrum_aware))
+    True
+    """
+    method = spectral._check_method(method)
+    levels = tuple(levels) if levels is not None else spectral.levels_for(height, width)
+    power, source = data_power(model, height, width)
+    log_snr = np.asarray(plan.log_snr, dtype=np.float64)
+    spectrum_aware, m2 = expected(log_snr, levels, power, method)
+    return Theory(levels, method, np.asarray(plan.timesteps, dtype=np.float64), log_snr, spectrum_aware, m2, source)
 
 
 def decoded(traj: Trajectory, decode: Callable[[torch.Tensor], torch.Tensor], *, batch: int = 8) -> Trajectory:
@@ -315,7 +408,8 @@ def decoded(traj: Trajectory, decode: Callable[[torch.Tensor], torch.Tensor], *,
 
 
 def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequence[int] | None = None,
-            decode: Callable[[torch.Tensor], torch.Tensor] | None = None, predict: bool = True) -> Comparison:
+            decode: Callable[[torch.Tensor], torch.Tensor] | None = None, predict: bool = True,
+            plan=None) -> Comparison:
     """Measured band signal fractions of ``traj`` against the run as sampled and the continuous theory.
 
     Every curve is a fraction of the band's data power (see :class:`Comparison`; :meth:`Comparison.normalised`
@@ -342,6 +436,9 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
         Compute the as-sampled prediction (:func:`chromaviz.prediction.predict_run`); where the run
         cannot be predicted (no scheduler in its metadata, pooled records, a scheduler that cannot be
         stepped mode by mode) ``predicted`` is None and ``prediction_note`` says why.
+    plan : StepPlan, optional
+        The run's step plan (the one it was sampled with): the prediction reuses its scheduler
+        instead of planning the run again (see :func:`chromaviz.prediction.predict_run`).
 
     Returns
     -------
@@ -352,7 +449,7 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     TypeError
         If ``traj`` is not a :class:`Trajectory`.
     ValueError
-        For a run without x̂0, or bad levels or method.
+        For a run without x̂0, bad levels or method, or a ``plan`` that is not the run's.
 
     Examples
     --------
@@ -371,14 +468,16 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     x0 = traj.x0
     b, c, h, w = x0.shape[1:]
     levels = tuple(levels) if levels is not None else spectral.levels_for(h, w)
-    reference = "batch" if b >= 2 else None  # as Trajectory.signal_fractions
+    reference = spectral.batch_reference(b)
     energies = spectral.step_band_energies(x0, levels, method, reference).numpy()
     final_energy = spectral.step_band_energies(traj.sample[None], levels, method, reference).numpy()[0]
     power, source = data_power(model, h, w, traj.sample)
     pred, note = None, "not asked for" if not predict else ""
+    if plan is not None:  # a wrong plan is the caller's mistake, not a run that cannot be predicted
+        prediction.planned_scheduler(plan, traj)
     if predict:
         try:
-            pred = prediction.predict_run(traj, model, method=method, levels=levels, reference=reference)
+            pred = prediction.predict_run(traj, model, method=method, levels=levels, reference=reference, plan=plan)
         except Exception as exc:  # the measurement and the continuous theory stand without it
             note = f"{type(exc).__name__}: {exc}"
     if pred is not None and pred.power_source == "samples":
@@ -445,7 +544,7 @@ class StepwiseComparison:
         return len(self.steps)
 
     def _reference(self) -> str | None:
-        return "batch" if self.steps[0].x0.shape[0] >= 2 else None  # as Trajectory.signal_fractions
+        return spectral.batch_reference(self.steps[0].x0.shape[0])
 
     def extend(self, steps) -> None:
         """Add recorded steps (:class:`~chromaviz.sampling.trajectory.StepRecord` with x̂0), in order."""

@@ -1,23 +1,32 @@
 """Command line: ``chromaviz run`` samples a built-in model and shows its chromatography;
-``chromaviz report`` executes the parameterised report notebook."""
+``chromaviz report`` executes the parameterised report notebook; ``chromaviz sweep`` runs it on a grid.
+
+Only the standard library and :mod:`chromaviz._checks` are imported here: ``--help`` and
+``--version`` answer at once, and each command imports torch, diffusers or its extra's packages when
+it runs (a missing extra is one line and exit status 2).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from . import _checks
-from ._version import __version__
+from . import __version__, _checks
 
 EXIT_USAGE = 2
 """Exit status of every user mistake (one ``error:`` line on stderr, nothing run)."""
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 """Exit status after Ctrl-C (128 + SIGINT), once what was recorded is written."""
 
 
@@ -100,52 +109,35 @@ def _silence_libraries() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .analysis import compare
-    from .models import TRAINED, load_builtin
+    from .runs import RunSpec
     from .views.figures import save_chromatogram, save_strip
-    from .notebook.report import recording_too_large
-    from .sampling import SamplingError, check_sample, sample
-    from .sampling.recorder import RecordingTooLarge
-    from .noise.schedules import Schedule
-    from .spectral import check_pyramid_size
 
-    if args.method == "pyramid":
-        check_pyramid_size(args.size, args.size)
+    spec = RunSpec(model=args.model, prompt=args.prompt, scheduler=args.scheduler, schedule=args.schedule,
+                   steps=args.steps, seed=args.seed, size=args.size, batch=args.batch, guidance=args.guidance,
+                   method=args.method, device=args.device)
     out = _output_folder("--out", args.out)
     _silence_libraries()  # the bundled models' loading messages say nothing to a user
-    kwargs = {"size": args.size} if args.model in TRAINED else {"size": args.size, "schedule": Schedule.coerce(args.schedule)}
-    model = load_builtin(args.model, **kwargs)
-    try:  # the run as sample() checks it (the steps before the memory), without sampling
-        check_sample(model, args.prompt, num_inference_steps=args.steps, scheduler=args.scheduler,
-                     guidance=args.guidance, seed=args.seed, batch_size=args.batch, device=args.device)
-    except RecordingTooLarge as err:
-        raise ValueError(recording_too_large(err, args.size, args.batch, args.steps, option="--")) from None
-    if args.guidance != 1 and not model.conditional:
-        raise ValueError(f"--guidance {args.guidance:g}: model {model.name} is unconditional, so guidance would change "
-                         "nothing (it scales a prompt's effect); leave it at 1")
-    start = time.perf_counter()
-    interrupted = False
+    model = spec.load()
+    plan = spec.check(model, option="--")  # the run as sample() checks it, planned once; nothing sampled yet
+    interrupted = 0
     try:
-        traj = sample(
-            model, args.prompt, num_inference_steps=args.steps, scheduler=args.scheduler, guidance=args.guidance,
-            seed=args.seed, batch_size=args.batch, device=args.device, progress=not args.quiet,
-        )
-    except SamplingError as err:
-        traj = err.trajectory
-        print(f"chromaviz run: error: {err}", file=sys.stderr)
-    except KeyboardInterrupt as err:  # Ctrl-C: write what was recorded, then exit 130
-        traj, interrupted = getattr(err, "trajectory", None), True
-        if traj is None:
-            print("chromaviz run: interrupted before sampling started; nothing written", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        print(f"chromaviz run: interrupted after {len(traj)} steps; writing them", file=sys.stderr)
-    elapsed = time.perf_counter() - start
+        run = spec.run(model, plan=plan, progress=not args.quiet, keep_partial=True)
+    except KeyboardInterrupt:  # before the first step: nothing recorded
+        how, status = _interrupted()
+        print(f"chromaviz run: {how} before sampling started; nothing written", file=sys.stderr)
+        return status
+    traj, elapsed = run.trajectory, run.seconds
+    if isinstance(run.error, KeyboardInterrupt):  # Ctrl-C or SIGTERM: write what was recorded, then exit 130 / 143
+        how, interrupted = _interrupted()
+        print(f"chromaviz run: {how} after {len(traj)} steps; writing them", file=sys.stderr)
+    elif run.error is not None:
+        print(f"chromaviz run: error: {run.error}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     path = traj.save(out / "trajectory.safetensors")
     if len(traj) == 0:
         print(f"wrote {path} (no steps)")
-        return EXIT_INTERRUPTED if interrupted else 1
-    comparison = compare(traj, model, method=args.method)
+        return interrupted or 1
+    comparison = run.comparison
     strip = save_strip(traj, model.to_rgb, out / "strip.png")
     chrom = save_chromatogram(comparison, out / "chromatogram.png", title=f"{model.name}, {traj.metadata['scheduler_class']}, {len(traj)} steps")
     print(
@@ -164,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
           f"(p {comparison.prediction_kind}); max |G − s|: {comparison.max_deviation_continuous:.4f}")
     print(f"wrote {path}\n      {strip}\n      {chrom}\n      {chrom.with_suffix('.svg')}")
     if interrupted:
-        return EXIT_INTERRUPTED
+        return interrupted
     return 0 if traj.status == "complete" else 1
 
 
@@ -213,9 +205,10 @@ def _sweep(args: argparse.Namespace) -> int:
                      reports=args.reports, torch_threads=args.torch_threads, progress=not args.quiet,
                      connect_timeout=args.connect_timeout)
     except KeyboardInterrupt:
-        print(f"chromaviz sweep: interrupted; the finished cells are kept in {args.out} and listed in "
+        how, status = _interrupted()
+        print(f"chromaviz sweep: {how}; the finished cells are kept in {args.out} and listed in "
               f"{Path(args.out) / TABLE}; run the same command again to run the rest", file=sys.stderr)
-        return 130
+        return status
     failed = [r for r in rows if r["status"] != "complete"]
     for row in failed:
         print(f"chromaviz sweep: cell {row['cell']} failed: {row['error']}", file=sys.stderr)
@@ -223,20 +216,61 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Choices(Sequence):
+    """An option's choices, computed the first time argparse asks for them (an option given, or the
+    subcommand's ``--help``): naming the built-in models and schedulers imports the library, which
+    ``chromaviz --help`` and ``--version`` do not wait for. Options with these choices need a
+    ``metavar``: without one, ``add_argument`` lists the choices at once."""
+
+    def __init__(self, names: Callable[[], Sequence[str]]) -> None:
+        self._names, self._cache = names, None
+
+    def _get(self) -> Sequence[str]:
+        if self._cache is None:
+            self._cache = tuple(self._names())
+        return self._cache
+
+    def __getitem__(self, index):
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._get()
+
+
+def _builtin_models() -> list[str]:
     from .models import BUILTIN
+
+    return sorted(BUILTIN)
+
+
+def _scheduler_names() -> list[str]:
     from .noise.schedulers import SCHEDULERS
+
+    return ["default", *SCHEDULERS]
+
+
+def _schedule_presets() -> list[str]:
     from .noise.schedules import PRESETS
 
+    return sorted(PRESETS)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="chromaviz", description="Resolution chromatography of diffusion models.")
     parser.add_argument("--version", action="version", version=f"chromaviz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="sample a built-in model and compare its chromatography with theory")
-    run.add_argument("--model", choices=sorted(BUILTIN), default="gaussian", help="built-in model (default: gaussian)")
+    run.add_argument("--model", choices=_Choices(_builtin_models), default="gaussian", metavar="NAME",
+                     help="built-in model: %(choices)s (default: %(default)s)")
     run.add_argument("--prompt", default=None, help="prompt in AUTOMATIC1111's prompt language (docs/prompts.md), e.g. '[cat:moon:m=4]'; exemplars and shapes take prompts, gaussian none")
     run.add_argument("--steps", type=POSITIVE, default=50, help="inference steps (default: 50)")
-    run.add_argument("--scheduler", default="default", choices=["default", *SCHEDULERS], help="diffusers scheduler")
-    run.add_argument("--schedule", default="scaled_linear", choices=sorted(PRESETS), help="noise schedule preset")
+    run.add_argument("--scheduler", default="default", choices=_Choices(_scheduler_names), metavar="NAME",
+                     help="diffusers scheduler: %(choices)s (default: %(default)s)")
+    run.add_argument("--schedule", default="scaled_linear", choices=_Choices(_schedule_presets), metavar="NAME",
+                     help="noise schedule preset: %(choices)s (default: %(default)s)")
     run.add_argument("--guidance", type=GUIDANCE, default=1.0, help="classifier-free guidance scale (default: 1, none)")
     run.add_argument("--seed", type=SEED, default=0, help="seed of the initial noise (default: 0)")
     run.add_argument("--batch", type=POSITIVE, default=8, help="samples per run; ≥ 2 lets the measurement subtract the batch mean")
@@ -246,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", type=_device, default=None, help="torch device (default: cuda if available, else cpu)")
     run.add_argument("-o", "--out", default="chromaviz-output", help="output folder (default: ./chromaviz-output)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no library loading messages")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, extra=None)
 
     report = sub.add_parser(
         "report", help="execute the report notebook (papermill); write it executed and as HTML",
@@ -264,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--show-code", action="store_true",
                         help="keep the code cells in report.html (report.ipynb always has them)")
     report.add_argument("--quiet", action="store_true", help="no progress bar and no library loading messages")
-    report.set_defaults(func=_report)
+    report.set_defaults(func=_report, extra="report")
 
     sweep = sub.add_parser(
         "sweep", help="run the report's computation on a grid of parameters as Dask tasks; a table and a gallery",
@@ -289,22 +323,65 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch threads per cell (default: 1 on the local cluster, torch's default on --scheduler)")
     sweep.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for --scheduler (default: 5)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
-    sweep.set_defaults(func=_sweep)
+    sweep.set_defaults(func=_sweep, extra="sweep")
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, SLURM, Kubernetes, ``docker stop``), handled as Ctrl-C is:
+    the run stops where it is and keeps what it recorded."""
+
+
+_terminated = threading.Event()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    _terminated.set()
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`Terminated` in the main thread (elsewhere: unchanged)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted() -> tuple[str, int]:
+    """What stopped the command, and its exit status: 128 + the signal's number, as shells report
+    it (143 for SIGTERM, 130 for Ctrl-C)."""
+    return ("terminated", EXIT_TERMINATED) if _terminated.is_set() else ("interrupted", EXIT_INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0, 1 for a failed run, 2 for a user mistake, 130 on Ctrl-C)."""
+    """Run the command line; returns the exit status (0, 1 for a failed run, 2 for a user mistake,
+    130 on Ctrl-C, 143 on SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _sigterm_as_interrupt():
+        return _main(parser, args)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
+        if args.extra is not None:  # before anything imports it: one line naming the extra to install
+            _checks.require_extra(args.extra, f"chromaviz {args.command}")
         return args.func(args)
+    except _checks.MissingExtra as err:
+        parser.exit(EXIT_USAGE, f"{err}\n")
     except ValueError as err:  # a user mistake found before any work; one line
         message = str(err).strip() or type(err).__name__  # one error line; any more lines are indented details
         parser.exit(EXIT_USAGE, f"chromaviz {args.command}: error: {message}\n")
     except KeyboardInterrupt:
-        print(f"chromaviz {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how, status = _interrupted()
+        print(f"chromaviz {args.command}: {how}", file=sys.stderr)
+        return status
     except BrokenPipeError:  # the reader of stdout left (``| head``): stop quietly, as the Python docs advise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -21,9 +21,9 @@ step (:func:`mode_gains`):
 Bands are octave rings (a 0/1 weight per mode) or box-pyramid bands. A pyramid band
 B_m = U_m·D_m − U_2m·D_2m is an orthogonal projection whose response to mode k is
 |Ŵ_m(k)|² − |Ŵ_2m(k)|², with Ŵ_m the Dirichlet kernel of m×m block averaging
-(:func:`band_weights`); it folds aliased modes together, which :func:`_pyramid_energies` keeps
+(:func:`chromaviz.spectral.band_weights`); it folds aliased modes together, which :func:`_pyramid_energies` keeps
 exactly. Every energy is expressed as a fraction of the data power of its band, the normalisation of
-the continuous theory (:func:`continuous_fraction`).
+the continuous theory (:func:`chromaviz.theory.band_signal_fraction`).
 
 Models without an exact spectrum (the shapes model, diffusers pipelines) get the same prediction
 from the spectrum estimated from the run's final samples, labelled ``"approximation"``.
@@ -37,17 +37,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy.special import expit
 
-from . import spectral, theory
+from . import spectral
 from .models.base import join_prediction, split_prediction
 from .noise.plan import NoiseLevel
-from .noise.schedulers import is_flow_scheduler, set_timesteps
+from .noise.schedulers import is_flow_scheduler, scheduler_from_config, set_timesteps
 from .sampling.trajectory import Trajectory
 
 __all__ = [
-    "KINDS", "ModeGains", "Prediction", "band_weights", "continuous_fraction", "data_energy", "exact_spectrum", "mode_gains",
-    "predict_run", "run_scheduler",
+    "KINDS", "ModeGains", "Prediction", "data_energy", "exact_spectrum", "mode_gains",
+    "planned_scheduler", "predict_run", "run_scheduler",
 ]
 
 FIXED_POINT_STEPS = 4
@@ -60,87 +59,8 @@ approximation from a spectrum estimated from the run (models without an exact sp
 
 
 # --------------------------------------------------------------------------------------------
-# bands as weights per Fourier mode
+# sums over the modes that share a power value
 # --------------------------------------------------------------------------------------------
-
-
-def _box_response(n: int, m: int) -> np.ndarray:
-    """Ŵ_m(f) = (1/m)·Σ_{j<m} e^{2πi·f·j} on the n-point FFT grid (complex, shape (n,))."""
-    f = np.fft.fftfreq(n)
-    return np.exp(2j * np.pi * np.outer(f, np.arange(m))).mean(axis=1)
-
-
-def band_weights(height: int, width: int, levels: Sequence[int], method: str = "rings") -> np.ndarray:
-    """How much of each Fourier mode's power each band holds, shape (L, H, W), float64.
-
-    Parameters
-    ----------
-    height, width : int
-        Grid size in pixels.
-    levels : sequence of int
-        Consecutive powers of two starting at 1.
-    method : {"rings", "pyramid"}
-        ``"rings"``: the 0/1 masks of :func:`chromaviz.spectral.octave_ring_masks`. ``"pyramid"``:
-        E‖B_m x‖² per unit power of mode k, |Ŵ_m(k)|² − |Ŵ_2m(k)|², with |Ŵ_m(k)|² the product over
-        both axes of the Fejér kernel sin²(π·f·m)/(m·sin(π·f))² of m×m block averaging; the coarsest
-        level M holds |Ŵ_M(k)|² (THEORY §4b). H and W must be divisible by M.
-
-    Returns
-    -------
-    ndarray, shape (L, H, W)
-        Weights on the unshifted FFT grid; they sum to 1 over the levels at every mode.
-
-    Examples
-    --------
-    >>> w = band_weights(16, 16, (1, 2, 4), "pyramid")
-    >>> w.shape, bool(np.allclose(w.sum(0), 1.0)), round(float(w[:, 0, 0][-1]), 6)
-    ((3, 16, 16), True, 1.0)
-    """
-    lv = tuple(levels)
-    method = spectral._check_method(method)
-    if method == "rings":
-        return spectral.octave_ring_masks(height, width, lv).numpy().astype(np.float64)
-    spectral._check_divisible(height, width, lv[-1], f"{lv[-1]}, the deepest pyramid level", " or fewer levels")
-
-    def response(m: int) -> np.ndarray:
-        return np.abs(_box_response(height, m))[:, None] ** 2 * np.abs(_box_response(width, m))[None, :] ** 2
-
-    kept = [response(m) for m in lv]
-    return np.stack([kept[i] - kept[i + 1] for i in range(len(lv) - 1)] + [kept[-1]])
-
-
-def continuous_fraction(log_snr, power, weights) -> np.ndarray:
-    """The spectrum-aware continuous-time signal fraction of weighted bands.
-
-    s_b(λ) = Σ_k w_b(k)·P(k)·r_k(λ) / Σ_k w_b(k)·P(k), r_k = sigmoid(λ + ln P(k)) (THEORY §3), with the
-    ring masks or the pyramid responses of :func:`band_weights` as w_b.
-
-    Parameters
-    ----------
-    log_snr : array_like, shape (S,)
-    power : array_like, shape (H, W) or (C, H, W)
-        Data power per mode (orthonormal FFT, white noise = 1); a channel axis is summed over.
-    weights : array_like, shape (L, H, W)
-
-    Returns
-    -------
-    ndarray, shape (S, L)
-
-    Examples
-    --------
-    >>> p = np.ones((8, 8))
-    >>> continuous_fraction([0.0], p, band_weights(8, 8, (1, 2), "pyramid")).round(3).tolist()
-    [[0.5, 0.5]]
-    """
-    p = np.asarray(power, dtype=np.float64).reshape(-1, *np.shape(weights)[-2:])
-    w = np.asarray(weights, dtype=np.float64)
-    lam = np.atleast_1d(np.asarray(log_snr, dtype=np.float64))
-    values, inverse = np.unique(p, return_inverse=True)
-    wsum = _group_sums(w, inverse.reshape(p.shape), len(values))  # (K, L)
-    keep = values > 0
-    r = expit(lam[:, None] + np.log(values[keep])[None, :])
-    weighted = values[keep, None] * wsum[keep]  # (K, L)
-    return (r @ weighted) / weighted.sum(0)
 
 
 def _group_sums(weights: np.ndarray, groups: np.ndarray, num_groups: int, values: np.ndarray | None = None) -> np.ndarray:
@@ -210,15 +130,52 @@ def run_scheduler(trajectory_or_metadata) -> Any:
     missing = [k for k in ("scheduler_class", "scheduler_config", "num_inference_steps") if k not in meta]
     if missing:
         raise ValueError(f"the run's metadata lacks {missing}: it was not recorded by chromaviz.sampling.sample")
-    import diffusers
-
-    cls = getattr(diffusers, meta["scheduler_class"], None)
-    if cls is None:
-        raise ValueError(f"unknown diffusers scheduler class {meta['scheduler_class']!r} in the run's metadata")
-    config = {k: v for k, v in meta["scheduler_config"].items() if not k.startswith("_")}
-    accepted = set(inspect.signature(cls.__init__).parameters)
-    sched = cls(**{k: v for k, v in config.items() if k in accepted})
+    sched = scheduler_from_config(meta["scheduler_class"], meta["scheduler_config"])
     set_timesteps(sched, int(meta["num_inference_steps"]))
+    return sched
+
+
+def planned_scheduler(plan, trajectory_or_metadata) -> Any:
+    """:func:`run_scheduler` of a run from the plan it was sampled with, without ``set_timesteps``.
+
+    Parameters
+    ----------
+    plan : StepPlan
+        The run's step plan.
+    trajectory_or_metadata : Trajectory or dict
+        The run (or its ``metadata``); configuration the sampler changed after planning (v-prediction
+        on a zero-terminal-SNR schedule) is applied to the copy.
+
+    Returns
+    -------
+    diffusers scheduler
+        A fresh copy of the plan's scheduler, never stepped.
+
+    Raises
+    ------
+    ValueError
+        If the plan is not this run's: another scheduler class or another N.
+    """
+    meta = trajectory_or_metadata.metadata if isinstance(trajectory_or_metadata, Trajectory) else trajectory_or_metadata
+    recorded = (meta.get("scheduler_class"), meta.get("num_inference_steps"))
+    planned = (type(plan.scheduler).__name__, plan.num_inference_steps)
+    if recorded[0] != planned[0] or recorded[1] is None or int(recorded[1]) != planned[1]:
+        raise ValueError(f"plan= is the plan of a {planned[0]} run of N={planned[1]} steps; this run was sampled with "
+                         f"{recorded[0]}, N={recorded[1]}")
+    sched = plan.new_scheduler()
+    config = dict(sched.config)
+    changed = {}
+    for k, v in meta.get("scheduler_config", {}).items():
+        if k.startswith("_") or k not in config:
+            continue
+        try:
+            same = bool(config[k] == v)
+        except (ValueError, TypeError):  # arrays
+            same = bool(np.array_equal(np.asarray(config[k]), np.asarray(v)))
+        if not same:
+            changed[k] = v
+    if changed:
+        sched.register_to_config(**changed)
     return sched
 
 
@@ -346,7 +303,7 @@ def exact_spectrum(model, height: int, width: int) -> np.ndarray | None:
 def data_energy(power, levels: Sequence[int], method: str, batch: int, channels: int, reference: str | None) -> np.ndarray:
     """Expected band energy of a batch of data, shape (L,): the denominator of every fraction.
 
-    nb·Σ_channels Σ_k w_b(k)·P(k), with w_b the :func:`band_weights` and nb = B − 1 about the batch
+    nb·Σ_channels Σ_k w_b(k)·P(k), with w_b the :func:`chromaviz.spectral.band_weights` and nb = B − 1 about the batch
     mean (``reference="batch"``) or B about zero (``None``), in squared sample units.
 
     Examples
@@ -357,8 +314,8 @@ def data_energy(power, levels: Sequence[int], method: str, batch: int, channels:
     p = np.asarray(power, dtype=np.float64)
     h, w = p.shape[-2:]
     p = p.reshape(-1, h, w)
-    nb = batch - 1 if reference == "batch" else batch
-    return nb * (channels // p.shape[0]) * np.einsum("lhw,chw->l", band_weights(h, w, levels, method), p)
+    nb = spectral.degrees_of_freedom(batch, reference)
+    return nb * (channels // p.shape[0]) * np.einsum("lhw,chw->l", spectral.band_weights(h, w, levels, method), p)
 
 
 @dataclass(frozen=True)
@@ -436,7 +393,7 @@ def _pyramid_energies(gains: torch.Tensor, spectrum: torch.Tensor, levels: tuple
         out[:, 0] = total.numpy()
         return out
     half = w // 4 + 1  # D_2 x̂0 is real: its spectrum's columns 0 … W/4 suffice (irfft2)
-    box = np.outer(_box_response(h, 2), _box_response(w, 2)) / 2
+    box = np.outer(spectral._box_response(h, 2), spectral._box_response(w, 2)) / 2
     weighted = torch.view_as_real((spectrum * torch.as_tensor(box)).to(torch.complex64))
     weighted = weighted.reshape(b, cp, c // cp, 2, h // 2, 2, w // 2, 2)[:, :, :, :, :, :, :half]
     for start in range(0, s, chunk):
@@ -465,7 +422,7 @@ def _sample_power(samples: torch.Tensor, reference: str | None) -> np.ndarray:
     if reference == "batch":
         x = x - x.mean(0, keepdim=True)
     mode_power = torch.fft.fft2(x, norm="ortho").abs().square().sum(dim=(0, 1)).numpy() / (
-        (b - 1 if reference == "batch" else b) * c)
+        spectral.degrees_of_freedom(b, reference) * c)
     fy, fx = np.fft.fftfreq(h)[:, None] * h * w, np.fft.fftfreq(w)[None, :] * h * w
     _, ring = np.unique(np.rint(fy**2 + fx**2).astype(np.int64), return_inverse=True)  # exact radius, integer
     ring = ring.reshape(h, w)
@@ -473,7 +430,7 @@ def _sample_power(samples: torch.Tensor, reference: str | None) -> np.ndarray:
 
 
 def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequence[int] | None = None,
-                power=None, reference: str | None = "auto") -> Prediction:
+                power=None, reference: str | None = "auto", plan=None) -> Prediction:
     """Predict the band signal fractions of ``traj`` as it was sampled (THEORY §4b).
 
     Parameters
@@ -493,6 +450,10 @@ def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: 
         model's).
     reference : "auto", "batch" or None
         As :meth:`Trajectory.signal_fractions`: energies about the batch mean ("auto": when B ≥ 2).
+    plan : StepPlan, optional
+        The run's step plan (the one :func:`chromaviz.sampling.sample` sampled with): its scheduler is
+        reused (:func:`planned_scheduler`) instead of being rebuilt from the metadata and set to N
+        steps again (:func:`run_scheduler`).
 
     Returns
     -------
@@ -522,10 +483,10 @@ def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: 
     b, c, h, w = traj.steps[0].x0.shape
     lv = spectral._check_levels(levels if levels is not None else spectral.levels_for(h, w))
     if reference == "auto":
-        reference = "batch" if b >= 2 else None
+        reference = spectral.batch_reference(b)
     if reference not in ("batch", None):
         raise ValueError(f"reference must be 'auto', 'batch' or None, got {reference!r}")
-    nb = b - 1 if reference == "batch" else b
+    nb = spectral.degrees_of_freedom(b, reference)
 
     exact = exact_spectrum(model, h, w) if power is None else None
     source = "model" if exact is not None else ("samples" if power is None else "given")
@@ -541,7 +502,8 @@ def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: 
     k = len(values)
 
     levels_rec = [NoiseLevel(s.timestep, s.alpha, s.sigma) for s in traj.steps]
-    sched, eta = run_scheduler(traj), float(traj.metadata.get("eta", 0.0))
+    sched = run_scheduler(traj) if plan is None else planned_scheduler(plan, traj)
+    eta = float(traj.metadata.get("eta", 0.0))
     gains = mode_gains(sched, levels_rec, values, eta=eta)
     if source == "samples":
         # The finished samples hold less than the data power where the run inherits or steps coarsely:
@@ -554,7 +516,7 @@ def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: 
             gains = mode_gains(sched, levels_rec, values, eta=eta)
         p = values[groups]
 
-    weights = band_weights(h, w, lv, method)  # (L, H, W)
+    weights = spectral.band_weights(h, w, lv, method)  # (L, H, W)
     wsum = _group_sums(weights, groups, k)  # (K, L)
     w2sum = _group_sums(weights**2, groups, k)
     denominator = data_energy(p, lv, method, b, c, reference)

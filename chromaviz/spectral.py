@@ -38,10 +38,13 @@ __all__ = [
     "octave_ring_masks",
     "ring_bands",
     "decompose",
+    "band_weights",
     "rapsd",
     "centred_rapsd",
     "fit_power_law",
     "band_energies",
+    "batch_reference",
+    "degrees_of_freedom",
     "signal_fractions",
     "step_band_energies",
     "measured_chromatogram",
@@ -414,6 +417,51 @@ def decompose(x: torch.Tensor, levels: Sequence[int], method: str) -> torch.Tens
     return box_pyramid(x, levels)
 
 
+def _box_response(n: int, m: int) -> np.ndarray:
+    """Ŵ_m(f) = (1/m)·Σ_{j<m} e^{2πi·f·j} on the n-point FFT grid (complex, shape (n,))."""
+    f = np.fft.fftfreq(n)
+    return np.exp(2j * np.pi * np.outer(f, np.arange(m))).mean(axis=1)
+
+
+def band_weights(height: int, width: int, levels: Sequence[int], method: str = "rings") -> np.ndarray:
+    """How much of each Fourier mode's power each band holds, shape (L, H, W), float64.
+
+    Parameters
+    ----------
+    height, width : int
+        Grid size in pixels.
+    levels : sequence of int
+        Consecutive powers of two starting at 1.
+    method : {"rings", "pyramid"}
+        ``"rings"``: the 0/1 masks of :func:`octave_ring_masks`. ``"pyramid"``:
+        E‖B_m x‖² per unit power of mode k, |Ŵ_m(k)|² − |Ŵ_2m(k)|², with |Ŵ_m(k)|² the product over
+        both axes of the Fejér kernel sin²(π·f·m)/(m·sin(π·f))² of m×m block averaging (:func:`box_pyramid`);
+        the coarsest level M holds |Ŵ_M(k)|² (THEORY §4b). H and W must be divisible by M.
+
+    Returns
+    -------
+    ndarray, shape (L, H, W)
+        Weights on the unshifted FFT grid; they sum to 1 over the levels at every mode.
+
+    Examples
+    --------
+    >>> w = band_weights(16, 16, (1, 2, 4), "pyramid")
+    >>> w.shape, bool(np.allclose(w.sum(0), 1.0)), round(float(w[:, 0, 0][-1]), 6)
+    ((3, 16, 16), True, 1.0)
+    """
+    lv = tuple(levels)
+    method = _check_method(method)
+    if method == "rings":
+        return octave_ring_masks(height, width, lv).numpy().astype(np.float64)
+    _check_divisible(height, width, lv[-1], f"{lv[-1]}, the deepest pyramid level", " or fewer levels")
+
+    def response(m: int) -> np.ndarray:
+        return np.abs(_box_response(height, m))[:, None] ** 2 * np.abs(_box_response(width, m))[None, :] ** 2
+
+    kept = [response(m) for m in lv]
+    return np.stack([kept[i] - kept[i + 1] for i in range(len(lv) - 1)] + [kept[-1]])
+
+
 # --------------------------------------------------------------------------------------------
 # power spectra
 # --------------------------------------------------------------------------------------------
@@ -593,6 +641,32 @@ def fit_power_law(
 # --------------------------------------------------------------------------------------------
 # band energies and measured signal fractions
 # --------------------------------------------------------------------------------------------
+
+
+def batch_reference(batch_size: int) -> str | None:
+    """What a batch's band energies are measured about when the caller does not say (``"auto"``).
+
+    The per-pixel batch mean (``"batch"``, the energy of the sample-to-sample variation) for a batch
+    of two samples or more; zero (None) for one sample, which is its own batch mean.
+
+    Examples
+    --------
+    >>> batch_reference(4), batch_reference(1)
+    ('batch', None)
+    """
+    return "batch" if batch_size >= 2 else None
+
+
+def degrees_of_freedom(batch_size: int, reference: str | None) -> int:
+    """How many samples' worth of energy a batch's band energies hold: B − 1 about the batch mean
+    (``reference="batch"``), B about zero (None); expected energies are this multiple of one sample's.
+
+    Examples
+    --------
+    >>> degrees_of_freedom(4, "batch"), degrees_of_freedom(4, None)
+    (3, 4)
+    """
+    return batch_size - 1 if reference == "batch" else batch_size
 
 
 def _check_reference(reference: object, batch: int, what: str) -> None:

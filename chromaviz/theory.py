@@ -331,22 +331,32 @@ def time_adjustment(schedule: Schedule, t, m: float) -> tuple[np.ndarray, np.nda
     return schedule.t_of_log_snr(lam), np.sqrt(alpha**2 + sigma**2 / m**2)
 
 
-def band_signal_fraction(log_snr, power, masks) -> np.ndarray:
-    """Spectrum-aware signal fraction of each band.
+def band_signal_fraction(log_snr, power, weights) -> np.ndarray:
+    """Spectrum-aware signal fraction of each band (THEORY §3).
+
+    s_b(λ) = Σ_k w_b(k)·P(k)·r_k(λ) / Σ_k w_b(k)·P(k), with r_k(λ) = sigmoid(λ + ln P(k)) the
+    signal fraction of Fourier mode k and w_b(k) how much of mode k's power band b holds. Modes
+    without power (P = 0) hold no signal and are left out.
 
     Parameters
     ----------
-    log_snr : array_like, shape (N,)
+    log_snr : array_like, shape (S,)
+        λ of each step (±∞ allowed).
     power : array_like, shape (H, W) or (C, H, W)
         Data power per Fourier mode relative to unit white noise (orthonormal FFT), on the same
-        unshifted FFT grid as ``masks``. A channel axis is summed over.
-    masks : array_like of bool, shape (L, H, W)
-        Band membership of each mode (e.g. :func:`chromaviz.spectral.octave_ring_masks`).
+        unshifted FFT grid as ``weights``. A channel axis is summed over.
+    weights : array_like, shape (L, H, W)
+        Each band's weight per mode: the 0/1 masks of :func:`chromaviz.spectral.octave_ring_masks`
+        or the ring or box-pyramid weights of :func:`chromaviz.spectral.band_weights`.
 
     Returns
     -------
-    ndarray, shape (N, L)
-        s_b(λ) = Σ_{k∈b} P·r_k / Σ_{k∈b} P with r_k = sigmoid(λ + ln P(k)).
+    ndarray, shape (S, L)
+
+    Raises
+    ------
+    ValueError
+        If ``power`` and ``weights`` are on grids of different sizes.
 
     Examples
     --------
@@ -354,20 +364,19 @@ def band_signal_fraction(log_snr, power, masks) -> np.ndarray:
     >>> band_signal_fraction([0.0], np.ones((4, 4)), masks).tolist()  # white data: the m² law at m = 1
     [[0.5]]
     """
+    w = np.asarray(weights, dtype=np.float64)
     p = np.asarray(power, dtype=np.float64)
-    if p.ndim == 2:
-        p = p[None]
-    masks = np.asarray(masks, dtype=bool)
-    if p.shape[-2:] != masks.shape[-2:]:
-        raise ValueError(f"power grid {p.shape[-2:]} and band masks {masks.shape[-2:]} differ in size")
+    if p.shape[-2:] != w.shape[-2:]:
+        raise ValueError(f"power grid {p.shape[-2:]} and band weights {w.shape[-2:]} differ in size")
+    p = p.reshape(-1, *w.shape[-2:])
     lam = np.atleast_1d(np.asarray(log_snr, dtype=np.float64))
-    out = np.empty((len(lam), len(masks)))
-    for b, mask in enumerate(masks):
-        pb = p[:, mask].ravel()
-        pb = pb[pb > 0]
-        r = sigmoid(lam[:, None] + np.log(pb)[None, :])
-        out[:, b] = (r * pb).sum(axis=1) / pb.sum()
-    return out
+    # Modes of equal power have equal r_k: sum each band's weights over them once, (K, L).
+    values, groups = np.unique(p, return_inverse=True)
+    groups = groups.ravel()
+    wsum = np.stack([np.bincount(groups, np.broadcast_to(wb, p.shape).ravel(), minlength=len(values)) for wb in w], axis=1)
+    keep = values > 0
+    weighted = values[keep, None] * wsum[keep]
+    return sigmoid(lam[:, None] + np.log(values[keep])[None, :]) @ weighted / weighted.sum(0)
 
 
 def power_grid_from_rapsd(freqs, power, height: int, width: int) -> np.ndarray:
@@ -387,7 +396,8 @@ def power_grid_from_rapsd(freqs, power, height: int, width: int) -> np.ndarray:
     Examples
     --------
     >>> freqs = np.array([0.0, 0.125, 0.25, 0.5])
-    >>> grid = power_grid_from_rapsd(freqs, freqs ** -2.0 + (freqs == 0), 8, 8)
+    >>> power = np.r_[1.0, freqs[1:] ** -2.0]  # f⁻², and 1 at DC
+    >>> grid = power_grid_from_rapsd(freqs, power, 8, 8)
     >>> grid.shape, round(float(grid[0, 2]), 6)  # f = 0.25 cycles/pixel: 0.25⁻²
     ((8, 8), 16.0)
     """

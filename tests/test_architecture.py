@@ -16,18 +16,21 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "chromaviz"
 
 LAYERS = [
-    {"_version", "_checks"},
+    # The package's __init__ imports nothing when it runs (its public names load on first use, PEP 562),
+    # so it is the bottom layer: any module may read chromaviz.__version__.
+    {"__init__", "_checks"},
     {"noise"},
+    {"prompts"},
     {"theory", "spectral"},
     {"models"},
     {"sampling"},
     {"analysis", "prediction"},
+    {"runs"},  # one run's settings: checked, loaded (models), sampled (sampling), compared (analysis)
     {"apps"},
     {"views"},
     {"notebook"},
     {"sweep"},
     {"cli"},
-    {"__init__"},
 ]
 """chromaviz's layers, lowest first, by the first component of a module's name below ``chromaviz``."""
 
@@ -49,14 +52,15 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _imports(path: Path, name: str, known: set[str]) -> set[str]:
-    """Every module ``name`` imports at run time (absolute names)."""
+def _imports(path: Path, name: str, known: set[str], type_checking: bool = False) -> set[str]:
+    """Every module ``name`` imports at run time (absolute names), and with ``type_checking`` also
+    those it imports for type annotations only."""
     is_package = path.name == "__init__.py"
     base = name.split(".") if is_package else name.split(".")[:-1]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not type_checking:
             for child in node.orelse:
                 visit(child)
             return
@@ -77,10 +81,10 @@ def _imports(path: Path, name: str, known: set[str]) -> set[str]:
     return found
 
 
-def _graph(package: Path) -> dict[str, set[str]]:
+def _graph(package: Path, type_checking: bool = False) -> dict[str, set[str]]:
     modules = _modules(package)
     known = set(modules)
-    return {name: _imports(path, name, known) for name, path in modules.items()}
+    return {name: _imports(path, name, known, type_checking) for name, path in modules.items()}
 
 
 def _first_component(module: str) -> str:
@@ -144,6 +148,15 @@ def test_no_import_cycles_inside_chromaviz(graph):
     assert _cycles(inside) == []
 
 
+def test_no_cycles_through_type_annotations_either():
+    """An import kept under ``if TYPE_CHECKING:`` never runs, but a cycle through it is still two
+    modules that each need the other to be read. The package's own ``__init__`` is the exception: its
+    ``TYPE_CHECKING`` block only tells editors what its lazily imported public names are."""
+    graph = _graph(PACKAGE, type_checking=True)
+    graph["chromaviz"] = _graph(PACKAGE)["chromaviz"]
+    assert _cycles({m: {i for i in imports if i in graph} for m, imports in graph.items()}) == []
+
+
 def test_imports_point_down_the_layers(graph):
     upward = [
         f"{m} (layer {_rank(m)}) imports {i} (layer {_rank(i)})"
@@ -163,6 +176,27 @@ def test_widgets_import_chromaviz_and_never_the_reverse():
     assert any(i.startswith("chromaviz") for imports in widgets.values() for i in imports)
     library = _graph(PACKAGE)
     assert not [m for m, imports in library.items() if any(i.split(".")[0] == "widgets" for i in imports)]
+
+
+TOP_LEVEL = {"__init__", "_checks", "analysis", "cli", "prediction", "runs", "spectral", "theory"}
+"""The only modules at chromaviz's top level; everything else lives in its layer's folder."""
+
+
+def test_the_top_level_holds_at_most_eight_modules():
+    top = {path.stem for path in PACKAGE.glob("*.py")}
+    assert len(top) <= 8 and top <= TOP_LEVEL, sorted(top - TOP_LEVEL)
+
+
+def test_the_prompt_language_is_pure_text():
+    """``chromaviz.prompts`` reads and writes prompt text: it imports neither torch nor diffusers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, chromaviz.prompts; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'diffusers', 'transformers'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_checker_finds_a_cycle_and_an_upward_import(tmp_path):
@@ -209,4 +243,6 @@ def test_the_sampling_side_of_the_explorer_imports_without_the_ui_packages():
     out = subprocess.run([sys.executable, "-c", SAMPLING_WITHOUT_UI], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["SamplingJob", "ipywidgets is not installed here"]
+    assert out.stdout.splitlines() == [
+        "SamplingJob", 'chromaviz.widgets.Explorer needs the explorer extra: pip install "chromaviz[explorer]" '
+                       "(missing: bokeh, jupyter_bokeh, ipywidgets)"]

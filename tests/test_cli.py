@@ -112,8 +112,10 @@ def one_error_line(capsys, argv) -> str:
     (["report", "-p", "size", "7"], "size 7×7 is too small; use at least 8×8"),
     (["report", "-p", "prompt", "cat"], "model gaussian is unconditional and takes no prompt (got -p prompt 'cat')"),
     (["report", "-p", "prompt", "[cat:moon:0.5]"], "takes no prompt (got -p prompt '[cat:moon:0.5]'); leave prompt empty"),
-    (["report", "-p", "guidance", "7.5"], "model gaussian is unconditional: guidance 7.5 would change nothing"),
-    (["run", "--guidance", "7.5"], "--guidance 7.5: model gaussian is unconditional"),
+    (["report", "-p", "guidance", "7.5"], "model gaussian is unconditional: -p guidance 7.5 would change nothing"),
+    (["run", "--guidance", "7.5"], "model gaussian is unconditional: --guidance 7.5 would change nothing"),
+    (["run", "--prompt", "cat"], "model gaussian is unconditional and takes no prompt (got --prompt 'cat')"),
+    (["run", "--model", "shapes", "--schedule", "linear"], "model shapes keeps the schedule it was trained with; --schedule"),
     (["report", "-p", "model", "shapes", "-p", "schedule", "linear"], "model shapes keeps the schedule it was trained with"),
     (["report", "-p", "dtype", "float16"], "-p dtype applies to diffusers pipelines"),
     (["run", "--steps", "100000"], "DDIMScheduler cannot take 100000 steps: at most 1000"),
@@ -175,7 +177,10 @@ def test_quiet_prints_no_library_noise(tmp_path):
 
 
 # ---------------------------------------------------------------------- Ctrl-C keeps what was recorded
-def test_ctrl_c_during_run_writes_the_partial_run_and_exits_130(tmp_path):
+@pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_sigterm_during_run_writes_the_partial_run(tmp_path, signum, status, word):
+    """SIGTERM (kill, timeout, SLURM, docker stop) keeps the recorded steps as Ctrl-C does; the exit
+    status is 128 + the signal's number, as shells report it."""
     child = subprocess.Popen(
         [sys.executable, "-m", "chromaviz.cli", "run", "--model", "exemplars", "--prompt", "cat", "--steps", "1000",
          "--batch", "2", "--size", "32", "--out", str(tmp_path)],
@@ -188,11 +193,11 @@ def test_ctrl_c_during_run_writes_the_partial_run_and_exits_130(tmp_path):
         chunk = os.read(child.stderr.fileno(), 4096)
         assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")
         seen += chunk
-    child.send_signal(signal.SIGINT)
+    child.send_signal(signum)
     out, err = child.communicate(timeout=300)
     err = (seen + err).decode(errors="replace")
-    assert child.returncode == 130, err
-    assert "Traceback" not in err and "interrupted after" in err
+    assert child.returncode == status, err
+    assert "Traceback" not in err and f"{word} after" in err
     traj = Trajectory.load(tmp_path / "trajectory.safetensors")
     assert traj.status == "interrupted" and 3 <= len(traj) < 1000
     assert (tmp_path / "strip.png").is_file() and (tmp_path / "chromatogram.png").is_file()

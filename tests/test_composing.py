@@ -20,7 +20,8 @@ from chromaviz.apps.composing import (
     Provenance, band_provenance, band_weights, by_fraction, by_resolution, crossover_level, equivalent_fraction,
     naive_fractions, plan,
 )
-from chromaviz.sampling.prompts import Boundary
+from chromaviz.noise import plan_steps
+from chromaviz.prompts import Boundary
 from chromaviz.theory import birth_log_snr
 
 A, B = "cat", "moon"
@@ -89,7 +90,8 @@ def test_fraction_helpers():
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmsolver++_karras"])
 def test_switch_step_is_the_first_step_past_the_level_birth(scheduler):
     model = hybrid_model()
-    timesteps, lam = model.schedule.visited(STEPS, scheduler)
+    run_plan = plan_steps(model.schedule, STEPS, scheduler)
+    timesteps, lam = run_plan.timesteps, run_plan.log_snr
     schedule = by_resolution([A, B, "coffee"], levels=[4, 1])
     switches = plan(schedule, model, STEPS, scheduler)
     births = birth_log_snr([4, 1])
@@ -190,7 +192,8 @@ def test_pipeline_switches_at_its_own_schedules_level_birth_as_pipe_callback_doe
     run with the embeddings swapped), not what the levels look like."""
     model, steps, size, guidance = tiny_sd, 6, 32, 3.0
     schedule = by_resolution(coarse="a photo of a cat", fine="a red house", level=2)
-    timesteps, lam = model.schedule.visited(steps)  # the pipeline's own DDIM
+    run_plan = plan_steps(model.schedule, steps)  # the pipeline's own DDIM
+    timesteps, lam = run_plan.timesteps, run_plan.log_snr
     (sw,) = plan(schedule, model, steps)
     k = sw.step
     assert lam[k - 1] < -2 * math.log(2) <= lam[k]
@@ -216,7 +219,6 @@ def test_pipeline_switches_at_its_own_schedules_level_birth_as_pipe_callback_doe
 
 
 def test_plan_reads_a_step_plan_and_takes_n_as_num_inference_steps():
-    from chromaviz.noise import plan_steps
 
     schedule = by_resolution(coarse=A, fine=B, level=4)
     sd = Schedule.preset("scaled_linear")
@@ -225,3 +227,22 @@ def test_plan_reads_a_step_plan_and_takes_n_as_num_inference_steps():
     assert by_n == by_plan
     with pytest.raises(ValueError, match="num_inference_steps"):
         plan(schedule, sd)
+
+
+def test_a_switch_in_each_unit_switches_at_its_step():
+    """Switch.time gives the boundary, in each unit, that sample() crosses at the switch's step; a
+    level inherited from the initial noise has no birth time."""
+    sd = Schedule.preset("scaled_linear")
+    step_plan = plan_steps(sd, STEPS)
+    (switch,) = plan(by_resolution(coarse=A, fine=B, level=4), sd, step_plan=step_plan)
+    n = len(step_plan.timesteps)
+    for unit in ("level", "timestep", "log_snr", "fraction"):
+        boundary = Boundary(switch.time(unit), unit)
+        crossed = next(i for i in range(n) if boundary.crossed(i, n, step_plan.timesteps[i], step_plan.log_snr[i]))
+        assert crossed == switch.step, unit
+    (inherited,) = plan(by_resolution(coarse=A, fine=B, level=32), sd, step_plan=step_plan)
+    assert inherited.inherited and inherited.time("level") == 32
+    with pytest.raises(ValueError, match="inherited from the initial noise"):
+        inherited.time("timestep")
+    with pytest.raises(ValueError, match="unit"):
+        switch.time("step")

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from chromaviz import spectral
+from chromaviz.noise import plan_steps
 from chromaviz.analysis import compare, decoded
 from chromaviz.models.diffusers.adapter import DiffusersDenoiser, DiffusersPixelDenoiser, from_pipeline, load_pipeline
 from chromaviz.models.diffusers.previews import LinearPreview, fit_linear_preview
-from chromaviz.sampling.prompts import Boundary, PromptSchedule
+from chromaviz.prompts import Boundary, PromptSchedule
 from chromaviz.sampling import SamplingError, sample
 
 import diffusers_models as tiny
@@ -154,7 +155,7 @@ def test_default_scheduler_is_the_pipelines_own(sdxl):
     assert type(own).__name__ == "EulerDiscreteScheduler"
     assert {k: v for k, v in own.config.items() if not k.startswith("_")} == {k: v for k, v in sdxl.pipe.scheduler.config.items() if not k.startswith("_")}
     sdxl.pipe.scheduler.set_timesteps(7)
-    timesteps, _ = sdxl.schedule.visited(7, "default")
+    timesteps = plan_steps(sdxl.schedule, 7, "default").timesteps
     np.testing.assert_array_equal(timesteps, sdxl.pipe.scheduler.timesteps.numpy())
     assert type(make_scheduler("ddim", sdxl.schedule)).__name__ == "DDIMScheduler"  # names still choose
 
@@ -270,7 +271,7 @@ def test_chromatography_in_latent_and_rgb_space(sd):
 def test_explorer_runs_a_pipeline(sd):
     from chromaviz.widgets import Explorer
 
-    ex = Explorer(sd, num_inference_steps=4, size=SIZE, prompt=A, second_prompt=B, device="cpu")
+    ex = Explorer(sd, num_steps=4, size=SIZE, prompt=A, second_prompt=B, device="cpu")
     ex.run_button.click()
     ex.wait(60)
     traj = ex.trajectories["A"]

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chromaviz.noise.levels import (
-    BIRTH_TOLERANCE, birth_log_snr, check_levels, first_born_step, is_born, is_power_of_two, level_offset, sigmoid,
+    BIRTH_TOLERANCE, birth_log_snr, born_steps, check_levels, first_born_step, is_born, is_power_of_two, level_offset,
+    sigmoid,
 )
 
 
@@ -90,3 +91,22 @@ def test_birth_tolerance_covers_float32_sigmas_only():
     assert is_born([lam32], 8)[0, 0] and is_born([lam - BIRTH_TOLERANCE], 8)[0, 0]
     assert not is_born([lam - 2 * BIRTH_TOLERANCE], 8)[0, 0]
     assert is_born([-np.inf, np.inf], 1)[:, 0].tolist() == [False, True]
+
+
+@given(st.lists(st.floats(-30, 30), min_size=1, max_size=40).map(sorted), st.integers(0, 6))
+def test_born_steps_of_the_m2_law_are_the_first_born_steps(lams, k):
+    """One birth rule: read from the m² law's fractions, a level is born at the step first_born_step names,
+    also where the birth sits exactly on a step (as a designed schedule puts it) or a float32 σ away."""
+    levels = [2**j for j in range(k + 1)]
+    births = [float(lam) for lam in birth_log_snr(levels)]
+    lams = sorted(lams + births + [lam - BIRTH_TOLERANCE / 2 for lam in births])
+    fractions = sigmoid(np.asarray(lams)[:, None] + level_offset(levels)[None, :])
+    assert born_steps(fractions) == [first_born_step(lams, m) for m in levels]
+
+
+def test_born_steps_reads_half_of_each_levels_signal():
+    fractions = np.array([[0.1, 0.6], [0.4, 0.9], [0.5, 1.0]])
+    assert born_steps(fractions) == [2, 0]
+    assert born_steps(fractions[:2]) == [None, 0]
+    with pytest.raises(ValueError, match="shape"):
+        born_steps([0.5, 0.6])

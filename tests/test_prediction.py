@@ -21,7 +21,7 @@ from chromaviz import spectral
 from chromaviz.analysis import compare
 from chromaviz.models import GaussianPowerLaw
 from chromaviz.noise import Schedule, plan_steps
-from chromaviz.prediction import band_weights, continuous_fraction, data_energy, mode_gains, predict_run
+from chromaviz.prediction import data_energy, mode_gains, predict_run
 from chromaviz.sampling import sample
 
 BATCH = 16
@@ -149,22 +149,11 @@ def test_mode_gains_is_the_wiener_run_of_each_mode():
         assert gains.x0[i, 0, 0] == pytest.approx(x0, rel=1e-5)
         eps = (x - lv.alpha * x0) / lv.sigma
         nxt = plan.noise[i + 1] if i + 1 < len(plan.noise) else None
-        a, s = (nxt.alpha, nxt.sigma) if nxt else (float(np.sqrt(plan.scheduler.final_alpha_cumprod)),
-                                                   float(np.sqrt(1 - plan.scheduler.final_alpha_cumprod)))
+        a, s = (nxt.alpha, nxt.sigma) if nxt else (float(plan.scheduler.final_alpha_cumprod.sqrt()),
+                                                   float((1 - plan.scheduler.final_alpha_cumprod).sqrt()))
         x = a * x0 + s * eps
     assert gains.final[0, 0] == pytest.approx(x, rel=1e-5)
     assert not gains.stochastic and gains.input_scale == 1.0
-
-
-def test_pyramid_weights_are_the_band_energy_of_each_mode():
-    """‖B_m e_k‖² for every Fourier basis image e_k of an 8×16 grid, against the Dirichlet-kernel weights."""
-    h, w, levels = 8, 16, (1, 2, 4)
-    k = torch.arange(h * w)
-    basis = torch.fft.ifft2(torch.nn.functional.one_hot(k, h * w).reshape(h * w, 1, h, w).to(torch.complex128), norm="ortho")
-    energy = (spectral.box_pyramid(basis.real, levels).square() + spectral.box_pyramid(basis.imag, levels).square())
-    energy = energy.sum(dim=(2, 3, 4)).reshape(len(levels), h, w).numpy()
-    np.testing.assert_allclose(band_weights(h, w, levels, "pyramid"), energy, atol=1e-12)
-    np.testing.assert_array_equal(band_weights(h, w, levels, "rings"), spectral.octave_ring_masks(h, w, levels).numpy())
 
 
 def test_data_energy_is_the_expected_band_energy_of_data():
@@ -176,16 +165,6 @@ def test_data_energy_is_the_expected_band_energy_of_data():
     for method in ("rings", "pyramid"):
         measured = spectral.step_band_energies(x[None], (1, 2, 4), method, "batch")[0].numpy()
         np.testing.assert_allclose(measured, data_energy(power, (1, 2, 4), method, 4096, 1, "batch"), rtol=0.05)
-
-
-def test_continuous_fraction_with_ring_weights_is_the_spectrum_aware_theory():
-    from chromaviz import theory
-
-    power = GaussianPowerLaw().power(32, 32)
-    masks = spectral.octave_ring_masks(32, 32, (1, 2, 4, 8)).numpy()
-    lam = np.linspace(-6, 6, 13)
-    np.testing.assert_allclose(continuous_fraction(lam, power, masks.astype(float)),
-                               theory.band_signal_fraction(lam, power, masks), atol=1e-12)
 
 
 def test_models_without_an_exact_spectrum_get_an_approximation():

@@ -2,7 +2,7 @@
 
 The pipelines are tiny with random weights (tests/diffusers_models.py), saved with
 ``save_pretrained`` and loaded back; the shapes model is the bundled one. Weights are applied by
-compel; the emphasis syntax is the webui's (chromaviz.models.emphasis).
+compel; the emphasis syntax is the webui's (chromaviz.prompts.emphasis).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from chromaviz.cli import main
 from chromaviz.models.diffusers.adapter import load_pipeline
-from chromaviz.models.emphasis import parse_emphasis
+from chromaviz.prompts import parse_emphasis
 from chromaviz.models.exemplars import ExemplarMixture
 from chromaviz.models.shapes import load_shapes
 from chromaviz.noise.plan import NoiseLevel

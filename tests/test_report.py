@@ -13,7 +13,7 @@ import pytest
 
 from chromaviz.cli import main
 from chromaviz.notebook.report import (
-    FIGURE_MIME, REPORT_NOTEBOOK, Parameter, ReportError, crossing_steps, markdown_table, notebook_parameters,
+    FIGURE_MIME, REPORT_NOTEBOOK, Parameter, ReportError, markdown_table, notebook_parameters,
     parse_parameters, read_figures, record,
 )
 
@@ -112,14 +112,6 @@ def test_record_outside_a_kernel_prints(capsys):
     assert capsys.readouterr().out.strip() == 'birth = [744.2, "nan"]'
     with pytest.raises(TypeError, match="cannot record a object"):
         record("x", object())
-
-
-def test_crossing_steps_per_level():
-    import numpy as np
-
-    fractions = np.array([[0.1, 0.6], [0.4, 0.9], [0.5, 1.0]])
-    assert crossing_steps(fractions) == [2, 0]
-    assert crossing_steps(fractions, threshold=0.95) == [None, 2]
 
 
 def test_markdown_table_escapes_and_formats():

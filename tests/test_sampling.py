@@ -18,7 +18,7 @@ import torch
 
 from chromaviz.models import Denoiser, ExemplarMixture, GaussianPowerLaw
 from chromaviz.models.photos import PHOTOS
-from chromaviz.sampling.prompts import Boundary, PromptSchedule
+from chromaviz.prompts import Boundary, PromptSchedule
 from chromaviz.sampling import SamplingError, sample
 from chromaviz.noise import FLOW_SCHEDULERS, SCHEDULERS, make_scheduler, noise_levels
 from chromaviz.noise.schedules import Schedule
@@ -105,8 +105,7 @@ class RaisesAt(GaussianPowerLaw):
 
 
 def run(model, prompt=None, **kwargs) -> Trajectory:
-    if "num_steps" not in kwargs:  # the deprecated name, still accepted
-        kwargs.setdefault("num_inference_steps", 6)
+    kwargs.setdefault("num_inference_steps", 6)
     kwargs.setdefault("batch_size", 2)
     kwargs.setdefault("device", "cpu")
     return sample(model, prompt, **kwargs)
@@ -366,8 +365,7 @@ def test_model_exception_raises_with_partial_trajectory():
         ("exemplars", "cat", {"negative_prompt": "dog"}, r"'dog' names none"),
         ("gaussian", "cat", {}, r"unconditional and takes no prompt"),
         ("gaussian", None, {"scheduler": "heun"}, r"unknown scheduler 'heun'"),
-        ("gaussian", None, {"num_steps": 0}, r"num_steps must be a positive integer, got 0"),
-        ("gaussian", None, {"num_steps": 2.5}, r"num_steps must be a positive integer"),
+        ("gaussian", None, {"num_inference_steps": 2.5}, r"num_inference_steps must be a positive integer"),
         ("gaussian", None, {"num_inference_steps": 0}, r"num_inference_steps must be a positive integer, got 0"),
         ("gaussian", None, {"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
         ("gaussian", None, {"height": 4}, r"too small"),

@@ -388,3 +388,52 @@ def test_one_ddim_step_warns_that_it_returns_noise():
         warnings.simplefilter("error", UserWarning)
         run(model, scheduler="dpmsolver++", num_inference_steps=1)  # its one step is at t = 999: a (blurry) sample
         run(model, scheduler="ddim", num_inference_steps=2)
+
+
+class WrongOutput(GaussianPowerLaw):
+    """The Gaussian model, whose output at its ``at``-th call is ``make(out)`` instead."""
+
+    def __init__(self, at: int, make) -> None:
+        super().__init__(size=SIZE)
+        self.at, self.make, self.calls = at, make, 0
+
+    def __call__(self, x_t, noise, cond=None):
+        out = super().__call__(x_t, noise, cond)
+        self.calls += 1
+        return self.make(out) if self.calls - 1 == self.at else out
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda out: out[:1], r"shape \(1, 3, 16, 16\) for an input of shape \(2, 3, 16, 16\)"),
+    (lambda out: out[:, :, :8], r"shape \(2, 3, 8, 16\)"),
+    (lambda out: out.round().to(torch.int64), "dtype torch.int64; it must return floating point"),
+    (lambda out: out.numpy(), "the model returned ndarray"),
+])
+def test_a_model_output_of_the_wrong_shape_or_dtype_stops_the_run_at_that_step(make, why):
+    """A scheduler would broadcast a batch of 1 over the run (a "complete" run that cannot be saved)
+    or round an integer prediction silently; the run stops there and keeps the earlier steps."""
+    with pytest.raises(SamplingError, match=why) as err:
+        sample(WrongOutput(3, make), num_inference_steps=6, batch_size=2, device="cpu")
+    traj = err.value.trajectory
+    assert traj.status == "failed" and len(traj) == 3 and "step 3" in traj.message and "the model" in traj.message
+
+
+def test_the_memory_guard_reads_the_process_address_space_limit():
+    """Under ``ulimit -v`` (RLIMIT_AS) a recording that fits the host's free memory but not the
+    limit is refused before the first step (it used to pass the check and die in save)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (10 * 2**30, 10 * 2**30))\n"
+        "from chromaviz.models import GaussianPowerLaw\n"
+        "from chromaviz.sampling import check_sample\n"
+        "from chromaviz.sampling.recorder import RecordingTooLarge, available_memory\n"
+        "assert available_memory() < 10 * 2**30\n"
+        "try:\n"
+        "    check_sample(GaussianPowerLaw(size=256), num_inference_steps=50, batch_size=96, device='cpu')\n"
+        "except RecordingTooLarge as err:\n"
+        "    print('refused', err.needed > 10 * 2**30 > err.budget)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "refused True", out.stderr[-2000:]

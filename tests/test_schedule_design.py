@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from chromaviz import GaussianPowerLaw, Schedule, compare, sample, theory
-from chromaviz.notebook.report import crossing_steps
 from chromaviz.apps.schedule_design import (
     comparison_table,
     compare_schedules,
@@ -23,7 +22,8 @@ from chromaviz.apps.schedule_design import (
     shift_for_birth,
     step_timings,
 )
-from chromaviz.noise import make_scheduler
+from chromaviz.noise import make_scheduler, plan_steps
+from chromaviz.noise.levels import born_steps
 
 TARGETS = {8: 0.2, 1: 0.8}
 T = 1000
@@ -61,7 +61,6 @@ def test_step_timings_composing_and_the_sampler_name_the_same_birth_step(designe
     """
     from chromaviz import ExemplarMixture
     from chromaviz.apps.composing import by_resolution, plan
-    from chromaviz.noise import plan_steps
 
     n = 10
     steps = plan_steps(designed, n, scheduler)
@@ -122,7 +121,7 @@ def test_samples_and_measured_fractions_follow_theory(designed, scheduler):
     c = compare(traj, model)
     assert c.max_deviation < 0.1, c.format_table()
     assert np.all(c.measured[0] < 1e-3)  # zero terminal SNR: nothing at step 0
-    measured, expected = crossing_steps(c.measured), crossing_steps(c.spectrum_aware)
+    measured, expected = born_steps(c.measured), born_steps(c.spectrum_aware)
     assert all(abs(a - b) <= 1 for a, b in zip(measured, expected)), (measured, expected)
 
 
@@ -135,7 +134,7 @@ def test_shift_for_birth_moves_the_birth_there(schedule, fraction):
     assert abs(st.birth_steps[0] - fraction * 30) <= 1
     # a shift lowers every step's λ by 2·ln s: exactly for VP (same timesteps, new ᾱ); for flow
     # matching diffusers also moves the clean end of its sigma grid, so only the first half agrees
-    expected = schedule.visited(30)[1] - 2 * np.log(s)
+    expected = plan_steps(schedule, 30).log_snr - 2 * np.log(s)
     if schedule.kind == "vp":
         np.testing.assert_allclose(st.log_snr, expected, atol=1e-9)
     else:

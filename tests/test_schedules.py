@@ -1,4 +1,4 @@
-"""Tests for chromaviz.noise.schedules (and the scheduler glue it uses in ``Schedule.visited``).
+"""Tests for chromaviz.noise.schedules (and the scheduler glue of a run's step plan, ``plan_steps``).
 
 Every expected value is computed here independently: from diffusers' own schedulers, from the
 closed forms of THEORY.md §1, or from first principles in numpy.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from chromaviz.noise import make_scheduler
+from chromaviz.noise import make_scheduler, plan_steps
 from chromaviz.noise.schedules import PRESETS, Schedule
 
 T = 1000
@@ -176,7 +176,7 @@ def test_errors():
 
 def test_unknown_scheduler_name_lists_choices(sd):
     with pytest.raises(ValueError) as info:
-        sd.visited(10, "heun")
+        plan_steps(sd, 10, "heun")
     msg = str(info.value)
     assert "heun" in msg
     for name in ("ddim", "ddpm", "pndm", "euler", "dpmsolver++", "flow_euler"):
@@ -185,9 +185,9 @@ def test_unknown_scheduler_name_lists_choices(sd):
 
 def test_flow_scheduler_on_vp_schedule_and_vice_versa(sd):
     with pytest.raises(ValueError, match="flow_euler"):
-        sd.visited(10, "flow_euler")
+        plan_steps(sd, 10, "flow_euler")
     with pytest.raises(ValueError, match="ddim"):
-        Schedule.flow_matching(3.0).visited(10, "ddim")
+        plan_steps(Schedule.flow_matching(3.0), 10, "ddim")
     from chromaviz.noise import make_scheduler
 
     with pytest.raises(ValueError):
@@ -291,8 +291,10 @@ def test_d_log_snr_dt_is_the_derivative(kind):
 @pytest.mark.parametrize("shift", [3.0, 6.0])
 def test_flow_shift_moves_visited_log_snr(shift):
     n = 12
-    t1, lam1 = Schedule.flow_matching(1.0).visited(n, "flow_euler")
-    ts, lams = Schedule.flow_matching(shift).visited(n, "flow_euler")
+    steps = plan_steps(Schedule.flow_matching(1.0), n, "flow_euler")
+    t1, lam1 = steps.timesteps, steps.log_snr
+    steps = plan_steps(Schedule.flow_matching(shift), n, "flow_euler")
+    ts, lams = steps.timesteps, steps.log_snr
 
     def sigmas_of(sh):
         sch = diffusers.FlowMatchEulerDiscreteScheduler(shift=sh)
@@ -346,7 +348,8 @@ def test_visited_matches_real_scheduler(name, num_steps):
     real.set_timesteps(num_steps)
     expected_t = real.timesteps.double().numpy()
 
-    t, lam = schedule.visited(num_steps, name)
+    steps = plan_steps(schedule, num_steps, name)
+    t, lam = steps.timesteps, steps.log_snr
     np.testing.assert_array_equal(t, expected_t)
     assert lam.shape == t.shape
     if name == "pndm":
@@ -373,21 +376,25 @@ def test_visited_matches_real_scheduler(name, num_steps):
 
 
 def test_visited_default_and_karras(sd):
-    t_default, lam_default = sd.visited(10)
-    t_ddim, lam_ddim = sd.visited(10, "ddim")
+    steps = plan_steps(sd, 10)
+    t_default, lam_default = steps.timesteps, steps.log_snr
+    steps = plan_steps(sd, 10, "ddim")
+    t_ddim, lam_ddim = steps.timesteps, steps.log_snr
     np.testing.assert_array_equal(t_default, t_ddim)
     np.testing.assert_array_equal(lam_default, lam_ddim)
     # Karras sigmas differ from the default dpmsolver++ spacing and come from the scheduler's sigmas
     real = diffusers.DPMSolverMultistepScheduler(**SD, algorithm_type="dpmsolver++", use_karras_sigmas=True)
     real.set_timesteps(10)
-    t, lam = sd.visited(10, "dpmsolver++_karras")
+    steps = plan_steps(sd, 10, "dpmsolver++_karras")
+    t, lam = steps.timesteps, steps.log_snr
     np.testing.assert_array_equal(t, real.timesteps.double().numpy())
     np.testing.assert_allclose(lam, -2 * np.log(real.sigmas.double().numpy()[:10]), atol=1e-5)
 
 
 def test_visited_zero_terminal_snr_uses_trailing_spacing(sd):
     z = sd.zero_terminal_snr()
-    t, lam = z.visited(10, "ddim")
+    steps = plan_steps(z, 10, "ddim")
+    t, lam = steps.timesteps, steps.log_snr
     real = diffusers.DDIMScheduler(**SD, rescale_betas_zero_snr=True, timestep_spacing="trailing")
     real.set_timesteps(10)
     np.testing.assert_array_equal(t, real.timesteps.double().numpy())
@@ -397,7 +404,8 @@ def test_visited_zero_terminal_snr_uses_trailing_spacing(sd):
 def test_schedule_made_from_betas_is_sampled_with_those_betas():
     betas = np.linspace(1e-3, 0.03, 300)
     s = Schedule.from_betas(betas)
-    t, lam = s.visited(6, "ddim")
+    steps = plan_steps(s, 6, "ddim")
+    t, lam = steps.timesteps, steps.log_snr
     real = diffusers.DDIMScheduler(num_train_timesteps=300, trained_betas=betas.tolist())
     real.set_timesteps(6)
     np.testing.assert_array_equal(t, real.timesteps.double().numpy())
@@ -423,8 +431,8 @@ def test_schedulers_that_cannot_realise_a_schedule_say_so():
     with pytest.raises(ValueError, match="repeated timesteps.*'dpmsolver\\+\\+'"):
         sample(GaussianPowerLaw(size=16, schedule=zero), num_inference_steps=30, scheduler="dpmsolver++_karras", device="cpu")
     with pytest.raises(ValueError, match="repeated timesteps"):
-        Schedule.preset("squaredcos_cap_v2").visited(30, "dpmsolver++_karras")
-    assert len(Schedule.preset("scaled_linear").visited(30, "dpmsolver++_karras")[0]) == 30
+        plan_steps(Schedule.preset("squaredcos_cap_v2"), 30, "dpmsolver++_karras")
+    assert len(plan_steps(Schedule.preset("scaled_linear"), 30, "dpmsolver++_karras").timesteps) == 30
 
 
 # ---------------------------------------------------------------------- what diffusers cannot run as asked
@@ -438,12 +446,12 @@ def test_repeated_timesteps_are_refused_for_every_option_and_step_count(sd):
             x = ref.step(torch.zeros_like(x), t, x).prev_sample
     assert not torch.isfinite(x).all()  # the failure the guard prevents is real
     with pytest.raises(ValueError, match=r"same σ .*timestep 500 repeated.*multistep solver"):
-        sd.visited(1000, "dpmsolver++")
+        plan_steps(sd, 1000, "dpmsolver++")
     # Euler finds its place by timestep: more steps than training timesteps start at a repeated first one
     with pytest.raises(ValueError, match=r"first timestep 999 occurs 2 times.*finds its place by timestep"):
-        sd.zero_terminal_snr().visited(2000, "euler")  # diffusers: IndexError at the last step
-    assert len(sd.visited(999, "dpmsolver++")[0]) == 999 and len(sd.visited(1000, "euler")[0]) == 1000
-    assert len(sd.visited(50, "pndm")[0]) == 51  # PNDM repeats a timestep by design and counts its steps
+        plan_steps(sd.zero_terminal_snr(), 2000, "euler")  # diffusers: IndexError at the last step
+    assert len(plan_steps(sd, 999, "dpmsolver++").timesteps) == 999 and len(plan_steps(sd, 1000, "euler").timesteps) == 1000
+    assert len(plan_steps(sd, 50, "pndm").timesteps) == 51  # PNDM repeats a timestep by design and counts its steps
 
 
 def test_an_option_a_scheduler_does_not_implement_is_named_before_any_step():
@@ -453,7 +461,7 @@ def test_an_option_a_scheduler_does_not_implement_is_named_before_any_step():
     with pytest.raises(ValueError, match=r"DDIMScheduler cannot realise this schedule: it does not implement "
                                          r"beta_schedule='sigmoid'.*schedulers that can: \['ddpm'\]"):
         sample(GaussianPowerLaw(size=8, schedule=sigmoid), num_inference_steps=4, scheduler="ddim", device="cpu")
-    assert len(sigmoid.visited(4, "ddpm")[0]) == 4
+    assert len(plan_steps(sigmoid, 4, "ddpm").timesteps) == 4
 
 
 def test_learned_variance_schedulers_are_refused_with_the_option_named():
@@ -474,12 +482,11 @@ FLUX_CONFIG = {"_class_name": "FlowMatchEulerDiscreteScheduler", "base_image_seq
 def test_dynamic_shifting_uses_mu_as_diffusers_or_is_refused():
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from chromaviz.noise.plan import plan_steps
     from chromaviz.noise.schedulers import dynamic_shift_mu
 
     schedule = Schedule.from_config(FLUX_CONFIG)
     with pytest.raises(ValueError, match=r"use_dynamic_shifting=True: its shift depends on the image size"):
-        schedule.visited(28)
+        plan_steps(schedule, 28)
     # Flux's mu: linear in the token count, base_shift at 256 tokens, max_shift at 4096
     assert dynamic_shift_mu(FLUX_CONFIG, 256) == pytest.approx(0.5) and dynamic_shift_mu(FLUX_CONFIG, 4096) == pytest.approx(1.15)
     mu = dynamic_shift_mu(FLUX_CONFIG, (768 // 16) ** 2)
@@ -488,8 +495,10 @@ def test_dynamic_shifting_uses_mu_as_diffusers_or_is_refused():
     ref.set_timesteps(28, mu=mu)
     sigma = ref.sigmas[:-1].double().numpy()
     np.testing.assert_allclose(plan.timesteps, ref.timesteps.double().numpy(), rtol=1e-6)
-    np.testing.assert_allclose(plan.log_snr, 2 * np.log((1 - sigma) / sigma), atol=1e-4)
-    fixed = Schedule.flow_matching(3.0).visited(28)[1]  # what keeping only `shift` gave: off by up to 3–5 in λ
+    with np.errstate(divide="ignore"):  # σ = 1 at step 0: λ = −∞
+        expected = 2 * np.log((1 - sigma) / sigma)
+    np.testing.assert_allclose(plan.log_snr, expected, atol=1e-4)
+    fixed = plan_steps(Schedule.flow_matching(3.0), 28).log_snr  # what keeping only `shift` gave: off by up to 3–5 in λ
     assert np.max(np.abs(fixed[1:] - plan.log_snr[1:])) > 1  # step 0: λ = −∞ in both
 
 
@@ -499,8 +508,11 @@ def test_shift_terminal_is_honoured_as_diffusers():
     config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0, "shift_terminal": 0.1}
     ref = FlowMatchEulerDiscreteScheduler.from_config(config)
     ref.set_timesteps(28)
-    timesteps, log_snr = Schedule.from_config(config).visited(28)
+    steps = plan_steps(Schedule.from_config(config), 28)
+    timesteps, log_snr = steps.timesteps, steps.log_snr
     sigma = ref.sigmas[:-1].double().numpy()
     np.testing.assert_allclose(timesteps, ref.timesteps.double().numpy(), rtol=1e-6)
-    np.testing.assert_allclose(log_snr, 2 * np.log((1 - sigma) / sigma), atol=1e-4)
-    assert np.max(np.abs(Schedule.flow_matching(3.0).visited(28)[1][1:] - log_snr[1:])) > 1
+    with np.errstate(divide="ignore"):  # σ = 1 at step 0: λ = −∞
+        expected = 2 * np.log((1 - sigma) / sigma)
+    np.testing.assert_allclose(log_snr, expected, atol=1e-4)
+    assert np.max(np.abs(plan_steps(Schedule.flow_matching(3.0), 28).log_snr[1:] - log_snr[1:])) > 1

@@ -454,3 +454,14 @@ def test_centred_rapsd_is_the_one_in_analysis_and_unbiased():
     expected_freqs, raw = rapsd(noise.double() - noise.double().mean(0))
     np.testing.assert_allclose(power, raw.numpy() * 4 / 3)
     np.testing.assert_array_equal(freqs, expected_freqs.numpy())
+
+
+def test_pyramid_weights_are_the_band_energy_of_each_mode():
+    """‖B_m e_k‖² for every Fourier basis image e_k of an 8×16 grid, against the Dirichlet-kernel weights."""
+    h, w, levels = 8, 16, (1, 2, 4)
+    k = torch.arange(h * w)
+    basis = torch.fft.ifft2(torch.nn.functional.one_hot(k, h * w).reshape(h * w, 1, h, w).to(torch.complex128), norm="ortho")
+    energy = (spectral.box_pyramid(basis.real, levels).square() + spectral.box_pyramid(basis.imag, levels).square())
+    energy = energy.sum(dim=(2, 3, 4)).reshape(len(levels), h, w).numpy()
+    np.testing.assert_allclose(spectral.band_weights(h, w, levels, "pyramid"), energy, atol=1e-12)
+    np.testing.assert_array_equal(spectral.band_weights(h, w, levels, "rings"), spectral.octave_ring_masks(h, w, levels).numpy())

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from chromaviz import theory
 from chromaviz.models.gaussian import power_law_grid
+from chromaviz.noise import plan_steps
 from chromaviz.noise.schedules import Schedule
 
 LEVELS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -218,7 +219,7 @@ def test_rate_per_timestep_integrates_to_signal(name):
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmsolver++"])
 def test_rate_per_step_sums_to_signal_at_last_step(scheduler):
     s = SCHEDULES["scaled_linear"]
-    _, lam = s.visited(30, scheduler)
+    lam = plan_steps(s, 30, scheduler).log_snr
     rate = theory.rate_per_step(lam, LEVELS)
     assert rate.shape == (len(lam), len(LEVELS))
     for j, m in enumerate(LEVELS):
@@ -329,6 +330,20 @@ def test_band_signal_fraction_general_and_channels():
         theory.band_signal_fraction(lam, power, masks[:, :4])
 
 
+def test_band_signal_fraction_with_pyramid_weights_is_the_weighted_mean_over_modes():
+    """The one spectrum-aware rule for any band weights: Σ_k w_b·P·r_k / Σ_k w_b·P, mode by mode."""
+    from scipy.special import expit
+
+    from chromaviz import spectral
+
+    power = np.random.default_rng(4).lognormal(0, 2, size=(2, 8, 8))
+    weights = spectral.band_weights(8, 8, (1, 2, 4), "pyramid")
+    lam = np.array([-np.inf, -3.0, 0.0, 2.5, np.inf])
+    r = expit(lam[:, None, None, None] + np.log(power))  # (S, C, H, W)
+    expected = np.einsum("schw,lhw,chw->sl", r, weights, power) / np.einsum("lhw,chw->l", weights, power)
+    np.testing.assert_allclose(theory.band_signal_fraction(lam, power, weights), expected, atol=1e-12)
+
+
 def test_power_grid_from_rapsd_reproduces_power_law():
     from chromaviz import spectral
 
@@ -395,14 +410,14 @@ def test_chromatogram_timestep():
 def test_chromatogram_step(scheduler):
     s = SCHEDULES["scaled_linear"]
     c = theory.chromatogram(s, (1, 2, 16), "step", num_inference_steps=20, scheduler=scheduler)
-    _, lam = s.visited(20, scheduler)
+    lam = plan_steps(s, 20, scheduler).log_snr
     np.testing.assert_array_equal(c.log_snr, lam)
     np.testing.assert_array_equal(c.x, np.arange(len(lam)))
     assert c.signal.shape == c.rate.shape == (len(lam), 3)
     np.testing.assert_allclose(c.signal[:, 2], sigmoid(lam + 2 * math.log(16)), rtol=1e-12)
     np.testing.assert_allclose(c.rate.sum(0), c.signal[-1], atol=1e-12)
     f = theory.chromatogram(FLOW, (1, 2), "step", num_inference_steps=10)
-    np.testing.assert_array_equal(f.log_snr, FLOW.visited(10, "flow_euler")[1])
+    np.testing.assert_array_equal(f.log_snr, plan_steps(FLOW, 10, "flow_euler").log_snr)
 
 
 def test_chromatogram_unknown_coordinate():
@@ -411,7 +426,6 @@ def test_chromatogram_unknown_coordinate():
 
 
 def test_step_coordinates_read_a_step_plan_and_n_is_num_inference_steps():
-    from chromaviz.noise import plan_steps
 
     s = SCHEDULES["scaled_linear"]
     plan = plan_steps(s, 12, "pndm")  # S = 13 evaluations for N = 12

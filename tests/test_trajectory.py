@@ -159,6 +159,93 @@ def test_a_file_damaged_after_saving_is_refused(tmp_path, gaussian):
     assert torch.equal(Trajectory.load(older).x0, loaded.x0)
 
 
+def _rewritten(path, out, edit_text=None, edit_tensors=None, keep_checksum=True):
+    """``path`` saved again as ``out`` with its document text and tensors edited; the document
+    checksum is the one written with the original (a damaged header) unless ``keep_checksum`` is False."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if edit_text:
+        meta["chromaviz"] = edit_text(meta["chromaviz"])
+    if edit_tensors:
+        edit_tensors(tensors)
+    if not keep_checksum:
+        del meta["chromaviz.crc32"]
+    save_file(tensors, str(out), metadata=meta)
+    return out
+
+
+@pytest.mark.parametrize("old, new", [
+    ('"num_inference_steps": 3', '"num_inference_steps": 4'),
+    ('"beta_end": 0.012', '"beta_end": 0.013'),
+    ('"epsilon"', '"epsiloo"'),
+])
+def test_a_damaged_header_is_refused(tmp_path, gaussian, old, new):
+    """One changed character in the JSON header (a bit flip, or a hand edit) no longer loads as a complete run."""
+    path = run(gaussian, num_inference_steps=3).save(tmp_path / "run.safetensors")
+    assert old in read_header(path)["__metadata__"]["chromaviz"]
+    bad = _rewritten(path, tmp_path / "bad.safetensors", edit_text=lambda t: t.replace(old, new, 1))
+    with pytest.raises(ValueError, match="document does not match the checksum written with it"):
+        Trajectory.load(bad)
+    stripped = _rewritten(path, tmp_path / "stripped.safetensors", keep_checksum=False)
+    with pytest.raises(ValueError, match="document checksum is missing"):
+        Trajectory.load(stripped)
+
+
+def _unchecked(path, out, edit_doc=None, edit_tensors=None):
+    """``path`` saved again as ``out``, edited, without any checksum (as a file from before them)."""
+    def text(t):
+        doc = json.loads(t)
+        doc.pop("crc32")
+        if edit_doc:
+            edit_doc(doc)
+        return json.dumps(doc)
+    return _rewritten(path, out, edit_text=text, edit_tensors=edit_tensors, keep_checksum=False)
+
+
+def _set(path, value):
+    def edit(doc):
+        *parents, last = path
+        target = doc
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, why", [
+    (_set(["metadata", "model"], "x"), "'model' is \"x\"; it must be an object with a string 'name'"),
+    (_set(["metadata", "num_steps"], "two"), "'num_steps' is \"two\"; it must be a positive integer"),
+    (_set(["metadata", "scheduler_config"], [1, 2]), "'scheduler_config' is \\[1, 2\\]; it must be an object"),
+    (_set(["metadata", "seed"], -1), "'seed' is -1"),
+    (_set(["metadata", "num_inference_steps"], 2.5), "'num_inference_steps' is 2.5"),
+    (_set(["metadata", "guidance"], {"$float": "NaN"}), "'guidance' is NaN; it must be a finite number"),
+])
+def test_every_metadata_field_the_code_reads_is_checked(tmp_path, gaussian, edit, why):
+    path = run(gaussian, num_inference_steps=3).save(tmp_path / "run.safetensors")
+    with pytest.raises(ValueError, match=why):
+        Trajectory.load(_unchecked(path, tmp_path / "bad.safetensors", edit_doc=edit))
+
+
+def _replace(name, make):
+    def edit(tensors):
+        tensors[name] = make(tensors[name])
+    return edit
+
+
+@pytest.mark.parametrize("edit, why", [
+    (_replace("x0", lambda t: torch.cat([t, t[:, :1]], dim=1)), "recorded tensors disagree in shape"),
+    (_replace("final", lambda t: t[:, :, :8].contiguous()), "the tensor 'final' has shape"),
+    (_replace("x0", lambda t: t.to(torch.int8)), "'x0' has dtype torch.int8, not floating point"),
+    (_replace("timesteps", lambda t: t.double() * math.nan), "'timesteps' holds NaN or infinite values"),
+    (_replace("log_snr", lambda t: t * math.nan), "'log_snr' holds NaN"),
+])
+def test_the_tensors_are_checked_against_each_other(tmp_path, gaussian, edit, why):
+    path = run(gaussian, num_inference_steps=3).save(tmp_path / "run.safetensors")
+    with pytest.raises(ValueError, match=why):
+        Trajectory.load(_unchecked(path, tmp_path / "bad.safetensors", edit_tensors=edit))
+
+
 def test_saving_to_an_empty_path_or_a_folder_and_comparing_a_non_trajectory_are_refused(tmp_path, gaussian):
     from chromaviz import compare
 
@@ -243,7 +330,7 @@ def good_doc(n: int = 3, **changes) -> dict:
     (json.dumps(good_doc(4)), r"the tensor 'timesteps' has shape \(3,\); 4 prompts need \(4,\)"),
     (json.dumps(good_doc(2)), r"the tensor 'timesteps' has shape \(3,\); 2 prompts need \(2,\)"),
     (json.dumps(good_doc(3, metadata={"status": "complete", "num_steps": 5})), "complete with 5 steps but holds 3"),
-    (json.dumps(good_doc(3, metadata={"status": "done"})), "status 'done' is not one of"),
+    (json.dumps(good_doc(3, metadata={"status": "done"})), "'status' is \"done\"; it must be one of"),
     (json.dumps(good_doc(3, prompts=[1, 2, 3])), "'prompts' must be a list of strings or nulls"),
     (json.dumps(good_doc(3, num_steps=[5, 5])), "3 prompts but 2 step counts"),
     ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
@@ -290,3 +377,25 @@ def test_metadata_is_strict_json_with_non_finite_numbers_tagged(tmp_path, gaussi
     extra = loaded.metadata["extra"]
     assert math.isnan(extra["nan"]) and extra["inf"] == math.inf and extra["np"] == -math.inf
     assert extra["text"] == "Infinity"  # a string stays a string
+
+
+@pytest.mark.parametrize("where", ["/proc/no-such-folder/run.safetensors", "x" * 300 + ".safetensors"])
+def test_a_save_that_cannot_be_written_names_the_file_and_leaves_nothing(tmp_path, gaussian, where):
+    traj = run(gaussian, num_inference_steps=2)
+    target = where if where.startswith("/") else tmp_path / where
+    with pytest.raises(OSError, match="cannot save the trajectory to") as err:
+        traj.save(target)
+    assert str(target) in str(err.value) and ".partial" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_writes_the_steps_without_stacking_them(tmp_path, gaussian, monkeypatch):
+    """No stacked copy of the recording is made, so a run that fitted in memory can be saved; the
+    file reads back bit for bit (safetensors' own reader)."""
+    traj = run(gaussian, num_inference_steps=4)
+    monkeypatch.setattr(torch, "stack", lambda *a, **k: pytest.fail("save stacked the recording"))
+    path = traj.save(tmp_path / "run.safetensors")
+    monkeypatch.undo()
+    with safe_open(str(path), framework="pt") as f:
+        assert torch.equal(f.get_tensor("x0"), traj.x0) and torch.equal(f.get_tensor("final"), traj.final)
+    assert not (tmp_path / "run.safetensors.partial").exists()

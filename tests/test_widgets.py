@@ -18,7 +18,7 @@ from PIL import Image
 from chromaviz import GaussianPowerLaw, compare, sample, spectral, theory
 from chromaviz.models import ExemplarMixture
 from chromaviz.noise import plan_steps
-from chromaviz.sampling import Boundary
+from chromaviz.prompts import Boundary
 from chromaviz.views.frames import build_frames, sample_rgb
 from chromaviz.widgets import Explorer, export_html, run_page
 from chromaviz.widgets.export import run_document
@@ -126,6 +126,55 @@ def test_every_number_shown_equals_compare_and_the_report(finished, mixture):
         assert list(doc.frames["A"].data[key]) == list(rows[key])
     for j in range(len(ex.levels)):
         np.testing.assert_allclose(doc.chroma.measured["A"].data[f"g{j}"], measured[f"g{j}"], rtol=1e-12)
+
+
+def theory_shown(ex):
+    """The theory the explorer draws: timesteps (S,), spectrum-aware and m² law (S, L)."""
+    data = ex.view.chroma.theory.data
+    columns = range(len(ex.levels))
+    return (np.asarray(data["timestep"]), np.column_stack([data[f"sa{j}"] for j in columns]),
+            np.column_stack([data[f"m2{j}"] for j in columns]))
+
+
+def assert_theory_is(ex, comparison):
+    timesteps, spectrum_aware, m2 = theory_shown(ex)
+    np.testing.assert_allclose(timesteps, comparison.timesteps)
+    np.testing.assert_allclose(spectrum_aware, comparison.spectrum_aware, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(m2, comparison.m2_law, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["rings", "pyramid"])
+def test_the_theory_shown_is_compares_on_the_chosen_bands(method):
+    """The explorer draws compare()'s theory for the band method chosen: planned, over every planned
+    step, while a run goes and after it was stopped; when the method changes; and compare()'s of
+    the complete run."""
+    model = GaussianPowerLaw(size=32)
+    steps, other = 30, {"rings": "pyramid", "pyramid": "rings"}[method]
+    run = sample(model, num_inference_steps=steps, height=32, width=32, record=("x0",))
+    expected, expected_other = (compare(run, model, method=m) for m in (method, other))
+    assert np.nanmax(np.abs(expected.spectrum_aware - expected_other.spectrum_aware)) > 0.02  # the methods differ
+
+    ex = Explorer(Slow(model, delay=0.03), num_steps=steps, size=32)
+    ex.method.value = method
+    ex.run()
+    wait_for(lambda: len(theory_shown(ex)[0]) > 0)
+    assert_theory_is(ex, expected)  # planned, while the run goes
+    ex.stop()
+    ex.wait(20)
+    assert ex.trajectories["A"].status == "cancelled" and len(ex.trajectories["A"]) < steps
+    assert_theory_is(ex, expected)  # planned, every step, for the stopped run
+    ex.method.value = other
+    assert_theory_is(ex, expected_other)
+    ex.method.value = method
+
+    ex.run()
+    ex.wait(60)
+    traj = ex.trajectories["A"]
+    assert traj.status == "complete"
+    assert_theory_is(ex, compare(traj, model, method=method, levels=ex.levels))
+    assert_theory_is(ex, expected)
+    ex.method.value = other
+    assert_theory_is(ex, compare(traj, model, method=other, levels=ex.levels))
 
 
 def test_frames_are_the_recorded_images(finished, mixture):

@@ -20,5 +20,8 @@ def __getattr__(name: str):
     # The views are imported on first use, so the sampling side (``chromaviz.widgets.worker``) imports
     # without ipywidgets and bokeh, on a machine that has only the library's requirements.
     if name in _PUBLIC:
+        from chromaviz._checks import require_extra
+
+        require_extra("explorer", f"chromaviz.widgets.{name}")  # an ImportError saying what to install
         return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,13 +20,13 @@ from typing import Any
 
 import ipywidgets as W
 
-from chromaviz import _checks, analysis, spectral, theory
+from chromaviz import _checks, analysis, spectral
 from chromaviz.analysis import StepwiseComparison
 from chromaviz.apps import composing
 from chromaviz.models import Denoiser, load_shapes
-from chromaviz.noise import FLOW_SCHEDULERS, SCHEDULERS, plan_steps
-from chromaviz.sampling import Boundary, PromptSchedule
-from chromaviz.sampling.guidance import check_prompt
+from chromaviz.noise import schedulers_for
+from chromaviz.prompts import Boundary, PromptSchedule
+from chromaviz.sampling import check_sample
 from chromaviz.sampling.trajectory import StepRecord, Trajectory
 from chromaviz.views.frames import build_frames, rapsd
 
@@ -100,8 +100,7 @@ class Explorer:
         self.model = model if model is not None else load_shapes()
         if not isinstance(self.model, Denoiser):
             raise TypeError(f"model must be a chromaviz Denoiser, got {type(self.model).__name__}")
-        flow = self.model.schedule.kind == "flow"
-        self.scheduler_names = ["default", *[n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == flow]]
+        self.scheduler_names = ["default", *schedulers_for(self.model.schedule)]
         scheduler = _checks.choice("scheduler", scheduler, self.scheduler_names)
         num_steps = _checks.integer("num_steps", num_steps, minimum=STEPS[0], maximum=STEPS[1])
         seed = _checks.integer("seed", seed, minimum=0)
@@ -295,15 +294,10 @@ class Explorer:
             self._configure_switch_slider(unit)
             if unit == "level":
                 self.switch_m.value = m
-            else:
-                timing = theory.level_timings(self.model.schedule, [m])[0]
-                if timing.inherited:
-                    self._show_error(f"level {m} is inherited from the initial noise under this schedule: it has no birth time")
-                    return
+            else:  # raises for a level inherited from the initial noise, which has no birth time
                 switch = composing.plan(PromptSchedule.switch("A", "B", Boundary.level(m)), self.model,
                                         self.steps.value, self.scheduler.value)[0]
-                self.switch_value.value = {"timestep": round(switch.timestep, 2), "fraction": switch.fraction,
-                                           "log_snr": switch.log_snr}[unit]
+                self.switch_value.value = switch.time(unit)
             self._switch_changed()
             self.status.value = html.escape(f"switch set to the birth of level {m}: {self.boundary().describe()}")
         except (ValueError, TypeError) as err:
@@ -311,13 +305,12 @@ class Explorer:
 
     # ------------------------------------------------------------------ running
     def _plan_runs(self) -> dict[str, RunState]:
-        """The runs a click on Run starts, planned and checked (raises ValueError/TypeError)."""
+        """The runs a click on Run starts, planned and checked as :func:`chromaviz.sampling.sample`
+        checks them before its first step (:func:`chromaviz.sampling.check_sample`), for every
+        prompt each run can give (raises ValueError/TypeError)."""
         settings = self.settings()
-        _checks.integer("seed", settings.seed, minimum=0)
-        self.model.check_size(settings.size, settings.size)
         boundary = self.boundary()
         first, switched = self._prompts(boundary)
-        levels = spectral.levels_for(*self._grid(settings.size))
         variants = [("A", settings, self.switch.value)]
         if self.side_by_side.value:
             if self.variant.value == "prompt switch flipped":
@@ -327,26 +320,26 @@ class Explorer:
                 variants.append(("B", settings, not self.switch.value))
             else:
                 variants.append(("B", settings.but(scheduler=self.variant.value.split(": ", 1)[1]), self.switch.value))
-        runs = {}
+        planned = []
         for name, s, enabled in variants:
-            try:
-                plan = plan_steps(self.model.schedule, s.num_steps, s.scheduler)
-            except ValueError as err:
-                raise ValueError(f"run {name} ({s.scheduler}, {s.num_steps} steps): {err}") from None
-            prompt = LivePrompt(first, switched, enabled, plan.num_evaluations)
-            notes = []
+            active = switched if enabled and switched is not None else first
+            notes, plan = [], None
             for schedule in (first, switched if enabled or name == "A" else None):
-                if schedule is not None:  # every prompt the run can give, checked before it starts
-                    with warnings.catch_warnings(record=True) as caught:  # a switch that never happens, say
-                        warnings.simplefilter("always")
-                        texts = set(schedule.prompts_for_steps(plan.timesteps, plan.log_snr))
-                    if schedule is prompt.active:  # noted for the prompt the run starts with
-                        notes += [str(w.message) for w in caught if str(w.message) not in notes]
-                    for text in texts:
-                        check_prompt(self.model, text)  # term by term for AND, as sample() checks
-            runs[name] = RunState(name, s, prompt, plan, StepwiseComparison(self.model, method=self.method.value, levels=levels),
-                                  notes=notes)
-        return runs
+                if schedule is None:
+                    continue
+                with warnings.catch_warnings(record=True) as caught:  # a switch that never happens, say
+                    warnings.simplefilter("always")
+                    try:
+                        plan = check_sample(self.model, schedule, **s.sample_options(), plan=plan)  # planned once
+                    except (ValueError, TypeError) as err:
+                        raise type(err)(f"run {name} ({s.scheduler}, {s.num_steps} steps): {err}") from None
+                if schedule is active:  # noted for the prompt the run starts with
+                    notes += [str(w.message) for w in caught if str(w.message) not in notes]
+            planned.append((name, s, LivePrompt(first, switched, enabled, plan.num_evaluations), plan, notes))
+        levels = spectral.levels_for(*self._grid(settings.size))
+        return {name: RunState(name, s, prompt, plan, StepwiseComparison(self.model, method=self.method.value, levels=levels),
+                               notes=notes)
+                for name, s, prompt, plan, notes in planned}
 
     def run(self) -> None:
         """Start sampling (run A, and run B beside it if chosen) in the background.
@@ -468,11 +461,7 @@ class Explorer:
             self._build_document(levels)
             self.view_box.children = [self._bokeh]
         self.view.clear()
-        a = runs["A"]
-        h, w = self._grid(a.settings.size)
-        power, _ = analysis.data_power(self.model, h, w)
-        spectrum_aware, m2 = analysis.expected(a.plan.log_snr, levels, power)  # replaced by compare()'s at the end
-        self.view.set_theory(a.plan.timesteps, a.plan.log_snr, spectrum_aware, m2)
+        self._show_theory()  # replaced by compare()'s when run A is complete
         for name, title in self.view.titles.items():
             title.visible = name in runs
             if name in runs:
@@ -503,9 +492,21 @@ class Explorer:
         self.view.set_comparison(state.name, comparison, steps=steps)
         if final and state.name == "A":
             self.view.set_final_rapsd(rapsd(state.trajectory.sample)[1])
-        if final and state.name == "A" and state.trajectory.status == "complete":  # else the planned theory stays
-            self.view.set_theory(comparison.timesteps, comparison.log_snr, comparison.spectrum_aware, comparison.m2_law)
+        if final and state.name == "A" and state.complete:  # else the planned theory stays
+            self._show_theory(comparison)
         return True
+
+    def _show_theory(self, comparison: analysis.Comparison | None = None) -> None:
+        """Draw the theory curves of run A: those of ``comparison`` (:func:`chromaviz.analysis.compare`
+        of the complete run), else its planned theory over every planned step, on the chosen bands
+        (:func:`chromaviz.analysis.planned_theory`: the curves compare() gives the run)."""
+        if comparison is not None:
+            theory = comparison.theory
+        else:
+            a = self.runs["A"]
+            theory = analysis.planned_theory(a.plan, self.model, *self._grid(a.settings.size), method=self.method.value,
+                                             levels=self.view.levels)
+        self.view.set_theory(theory.timesteps, theory.log_snr, theory.spectrum_aware, theory.m2_law)
 
     def _comparison(self, state: RunState) -> tuple[analysis.Comparison, list[int] | None]:
         """The measured signal fractions of ``state`` and the indices of the steps they are of (None:
@@ -526,18 +527,22 @@ class Explorer:
         else:
             kept = ", ".join(f"run {s.name}: {s.trajectory.status} ({len(s.trajectory)} steps)" for s in states if s.done)
             self.status.value = html.escape(" · note: ".join([f"done · {kept}", *_notes(states)]))
-            complete = all(s.done and s.trajectory.status == "complete" for s in states)
+            complete = all(s.complete for s in states)
             self.progress.bar_style = "success" if complete else "warning"
 
     def _remeasure(self) -> None:
-        """Measure every run on screen again with the chosen band method."""
-        with self._lock:
+        """Measure every run on screen again with the chosen band method, and draw the theory on
+        those bands."""
+        with self._lock, self._bokeh.batch():
             for state in self.runs.values():
                 drawn = state.comparison.steps
                 state.comparison = StepwiseComparison(self.model, method=self.method.value, levels=self.view.levels)
                 state.comparison.extend(drawn)
-                if state.shown:
-                    self.view.set_comparison(state.name, *self._comparison(state))
+                comparison, steps = self._comparison(state) if state.shown else (None, None)
+                if comparison is not None:
+                    self.view.set_comparison(state.name, comparison, steps=steps)
+                if state.name == "A":
+                    self._show_theory(comparison if steps is None and state.complete else None)
 
     # ------------------------------------------------------------------ views
     def show_step(self, step: int) -> None:

@@ -63,7 +63,34 @@ def describe(traj: Trajectory, comparison: analysis.Comparison) -> str:
         f"seed {m.get('seed', '?')} · {traj.status} · theory from the {comparison.power_source} spectrum")
 
 
-def run_document(runs: Runs, model: Denoiser, *, method: str = "rings", sample: int = 0) -> RunDocument:
+Comparisons = analysis.Comparison | Mapping[str, analysis.Comparison]
+
+
+def _as_comparisons(comparison: Comparisons | None, runs: Mapping[str, Trajectory], method: str) -> dict[str, analysis.Comparison]:
+    """The comparisons given for ``runs``, by run name (a single one is the first run's), checked to be theirs."""
+    if comparison is None:
+        return {}
+    if isinstance(comparison, analysis.Comparison):
+        comparison = {next(iter(runs)): comparison}
+    if not isinstance(comparison, Mapping):
+        raise TypeError(f"comparison must be a Comparison (of the first run) or a mapping of run names to Comparison "
+                        f"objects, got {type(comparison).__name__}")
+    given = dict(comparison)
+    for name, found in given.items():
+        if name not in runs:
+            raise ValueError(f"comparison given for run {name!r}, but the runs are {list(runs)}")
+        if not isinstance(found, analysis.Comparison):
+            raise TypeError(f"comparison of run {name} must be a Comparison (chromaviz.compare), got {type(found).__name__}")
+        if found.method != method:
+            raise ValueError(f"comparison of run {name} was measured with {found.method} bands, but method={method!r}")
+        if len(found.timesteps) != len(runs[name]):
+            raise ValueError(f"comparison of run {name} has {len(found.timesteps)} steps, but the run has "
+                             f"{len(runs[name])}: it is another run's")
+    return given
+
+
+def run_document(runs: Runs, model: Denoiser, *, method: str = "rings", sample: int = 0,
+                 comparison: Comparisons | None = None) -> RunDocument:
     """The :class:`RunDocument` of recorded runs, every number from :func:`chromaviz.analysis.compare`.
 
     Parameters
@@ -76,18 +103,29 @@ def run_document(runs: Runs, model: Denoiser, *, method: str = "rings", sample: 
         Band decomposition of the measured signal fractions.
     sample : int
         Which batch element's images to show.
+    comparison : Comparison or mapping of str to Comparison, optional
+        :func:`chromaviz.analysis.compare` of the runs, already computed (``method`` the same): of
+        the first run, or by run name. The runs without one are compared here, once each, on the
+        first run's levels.
 
     Raises
     ------
     TypeError, ValueError
-        For anything but trajectories, or a run without recorded x̂0.
+        For anything but trajectories, a run without recorded x̂0, or a comparison that is not its
+        run's (another method, another number of steps, or a name that is not a run's).
     """
     runs = _as_runs(runs)
-    first = next(iter(runs.values()))
-    levels = analysis.compare(first, model, method=method).levels
+    given = _as_comparisons(comparison, runs, method)
+    first_name, first = next(iter(runs.items()))
+    if first_name not in given:
+        given[first_name] = analysis.compare(first, model, method=method)
+    levels = given[first_name].levels
     doc = RunDocument(levels, runs=tuple(runs))
     for k, (name, traj) in enumerate(runs.items()):
-        comparison = analysis.compare(traj, model, method=method, levels=levels)
+        comparison = given[name] if name in given else analysis.compare(traj, model, method=method, levels=levels)
+        if tuple(comparison.levels) != tuple(levels):
+            raise ValueError(f"comparison of run {name} has levels {tuple(comparison.levels)}, the first run's are "
+                             f"{tuple(levels)}; compare it with levels={tuple(levels)}")
         if k == 0:
             doc.set_theory(comparison.timesteps, comparison.log_snr, comparison.spectrum_aware, comparison.m2_law)
             doc.set_final_rapsd(rapsd(traj.sample)[1])
@@ -145,18 +183,24 @@ def page(doc: RunDocument, title: str = "chromaviz run") -> str:
                      template_variables={"bokehjs_gzip": packed, "loader": _LOADER_JS})
 
 
-def run_page(runs: Runs, model: Denoiser, *, method: str = "rings", sample: int = 0) -> str:
+def run_page(runs: Runs, model: Denoiser, *, method: str = "rings", sample: int = 0,
+             comparison: Comparisons | None = None) -> str:
     """A standalone HTML page of recorded runs, as a string (for embedding, e.g. in a report).
 
-    Parameters and errors as :func:`run_document`; returns a complete HTML document whose
-    scrubber, Play button and x-axis choice work without a kernel or network.
+    Parameters and errors as :func:`run_document` (pass ``comparison=`` when the runs are already
+    compared: the report does, so that its run is compared once); returns a complete HTML document
+    whose scrubber, Play button and x-axis choice work without a kernel or network.
     """
-    return page(run_document(runs, model, method=method, sample=sample), title=f"chromaviz: {model.name}")
+    return page(run_document(runs, model, method=method, sample=sample, comparison=comparison),
+                title=f"chromaviz: {model.name}")
 
 
-def export_html(traj: Runs, model: Denoiser, path: str | Path, *, method: str = "rings", sample: int = 0) -> Path:
-    """Write :func:`run_page` of ``traj`` (a Trajectory, or runs by name) to ``path``; returns the path."""
-    text = run_page(traj, model, method=method, sample=sample)
+def export_html(traj: Runs, model: Denoiser, path: str | Path, *, method: str = "rings", sample: int = 0,
+                comparison: Comparisons | None = None) -> Path:
+    """Write :func:`run_page` of ``traj`` (a Trajectory, or runs by name) to ``path``; returns the path.
+
+    ``comparison``: as :func:`run_document`, the runs' comparisons where already computed."""
+    text = run_page(traj, model, method=method, sample=sample, comparison=comparison)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

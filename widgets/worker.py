@@ -15,7 +15,8 @@ import torch
 from chromaviz.analysis import StepwiseComparison
 from chromaviz.models import Denoiser
 from chromaviz.noise import NoiseLevel, StepPlan
-from chromaviz.sampling import PromptSchedule, SamplingError, sample
+from chromaviz.prompts import PromptSchedule
+from chromaviz.sampling import SamplingError, sample
 from chromaviz.sampling.trajectory import StepRecord, Trajectory
 
 
@@ -33,6 +34,12 @@ class RunSettings:
 
     def but(self, **changes: Any) -> RunSettings:
         return replace(self, **changes)
+
+    def sample_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`chromaviz.sampling.sample` (and of ``check_sample``,
+        which checks the run before it starts) that these settings give."""
+        return dict(num_inference_steps=self.num_steps, scheduler=self.scheduler, guidance=self.guidance, seed=self.seed,
+                    batch_size=self.batch_size, height=self.size, width=self.size, device=self.device)
 
 
 class LivePrompt:
@@ -74,7 +81,8 @@ class RunState:
     settings : RunSettings
     prompt : LivePrompt
     plan : StepPlan
-        The run's step plan (:func:`chromaviz.noise.plan_steps`), made before it starts.
+        The run's step plan (what :func:`chromaviz.sampling.check_sample` returned), made once, before
+        it starts; ``sample`` takes it.
     records : list of StepRecord
         Steps recorded so far (appended by the sampling thread).
     trajectory : Trajectory or None
@@ -108,6 +116,11 @@ class RunState:
     @property
     def done(self) -> bool:
         return self.trajectory is not None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the run has ended with every planned step."""
+        return self.trajectory is not None and self.trajectory.status == "complete"
 
     def partial(self) -> Trajectory | None:
         """The finished trajectory, or the steps recorded so far as one (None before the first)."""
@@ -223,12 +236,8 @@ class SamplingJob:
                 self.on_step(state, rec, time.perf_counter() - start)
 
             try:
-                traj = sample(
-                    self.model, state.prompt, num_inference_steps=settings.num_steps, scheduler=settings.scheduler,
-                    guidance=settings.guidance, seed=settings.seed, batch_size=settings.batch_size,
-                    height=settings.size, width=settings.size, device=settings.device, callback=callback,
-                    stop=self.stop_event,
-                )
+                traj = sample(self.model, state.prompt, **settings.sample_options(), plan=state.plan, callback=callback,
+                              stop=self.stop_event)
             except SamplingError as err:
                 traj, error = err.trajectory, str(err)
             except Exception as err:  # bad settings or anything unforeseen: report it in the UI

@@ -3,14 +3,14 @@
 Coarse levels are generated early and fine levels late (``docs/chromatography.md``), so a prompt
 that is active only while some levels are being generated decides those levels. This module says
 it the way a user means it, "``A`` for the levels coarser than ``m``, ``B`` for the finer ones",
-and turns it into a :class:`~chromaviz.sampling.prompts.PromptSchedule` whose switch is the *birth of
+and turns it into a :class:`~chromaviz.prompts.PromptSchedule` whose switch is the *birth of
 level m*, a boundary in level units that :func:`chromaviz.sampling.sample` resolves against the
 model's own schedule and scheduler at run time.
 
 What "coarser than m" means
 ---------------------------
 ``by_resolution(coarse=A, fine=B, level=m)`` switches at :meth:`Boundary.level(m)
-<chromaviz.sampling.prompts.Boundary.level>`: the first step whose log-SNR reaches ``λ = −2·ln m``
+<chromaviz.prompts.Boundary.level>`: the first step whose log-SNR reaches ``λ = −2·ln m``
 (``m²·SNR = 1``). At that moment, by the m² law ``s_m = sigmoid(λ + 2·ln m)``, level ``m`` is
 half formed (s = 1/2), level ``2m`` has 4/5 of its signal and ``4m`` 16/17, while ``m/2`` has
 1/5 and ``m/4`` 1/17. So ``A`` decides the levels coarser than ``m``, ``B`` the finer ones, and
@@ -38,7 +38,7 @@ from .. import spectral
 from ..noise.levels import birth_log_snr, check_levels
 from ..noise.plan import StepPlan, plan_steps
 from ..noise.schedules import Schedule
-from ..sampling.prompts import Boundary, PromptSchedule, Segment
+from ..prompts import Boundary, PromptSchedule, Segment
 from ..sampling.trajectory import Trajectory
 
 __all__ = [
@@ -155,7 +155,7 @@ def by_fraction(prompts: Sequence[str | None], fractions: Sequence[float]) -> Pr
         First to last.
     fractions : sequence of float, length n − 1
         Non-decreasing fractions in [0, 1], with AUTOMATIC1111's rule: ``[A:B:f]`` uses ``A`` for
-        steps ``0 … int(f·N)`` (see :class:`~chromaviz.sampling.prompts.Boundary`).
+        steps ``0 … int(f·N)`` (see :class:`~chromaviz.prompts.Boundary`).
 
     Returns
     -------
@@ -255,6 +255,37 @@ class Switch:
     step_timestep: float
     fraction: float
     num_steps: int
+
+    @property
+    def inherited(self) -> bool:
+        """Whether level m is inherited from the initial noise: the schedule starts past its birth
+        (``m²·SNR(t_max) ≥ 1``), so it has no birth time (``timestep`` is NaN)."""
+        return math.isnan(self.timestep)
+
+    def time(self, unit: str) -> float:
+        """The switch as the value of a :class:`Boundary` in ``unit``: ``"level"``: m;
+        ``"log_snr"``: its birth λ; ``"timestep"``: its birth timestep; ``"fraction"``:
+        :attr:`fraction`, the A1111 fraction that switches at the same step.
+
+        Raises
+        ------
+        ValueError
+            For another unit, or (in any unit but ``"level"``) a level inherited from the initial
+            noise (:attr:`inherited`), which has no birth time.
+
+        Examples
+        --------
+        >>> (sw,) = plan(by_resolution(coarse="cat", fine="moon", level=4), Schedule.preset("scaled_linear"), 30)
+        >>> sw.time("level"), round(sw.time("log_snr"), 3), round(sw.time("timestep"), 1), round(sw.time("fraction"), 3)
+        (4, -2.773, 744.2, 0.2)
+        """
+        times = {"level": self.level, "log_snr": self.log_snr, "timestep": self.timestep, "fraction": self.fraction}
+        if unit not in times:
+            raise ValueError(f"unit must be one of {sorted(times)}, got {unit!r}")
+        if unit != "level" and self.inherited:
+            raise ValueError(f"level {self.level} is inherited from the initial noise under this schedule: "
+                             "it has no birth time")
+        return times[unit]
 
 
 def plan(

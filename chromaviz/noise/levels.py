@@ -19,6 +19,10 @@ The rules
   λ_i ≥ −2·ln m − :data:`BIRTH_TOLERANCE` (:func:`is_born`); the first such step of a run is
   :func:`first_born_step`. Prompt boundaries, composing's ``plan``, the sampler's switches and
   schedule design's ``step_timings`` all use this one rule, so they name the same step.
+- **Born, as a fraction shows it.** A measured (or spectrum-aware) signal fraction has no λ of its
+  own: there level m is born at the first step whose fraction reaches one half, less the same
+  tolerance (:data:`BORN_FRACTION`, :func:`born_steps`), so that the m² law's fractions give the
+  steps of :func:`first_born_step`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from scipy.special import expit
 
 __all__ = [
     "BIRTH_TOLERANCE", "sigmoid", "level_offset", "birth_log_snr", "check_levels", "is_power_of_two",
-    "is_born", "first_born_step",
+    "is_born", "first_born_step", "BORN_FRACTION", "born_steps",
 ]
 
 BIRTH_TOLERANCE = 1e-5
@@ -223,3 +227,42 @@ def first_born_step(log_snr, level: float, start: int = 0) -> int | None:
     """
     born = is_born(log_snr, [level])[start:, 0]
     return int(start + np.argmax(born)) if born.any() else None
+
+
+BORN_FRACTION = float(expit(-BIRTH_TOLERANCE))
+"""The signal fraction at which a level counts as born: ½ less the birth tolerance, σ(−:data:`BIRTH_TOLERANCE`)."""
+
+
+def born_steps(fractions) -> list[int | None]:
+    """The first step at which each level is born, read from its signal fraction per step.
+
+    The birth rule applied to a fraction (measured G, a spectrum-aware theory or the m² law): the
+    first step whose fraction reaches :data:`BORN_FRACTION`. For the m² law's fractions
+    sigmoid(λ_i + 2·ln m) this is :func:`first_born_step` of the run's λ.
+
+    Parameters
+    ----------
+    fractions : array_like, shape (S, L)
+        Signal fractions per step (noisiest first) and level.
+
+    Returns
+    -------
+    list of int or None, length L
+        None for a level whose fraction never reaches it.
+
+    Raises
+    ------
+    ValueError
+        If ``fractions`` is not two-dimensional.
+
+    Examples
+    --------
+    >>> born_steps([[0.1, 0.5], [0.4, 0.9], [0.6, 1.0]])
+    [2, 0]
+    >>> born_steps([[0.2], [0.3]])
+    [None]
+    """
+    reached = np.asarray(fractions, dtype=np.float64) >= BORN_FRACTION
+    if reached.ndim != 2:
+        raise ValueError(f"fractions must have shape (steps, levels), got {reached.shape}")
+    return [int(np.argmax(col)) if col.any() else None for col in reached.T]

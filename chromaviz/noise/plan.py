@@ -140,6 +140,73 @@ class StepPlan:
         """A copy of the planned scheduler, ready to be stepped from the first step."""
         return copy.deepcopy(self.scheduler)
 
+    def check_for(self, schedule: Schedule, num_inference_steps: int, scheduler: Any = "default") -> StepPlan:
+        """This plan, if it is the plan of a run of ``schedule`` with N = ``num_inference_steps`` and
+        ``scheduler`` (what :func:`plan_steps` would compute for them); no ``set_timesteps`` is called.
+
+        Parameters
+        ----------
+        schedule : Schedule
+            The noise schedule of the run's model.
+        num_inference_steps : int
+            N of the run.
+        scheduler : str or diffusers scheduler
+            As for :func:`plan_steps`.
+
+        Returns
+        -------
+        StepPlan
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            If the plan was made for another N, another scheduler, or another noise schedule (its
+            scheduler's configuration differs from the one ``scheduler`` gets for ``schedule``),
+            saying which and what the run asks for.
+
+        Examples
+        --------
+        >>> from chromaviz.noise import Schedule
+        >>> plan = plan_steps(Schedule.preset("scaled_linear"), 10, "ddim")
+        >>> plan.check_for(Schedule.preset("scaled_linear"), 10, "default") is plan
+        True
+        >>> plan.check_for(Schedule.preset("scaled_linear"), 20, "ddim")
+        Traceback (most recent call last):
+        ...
+        ValueError: plan= is the plan of a run of num_inference_steps=10, but this run has num_inference_steps=20; pass the plan check_sample() returns for this run, or leave plan out
+        """
+        fix = "pass the plan check_sample() returns for this run, or leave plan out"
+        if num_inference_steps != self.num_inference_steps:
+            raise ValueError(f"plan= is the plan of a run of num_inference_steps={self.num_inference_steps}, but this run "
+                             f"has num_inference_steps={num_inference_steps}; {fix}")
+        name = scheduler_name(scheduler, schedule)
+        expected = make_scheduler(scheduler, schedule)  # no set_timesteps: the class and its configuration
+        if name != self.scheduler_name or type(expected) is not type(self.scheduler):
+            raise ValueError(f"plan= is the plan of scheduler {self.scheduler_name!r} ({type(self.scheduler).__name__}), "
+                             f"but this run asks for {name!r} ({type(expected).__name__}); {fix}")
+        ours, theirs = dict(self.scheduler.config), dict(expected.config)
+        differ = sorted(k for k in set(ours) | set(theirs) if not k.startswith("_") and not _same(ours.get(k), theirs.get(k)))
+        if differ:
+            shown = ", ".join(f"{k} {_short(ours.get(k))}" for k in differ[:3])
+            wanted = ", ".join(f"{k} {_short(theirs.get(k))}" for k in differ[:3])
+            raise ValueError(f"plan= is the plan of another noise schedule: its {type(self.scheduler).__name__} has {shown}, "
+                             f"where this run's model has {wanted}; {fix}")
+        return self
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal configuration values (numbers, strings, lists or arrays)."""
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):  # arrays
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
 
 def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "default", *, mu: float | None = None) -> StepPlan:
     """The step plan of a run: ``scheduler`` built for ``schedule`` and set to N steps.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,6 +47,32 @@ def is_flow_scheduler(scheduler) -> bool:
     (True, False)
     """
     return type(scheduler).__name__.startswith("FlowMatch") or bool(scheduler.config.get("use_flow_sigmas"))
+
+
+def schedulers_for(schedule: Schedule) -> tuple[str, ...]:
+    """The :data:`SCHEDULERS` names that can sample ``schedule``, in their order: the
+    flow-matching ones (:data:`FLOW_SCHEDULERS`) for a ``"flow"`` schedule, the others otherwise.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The noise schedule (a model's ``.schedule``).
+
+    Returns
+    -------
+    tuple of str
+        Names :func:`make_scheduler` accepts for ``schedule`` (besides ``"default"``).
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule
+    >>> schedulers_for(Schedule.flow_matching())
+    ('flow_euler',)
+    >>> schedulers_for(Schedule.preset('linear'))[:3]
+    ('ddim', 'ddpm', 'pndm')
+    """
+    flow = schedule.kind == "flow"
+    return tuple(n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == flow)
 
 
 def _own_class(schedule: Schedule) -> str | None:
@@ -109,42 +136,84 @@ def make_scheduler(scheduler, schedule: Schedule):
         return _refuse_learned_variance(copy.deepcopy(scheduler))
     name = scheduler_name(scheduler, schedule)
     if name == _own_class(schedule):  # a model whose own scheduler is its default (diffusers pipelines)
-        import diffusers
-
-        cls = getattr(diffusers, name)
-        accepted = set(inspect.signature(cls.__init__).parameters)
-        return _build(cls, {k: v for k, v in schedule.scheduler_config.items() if k in accepted and not k.startswith("_")})
+        return _build(name, schedule.scheduler_config)
     if name not in SCHEDULERS:
         check_scheduler_name(scheduler)
     if (name in FLOW_SCHEDULERS) != (schedule.kind == "flow"):
-        allowed = sorted(n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == (schedule.kind == "flow"))
+        allowed = sorted(schedulers_for(schedule))
         raise ValueError(f"scheduler {name!r} cannot sample a {schedule.kind!r} schedule; choose one of {allowed}")
-    import diffusers
-
     class_name, overrides = SCHEDULERS[name]
-    config = {k: v for k, v in schedule.scheduler_config.items() if not k.startswith("_")}
-    config.update(overrides)
-    cls = getattr(diffusers, class_name)
-    accepted = set(inspect.signature(cls.__init__).parameters)
-    if config.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in accepted:
-        able = sorted(n for n, (c, _) in SCHEDULERS.items()
-                      if "rescale_betas_zero_snr" in inspect.signature(getattr(diffusers, c).__init__).parameters)
+    config = {**schedule.scheduler_config, **overrides}
+    if config.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in _options(class_name):
+        able = sorted(n for n, (c, _) in SCHEDULERS.items() if "rescale_betas_zero_snr" in _options(c))
         raise ValueError(f"scheduler {name!r} ({class_name}) cannot step a zero-terminal-SNR schedule: it has no "
                          f"rescale_betas_zero_snr and would silently use the unrescaled betas; choose one of {able}")
-    return _build(cls, {k: v for k, v in config.items() if k in accepted})
+    return _build(class_name, config)
+
+
+def scheduler_from_config(class_name: str, config: Mapping[str, Any]):
+    """A diffusers scheduler of class ``class_name`` built from ``config``.
+
+    The one way chromaviz builds a scheduler from a class name and a config (a schedule's
+    ``scheduler_config``, a pipeline's, a recorded run's): the options the class's ``__init__``
+    takes are passed, the others and the private keys (``_class_name``, ``_diffusers_version``, …)
+    are left out, as ``from_config`` would but without its log messages about them.
+
+    Parameters
+    ----------
+    class_name : str
+        A scheduler class of diffusers, e.g. ``"DDIMScheduler"``.
+    config : mapping
+        Its options; unknown and private keys are ignored.
+
+    Returns
+    -------
+    diffusers scheduler
+        A new instance, before ``set_timesteps``.
+
+    Raises
+    ------
+    ValueError
+        If diffusers has no scheduler class of that name, or (raised by diffusers) an option
+        value the class does not implement.
+
+    Examples
+    --------
+    >>> s = scheduler_from_config("DDIMScheduler", {"beta_schedule": "linear", "_class_name": "PNDMScheduler", "skip_prk_steps": True})
+    >>> type(s).__name__, s.config.beta_schedule
+    ('DDIMScheduler', 'linear')
+    """
+    accepted = _options(class_name)
+    return _scheduler_class(class_name)(**{k: v for k, v in config.items() if k in accepted and not k.startswith("_")})
+
+
+def _scheduler_class(class_name: str) -> type:
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None) if isinstance(class_name, str) else None
+    if not (isinstance(cls, type) and callable(getattr(cls, "set_timesteps", None))):
+        raise ValueError(f"{class_name!r} is not a diffusers scheduler class")
+    return cls
+
+
+def _options(class_name: str) -> set[str]:
+    """The options the ``__init__`` of scheduler class ``class_name`` takes."""
+    return set(inspect.signature(_scheduler_class(class_name).__init__).parameters)
 
 
 LEARNED_VARIANCE = ("learned", "learned_range")
 """``variance_type`` values whose scheduler step needs the model's predicted variance (2·C output channels)."""
 
 
-def _build(cls, config: dict[str, Any]):
-    """``cls(**config)``, refusing options the class does not implement (ValueError naming the option)."""
+def _build(class_name: str, config: Mapping[str, Any]):
+    """:func:`scheduler_from_config`, refusing options the class does not implement (ValueError naming
+    the option) and a variance the sampler cannot step with."""
     try:
-        scheduler = cls(**config)
+        scheduler = scheduler_from_config(class_name, config)
     except (NotImplementedError, ValueError) as exc:
+        options = {k: v for k, v in config.items() if k in _options(class_name)}
         able = [n for n in SCHEDULERS if n not in FLOW_SCHEDULERS and _constructible(n, config)]
-        raise ValueError(f"{cls.__name__} cannot realise this schedule: {_option_in(exc, config)}; "
+        raise ValueError(f"{class_name} cannot realise this schedule: {_option_in(exc, options)}; "
                          f"schedulers that can: {able or 'none of chromaviz’s'}") from None
     return _refuse_learned_variance(scheduler)
 
@@ -161,20 +230,16 @@ def _refuse_learned_variance(scheduler):
     return scheduler
 
 
-def _constructible(name: str, config: dict[str, Any]) -> bool:
-    import diffusers
-
+def _constructible(name: str, config: Mapping[str, Any]) -> bool:
     class_name, overrides = SCHEDULERS[name]
-    cls = getattr(diffusers, class_name)
-    accepted = set(inspect.signature(cls.__init__).parameters)
     try:
-        cls(**{k: v for k, v in {**config, **overrides}.items() if k in accepted})
+        scheduler_from_config(class_name, {**config, **overrides})
     except (NotImplementedError, ValueError):
         return False
     return True
 
 
-def _option_in(exc: Exception, config: dict[str, Any]) -> str:
+def _option_in(exc: Exception, config: Mapping[str, Any]) -> str:
     """The message of ``exc`` led by the config option it is about, where its value is named in it."""
     text = str(exc)
     named = [f"{k}={v!r}" for k, v in config.items() if isinstance(v, str) and v and v in text]

@@ -14,7 +14,8 @@ Conventions
 - Variance preserving (DDPM, Stable Diffusion): α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t).
 - Flow matching (SD3, Flux): with s = t / T, α = 1 − s and σ = s. A flow-matching *shift*
   reparametrises which timesteps a sampler visits, not the noise a timestep means, so it lives in
-  :attr:`Schedule.scheduler_config` and shows up in :meth:`Schedule.visited` and step coordinates.
+  :attr:`Schedule.scheduler_config` and shows up in a run's step plan
+  (:func:`chromaviz.noise.plan.plan_steps`) and step coordinates.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from .levels import sigmoid
-from .plan import plan_steps
 
 PRESETS: dict[str, dict[str, Any]] = {
     "linear": {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02},
@@ -126,9 +126,6 @@ class Schedule:
     (-5.364, 353.9)
     >>> [round(lam, 3) for lam in sd.log_snr_range]
     [-5.364, 7.069]
-    >>> timesteps, log_snr = sd.visited(5, "ddim")
-    >>> timesteps.tolist(), log_snr.round(2).tolist()
-    ([800.0, 600.0, 400.0, 200.0, 0.0], [-3.26, -1.65, -0.3, 1.12, 7.07])
     >>> round(float(sd.shifted(2.0).log_snr(500) - sd.log_snr(500)), 4)  # −2·ln 2
     -1.3863
     >>> z = sd.zero_terminal_snr()
@@ -374,21 +371,6 @@ class Schedule:
         """(λ at the noisiest timestep, λ at the least noisy timestep)."""
         lam = self.log_snr(np.array([self.t_max, self.t_min]))
         return float(lam[0]), float(lam[1])
-
-    def visited(self, num_inference_steps: int, scheduler: str = "default") -> tuple[np.ndarray, np.ndarray]:
-        """Timesteps a diffusers scheduler actually visits for N steps, and their λ.
-
-        Uses the real scheduler (``set_timesteps``), so spacing rules, offsets, PNDM's repeated
-        steps and Karras or shifted sigmas all come out as diffusers does them.
-
-        Returns
-        -------
-        timesteps, log_snr : ndarray, shape (S,)
-            Per model evaluation, noisiest first. ``log_snr`` is the noise level the network
-            input has at that step (from the scheduler's own sigmas where it keeps them).
-        """
-        plan = plan_steps(self, num_inference_steps, scheduler)
-        return plan.timesteps, plan.log_snr
 
     def __repr__(self) -> str:
         lo, hi = self.log_snr_range

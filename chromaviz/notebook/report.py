@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from jupyter_client.manager import AsyncKernelManager
-
 from ..spectral import centred_rapsd
 
 FIGURE_MIME = "application/x-chromaviz-figure+json"
@@ -232,64 +230,6 @@ def _describe(source: Any, path: str | Path | None) -> str:
         parts.append(", ".join(t for t in labels if t))
     text = "; ".join(t for t in parts if t).replace("$", "")  # mathtext markers read as noise
     return text or (f"figure {Path(path).name}" if path is not None else "figure")
-
-
-def load_model(model: str, *, size: int, schedule: str = "scaled_linear", device: str | None = None,
-               dtype: str | None = None):
-    """The report's model: a built-in one by name, or a diffusers pipeline folder or cached model id.
-
-    The one choice behind ``chromaviz report`` and ``chromaviz sweep``. A trained network (the shapes
-    model, a diffusers pipeline) keeps the schedule it was trained with; the exact built-in models
-    take ``schedule`` (a preset name).
-
-    Parameters
-    ----------
-    model : str
-        ``gaussian``, ``exemplars``, ``shapes``, or a folder written by ``save_pretrained`` (or a
-        model id already in the local Hugging Face cache).
-    size : int
-        Height and width in pixels (the built-in models' grid).
-    schedule : str
-        Noise schedule preset of the exact built-in models.
-    device : str, optional
-        Torch device of a diffusers pipeline (default: CUDA when available).
-    dtype : str, optional
-        ``float16`` or ``bfloat16`` for a diffusers pipeline (default float32).
-
-    Raises
-    ------
-    ValueError
-        Unknown model, preset, dtype, or a folder that is not a pipeline.
-    """
-    from ..models import BUILTIN, TRAINED, load_builtin
-    from ..noise.schedules import Schedule
-
-    if model in BUILTIN:
-        options = {} if model in TRAINED else {"schedule": Schedule.coerce(schedule)}
-        return load_builtin(model, size=size, **options)
-    from ..models.diffusers.adapter import load_pipeline
-
-    return load_pipeline(model, torch_dtype=dtype or None, device=device or None)
-
-
-def crossing_steps(fractions: Any, threshold: float = 0.5) -> list[int | None]:
-    """First step at which each level's signal fraction reaches ``threshold``, per level.
-
-    Parameters
-    ----------
-    fractions : array_like, shape (S, L)
-        Signal fractions per step and level (measured G, or a theory such as
-        :attr:`chromaviz.theory.Chromatogram.signal` in step coordinates).
-
-    Returns
-    -------
-    list of int or None, length L
-        None for a level that never reaches it.
-    """
-    import numpy as np
-
-    reached = np.asarray(fractions, dtype=float) >= threshold
-    return [int(np.argmax(col)) if col.any() else None for col in reached.T]
 
 
 def rapsd_figure(traj: Any, *, count: int = 5, reference: tuple[str, Any] | None = None, title: str = ""):
@@ -565,128 +505,37 @@ def notebook_defaults(parameters: Mapping[str, Parameter]) -> dict[str, Any]:
 
 
 def check_values(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None, *,
-                 refuse_ignored: bool = True) -> None:
-    """Refuse report parameters that cannot work, before a kernel starts: an unknown built-in model
-    name, scheduler or band method, a count below 1, a guidance scale that is not a finite number
-    ≥ 0, a device this machine does not have, or a size the box pyramid cannot split when a
-    built-in model is measured with ``method="pyramid"``; for a built-in model, also its run as
+                 refuse_ignored: bool = True, local: bool = True) -> None:
+    """Refuse report parameters that cannot work, before a kernel starts: the run's checks
+    (:meth:`chromaviz.runs.RunSpec.check`), its settings spelt as ``-p NAME VALUE``.
+
+    Where the notebook has every setting of a run (the report does), the run they make is checked
+    as a whole: each value, a size the box pyramid cannot split, and for a built-in model the run as
     ``sample()`` checks it (a size or prompt the model cannot take, an unknown schedule, more steps
-    than the scheduler can take, a recording larger than the host's memory). Names the values
-    given (``-p`` overrides); ``defaults`` (the notebook's own values) fill in the rest for the
-    checks that combine parameters. With ``refuse_ignored`` (the default), values given that a
-    built-in model would ignore are refused too: a schedule for a trained model, a dtype, a
-    guidance scale for an unconditional model (a sweep's grid may pair them harmlessly, and does
-    not refuse them).
+    than the scheduler can take, a recording larger than the host's memory). ``defaults`` (the
+    notebook's own values) fill in what ``values`` (the ``-p`` overrides) leave out. With
+    ``refuse_ignored`` (the default), values given that the model would ignore are refused too: a
+    schedule for a trained model, a dtype for a built-in one, a guidance scale for an unconditional
+    one (a sweep's grid may pair them harmlessly, and does not refuse them). Without ``local`` the
+    device is not checked (a sweep's cells may run on another machine). A notebook with only some
+    of the settings has those values checked one by one (:func:`chromaviz.runs.check_settings`).
 
     Raises
     ------
     ReportError
         Saying what was wrong and what is allowed.
     """
-    from .._checks import dtype_name, integer, positive_int, real
-    from ..sampling.prompts import PromptSchedule
-    from ..models import BUILTIN
-    from ..noise.schedulers import check_scheduler_name
-    from ..sampling.sampler import _device
-    from ..spectral import _check_method, check_pyramid_size
+    from ..runs import SETTINGS, RunSpec, check_settings
 
-    model = values.get("model")
-    if model == "":
-        raise ReportError(f"model is empty; give a built-in model ({', '.join(BUILTIN)}), a diffusers pipeline folder "
-                          "or a model id such as 'org/name'")
-    if isinstance(model, str) and model not in BUILTIN and "/" not in model and not Path(model).exists():
-        raise ReportError(f"model {model!r} is neither a built-in model ({', '.join(BUILTIN)}) nor a diffusers "
-                          f"pipeline folder (there is no {model!r} here) nor a model id such as 'org/name'")
+    merged = {**(defaults or {}), **values}
     try:
-        if isinstance(values.get("scheduler"), str):
-            check_scheduler_name(values["scheduler"])
-        if "method" in values:
-            _check_method(values["method"])
-        for name in ("steps", "size", "batch"):
-            if name in values:
-                positive_int(name, values[name])
-        if "guidance" in values:
-            real("guidance", values["guidance"], minimum=0)
-        if values.get("device"):  # empty: CUDA when available, else the CPU
-            _device("device", values["device"])
-        if values.get("dtype"):  # empty: float32
-            dtype_name("dtype", values["dtype"])
-        if "seed" in values:
-            integer("seed", values["seed"], minimum=0, maximum=2**64 - 1)
-        if values.get("prompt"):
-            PromptSchedule.parse(values["prompt"])
-        run = {**(defaults or {}), **values}
-        if run.get("method") == "pyramid" and run.get("model") in BUILTIN and isinstance(run.get("size"), int):
-            check_pyramid_size(run["size"], run["size"])  # built-in models are measured on the pixels
-        if run.get("model") in BUILTIN and all(name in run for name in BUILT_IN_RUN):
-            _check_built_in_run(run, ignored_if_given=values if refuse_ignored else {})
+        if all(name in merged for name in SETTINGS):
+            RunSpec.from_parameters(merged).check(given=[n for n in values if n in SETTINGS] if refuse_ignored else (),
+                                                  option="-p ", local=local)
+        else:
+            check_settings(values, local=local)
     except (ValueError, TypeError) as err:  # the library's own checks, as the notebook would meet them
         raise ReportError(str(err)) from None
-
-
-BUILT_IN_RUN = ("model", "size", "schedule", "prompt", "steps", "scheduler", "guidance", "seed", "batch")
-"""The report parameters that make a built-in model's run, checked together before a kernel starts."""
-
-
-def _check_built_in_run(run: Mapping[str, Any], ignored_if_given: Mapping[str, Any]) -> None:
-    """The notebook's model and ``sample()`` call, checked as ``sample`` checks them, without
-    sampling (:func:`chromaviz.sampling.check_sample`): the size for the model, the schedule, a
-    prompt the model cannot take, the steps the scheduler can take, the recording's memory; and the
-    values in ``ignored_if_given`` that the model would ignore (a schedule for a trained model, a
-    dtype, guidance without a prompt to guide)."""
-    from ..models import TRAINED
-    from ..sampling import check_sample
-    from ..sampling.recorder import RecordingTooLarge
-
-    name, given = run["model"], ignored_if_given
-    if name in TRAINED and "schedule" in given:
-        raise ValueError(f"model {name} keeps the schedule it was trained with; -p schedule applies to the exact "
-                         "built-in models (gaussian, exemplars)")
-    if given.get("dtype"):
-        raise ValueError(f"-p dtype applies to diffusers pipelines; the built-in model {name} runs in float32")
-    denoiser = _preflight_model(name, run["size"], run["schedule"])
-    if not denoiser.conditional and run["prompt"]:
-        raise ValueError(f"model {name} is unconditional and takes no prompt (got -p prompt {run['prompt']!r}); "
-                         "leave prompt empty, or use a conditional model (exemplars, shapes)")
-    if not denoiser.conditional and given.get("guidance", 1) != 1:
-        raise ValueError(f"model {name} is unconditional: guidance {run['guidance']:g} would change nothing "
-                         "(guidance scales a prompt's effect); leave it at 1")
-    try:
-        check_sample(denoiser, run["prompt"] or None, num_inference_steps=run["steps"], scheduler=run["scheduler"],
-                     guidance=run["guidance"], seed=run["seed"], batch_size=run["batch"], height=run["size"],
-                     width=run["size"])
-    except RecordingTooLarge as err:
-        raise ValueError(recording_too_large(err, run["size"], run["batch"], run["steps"], option="-p ")) from None
-
-
-def recording_too_large(err, size: int, batch: int, steps: int, *, option: str) -> str:
-    """A :class:`~chromaviz.sampling.recorder.RecordingTooLarge` in a command line's words, its
-    options spelt ``option + name`` (``"--"`` for ``chromaviz run``, ``"-p "`` for the report)."""
-    size_, batch_, steps_ = (f"{option}{name}" for name in ("size", "batch", "steps"))
-    return (f"{size_} {size} with {batch_} {batch} and {steps_} {steps} needs about {err.needed / 2**30:.3g} GiB to "
-            f"record x_t, x̂0 and ε of every step, more than the {err.budget / 2**30:.3g} GiB of memory available; "
-            f"use a smaller {size_}, {batch_} or {steps_}")
-
-
-@functools.lru_cache(maxsize=8)
-def _preflight_model(model: str, size: int, schedule: str):
-    """:func:`load_model` of a built-in model, once per (model, size, schedule) (a sweep checks every
-    cell), without diffusers' and transformers' loading messages: a check prints one line or none."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    libraries = (diffusers_logging, transformers_logging)
-    before = [(lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in libraries]
-    for lib in libraries:
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
-    try:
-        return load_model(model, size=size, schedule=schedule)
-    finally:
-        for lib, (verbosity, bars) in zip(libraries, before):
-            lib.set_verbosity(verbosity)
-            if bars:
-                lib.enable_progress_bar()
 
 
 # ---------------------------------------------------------------------- the report
@@ -699,6 +548,9 @@ def kernel_for_this_python() -> str:
         If Jupyter knows no ``python3`` kernel, or if the one it knows runs another Python (a
         kernel spec left in a user folder by another environment, say).
     """
+    from .._checks import require_extra
+
+    require_extra("report", "chromaviz.notebook.report.kernel_for_this_python")
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     fix = "run: python -m ipykernel install --sys-prefix  (in this environment)"
@@ -784,10 +636,11 @@ def to_html(notebook: str | Path, path: str | Path, *, show_code: bool = False) 
     nbconvert's ``lab`` template with its CDN scripts removed (:data:`_OFFLINE_TEMPLATE`); its
     styles are inline, images are inline data URIs.
     """
+    from .._checks import boolean, require_extra
+
+    require_extra("report", "chromaviz.notebook.report.to_html")
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
-
-    from .._checks import boolean
 
     show_code = boolean("show_code", show_code)
     exporter = HTMLExporter(
@@ -841,31 +694,37 @@ def _srcdoc(page: str) -> str:
     return page.replace("&", "&amp;").replace("'", "&#39;")
 
 
-class _KernelWithLog(AsyncKernelManager):
+@functools.cache
+def _kernel_with_log() -> type:
     """jupyter_client's kernel manager, with the kernel process's own log (its stderr: ipykernel's
     messages, not the cells' output) in a file instead of the terminal, where an interrupted or
-    timed-out cell made it print ZeroMQ tracebacks above the one-line error."""
+    timed-out cell made it print ZeroMQ tracebacks above the one-line error. A class made on first
+    use: jupyter_client comes with the ``report`` extra, and this module imports without it."""
+    from jupyter_client.manager import AsyncKernelManager
 
-    def __init__(self, log: Path, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._log_path = Path(log)
-        self._log = None
+    class _KernelWithLog(AsyncKernelManager):
+        def __init__(self, log: Path, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._log_path = Path(log)
+            self._log = None
 
-    async def start_kernel(self, **kw: Any) -> None:
-        self._log = open(self._log_path, "ab")
-        await super().start_kernel(**{"stderr": self._log, **kw})
+        async def start_kernel(self, **kw: Any) -> None:
+            self._log = open(self._log_path, "ab")
+            await super().start_kernel(**{"stderr": self._log, **kw})
 
-    def close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
+        def close_log(self) -> None:
+            if self._log is not None:
+                self._log.close()
 
-    def last_words(self) -> str:
-        """The last line the kernel process wrote, as ``": <line>"`` ("" if none)."""
-        try:
-            lines = self._log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return f": {lines[-1].strip()}" if lines else ""
+        def last_words(self) -> str:
+            """The last line the kernel process wrote, as ``": <line>"`` ("" if none)."""
+            try:
+                lines = self._log_path.read_text(errors="replace").strip().splitlines()
+            except OSError:
+                return ""
+            return f": {lines[-1].strip()}" if lines else ""
+
+    return _KernelWithLog
 
 
 def _stopped_cell(notebook: Path) -> str:
@@ -925,12 +784,13 @@ def run_report(
     """
     import tempfile
 
+    from .._checks import boolean, require_extra
+
+    require_extra("report", "chromaviz.notebook.report.run_report")
     import papermill
     from jupyter_core.utils import run_sync
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
-
-    from .._checks import boolean
 
     source = Path(notebook) if notebook is not None else REPORT_NOTEBOOK
     if not source.is_file():
@@ -950,7 +810,7 @@ def run_report(
     with tempfile.TemporaryDirectory(prefix="chromaviz-kernel-") as sockets:
         # ZeroMQ has no ipc transport on Windows: there the kernel listens on the loopback interface
         ipc = {"transport": "ipc", "ip": str(Path(sockets) / "kernel")} if sys.platform != "win32" else {}
-        kernel = _KernelWithLog(Path(sockets) / "kernel.log", kernel_name=kernel_name, **ipc)
+        kernel = _kernel_with_log()(Path(sockets) / "kernel.log", kernel_name=kernel_name, **ipc)
         try:
             papermill.execute_notebook(
                 str(source.resolve()), str(target.resolve()), parameters=values, cwd=str(out.resolve()),

@@ -1,6 +1,6 @@
 """Classifier-free guidance, with composable prompts (``AND``): one batched model evaluation per step.
 
-A step's prompt text may hold several ``AND`` terms with weights (:func:`~chromaviz.sampling.prompts.split_and`).
+A step's prompt text may hold several ``AND`` terms with weights (:func:`~chromaviz.prompts.split_and`).
 The guided prediction is then the webui's composable-diffusion sum
 
     ε̃ = ε_u + w·Σ_i a_i·(ε_i − ε_u),
@@ -21,9 +21,8 @@ import torch
 from diffusers.guiders.guider_utils import rescale_noise_cfg
 
 from ..models.base import Denoiser
-from ..models.emphasis import has_weights
 from ..noise.plan import NoiseLevel
-from .prompts import join_and, split_and
+from ..prompts import has_weights, join_and, split_and
 
 __all__ = ["Guidance", "check_prompt", "concat_conditioning"]
 

@@ -10,9 +10,11 @@ the next step has been queued, so that copying it to the host never stalls the G
 
 from __future__ import annotations
 
+import resource
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import psutil
@@ -101,18 +103,56 @@ def recording_bytes(num_evaluations: int, shape: Sequence[int], record: Sequence
     return num_evaluations * len(set(record)) * per_record + b * c * h * w * itemsize
 
 
+def _cgroup_room() -> int | None:
+    """Bytes this process's cgroup (v2, or v1's memory controller) may still take, or None without a limit."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, group = line.split(":", 2)
+        if controllers == "":
+            limit, usage = Path("/sys/fs/cgroup", group.lstrip("/"), "memory.max"), "memory.current"
+        elif "memory" in controllers.split(","):
+            limit, usage = Path("/sys/fs/cgroup/memory", group.lstrip("/"), "memory.limit_in_bytes"), "memory.usage_in_bytes"
+        else:
+            continue
+        try:
+            text = limit.read_text().strip()
+            if text == "max" or int(text) >= 1 << 60:
+                return None
+            return int(text) - int((limit.parent / usage).read_text())
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can still take: the least of the host's available memory
+    (psutil), the room under its address-space limit (``ulimit -v``, ``RLIMIT_AS``) and the room
+    under its cgroup's memory limit (a container's or a batch job's)."""
+    room = [psutil.virtual_memory().available]
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        room.append(soft - psutil.Process().memory_info().vms)
+    cgroup = _cgroup_room()
+    if cgroup is not None:
+        room.append(cgroup)
+    return max(0, min(room))
+
+
 def check_host_memory(nbytes: int, plan: StepPlan, shape: Sequence[int], record: Sequence[str],
                       record_scale: int) -> None:
-    """Refuse a recording that cannot fit in the host's available memory.
+    """Refuse a recording that cannot fit in the memory this process can take.
 
-    The budget is psutil's available memory less :data:`MEMORY_MARGIN` (at most a quarter of it).
+    The budget is :func:`available_memory` less :data:`MEMORY_MARGIN` (at most a quarter of it).
 
     Raises
     ------
     RecordingTooLarge
         (a ValueError) with the estimate and the ways to make the run fit.
     """
-    available = psutil.virtual_memory().available
+    available = available_memory()
     budget = available - min(MEMORY_MARGIN, available // 4)
     if nbytes <= budget:
         return
@@ -350,6 +390,18 @@ class Recorder:
                 self._bar.close()
 
 
+def _check_output(out: Any, x_t: torch.Tensor) -> None:
+    """Raise unless the model's ``out`` is a floating-point tensor of ``x_t``'s shape (a scheduler
+    would broadcast a wrong batch or round an integer prediction without a word)."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model returned {type(out).__name__}; it must return a tensor of shape {tuple(x_t.shape)}")
+    if out.shape != x_t.shape:
+        raise ValueError(f"the model returned a tensor of shape {tuple(out.shape)} for an input of shape "
+                         f"{tuple(x_t.shape)}; it must return the input's shape (B, C, H, W)")
+    if not out.is_floating_point():
+        raise TypeError(f"the model returned a tensor of dtype {out.dtype}; it must return floating point")
+
+
 class _Watched:
     """A model as guidance calls it: each call is run as the recorder's "the model" part, and its
     output is kept until the step is recorded."""
@@ -361,6 +413,7 @@ class _Watched:
     def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Any) -> torch.Tensor:
         with self.recorder.part("the model"):
             out = self.model(x_t, noise, cond)
+            _check_output(out, x_t)
         self.outputs.append(out)
         return out
 

@@ -26,12 +26,12 @@ import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .. import _checks
-from .._version import __version__
+from .. import __version__
 from ..models.base import Denoiser, join_prediction, split_prediction
 from ..noise.plan import NoiseLevel, StepPlan, plan_steps
 from ..noise.schedulers import is_flow_scheduler
+from ..prompts import PromptSchedule
 from .guidance import Guidance, check_prompt
-from .prompts import PromptSchedule
 from .recorder import Recorder, SamplingError, SamplingInterrupted, check_host_memory, recording_bytes
 from .trajectory import RECORDABLE, StepRecord, Trajectory
 
@@ -70,6 +70,7 @@ def sample(
     eta: float = 0.0,
     generator_device: str | torch.device = "cpu",
     record_scale: int = 1,
+    plan: StepPlan | None = None,
 ) -> Trajectory:
     """Sample from ``model`` and record every step.
 
@@ -130,6 +131,12 @@ def sample(
         Keep recorded tensors average-pooled by this factor (1: full size; it must divide the
         sample size); pooling happens on the model's device before the copy to the host, so long
         high-resolution runs fit in memory.
+    plan : StepPlan, optional
+        The run's step plan, computed before (what :func:`check_sample` returns for the same
+        arguments), so that diffusers' ``set_timesteps`` runs once per run; it must be the plan of
+        this model's schedule, N and scheduler (:meth:`StepPlan.check_for
+        <chromaviz.noise.plan.StepPlan.check_for>`). Default: planned here. With a plan,
+        ``num_inference_steps`` defaults to the plan's N.
 
     Returns
     -------
@@ -142,7 +149,8 @@ def sample(
     TypeError, ValueError
         For bad arguments, before any step runs; the message names the argument, what was given
         and what is allowed. A ``ValueError`` also when the recording (S × B × C × H × W × recorded
-        tensors, after ``record_scale``) cannot fit in the host's available memory.
+        tensors, after ``record_scale``) cannot fit in the host's available memory, or for a ``plan``
+        made for another schedule, N or scheduler.
     SamplingError
         If anything fails once sampling has started: the live prompt, the prompt encoder, the model
         (out of memory, say), the guidance combination, the scheduler step, or the callback raises,
@@ -166,6 +174,7 @@ def sample(
         guidance=guidance, negative_prompt=negative_prompt, seed=seed, batch_size=batch_size, height=height,
         width=width, device=device, record=record, callback=callback, stop=stop, progress=progress,
         guidance_rescale=guidance_rescale, eta=eta, generator_device=generator_device, record_scale=record_scale,
+        plan=plan,
     )
     # 3. prepare
     run = _prepare(inputs, plan)
@@ -180,7 +189,8 @@ def check_sample(model: Denoiser, prompt: PromptSource = None, **options: Any) -
     """What ``sample(model, prompt, **options)`` checks before its first step, without sampling.
 
     Every argument, the step plan, the prompt at every step and the recording's host memory, as
-    :func:`sample` checks them; nothing is drawn, moved to a device or evaluated. For tools that
+    :func:`sample` checks them; nothing is drawn, moved to a device or evaluated. Pass the plan it
+    returns to ``sample(..., plan=plan)`` to sample that run without planning it again. For tools that
     refuse a bad run before they start anything (``chromaviz report`` before its kernel starts).
 
     Returns
@@ -208,9 +218,17 @@ def check_sample(model: Denoiser, prompt: PromptSource = None, **options: Any) -
 
 
 # ---------------------------------------------------------------------- 1. check
-def _check_and_plan(*, num_inference_steps: int | None, **arguments: Any) -> tuple[_Inputs, StepPlan]:
-    """Phases 1 and 2 of :func:`sample`, given its arguments by name."""
-    inputs = _Inputs(num_inference_steps=DEFAULT_STEPS if num_inference_steps is None else num_inference_steps, **arguments)
+def _check_and_plan(*, num_inference_steps: int | None, plan: StepPlan | None = None,
+                    **arguments: Any) -> tuple[_Inputs, StepPlan]:
+    """Phases 1 and 2 of :func:`sample`, given its arguments by name (a ``plan`` given is checked, not redone)."""
+    if plan is not None and not isinstance(plan, StepPlan):
+        raise TypeError(f"plan must be a StepPlan (what check_sample() or chromaviz.noise.plan_steps() returns) or "
+                        f"None, got {_kind(plan)}")
+    if num_inference_steps is None:
+        num_inference_steps = plan.num_inference_steps if plan is not None else DEFAULT_STEPS
+    inputs = _Inputs(num_inference_steps=num_inference_steps, **arguments)
+    if plan is not None:
+        return inputs, plan.check_for(inputs.model.schedule, inputs.num_inference_steps, inputs.scheduler)
     return inputs, plan_steps(inputs.model.schedule, inputs.num_inference_steps, inputs.scheduler)
 
 

@@ -1,4 +1,5 @@
-"""One cell of a sweep, run where Dask puts it: the report's run (sample + compare) in this process.
+"""One cell of a sweep, run where Dask puts it: the report's run (:class:`chromaviz.runs.RunSpec`:
+load, sample, compare) in this process.
 
 :func:`run_cell` is what a Dask worker executes. It imports chromaviz on the worker (workers get
 chromaviz by the same ``pip install`` as the client), never raises for a failing run (the error is
@@ -21,14 +22,6 @@ import numpy as np
 
 THUMBNAIL_WIDTH = 560
 """Pixels across a chromatogram in the gallery (the cell's page has the full picture)."""
-
-def load_model(values: Mapping[str, Any]):
-    """The report's model for these parameters (:func:`chromaviz.notebook.report.load_model`)."""
-    from ..notebook.report import load_model as load
-
-    return load(values["model"], size=values["size"], schedule=values["schedule"], device=values.get("device") or None,
-                dtype=values.get("dtype") or None)
-
 
 def prediction(comparison) -> tuple[np.ndarray, str]:
     """The curve the run is measured against, shape (S, L) (:attr:`Comparison.reference`), and its
@@ -58,11 +51,11 @@ def figures(traj, comparison, model) -> dict[str, Any]:
     """The row figures of one run: birth steps per level (measured, predicted, m² law), inheritance, max deviation.
 
     A level's birth step is the first step at which its signal fraction reaches ½
-    (:func:`chromaviz.notebook.report.crossing_steps`, as in the report's timing table); None if it
+    (:func:`chromaviz.noise.levels.born_steps`, as in the report's timing table); None if it
     never does.
     """
     from .. import theory
-    from ..notebook.report import crossing_steps
+    from ..noise.levels import born_steps
 
     levels = list(comparison.levels)
     predicted, source = prediction(comparison)
@@ -72,9 +65,9 @@ def figures(traj, comparison, model) -> dict[str, Any]:
         "levels": levels,
         "max_deviation": comparison.max_deviation,
         "prediction": source,
-        **_per_level("birth_step_measured", levels, crossing_steps(comparison.measured)),
-        **_per_level("birth_step_predicted", levels, crossing_steps(predicted)),
-        **_per_level("birth_step_m2law", levels, crossing_steps(comparison.m2_law)),
+        **_per_level("birth_step_measured", levels, born_steps(comparison.measured)),
+        **_per_level("birth_step_predicted", levels, born_steps(predicted)),
+        **_per_level("birth_step_m2law", levels, born_steps(comparison.m2_law)),
         **_per_level("inherited", levels, [lt.inherited for lt in timings]),
         **_inheritance(comparison, levels),
     }
@@ -121,18 +114,14 @@ def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, rep
     try:
         import torch
 
-        from ..analysis import compare
-        from ..sampling import sample
+        from ..runs import RunSpec
         from ..views.figures import save_chromatogram
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        model = load_model(values)
-        device = values.get("device") or None
-        traj = sample(model, values.get("prompt") or None, num_inference_steps=values["steps"], scheduler=values["scheduler"],
-                      guidance=values["guidance"], seed=values["seed"], batch_size=values["batch"],
-                      height=values["size"], width=values["size"], device=device)
-        comparison = compare(traj, model, method=values["method"])
+        # the grid refused what cannot work; values a model ignores (guidance 3 for the unconditional model) run
+        run = RunSpec.from_parameters(values).run(given=())
+        model, traj, comparison = run.model, run.trajectory, run.comparison
         row.update(status=traj.status, run_device=str(traj.metadata.get("device", "")), **figures(traj, comparison, model))
         with tempfile.TemporaryDirectory() as tmp:
             title = f"{model.name}, {traj.metadata['scheduler_class']}, {len(traj)} steps, {values['method']} bands"

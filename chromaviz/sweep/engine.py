@@ -40,6 +40,7 @@ def connect(workers: int | None = None, scheduler: str | None = None, *, timeout
     SweepError
         If the scheduler cannot be reached within ``timeout`` seconds.
     """
+    _checks.require_extra("sweep", "chromaviz.sweep.connect")
     from distributed import Client
 
     if scheduler is not None:
@@ -182,12 +183,15 @@ def sweep(
 
     Raises
     ------
+    MissingExtra (an ImportError)
+        If the ``sweep`` extra is not installed (``pip install "chromaviz[sweep]"``).
     SweepError, ReportError (both ValueError)
         Before any cell runs: an unknown parameter, a value of the wrong type, an empty value list,
         bad axes or cluster options, an unreachable scheduler.
     KeyboardInterrupt
         After writing the table and gallery of the cells that finished.
     """
+    _checks.require_extra("sweep", "chromaviz.sweep.sweep")
     _check_options(workers, scheduler, torch_threads, connect_timeout)
     cells = make_grid(grid, notebook=notebook)
     x, y = axes(grid, x, y)

@@ -155,9 +155,9 @@ def make_grid(grid: Mapping[str, Sequence[Any]], *, notebook: str | Path | None 
     cells = []
     for combination in itertools.product(*typed.values()):
         swept = dict(zip(typed, combination))
-        try:  # the report's own pre-flight, but the device (the cells may run on another machine) and
-            # values a model ignores (the product may pair guidance 3 with the unconditional model)
-            check_values({k: v for k, v in swept.items() if k != "device"}, base, refuse_ignored=False)
+        try:  # the report's own pre-flight (RunSpec.check), but the device (the cells may run on another
+            # machine) and values a model ignores (the product may pair guidance 3 with the unconditional model)
+            check_values(swept, base, refuse_ignored=False, local=False)
         except ReportError as err:
             raise SweepError(f"{err} (in the cell {cell_name(swept)})") from None
         cells.append(Cell(cell_name(swept), swept, {**base, **swept}))

@@ -32,7 +32,7 @@ from ...noise.plan import NoiseLevel
 from ...noise.schedulers import DEFAULT_IS_OWN_CLASS
 from ...noise.schedules import Schedule
 from ..base import PARAMETERIZATIONS, Denoiser
-from ..emphasis import parse_emphasis
+from ...prompts import parse_emphasis
 from .previews import LinearPreview, TinyVaeDecoder, VaeDecoder, fit_linear_preview
 
 PREVIEWS = ("linear", "taesd", "vae")
@@ -78,7 +78,7 @@ class _DiffusersBase(Denoiser):
         self.unet = pipe.unet
         self.scheduler = pipe.scheduler
         schedule = Schedule.from_scheduler(pipe.scheduler)
-        # "default" means the pipeline's scheduler class everywhere (Schedule.visited, the explorer)
+        # "default" means the pipeline's scheduler class everywhere (plan_steps, the explorer)
         config = {**schedule.scheduler_config, DEFAULT_IS_OWN_CLASS: True}
         self.schedule = Schedule(schedule.timesteps, schedule.signal_variance, schedule.kind, config, schedule.name)
         self.parameterization = _prediction_type(pipe.scheduler)
@@ -125,7 +125,7 @@ class _TextConditioned(_DiffusersBase):
         None is the unconditional prompt ``pipe(...)`` uses for its negative half: the empty
         string's embedding or, for SDXL with ``force_zeros_for_empty_prompt``, zeros.
         Emphasis (``(word:1.2)``, ``((word))``, ``[word]``, AUTOMATIC1111's syntax) is read by
-        :func:`~chromaviz.models.emphasis.parse_emphasis`: the tokenizer gets the text without it,
+        :func:`~chromaviz.prompts.emphasis.parse_emphasis`: the tokenizer gets the text without it,
         and weights other than 1 are applied to the token embeddings by compel's
         ``EmbeddingsProvider`` (``docs/prompts.md``).
         """

@@ -1,0 +1,482 @@
+"""One run's settings, checked, loaded, sampled and compared once: :class:`RunSpec` → :class:`Run`.
+
+The report's run (parameters → model → :func:`~chromaviz.sampling.sample` →
+:func:`~chromaviz.analysis.compare`) is written here, once, and everything that runs one uses it:
+``chromaviz run``, the report notebook and ``chromaviz report``'s pre-flight, and each cell of
+``chromaviz sweep``.
+
+>>> from chromaviz.runs import RunSpec
+>>> spec = RunSpec(steps=5, batch=2, size=16)
+>>> run = spec.run()                      # checks, loads, plans once, samples with the plan
+>>> run.trajectory.status, len(run.trajectory), run.comparison.levels   # compared once, on first use
+('complete', 5, (1, 2, 4))
+
+A setting that cannot work is a ``ValueError`` naming it and what is allowed, raised before any
+work (:meth:`RunSpec.check`):
+
+>>> RunSpec(steps=0).check()
+Traceback (most recent call last):
+...
+ValueError: steps must be a positive integer, got 0
+
+This module imports no UI, report or sweep package (no jupyter_client, papermill, bokeh or dask).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+if TYPE_CHECKING:
+    import threading
+
+    from .analysis import Comparison
+    from .models.base import Denoiser
+    from .noise.plan import StepPlan
+    from .sampling.trajectory import StepRecord, Trajectory
+
+__all__ = ["SETTINGS", "Run", "RunSpec", "check_settings", "recording_too_large"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The settings of one run: the report's parameters (``chromaviz report --list``), as one value.
+
+    Attributes
+    ----------
+    model : str
+        A built-in model (``gaussian``, ``exemplars``, ``shapes``: :data:`chromaviz.models.registry.MODELS`),
+        or a diffusers pipeline folder written by ``save_pretrained``, or a model id in the local
+        Hugging Face cache.
+    prompt : str
+        A prompt or a prompt schedule (``"[cat:moon:0.5]"``); ``""`` (or None) samples unconditionally.
+    scheduler : str
+        ``"default"`` or a name of :data:`chromaviz.noise.SCHEDULERS`.
+    schedule : str
+        Noise schedule preset of the exact built-in models (trained models keep their own).
+    steps : int
+        N, the inference steps.
+    seed : int
+        In [0, 2**64 − 1].
+    size : int
+        Height and width in pixels.
+    batch : int
+        Samples in the run (≥ 2 measures about the batch mean).
+    guidance : float
+        Classifier-free guidance scale w ≥ 0 (1: none).
+    method : {"rings", "pyramid"}
+        Band decomposition of the measurement.
+    device : str
+        Torch device; ``""`` (or None): CUDA when available, else the CPU.
+    dtype : str
+        ``"float16"`` or ``"bfloat16"`` for a diffusers pipeline; ``""`` (or None): float32.
+
+    Notes
+    -----
+    Making a spec checks nothing; :meth:`check` does, and :meth:`run` checks before it loads.
+    """
+
+    model: str = "gaussian"
+    prompt: str = ""
+    scheduler: str = "default"
+    schedule: str = "scaled_linear"
+    steps: int = 50
+    seed: int = 0
+    size: int = 64
+    batch: int = 8
+    guidance: float = 1.0
+    method: str = "rings"
+    device: str = ""
+    dtype: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "device", "dtype"):  # None, as the command line and Python callers write "none"
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, "")
+
+    # ------------------------------------------------------------------ making one
+    @classmethod
+    def from_parameters(cls, values: Mapping[str, Any]) -> RunSpec:
+        """The spec of the settings among ``values`` (a report's parameters, a sweep cell's values);
+        other names (``output_dir``, ``save_trajectory``) are left out, missing ones take the defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @property
+    def builtin(self) -> bool:
+        """True if :attr:`model` names a built-in model (no weights to download)."""
+        from .models.registry import is_builtin
+
+        return is_builtin(self.model)
+
+    def given(self) -> tuple[str, ...]:
+        """The settings that differ from the defaults, in field order."""
+        return tuple(f.name for f in dataclasses.fields(self) if getattr(self, f.name) != f.default)
+
+    # ------------------------------------------------------------------ 1. check
+    def check(self, model: Denoiser | None = None, *, given: Iterable[str] | None = None, option: str = "",
+              local: bool = True) -> StepPlan | None:
+        """Refuse settings that cannot work, before any work: one ``ValueError`` naming the setting.
+
+        Checks, in order: every setting on its own (:func:`check_settings`); settings the model
+        would ignore, among those ``given`` (a schedule for a trained model or a diffusers pipeline,
+        a dtype for a built-in model, guidance for an unconditional one); a size the box pyramid
+        cannot split (``method="pyramid"``); then the run as :func:`chromaviz.sampling.check_sample`
+        checks it (a size or prompt the model cannot take, more steps than the scheduler takes, a
+        recording larger than the memory), which plans the run.
+
+        Parameters
+        ----------
+        model : Denoiser, optional
+            The loaded model (:meth:`load`). Without one a built-in model is loaded here, quietly
+            and once per (model, size, schedule) in this process; a diffusers pipeline is not
+            loaded, and only its settings are checked.
+        given : iterable of str, optional
+            The settings the user set (``-p`` names): values a model would ignore are refused only
+            among these. Default :meth:`given`, the settings that differ from the defaults; ``()``
+            refuses none (a sweep's grid may pair guidance 3 with the unconditional model).
+        option : str
+            How messages spell a setting: ``""`` (``guidance 7.5``, Python), ``"--"`` (``--guidance
+            7.5``, ``chromaviz run``) or ``"-p "`` (``-p guidance 7.5``, the report and sweeps).
+        local : bool
+            The run happens on this machine: its device must exist here (False for a sweep whose
+            cells run elsewhere).
+
+        Returns
+        -------
+        StepPlan or None
+            The run's step plan (pass it to :meth:`run`), or None when the run could not be planned
+            without loading a diffusers pipeline.
+
+        Raises
+        ------
+        ValueError
+            Naming the setting, what was given and what is allowed.
+        TypeError
+            A setting of the wrong type (a number for ``model``, say).
+        """
+        from .models.registry import MODELS, TRAINED
+
+        check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, local=local)
+        given = set(self.given() if given is None else given)
+        spell = functools.partial(_spell, option=option)
+        if self.builtin:
+            if self.model in TRAINED and "schedule" in given:
+                raise ValueError(f"model {self.model} keeps the schedule it was trained with; {spell('schedule')} applies "
+                                 f"to the exact built-in models ({', '.join(n for n in MODELS if n not in TRAINED)})")
+            if "dtype" in given and self.dtype:
+                raise ValueError(f"{spell('dtype')} applies to diffusers pipelines; the built-in model {self.model} runs "
+                                 "in float32")
+            if self.method == "pyramid":
+                from .spectral import check_pyramid_size
+
+                check_pyramid_size(self.size, self.size)  # built-in models are measured on the pixels
+        elif "schedule" in given:
+            raise ValueError(f"model {self.model} is a diffusers pipeline and keeps the schedule it was trained with; "
+                             f"{spell('schedule')} applies to the exact built-in models "
+                             f"({', '.join(n for n in MODELS if n not in TRAINED)})")
+        if model is None:
+            if not self.builtin:
+                return None
+            model = _preflight_model(self.model, self.size, self.schedule)
+        if not model.conditional and self.prompt:
+            raise ValueError(f"model {model.name} is unconditional and takes no prompt (got {spell('prompt')} "
+                             f"{self.prompt!r}); leave prompt empty, or use a conditional model (exemplars, shapes)")
+        if not model.conditional and "guidance" in given and self.guidance != 1:
+            raise ValueError(f"model {model.name} is unconditional: {spell('guidance')} {self.guidance:g} would change "
+                             "nothing (guidance scales a prompt's effect); leave it at 1")
+        plan = self._check_sample(model, option=option, local=local)
+        if self.method == "pyramid" and not self.builtin:
+            from .spectral import check_pyramid_size
+
+            check_pyramid_size(*model.latent_size(self.size, self.size))  # measured on its latents
+        return plan
+
+    def _sample_options(self, *, local: bool = True) -> dict[str, Any]:
+        """The keyword arguments of :func:`chromaviz.sampling.sample` for this run."""
+        return dict(num_inference_steps=self.steps, scheduler=self.scheduler, guidance=self.guidance, seed=self.seed,
+                    batch_size=self.batch, height=self.size, width=self.size,
+                    device=(self.device or None) if local else None)
+
+    def _check_sample(self, model: Denoiser, *, option: str, local: bool) -> StepPlan:
+        from .sampling import check_sample
+        from .sampling.recorder import RecordingTooLarge
+
+        try:
+            return check_sample(model, self.prompt or None, **self._sample_options(local=local))
+        except RecordingTooLarge as err:
+            raise ValueError(recording_too_large(err, self.size, self.batch, self.steps, option=option)) from None
+
+    # ------------------------------------------------------------------ 2. load
+    def load(self, *, quiet: bool = False) -> Denoiser:
+        """The run's model, through the model registry (:func:`chromaviz.models.registry.load_model`).
+
+        Parameters
+        ----------
+        quiet : bool
+            Without diffusers' and transformers' loading messages.
+
+        Returns
+        -------
+        Denoiser
+
+        Raises
+        ------
+        ValueError, TypeError
+            A setting that cannot work (:func:`check_settings`, checked first), or a folder that is
+            not a diffusers pipeline.
+        """
+        from .models.registry import load_model
+
+        check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        return load_model(self.model, size=self.size, schedule=self.schedule, device=self.device or None,
+                          dtype=self.dtype or None, quiet=quiet)
+
+    # ------------------------------------------------------------------ 3. sample, 4. compare
+    def run(self, model: Denoiser | None = None, *, plan: StepPlan | None = None, given: Iterable[str] | None = None,
+            option: str = "", progress: bool = False, callback: Callable[[StepRecord], None] | None = None,
+            stop: threading.Event | None = None, keep_partial: bool = False) -> Run:
+        """Check, load, plan once, and sample with the plan; the run is compared once, when first asked.
+
+        Parameters
+        ----------
+        model : Denoiser, optional
+            The loaded model; default :meth:`load`.
+        plan : StepPlan, optional
+            What :meth:`check` returned for ``model``: the run is then not checked or planned again
+            (``sample`` still refuses a plan of another schedule, N or scheduler). Default:
+            :meth:`check` of ``model`` here, which plans the run (one ``set_timesteps``).
+        given, option
+            As :meth:`check`.
+        progress : bool
+            A tqdm progress bar over the steps.
+        callback : callable, optional
+            Called with each :class:`~chromaviz.sampling.trajectory.StepRecord` as it is recorded.
+        stop : threading.Event, optional
+            Set it to cancel the run (status ``"cancelled"``).
+        keep_partial : bool
+            On a failure or an interrupt once sampling has started, return the :class:`Run` of the
+            steps recorded, with :attr:`Run.error` set, instead of raising.
+
+        Returns
+        -------
+        Run
+            Its :attr:`Run.comparison` is :func:`chromaviz.analysis.compare` of the trajectory with
+            the plan, computed once on first use.
+
+        Raises
+        ------
+        ValueError, TypeError
+            A setting that cannot work, before anything is loaded or sampled (see :meth:`check`).
+        SamplingError
+            Sampling failed at a step (unless ``keep_partial``); its ``trajectory`` keeps the earlier steps.
+        SamplingInterrupted
+            Ctrl-C or a notebook's interrupt during sampling (unless ``keep_partial``), with the
+            partial ``trajectory``; a plain ``KeyboardInterrupt`` before sampling started.
+        """
+        from .sampling import SamplingError, SamplingInterrupted, sample
+
+        if model is None:
+            model = self.load()
+        if plan is None:
+            plan = self.check(model, given=given, option=option)
+        start = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            traj = sample(model, self.prompt or None, **self._sample_options(), progress=progress, callback=callback,
+                          stop=stop, plan=plan)
+        except (SamplingError, SamplingInterrupted) as err:
+            if not keep_partial:
+                raise
+            traj, error = err.trajectory, err
+        return Run(self, model, plan, traj, time.perf_counter() - start, error)
+
+
+SETTINGS = tuple(f.name for f in dataclasses.fields(RunSpec))
+"""The names of a run's settings (the fields of :class:`RunSpec`; the report's parameters of the same names)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """A sampled run: its spec, model, step plan and trajectory; compared once, on first use.
+
+    Attributes
+    ----------
+    spec : RunSpec
+    model : Denoiser
+    plan : StepPlan
+        The plan it was sampled with (S model evaluations).
+    trajectory : Trajectory
+        Every recorded step: ``x_t``, ``x0``, ``eps`` of shape (S, B, C, H, W) for a complete run
+        (H, W the model's grid: pixels, or latents); fewer steps when it stopped.
+    seconds : float
+        Wall time of the sampling.
+    error : SamplingError or SamplingInterrupted or None
+        Why it stopped early (only with ``RunSpec.run(keep_partial=True)``).
+    """
+
+    spec: RunSpec
+    model: Denoiser
+    plan: StepPlan
+    trajectory: Trajectory
+    seconds: float
+    error: BaseException | None = None
+
+    @functools.cached_property
+    def comparison(self) -> Comparison | None:
+        """:func:`chromaviz.analysis.compare` of the run on its bands (``spec.method``), with its plan;
+        computed once, on first use. None for a run that recorded no step.
+
+        Returns
+        -------
+        Comparison or None
+            Measured and predicted fractions of shape (S, L), L levels.
+        """
+        if len(self.trajectory) == 0:
+            return None
+        from . import analysis
+
+        return analysis.compare(self.trajectory, self.model, method=self.spec.method, plan=self.plan)
+
+    @property
+    def status(self) -> str:
+        """The trajectory's status: ``"complete"``, ``"failed"``, ``"interrupted"`` or ``"cancelled"``."""
+        return self.trajectory.status
+
+
+# ---------------------------------------------------------------------- the settings one by one
+def check_settings(values: Mapping[str, Any], *, local: bool = True) -> None:
+    """Check run settings by name, each on its own (no model loaded): the rules :meth:`RunSpec.check`
+    starts with. Names that are not :class:`RunSpec` fields are not checked.
+
+    Parameters
+    ----------
+    values : mapping of str to value
+        Settings, e.g. the report's ``-p`` values.
+    local : bool
+        Check that ``device`` exists on this machine.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the setting, what was given and what is allowed.
+
+    Examples
+    --------
+    >>> check_settings({"steps": 20, "method": "rings"})
+    >>> check_settings({"batch": 0})
+    Traceback (most recent call last):
+    ...
+    ValueError: batch must be a positive integer, got 0
+    """
+    from . import _checks
+
+    for name, value in values.items():
+        rule = _RULES.get(name)
+        if rule is None:
+            continue
+        if name == "device" and not local:
+            continue
+        if name in _TEXT and not isinstance(value, str):
+            raise TypeError(f"{name} must be text (str), got {value!r} ({type(value).__name__})")
+        rule(_checks, value)
+
+
+def _model(_checks, value: str) -> None:
+    from .models.registry import MODELS, is_builtin
+
+    if value == "":
+        raise ValueError(f"model is empty; give a built-in model ({', '.join(MODELS)}), a diffusers pipeline folder or "
+                         "a model id such as 'org/name'")
+    if not is_builtin(value) and "/" not in value and not Path(value).exists():
+        raise ValueError(f"model {value!r} is neither a built-in model ({', '.join(MODELS)}) nor a diffusers pipeline "
+                         f"folder (there is no {value!r} here) nor a model id such as 'org/name'")
+
+
+def _prompt(_checks, value: str) -> None:
+    if value:
+        from .prompts import PromptSchedule
+
+        PromptSchedule.parse(value)
+
+
+def _scheduler(_checks, value: str) -> None:
+    from .noise.schedulers import check_scheduler_name
+
+    check_scheduler_name(value)
+
+
+def _schedule(_checks, value: str) -> None:
+    from .noise.schedules import Schedule
+
+    Schedule.coerce(value)
+
+
+def _method(_checks, value: str) -> None:
+    from .spectral import _check_method
+
+    _check_method(value)
+
+
+def _device(_checks, value: str) -> None:
+    if value:  # empty: CUDA when available, else the CPU
+        from .sampling.sampler import _device as torch_device
+
+        torch_device("device", value)
+
+
+def _dtype(_checks, value: str) -> None:
+    if value:  # empty: float32
+        _checks.dtype_name("dtype", value)
+
+
+_RULES: dict[str, Callable[[Any, Any], None]] = {
+    "model": _model,
+    "prompt": _prompt,
+    "scheduler": _scheduler,
+    "schedule": _schedule,
+    "steps": lambda c, v: c.positive_int("steps", v),
+    "seed": lambda c, v: c.integer("seed", v, minimum=0, maximum=2**64 - 1),
+    "size": lambda c, v: c.positive_int("size", v),
+    "batch": lambda c, v: c.positive_int("batch", v),
+    "guidance": lambda c, v: c.real("guidance", v, minimum=0),
+    "method": _method,
+    "device": _device,
+    "dtype": _dtype,
+}
+"""Each :class:`RunSpec` setting's own rule (the library's checks, with their messages)."""
+
+_TEXT = frozenset({"model", "prompt", "scheduler", "schedule", "method", "device", "dtype"})
+
+
+def _spell(name: str, *, option: str) -> str:
+    """A setting as the caller's user writes it: ``guidance``, ``--guidance`` or ``-p guidance``."""
+    return f"{option}{name}"
+
+
+def recording_too_large(err, size: int, batch: int, steps: int, *, option: str = "") -> str:
+    """A :class:`~chromaviz.sampling.recorder.RecordingTooLarge` in the caller's words, its settings
+    spelt ``option + name`` (``"--"`` for ``chromaviz run``, ``"-p "`` for the report, ``""`` in Python).
+
+    Returns
+    -------
+    str
+        One line: the size, batch and steps, the memory needed and available, and what to make smaller.
+    """
+    size_, batch_, steps_ = (_spell(name, option=option) for name in ("size", "batch", "steps"))
+    return (f"{size_} {size} with {batch_} {batch} and {steps_} {steps} needs about {err.needed / 2**30:.3g} GiB to "
+            f"record x_t, x̂0 and ε of every step, more than the {err.budget / 2**30:.3g} GiB of memory available; "
+            f"use a smaller {size_}, {batch_} or {steps_}")
+
+
+@functools.lru_cache(maxsize=8)
+def _preflight_model(model: str, size: int, schedule: str) -> Denoiser:
+    """A built-in model for :meth:`RunSpec.check`, loaded once per (model, size, schedule) in this
+    process (a sweep checks every cell) and quietly: a check prints one line or none."""
+    from .models.registry import load_model
+
+    return load_model(model, size=size, schedule=schedule, quiet=True)
