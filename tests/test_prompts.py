@@ -786,3 +786,27 @@ def test_fuzz_and_terms_match_the_reference(terms, n):
         assert got == expected
     assert PromptSchedule.parse(s.to_text()) == s
     assert PromptSchedule.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda: Boundary(10**400, "step"), r"\(an integer of about 400 digits\) is too large for a step boundary"),
+    (lambda: Boundary(10**400, "fraction"), "too large for a fraction boundary"),
+    (lambda: Boundary.parse("1" * 400), "a step of 400 digits is too large"),
+    (lambda: Boundary.parse("1" * 5000), "a step of 5000 digits is too large"),
+    (lambda: PromptSchedule.parse("[cat:moon:" + "1" * 400 + "]"), "a step of 400 digits is too large"),
+    (lambda: PromptSchedule.parse("[cat:moon:m=" + "1" * 400 + "]"), "must be finite"),
+])
+def test_numbers_too_large_for_a_boundary_are_one_value_error(make, why):
+    """More than 308 digits overflowed a float (OverflowError, a raw traceback on the CLI); more
+    than 4300 were blamed on "not an integer"."""
+    with pytest.raises(ValueError, match=why):
+        make()
+
+
+@pytest.mark.parametrize("text", ["(word:" + "9" * 400 + ")", "a AND b:" + "9" * 400])
+def test_an_infinite_weight_is_refused_where_it_is_written(text):
+    from chromaviz.prompts.emphasis import parse_emphasis
+    from chromaviz.prompts.syntax import split_and
+
+    with pytest.raises(ValueError, match="is not a finite number"):
+        parse_emphasis(text) if text.startswith("(") else split_and(text)

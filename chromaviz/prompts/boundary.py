@@ -71,6 +71,18 @@ PHYSICAL_UNITS = ("timestep", "log_snr", "level")
 a run's first step (a level coarser than the image, a timestep past the schedule's)."""
 
 
+MAX_STEP_DIGITS = 18
+"""Digits a step boundary may have in the prompt language (a run has far fewer steps)."""
+
+
+def _abbreviated(value: object, limit: int = 40) -> str:
+    """``repr(value)``, or its start and its length when it is longer than ``limit`` characters."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:  # str() refuses beyond 4300 digits
+        return f"(an integer of about {round(value.bit_length() * math.log10(2))} digits)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 @dataclass(frozen=True)
 class Boundary:
     """Where a prompt switch happens, in one of five units.
@@ -135,6 +147,8 @@ class Boundary:
             raise TypeError(f"boundary value must be a real number, got {v!r}")
         try:
             x = float(v)
+        except OverflowError:
+            raise ValueError(f"boundary value {_abbreviated(v)} is too large for a {self.unit} boundary") from None
         except (TypeError, ValueError):
             raise TypeError(f"boundary value must be a real number, got {v!r}") from None
         if not math.isfinite(x):
@@ -232,7 +246,10 @@ class Boundary:
         body = s[1:] if s[:1] in "+-" else s
         digits = body.replace(".", "", 1)
         if not digits.isdigit() or not digits.isascii():
-            raise ValueError(f"invalid 'when' {text!r}; expected {_WHEN_HELP}")
+            raise ValueError(f"invalid 'when' {_abbreviated(text)}; expected {_WHEN_HELP}")
+        if len(body.partition(".")[0].lstrip("0")) > MAX_STEP_DIGITS:
+            raise ValueError(f"invalid 'when' {_abbreviated(text)}: a step of {len(body.partition('.')[0].lstrip('0'))} "
+                             f"digits is too large (a step has at most {MAX_STEP_DIGITS} digits)")
         x = float(s)
         if "." in s:
             if not 0.0 <= x <= 1.0:

@@ -41,6 +41,7 @@ a schedule.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,6 +111,9 @@ def split_and(text: str) -> list[tuple[str, float]]:
         body, weight = _weighted(piece)
         if weight is not None and not _closed(body):  # the ':w' is inside an open group: not a weight
             body, weight = piece, None
+        if weight is not None and not math.isfinite(float(weight)):
+            raise ValueError(f"the AND weight {weight[:40]!r}{'…' if len(weight) > 40 else ''} is not a finite "
+                             "number; use a weight such as 0.5")
         terms.append((body, 1.0 if weight is None else float(weight)))
     return terms
 
