@@ -74,9 +74,9 @@ for r in range({rounds}):
         time.sleep(1.0)  # let the browser finish drawing the previous run before the next one starts
         if mode == "main":
             s = explorer.settings()  # the explorer's own settings: the same run as the other two
-            times["main"].append(sample(model, explorer.prompt.value or None, num_inference_steps=s.num_steps,
+            times["main"].append(sample(model, explorer.prompt.value or None, num_inference_steps=s.steps,
                                         scheduler=s.scheduler, guidance=s.guidance, seed=s.seed, height=s.size,
-                                        width=s.size, device=s.device).metadata["elapsed_seconds"])
+                                        width=s.size, device=s.device or None).metadata["elapsed_seconds"])
         elif mode == "worker":
             times["worker"].append(worker_alone())
         else:

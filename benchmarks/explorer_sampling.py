@@ -71,7 +71,7 @@ def main() -> None:
     prompt = explorer.prompt.value or None
 
     def main_thread() -> float:
-        traj = sample(model, prompt, num_inference_steps=settings.num_steps, scheduler=settings.scheduler,
+        traj = sample(model, prompt, num_inference_steps=settings.steps, scheduler=settings.scheduler,
                       guidance=settings.guidance, seed=settings.seed, height=size, width=size, device=args.device)
         return traj.metadata["elapsed_seconds"]
 

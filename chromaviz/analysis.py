@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -9,7 +10,8 @@ import numpy as np
 import torch
 
 from . import prediction, spectral, theory
-from .sampling.trajectory import Trajectory
+from .noise.plan import NoiseLevel
+from .sampling.trajectory import NOISE_SIMILARITY, SuspectRunWarning, Trajectory, noise_similarity, noise_similarity_of_data
 
 
 NORMALISATIONS = ("data power", "last step")
@@ -88,6 +90,10 @@ class Theory:
         s_m = sigmoid(λ + 2·ln m), the unit-variance law.
     power_source : str
         ``"model"``, ``"samples"`` or ``"none"``, as :attr:`Comparison.power_source`.
+    expected, expected_std : ndarray, shape (S, L), or None
+        The expected chromatography of the run as it is sampled and its standard deviation for the
+        run's batch, size and channels (:func:`chromaviz.prediction.expected_run`; as
+        :attr:`Comparison.expected`); None without an exact data spectrum or a batch size.
     """
 
     levels: tuple[int, ...]
@@ -97,6 +103,90 @@ class Theory:
     spectrum_aware: np.ndarray
     m2_law: np.ndarray
     power_source: str
+    expected: np.ndarray | None = None
+    expected_std: np.ndarray | None = None
+
+
+BAND_SIGMAS = 2.0
+"""Half-width of the expected band in standard deviations: a run's cells should lie within
+E[G] ± 2·std[G] about 95 % of the time (more where a band holds many modes, somewhat less where
+its weighted χ² is skewed)."""
+
+ROUNDING = 1e-5
+"""Relative difference from E[G] that is float32 rounding of the records, not a deviation (a run
+normalised by its last step has std 0 there, and G/G equal to 1 within about 1e-6)."""
+
+MIN_COVERAGE = 0.5
+"""A run is outside its band when fewer of its (step, level) cells than this lie within ±2σ. A run's
+cells are strongly correlated along its steps (a deterministic sampler's G_b is set by its initial
+noise), so a conforming run has a whole level outside ±2σ about one time in twenty per level: with
+three levels, coverage 2/3 is no evidence against it; two levels of three outside happen < 1 % of the
+time."""
+
+MAX_Z = 5.0
+"""… or when one cell lies further than this many standard deviations from its expectation (largest
+seen in 240 conforming runs of 16×16, 20 steps, four samplers, batch 1 to 16: 3.8σ)."""
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How a run sits in its expected band (:attr:`Comparison.agreement`): the falsifiable summary.
+
+    Attributes
+    ----------
+    max_z : float
+        max over (step, level) of |G − E[G]| / std[G] (dimensionless; NaN without an expected band).
+        Differences within :data:`ROUNDING` of E[G] count as none (a cell with std 0 is then 0σ, else ∞).
+    coverage : float
+        Share of the cells with |G − E[G]| ≤ 2·std[G] (0 … 1; NaN without a band).
+    worst_step : int
+        Index of the step of the worst cell (−1 without a band).
+    worst_level : int
+        Block size m of the worst cell (0 without a band).
+    cells : int
+        Cells judged (finite G and E[G]).
+    inside : bool or None
+        True if the run is consistent with its band (coverage ≥ :data:`MIN_COVERAGE` and
+        max_z ≤ :data:`MAX_Z`), False if not, None without a band.
+    verdict : str
+        One sentence saying so, e.g. ``"outside its ±2σ band at 12% of cells, worst 7.3σ at step 40, m = 8"``
+        or ``"consistent with its expected band: 96% of cells within ±2σ, worst 2.4σ at step 3, m = 4"``.
+    """
+
+    max_z: float
+    coverage: float
+    worst_step: int
+    worst_level: int
+    cells: int
+    inside: bool | None
+    verdict: str
+
+    @classmethod
+    def of(cls, measured: np.ndarray, expected: np.ndarray | None, std: np.ndarray | None,
+           levels: Sequence[int], note: str = "") -> Agreement:
+        """The agreement of ``measured`` (S, L) with ``expected`` ± ``std`` (S, L); ``note`` says why
+        there is no band when ``expected`` is None."""
+        if expected is None or std is None:
+            why = f": {note}" if note else ""
+            return cls(float("nan"), float("nan"), -1, 0, 0, None, f"no expected band{why}")
+        d = np.abs(np.asarray(measured, dtype=np.float64) - expected)
+        ok = np.isfinite(d) & np.isfinite(std)
+        d = np.maximum(d - ROUNDING * np.abs(expected), 0.0)  # float32 records: no deviation below rounding
+        if not ok.any():
+            return cls(float("nan"), float("nan"), -1, 0, 0, None, "no expected band: no finite cell")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(std > 0, d / std, np.where(d > 0, np.inf, 0.0))
+        z = np.where(ok, z, -1.0)
+        i, j = np.unravel_index(int(np.argmax(z)), z.shape)
+        max_z = float(z[i, j])
+        coverage = float((z[ok] <= BAND_SIGMAS).mean())
+        inside = bool(coverage >= MIN_COVERAGE and max_z <= MAX_Z)
+        where = f"worst {max_z:.1f}σ at step {i}, m = {levels[j]}"
+        if inside:
+            verdict = f"consistent with its expected band: {coverage:.0%} of cells within ±{BAND_SIGMAS:g}σ, {where}"
+        else:
+            verdict = f"outside its ±{BAND_SIGMAS:g}σ band at {1 - coverage:.0%} of cells, {where}"
+        return cls(max_z, coverage, int(i), int(levels[j]), int(ok.sum()), inside, verdict)
 
 
 @dataclass(frozen=True)
@@ -126,7 +216,10 @@ class Comparison:
     power_source : str
         ``"model"`` (the model's exact spectrum), ``"samples"`` (RAPSD of the final samples) or ``"none"``.
     predicted : ndarray, shape (S, L), or None
-        The run as it was sampled (:func:`chromaviz.prediction.predict_run`); None where unavailable.
+        The run replayed mode by mode from its own noise (initial, and injected for stochastic
+        samplers; :func:`chromaviz.prediction.predict_run`): a consistency check of the model's Wiener
+        conformance and of the code, equal to ``measured`` to float rounding for an exact Gaussian
+        model; not a prediction (that is ``expected``). None where unavailable.
     prediction_kind : str
         ``"exact"``, ``"expectation"``, ``"approximation"`` (:data:`chromaviz.prediction.KINDS`) or
         ``"none"``.
@@ -139,6 +232,40 @@ class Comparison:
     normalisation : {"data power", "last step"}
     prediction_note : str
         Why there is no prediction (empty when there is one).
+    expected, expected_std : ndarray, shape (S, L), or None
+        The expected chromatography and its noise band: E[G_b] and std[G_b] over the initial noise
+        (and a stochastic sampler's injected noise) for the run's scheduler and steps, batch, size
+        and channels, from the data spectrum alone (:func:`chromaviz.prediction.expected_run`). The
+        prediction a run can fail: see :attr:`agreement`. None where the model declares no exact
+        spectrum (``expected_note`` says why). After :meth:`normalised`, by the delta method.
+    expected_final, expected_final_std : ndarray, shape (L,), or None
+        The same for the run's sample (what ``measured_final`` measures).
+    expected_final_corr : ndarray, shape (S, L), or None
+        Correlation of each step's G_b with the sample's (for :meth:`normalised`).
+    expected_note : str
+        Why there is no expected band (empty when there is one).
+    ideal : ndarray, shape (S, L), or None
+        The model's **ideal process** at the run's noise levels: its own denoiser (guided as the run
+        was) applied to x_t = α·x0 + σ·ε with x0 drawn from its data for each step's prompt, measured
+        as the run is (:func:`ideal_process`). Exact where the denoiser is the exact posterior
+        (``ExemplarMixture``, ``GaussianPowerLaw``); for a learned model, its denoiser on its training
+        distribution (shapes) or on the user's images (``compare(..., data=folder)``). None where no
+        data can be drawn (``ideal_note`` says why). ``measured − ideal`` is the sampler's share,
+        ``ideal − spectrum_aware`` the data's non-Gaussianity (``spectrum_aware`` is a lower bound on it).
+    ideal_note : str
+        What the ideal process is (its data), or why there is none.
+    power_note : str
+        Which data power the fractions are of (exact, estimated from draws, or fitted to this run).
+    flags : tuple of str
+        What a reader must know before trusting the numbers: steps whose prompt's data power is not
+        known and is stood in for by another's (a prompt switch to a prompt without data).
+    band_birth_log_snr : ndarray, shape (L,), or None
+        Each band's birth: the λ at which the spectrum-aware fraction of the final prompt's spectrum
+        reaches ½ (:func:`chromaviz.theory.band_birth_log_snr`); the m² law's is −2·ln m.
+    suspect : tuple of str
+        Why the run is not a sample of its model, if it is not (:func:`suspicions`; empty for a good
+        run): a band whose generated sample holds several times its data power, or samples that are
+        (nearly) their initial noise. :func:`compare` warns of them (:class:`SuspectRunWarning`).
     """
 
     levels: tuple[int, ...]
@@ -157,13 +284,53 @@ class Comparison:
     from_initial_noise: np.ndarray | None = None
     normalisation: str = "data power"
     prediction_note: str = ""
+    expected: np.ndarray | None = None
+    expected_std: np.ndarray | None = None
+    expected_final: np.ndarray | None = None
+    expected_final_std: np.ndarray | None = None
+    expected_final_corr: np.ndarray | None = None
+    expected_note: str = ""
+    ideal: np.ndarray | None = None
+    ideal_note: str = ""
+    power_note: str = ""
+    flags: tuple[str, ...] = ()
+    band_birth_log_snr: np.ndarray | None = None
+    suspect: tuple[str, ...] = ()
+
+    @property
+    def fitted(self) -> bool:
+        """True where no data power is known and the fractions are of the run's own samples' power:
+        every curve is then **fitted to this run** and no deviation from it is a test."""
+        return self.power_source == "samples"
+
+    @property
+    def lower_bound(self) -> np.ndarray:
+        """``spectrum_aware`` under its meaning for any data: the latest each band can form for this
+        spectrum (the ideal denoiser's fraction is at least this; exact for Gaussian data)."""
+        return self.spectrum_aware
 
     @property
     def theory(self) -> Theory:
-        """Its continuous theories alone, over its steps (as :func:`planned_theory` gives them
-        before the run)."""
+        """Its theories alone, over its steps (as :func:`planned_theory` gives them before the run):
+        the continuous ones and the expected chromatography with its band."""
         return Theory(self.levels, self.method, self.timesteps, self.log_snr, self.spectrum_aware, self.m2_law,
-                      self.power_source)
+                      self.power_source, self.expected, self.expected_std)
+
+    @property
+    def agreement(self) -> Agreement:
+        """Where the measurement lies in its expected band: max |G − E[G]|/std[G], the share of cells
+        within ±2σ, and a verdict (:class:`Agreement`). The headline of every view."""
+        return Agreement.of(self.measured, self.expected, self.expected_std, self.levels, self.expected_note)
+
+    @property
+    def max_z(self) -> float:
+        """max |G − expected| / expected_std over steps and levels (:attr:`Agreement.max_z`)."""
+        return self.agreement.max_z
+
+    @property
+    def coverage(self) -> float:
+        """Share of (step, level) cells with |G − expected| ≤ 2·expected_std (:attr:`Agreement.coverage`)."""
+        return self.agreement.coverage
 
     @property
     def reference(self) -> np.ndarray:
@@ -172,13 +339,26 @@ class Comparison:
 
     @property
     def max_deviation(self) -> float:
-        """max |measured − reference| over steps and levels (the as-sampled prediction where there is one)."""
+        """max |measured − reference| over steps and levels (the as-sampled prediction where there is one);
+        NaN where the comparison is :attr:`fitted` to the run (a fitted curve agrees by construction)."""
+        if self.fitted:
+            return float("nan")
         return float(np.nanmax(np.abs(self.measured - self.reference)))
 
     @property
     def max_deviation_continuous(self) -> float:
-        """max |measured − spectrum_aware|: how far the run is from the ideal continuous-time process."""
+        """max |measured − spectrum_aware|: how far the run is from the continuous spectrum-aware lower
+        bound; NaN where :attr:`fitted`."""
+        if self.fitted:
+            return float("nan")
         return float(np.nanmax(np.abs(self.measured - self.spectrum_aware)))
+
+    @property
+    def max_deviation_ideal(self) -> float:
+        """max |measured − ideal|: how far the run is from the model's own ideal process (NaN without one)."""
+        if self.ideal is None or not np.isfinite(self.ideal).any():
+            return float("nan")
+        return float(np.nanmax(np.abs(self.measured - self.ideal)))
 
     @property
     def max_deviation_m2(self) -> float:
@@ -201,12 +381,21 @@ class Comparison:
         final_m = self.measured_final if self.measured_final is not None else self.measured[-1]
         final_p = self.predicted_final if self.predicted_final is not None else (
             None if self.predicted is None else self.predicted[-1])
+        expected = expected_std = None
+        if self.expected is not None and self.expected_final is not None:
+            expected, expected_std = prediction.Expectation(
+                self.levels, self.method, self.expected, self.expected_std, self.expected_final,
+                self.expected_final_std, self.expected_final_corr, np.ones(len(self.levels)), 0).normalised()
         return replace(
             self, measured=self.measured / final_m, spectrum_aware=self.spectrum_aware / self.spectrum_aware[-1],
             m2_law=self.m2_law / self.m2_law[-1], predicted=by_end(self.predicted, final_p),
             batch_noise=by_end(self.batch_noise, final_p),
             measured_final=np.ones_like(final_m), predicted_final=None if final_p is None else np.ones_like(final_p),
-            normalisation="last step",
+            ideal=None if self.ideal is None else self.ideal / self.ideal[-1],
+            normalisation="last step", expected=expected, expected_std=expected_std,
+            expected_final=None if expected is None else np.ones_like(final_m),
+            expected_final_std=None if expected is None else np.zeros_like(final_m),
+            expected_final_corr=None,
         )
 
     @property
@@ -223,7 +412,8 @@ class Comparison:
             levels=self.levels, log_snr=float(self.log_snr[0]),
             at_start_measured=self.measured[0], at_start_predicted=predicted[0],
             at_start_continuous=self.spectrum_aware[0],
-            missing_measured=1 - final_m, missing_predicted=1 - final_p,
+            # fitted to this run, the sample's share is 1 by construction: no "missing" to report
+            missing_measured=nan if self.fitted else 1 - final_m, missing_predicted=nan if self.fitted else 1 - final_p,
             from_initial_noise=self.from_initial_noise if self.from_initial_noise is not None else nan,
         )
 
@@ -231,38 +421,80 @@ class Comparison:
         """One record per step and level, for a table or a CSV file.
 
         Keys: ``step``, ``timestep``, ``log_snr``, ``level``, ``measured``, ``predicted`` (NaN if
-        none), ``spectrum_aware``, ``m2_law``, ``batch_noise`` (NaN if none) and ``normalisation``.
+        none), ``spectrum_aware``, ``m2_law``, ``batch_noise`` (NaN if none), ``ideal`` (NaN if none),
+        ``expected`` and ``expected_std`` (NaN if none) and ``normalisation``.
         """
         nan = np.full_like(self.measured, np.nan)
+        band = (self.expected, self.expected_std) if self.expected is not None else (nan, nan)
         predicted = self.predicted if self.predicted is not None else nan
+        ideal = self.ideal if self.ideal is not None else nan
         noise = self.batch_noise if self.batch_noise is not None else nan
         return [
             {"step": i, "timestep": float(self.timesteps[i]), "log_snr": float(self.log_snr[i]), "level": m,
              "measured": float(self.measured[i, j]), "predicted": float(predicted[i, j]),
              "spectrum_aware": float(self.spectrum_aware[i, j]), "m2_law": float(self.m2_law[i, j]),
-             "batch_noise": float(noise[i, j]), "normalisation": self.normalisation}
+             "batch_noise": float(noise[i, j]), "ideal": float(ideal[i, j]), "expected": float(band[0][i, j]),
+             "expected_std": float(band[1][i, j]), "normalisation": self.normalisation}
             for i in range(len(self.timesteps)) for j, m in enumerate(self.levels)
         ]
 
+    def band_rows(self, num_rows: int = 6) -> list[list[str]]:
+        """Rows for the headline table at ``num_rows`` evenly spaced steps: step, t, λ, then per level
+        ``G E±2σ`` (measured, expected and twice its standard deviation; ``-`` without a band)."""
+        idx = np.unique(np.linspace(0, len(self.timesteps) - 1, num_rows).round().astype(int))
+        rows = []
+        for i in idx:
+            cells = []
+            for j in range(len(self.levels)):
+                band = "-" if self.expected is None else (
+                    f"{self.expected[i, j]:.3f}±{BAND_SIGMAS * self.expected_std[i, j]:.3f}")
+                cells.append(f"{self.measured[i, j]:.3f} {band}")
+            rows.append([str(i), f"{self.timesteps[i]:.0f}", f"{self.log_snr[i]:+.2f}", *cells])
+        return rows
+
+    def format_band_table(self, num_rows: int = 6) -> str:
+        """The headline: :meth:`band_rows` as a plain-text table, a line saying what the numbers are
+        and the :attr:`agreement` verdict."""
+        header = ["step", "t", "λ", *[f"m={m} G E±2σ" for m in self.levels]]
+        what = (f"fractions of the {self.normalisation}" if self.normalisation == "data power"
+                else "fractions normalised by their last step (band by the delta method)")
+        note = (f"measured G and the expected chromatography E ± 2σ for this batch, size and channels ({what}; "
+                "E from the schedule, the sampler's steps and the data spectrum alone)")
+        return f"{note}\n{_format([header, *self.band_rows(num_rows)])}\nthe run is {self.agreement.verdict}"
+
     def table_rows(self, num_rows: int = 6) -> list[list[str]]:
         """Rows for a text table at ``num_rows`` evenly spaced steps: step, t, λ, then per level
-        G/p/s (measured / as sampled / continuous spectrum-aware; ``-`` where there is no prediction)."""
+        G/p/i/s (measured / as sampled / the model's ideal process / the continuous spectrum-aware lower
+        bound; ``-`` where there is no prediction or no ideal process)."""
         idx = np.unique(np.linspace(0, len(self.timesteps) - 1, num_rows).round().astype(int))
         rows = []
         for i in idx:
             cells = []
             for j in range(len(self.levels)):
                 p = "-" if self.predicted is None else f"{self.predicted[i, j]:.3f}"
-                cells.append(f"{self.measured[i, j]:.3f}/{p}/{self.spectrum_aware[i, j]:.3f}")
+                ideal = "-" if self.ideal is None or not np.isfinite(self.ideal[i, j]) else f"{self.ideal[i, j]:.3f}"
+                cells.append(f"{self.measured[i, j]:.3f}/{p}/{ideal}/{self.spectrum_aware[i, j]:.3f}")
             rows.append([str(i), f"{self.timesteps[i]:.0f}", f"{self.log_snr[i]:+.2f}", *cells])
         return rows
 
     def format_table(self, num_rows: int = 6) -> str:
         """A plain-text table of :meth:`table_rows`, with a line saying what the numbers are."""
-        header = ["step", "t", "λ", *[f"m={m} G/p/s" for m in self.levels]]
+        header = ["step", "t", "λ", *[f"m={m} G/p/i/s" for m in self.levels]]
         note = (f"fractions of the {self.normalisation}" if self.normalisation == "data power"
                 else "fractions normalised by their last step")
-        note += f"; p: as sampled ({self.prediction_kind}), s: continuous spectrum-aware ({self.power_source} spectrum)"
+        if self.fitted:
+            note += " of this run's own samples: fitted to this run, so no column below is a test"
+        elif self.power_note:
+            note += f" ({self.power_note})"
+        p_kind = "fitted to this run" if self.fitted else self.prediction_kind
+        note += (f"; p: the run replayed from its own noise ({p_kind}; a consistency check), i: the model's ideal process "
+                 f"({self.ideal_note if self.ideal is not None else 'none: ' + self.ideal_note}), "
+                 f"s: the latest each band can form for this spectrum (spectrum-aware lower bound, "
+                 f"{'fitted to this run' if self.fitted else self.power_source + ' spectrum'})")
+        for why in self.suspect:
+            note += f"\nSUSPECT RUN: {why}"
+        for flag in self.flags:
+            note += f"\nflag: {flag}"
         if self.predicted is None and self.prediction_note:
             note += f"\nno prediction of the run as sampled: {self.prediction_note}"
         return note + "\n" + _format([header, *self.table_rows(num_rows)])
@@ -315,12 +547,16 @@ def expected(log_snr, levels: Sequence[int], power: np.ndarray | None = None, me
 
 
 def planned_theory(plan, model, height: int, width: int, *, method: str = "rings",
-                   levels: Sequence[int] | None = None) -> Theory:
-    """The continuous theories of a run before it is sampled: over its planned steps, on its bands.
+                   levels: Sequence[int] | None = None, batch_size: int | None = None,
+                   channels: int | None = None, eta: float = 0.0) -> Theory:
+    """The theories of a run before it is sampled: over its planned steps, on its bands.
 
     The same curves :func:`compare` draws for the run once it is recorded, where the model
     declares an exact spectrum (with none, ``spectrum_aware`` is NaN: :func:`compare` estimates the
-    spectrum from the run's samples, which do not exist yet).
+    spectrum from the run's samples, which do not exist yet). Given the run's ``batch_size``, also
+    the expected chromatography and its noise band (``expected``, ``expected_std``:
+    :func:`chromaviz.prediction.expected_run` over the plan's scheduler and steps), the prediction
+    the run will be judged by.
 
     Parameters
     ----------
@@ -335,6 +571,12 @@ def planned_theory(plan, model, height: int, width: int, *, method: str = "rings
         Band decomposition of the measurement the theories are drawn against, as in :func:`compare`.
     levels : sequence of int, optional
         Default :func:`chromaviz.spectral.levels_for` of the grid.
+    batch_size : int, optional
+        B of the run: with it (and an exact spectrum) the expected band is computed, else it is None.
+    channels : int, optional
+        C of the run (default ``model.channels``).
+    eta : float
+        DDIM's η of the run.
 
     Returns
     -------
@@ -359,13 +601,22 @@ def planned_theory(plan, model, height: int, width: int, *, method: str = "rings
     >>> traj = sample(model, num_inference_steps=5, batch_size=2, record=("x0",))
     >>> bool(np.allclose(compare(traj, model, method="pyramid").spectrum_aware, pyramid.spectrum_aware))
     True
+    >>> banded = planned_theory(plan, model, 16, 16, batch_size=2)
+    >>> bool(np.allclose(banded.expected, compare(traj, model).expected))
+    True
     """
     method = spectral._check_method(method)
     levels = tuple(levels) if levels is not None else spectral.levels_for(height, width)
     power, source = data_power(model, height, width)
     log_snr = np.asarray(plan.log_snr, dtype=np.float64)
     spectrum_aware, m2 = expected(log_snr, levels, power, method)
-    return Theory(levels, method, np.asarray(plan.timesteps, dtype=np.float64), log_snr, spectrum_aware, m2, source)
+    band = None
+    if batch_size is not None and power is not None and source == "model":
+        channels = channels if channels is not None else int(getattr(model, "channels", 1))
+        band = prediction.expected_run(plan.scheduler, plan.noise, power, batch_size=batch_size, channels=channels,
+                                       levels=levels, method=method, eta=eta)
+    return Theory(levels, method, np.asarray(plan.timesteps, dtype=np.float64), log_snr, spectrum_aware, m2, source,
+                  None if band is None else band.mean, None if band is None else band.std)
 
 
 def decoded(traj: Trajectory, decode: Callable[[torch.Tensor], torch.Tensor], *, batch: int = 8) -> Trajectory:
@@ -409,7 +660,7 @@ def decoded(traj: Trajectory, decode: Callable[[torch.Tensor], torch.Tensor], *,
 
 def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequence[int] | None = None,
             decode: Callable[[torch.Tensor], torch.Tensor] | None = None, predict: bool = True,
-            plan=None) -> Comparison:
+            plan=None, data=None, ideal: bool = True) -> Comparison:
     """Measured band signal fractions of ``traj`` against the run as sampled and the continuous theory.
 
     Every curve is a fraction of the band's data power (see :class:`Comparison`; :meth:`Comparison.normalised`
@@ -423,8 +674,11 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     model : Denoiser, optional
         If it declares an exact spectrum (``model.data_power(H, W)``), every theory uses it and the
         as-sampled prediction is exact for the run (deterministic samplers) or the expectation given
-        its initial noise (stochastic ones); otherwise the RAPSD of the run's final samples stands in
-        for the data spectrum and the prediction is an approximation.
+        its initial noise (stochastic ones). Otherwise the fractions are of the data power of each
+        step's prompt where it is known (:func:`prompt_data_power`: the exact moments the model
+        declares, else an estimate from draws of its data), and only where no data is known of the
+        power of the run's own samples, labelled **fitted to this run** (``power_source == "samples"``;
+        then the prediction, fitted through the run's scheduler, is no test either).
     method : {"rings", "pyramid"}
         Band decomposition; the theories use the same bands (pyramid: Dirichlet-kernel weights).
     levels : sequence of int, optional
@@ -439,6 +693,14 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     plan : StepPlan, optional
         The run's step plan (the one it was sampled with): the prediction reuses its scheduler
         instead of planning the run again (see :func:`chromaviz.prediction.predict_run`).
+    data : DataSource or path, optional
+        Data of the run's prompt instead of the model's own: a
+        :class:`~chromaviz.models.base.DataSource`, or a folder of images (for a diffusers pipeline,
+        encoded by its VAE: :class:`~chromaviz.models.diffusers.adapter.ImageFolder`). It gives the
+        data power and the ideal process.
+    ideal : bool
+        Compute the model's ideal process (:func:`ideal_process`, ``Comparison.ideal``) where data can
+        be drawn: as many model evaluations as the run (at most :data:`IDEAL_STEPS` steps).
 
     Returns
     -------
@@ -471,22 +733,42 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     reference = spectral.batch_reference(b)
     energies = spectral.step_band_energies(x0, levels, method, reference).numpy()
     final_energy = spectral.step_band_energies(traj.sample[None], levels, method, reference).numpy()[0]
-    power, source = data_power(model, h, w, traj.sample)
+    source_data = _as_data_source(data, model) if decode is None else None
+    norm = _normalisation(traj, model, levels, method, reference, source_data)
+    power, source = norm.power, norm.source
+    if source == "model":  # the model's exact Gaussian spectrum, as it declares it
+        power = model.data_power(h, w)
     pred, note = None, "not asked for" if not predict else ""
     if plan is not None:  # a wrong plan is the caller's mistake, not a run that cannot be predicted
         prediction.planned_scheduler(plan, traj)
     if predict:
         try:
-            pred = prediction.predict_run(traj, model, method=method, levels=levels, reference=reference, plan=plan)
+            given = norm.power if source in ("model data", "data draws") else None  # known, never fitted
+            pred = prediction.predict_run(traj, model, method=method, levels=levels, reference=reference, plan=plan,
+                                          power=given)
         except Exception as exc:  # the measurement and the continuous theory stand without it
             note = f"{type(exc).__name__}: {exc}"
-    if pred is not None and pred.power_source == "samples":
-        power = pred.power  # the run's own estimate, refined through its scheduler (an approximation)
-    denominator = pred.data_energy if pred is not None else prediction.data_energy(power, levels, method, b, c, reference)
-    spectrum_aware, m2 = expected(traj.log_snr, levels, power, method)
+    # Never divide the measurement by a spectrum fitted through the run's scheduler: the denominator is
+    # each step's prompt's data power (or, where none is known, the run's own samples' power, flagged).
+    denominator = norm.denominators  # (S, L)
+    spectrum_aware = norm.spectrum_aware
+    m2 = theory.signal_fraction(np.asarray(traj.log_snr, dtype=np.float64), levels)
     predicted_final = None
-    if pred is not None:
+    if pred is not None:  # the prediction's fractions of its own data energy, re-expressed as ours
+        pred = replace(pred, fractions=pred.fractions * pred.data_energy / denominator,
+                       final=pred.final * pred.data_energy / norm.final,
+                       batch_noise=pred.batch_noise * pred.data_energy / denominator)
         predicted_final = pred.final if traj.final is not None else pred.fractions[-1]
+    ideal_curve, ideal_note = None, "not asked for"
+    if ideal and decode is None:
+        ideal_curve, ideal_note = _ideal(traj, model, method, levels, source_data, norm)
+    band, band_note = _expected_band(traj, power if source == "model" else None, levels, method, reference, plan)
+    if band is not None and not np.allclose(band.data_energy, denominator, rtol=1e-9):
+        band, band_note = None, "the measurement is not normalised by the model's data power"
+    suspect = suspicions(traj, final_energy / norm.final, levels, method, reference, norm.power,
+                         model.data_power(h, w) if model is not None and decode is None else None)
+    if suspect:
+        warnings.warn("suspect run: " + "; ".join(suspect), SuspectRunWarning, stacklevel=2)
     return Comparison(
         levels=levels,
         method=method,
@@ -499,11 +781,428 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
         predicted=None if pred is None else pred.fractions,
         prediction_kind="none" if pred is None else pred.kind,
         batch_noise=None if pred is None else pred.batch_noise,
-        measured_final=final_energy / denominator,
+        measured_final=final_energy / norm.final,
         predicted_final=predicted_final,
         from_initial_noise=None if pred is None else pred.from_initial_noise,
         prediction_note=note,
+        expected=None if band is None else band.mean,
+        expected_std=None if band is None else band.std,
+        expected_final=None if band is None else band.final,
+        expected_final_std=None if band is None else band.final_std,
+        expected_final_corr=None if band is None else band.final_corr,
+        expected_note=band_note,
+        ideal=ideal_curve,
+        ideal_note=ideal_note,
+        power_note=norm.note,
+        flags=norm.flags,
+        band_birth_log_snr=None if norm.power is None else theory.band_birth_log_snr(
+            norm.power, spectral.band_weights(h, w, levels, method)),
+        suspect=suspect,
     )
+
+
+SUSPECT_POWER = 4.0
+"""A band of a generated sample holding more than this many times its data power is suspect (a good
+run ends near 1; Heun with 2 steps leaves the finest band at 210×), unless its few modes make that
+likely by chance (:func:`suspicions`)."""
+
+SUSPECT_TAIL = 1e-6
+"""Probability with which a good run's band may exceed the bound of :func:`suspicions` by chance."""
+
+
+def suspicions(traj: Trajectory, final_fractions, levels: Sequence[int], method: str, reference: str | None,
+               power=None, model_power=None) -> tuple[str, ...]:
+    """Why a finished run is not a sample of its model: empty for a good run.
+
+    - **Band energy**: a band of the generated sample holds more than its bound of the data power:
+      :data:`SUSPECT_POWER`, or more where the band holds so few modes that a good run exceeds 4 with a
+      probability above :data:`SUSPECT_TAIL` (its energy scatters like χ² with the band's effective
+      degrees of freedom (Σw·P)²/Σ(w·P)², times the batch's and channels').
+    - **Initial noise**: the samples are (nearly) their initial noise: mean cosine similarity above
+      :data:`~chromaviz.sampling.trajectory.NOISE_SIMILARITY` with it (its first x_t, or the noise drawn
+      again from its seed), unless the model's spectrum ``model_power`` makes ideal samples that similar.
+
+    Parameters
+    ----------
+    traj : Trajectory
+    final_fractions : array_like, shape (L,)
+        The generated sample's band energies over their data energies (``Comparison.measured_final``).
+    levels, method, reference
+        The bands, as measured.
+    power : array_like, shape (H, W) or (C, H, W), optional
+        The data power the fractions are of (for the bands' degrees of freedom; white without it).
+    model_power : array_like, optional
+        The model's exact spectrum, if it declares one.
+
+    Returns
+    -------
+    tuple of str
+    """
+    from scipy.stats import chi2
+
+    found = []
+    final = traj.final
+    if final is None:
+        return ()
+    b, c, h, w = final.shape
+    fractions = np.asarray(final_fractions, dtype=np.float64)
+    p = None if power is None else np.asarray(power, dtype=np.float64)
+    if p is None or p.shape[-2:] != (h, w):  # no data power on the sample's grid (pooled records): white
+        p = np.ones((h, w))
+    p = p.reshape(-1, h, w)
+    weights = spectral.band_weights(h, w, tuple(levels), method)
+    wp = np.einsum("lhw,chw->lc", weights, p)
+    wp2 = np.einsum("lhw,chw->lc", weights**2, p**2)
+    dof = spectral.degrees_of_freedom(b, reference) * (c // p.shape[0]) * wp.sum(1) ** 2 / np.maximum(wp2.sum(1), 1e-300)
+    bound = np.maximum(SUSPECT_POWER, chi2.isf(SUSPECT_TAIL, np.maximum(dof, 1e-3)) / np.maximum(dof, 1e-3))
+    over = [(m, f, lim) for m, f, lim in zip(levels, fractions, bound) if np.isfinite(f) and f > lim]
+    if over:
+        shown = ", ".join(f"m={m} at {f:.3g}×" for m, f, _ in over[:4])
+        found.append(f"the generated sample holds several times its data power in {len(over)} band"
+                     f"{'s' if len(over) > 1 else ''} ({shown}; a sample of the model ends near 1): it is not a "
+                     "sample of the model (too few steps for this sampler, or a scheduler that does not match it)")
+    initial = traj.steps[0].x_t if traj.steps else None
+    if initial is None or tuple(initial.shape) != tuple(final.shape):
+        seeded = prediction._seeded_noise(traj, tuple(final.shape)) if traj.steps else None
+        initial = None if seeded is None else seeded[0]
+    if initial is not None:
+        similarity = noise_similarity(final, initial)
+        white = model_power is not None and noise_similarity_of_data(model_power) > NOISE_SIMILARITY
+        if similarity > NOISE_SIMILARITY and not white:
+            found.append(f"the samples are (nearly) their initial noise (cosine similarity {similarity:.3f}): the run "
+                         "did not denoise")
+    return tuple(found)
+
+
+def _expected_band(traj: Trajectory, power: np.ndarray | None, levels: tuple[int, ...], method: str,
+                   reference: str | None, plan=None) -> tuple[prediction.Expectation | None, str]:
+    """The expected chromatography of a recorded run (:func:`chromaviz.prediction.expected_run`) from its
+    scheduler, its recorded noise levels and the model's exact spectrum ``power``; (None, why) where
+    there is none."""
+    if power is None:
+        return None, "the model declares no data spectrum (an expected band needs the exact one)"
+    if int(traj.metadata.get("record_scale", 1)) != 1:
+        return None, "the run was recorded pooled (record_scale > 1)"
+    try:
+        sched = prediction.run_scheduler(traj) if plan is None else prediction.planned_scheduler(plan, traj)
+        noise = [NoiseLevel(s.timestep, s.alpha, s.sigma) for s in traj.steps]
+        b, c = traj.steps[0].x0.shape[:2]
+        return prediction.expected_run(sched, noise, power, batch_size=b, channels=c, levels=levels, method=method,
+                                       reference=reference, eta=float(traj.metadata.get("eta", 0.0)),
+                                       ends_with_sample=traj.final is not None), ""
+    except Exception as exc:  # the measurement stands without it
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------------------------
+# the data's power (the denominator of every fraction) and the model's ideal process
+# --------------------------------------------------------------------------------------------
+
+DATA_DRAWS = 256
+"""Samples drawn from a model's data (:meth:`Denoiser.draw_data <chromaviz.models.base.Denoiser.draw_data>`)
+to estimate its power per mode where the model declares no exact one."""
+
+IDEAL_STEPS = 50
+"""At most this many of a run's steps get the ideal process evaluated (evenly spaced, first and last
+included); the curve is interpolated in λ between them. Runs of up to this many steps: every step."""
+
+IDEAL_BATCH = 16
+"""Fewest data draws per step of the ideal process (its Monte Carlo noise is that of a batch this size)."""
+
+POWER_SOURCES = ("model", "model data", "data draws", "samples", "none")
+"""Where a :class:`Comparison`'s data power comes from: the model's exact Gaussian spectrum
+(``data_power``), the exact moments of the model's own data (``data_moments``, e.g. the exemplar
+mixture), an estimate from draws of its data (``draw_data``, e.g. the shapes training distribution or
+a folder of images), the power of the run's own final samples (**fitted to this run**: the fractions
+are then fractions of what the run produced, not of the data, and nothing compared with them is a
+test), or none."""
+
+
+@dataclass(frozen=True)
+class DataPower:
+    """The data of one prompt, per Fourier mode: what every signal fraction is a fraction of.
+
+    Attributes
+    ----------
+    mean : ndarray, shape (C, h, w)
+        E[x0] in sample space (zeros for a zero-mean model).
+    power : ndarray, shape (C, h, w)
+        E|F(x0 − E x0)|² per mode of the orthonormal 2-D FFT (white noise = 1): each mode's variance.
+    source : str
+        One of :data:`POWER_SOURCES`.
+    description : str
+        Said in tables, e.g. ``"exact data power of the model's own photographs"``.
+    """
+
+    mean: np.ndarray
+    power: np.ndarray
+    source: str
+    description: str
+
+    def band_energy(self, levels: Sequence[int], method: str, reference: str | None) -> np.ndarray:
+        """Expected band energy of one data sample, shape (L,), in squared sample units: about the
+        data mean (``reference="batch"``: Σ_c Σ_k w_b(k)·P(k)) or about zero (None: the mean's own
+        band energy added). Exact for octave rings; for box-pyramid bands the Dirichlet-weighted
+        per-mode power, exact for data whose covariance is stationary."""
+        h, w = self.power.shape[-2:]
+        p = self.power
+        if reference is None:
+            p = p + np.abs(np.fft.fft2(self.mean, norm="ortho")) ** 2
+        return np.einsum("lhw,chw->l", spectral.band_weights(h, w, levels, method), p)
+
+
+def prompt_data_power(model, prompt: str | None, height: int, width: int, *, data=None,
+                      draws: int = DATA_DRAWS, seed: int = 0) -> DataPower | None:
+    """The data power of ``prompt`` on the model's (h, w) sample grid, from the best source there is.
+
+    In this order: the exact moments the model declares (:meth:`Denoiser.data_moments
+    <chromaviz.models.base.Denoiser.data_moments>`: a Gaussian model's spectrum, source ``"model"``;
+    the exemplar mixture's enumerated photographs, ``"model data"``), else an estimate from ``draws``
+    samples of its data (``data``, else the model's own :class:`~chromaviz.models.base.DataSource`:
+    ``"data draws"``), else None. Never a spectrum fitted to a run.
+
+    Parameters
+    ----------
+    model : Denoiser or None
+    prompt : str or None
+        The prompt as the run recorded it (canonical).
+    height, width : int
+        The sample grid (h, w) in the model's space.
+    data : DataSource, optional
+        Data to use instead of the model's own (e.g. :class:`~chromaviz.models.diffusers.adapter.ImageFolder`).
+    draws : int
+        Samples drawn for the estimate (fewer for a finite source: its ``count``).
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    DataPower or None
+        None where no data is known for this prompt (the model has none, or none for this prompt).
+    """
+    if model is None:
+        return None
+    if data is None:
+        try:
+            moments = model.data_moments(prompt, height, width)
+        except ValueError:  # a prompt the model's data does not hold (AND terms, several photographs)
+            moments = None
+        if moments is not None:
+            mean, power = (np.asarray(a, dtype=np.float64) for a in moments)
+            exact_gaussian = model.data_power(height, width) is not None
+            return DataPower(mean, power, "model" if exact_gaussian else "model data",
+                             "the model's exact data spectrum" if exact_gaussian else
+                             f"exact data power of {model.data.description if model.data else 'the model data'}")
+        data = model.data
+    if data is None:
+        return None
+    n = max(2, min(draws, getattr(data, "count", None) or draws))
+    size = _image_size(model, height, width)
+    try:
+        x = data.draw(prompt, n, size, torch.Generator().manual_seed(seed)).double().cpu()
+    except ValueError:
+        return None
+    mean = x.mean(0)
+    power = torch.fft.fft2(x - mean, norm="ortho").abs().square().sum(0) / (n - 1)
+    return DataPower(mean.numpy(), power.numpy(), "data draws", f"estimated from {n} draws of {data.description}")
+
+
+def _image_size(model, height: int, width: int) -> tuple[int, int]:
+    """(H, W) image pixels whose samples are (height, width) in the model's space."""
+    for scale in (1, 2, 4, 8, 16):
+        if tuple(model.latent_size(height * scale, width * scale)) == (height, width):
+            return height * scale, width * scale
+    raise ValueError(f"{model.name} has no image size whose samples are {height}×{width}")
+
+
+def _as_data_source(data, model):
+    """``compare(data=…)``: a DataSource as it is, a folder of images wrapped for the model."""
+    if data is None:
+        return None
+    from .models.base import DataSource
+
+    if isinstance(data, DataSource):
+        return data
+    from .models.diffusers.adapter import ImageFolder
+
+    return ImageFolder(data, model)
+
+
+def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Sequence[int] | None = None,
+                  data=None, batch: int | None = None, max_steps: int | None = IDEAL_STEPS,
+                  seed: int = 0) -> np.ndarray | None:
+    """The model's ideal process at the run's noise levels: band energy of x̂0 per data sample.
+
+    At each recorded step i, data x0 of the step's prompt (``data``, else the model's own
+    :meth:`~chromaviz.models.base.Denoiser.draw_data`) is noised forward to the step's noise level,
+    x_t = α_i·x0 + σ_i·ε, and given to the model as the run gave it its input (the run's guidance
+    scale, rescale and negative prompt, in the model's parametrisation); x̂0 is measured exactly as
+    the run is measured (the same bands, about the batch mean when ``batch`` ≥ 2). The same draws x0
+    and ε serve every step of a prompt. Where the model's denoiser is the exact posterior mean of the
+    data (``DataSource.exact``), this is the signal fraction an infinitely fine sampler started from
+    the model's own noisy marginal would show (THEORY §4c).
+
+    Parameters
+    ----------
+    traj : Trajectory
+        A recorded run (its steps' timesteps, α, σ and prompts; its metadata's guidance).
+    model : Denoiser
+    method : {"rings", "pyramid"}
+    levels : sequence of int, optional
+        Default :func:`chromaviz.spectral.levels_for` of the sample size.
+    data : DataSource, optional
+        Instead of the model's own data.
+    batch : int, optional
+        Draws per step (default: the run's batch size, at least :data:`IDEAL_BATCH`).
+    max_steps : int or None
+        Evaluate at most this many steps (evenly spaced) and interpolate in λ between them; None: every step.
+    seed : int
+        Seed of the draws and of ε.
+
+    Returns
+    -------
+    ndarray, shape (S, L), or None
+        Σ over the draws of the band energy of x̂0 (about their mean) divided by the degrees of freedom
+        (``batch`` − 1): the expected band energy per sample, in squared sample units. NaN rows where
+        a step's prompt has no data; None where the model cannot draw data at all.
+    """
+    from .models.base import split_prediction
+    from .sampling.guidance import Guidance
+
+    source = data if data is not None else (model.data if model is not None else None)
+    if source is None:
+        return None
+    b, c, h, w = traj.steps[0].x0.shape if traj.steps[0].x0 is not None else (len(traj.final), *traj.final.shape[1:])
+    levels = tuple(levels) if levels is not None else spectral.levels_for(h, w)
+    n = max(2, int(batch if batch is not None else max(b, IDEAL_BATCH)))
+    reference = spectral.batch_reference(n)
+    dof = spectral.degrees_of_freedom(n, reference)
+    size = _image_size(model, h, w)
+    meta = traj.metadata
+    scale = float(meta.get("guidance", 1.0)) if model.conditional else 1.0
+    guidance = Guidance(scale, float(meta.get("guidance_rescale", 0.0)))
+    negative = meta.get("negative_prompt")
+    s = len(traj.steps)
+    pick = np.arange(s) if max_steps is None or s <= max_steps else np.unique(
+        np.linspace(0, s - 1, max_steps).round().astype(int))
+    encoded: dict = {}
+
+    def encode(p):
+        if p not in encoded:
+            encoded[p] = model.encode([p] * n)
+        return encoded[p]
+
+    drawn: dict = {}
+    out = np.full((s, len(levels)), np.nan)
+    with torch.no_grad():
+        for i in pick:
+            st = traj.steps[i]
+            if st.prompt not in drawn:
+                gen = torch.Generator().manual_seed(seed)
+                try:
+                    x0 = source.draw(st.prompt, n, size, gen)
+                except ValueError:
+                    x0 = None
+                eps = torch.randn((n, c, h, w), generator=gen)
+                drawn[st.prompt] = None if x0 is None else (x0.to(model.device, model.dtype), eps.to(model.device, model.dtype))
+            if drawn[st.prompt] is None:
+                continue
+            x0, eps = drawn[st.prompt]
+            level = NoiseLevel(st.timestep, st.alpha, st.sigma)
+            x_in = st.alpha * x0 + st.sigma * eps
+            pred = guidance.predict(model, x_in, level, st.prompt, negative, encode)
+            x0_hat = split_prediction(pred, x_in, level, model.parameterization)[0]
+            out[i] = spectral.step_band_energies(x0_hat.detach().float().cpu()[None], levels, method, reference)[0].numpy() / dof
+    if len(pick) < s:  # interpolate between the evaluated steps of each prompt, in λ (monotone along a run)
+        x = np.clip(np.asarray(traj.log_snr, dtype=np.float64), -50, 50)
+        prompts = np.array([str(st.prompt) for st in traj.steps])
+        for p in set(prompts):
+            rows = np.flatnonzero(prompts == p)
+            for j in range(len(levels)):
+                ok = np.intersect1d(pick, rows)
+                ok = ok[np.isfinite(out[ok, j])]
+                if len(ok) >= 2:
+                    out[rows, j] = np.interp(x[rows], x[ok], out[ok, j])
+    return out
+
+
+@dataclass(frozen=True)
+class _Normalisation:
+    """Per step, what a run's fractions are fractions of (its active prompt's data power)."""
+
+    power: np.ndarray | None  # the final prompt's spectrum, (C', h, w) or (h, w); None: none
+    source: str  # POWER_SOURCES
+    note: str  # which data power, said in tables
+    denominators: np.ndarray  # (S, L): the expected data energy of the run's batch at each step
+    final: np.ndarray  # (L,): the same for the run's sample (its final prompt)
+    per_sample: np.ndarray  # (S, L): the same for one sample (the ideal process's denominator)
+    spectrum_aware: np.ndarray  # (S, L): the continuous spectrum-aware curve of each step's prompt
+    flags: tuple[str, ...]  # what a reader must know (a prompt whose data power is not known)
+
+
+def _normalisation(traj: Trajectory, model, levels: tuple[int, ...], method: str, reference: str | None,
+                   data=None) -> _Normalisation:
+    """Each step's prompt's data power (:func:`prompt_data_power`), or, where no data is known for the
+    final prompt, the power of the run's own samples (fitted to this run); flagged where a step's prompt
+    has no known data power and another's stands in."""
+    x0 = traj.x0
+    b, c, h, w = x0.shape[1:]
+    nb = spectral.degrees_of_freedom(b, reference)
+    prompts = [st.prompt for st in traj.steps]
+    final_prompt = prompts[-1]
+    known: dict = {}
+    for p in dict.fromkeys(prompts):
+        known[p] = prompt_data_power(model, p, h, w, data=data, seed=0)
+    flags: list[str] = []
+    final = known[final_prompt]
+    if final is not None:
+        fallback_energy = final.band_energy(levels, method, reference)
+        power, source, note = final.power, final.source, final.description
+        fallback_sa = lambda lam: expected(lam, levels, final.power, method)[0]  # noqa: E731
+    else:
+        power, _ = data_power(None, h, w, traj.sample)
+        source = "samples"
+        note = ("no data power known: fractions of the power of this run's own samples (fitted to this run, "
+                "so they are not a test of anything)")
+        fallback_energy = prediction.data_energy(power, levels, method, b, c, reference) / nb
+        fallback_sa = lambda lam: expected(lam, levels, power, method)[0]  # noqa: E731
+    lam = np.asarray(traj.log_snr, dtype=np.float64)
+    per_sample = np.empty((len(prompts), len(levels)))
+    spectrum_aware = np.empty_like(per_sample)
+    for p, dp in known.items():
+        rows = [i for i, q in enumerate(prompts) if q == p]
+        if dp is not None:
+            per_sample[rows] = dp.band_energy(levels, method, reference)
+            spectrum_aware[rows] = expected(lam[rows], levels, dp.power, method)[0]
+        else:
+            per_sample[rows] = fallback_energy
+            spectrum_aware[rows] = fallback_sa(lam[rows])
+            if p != final_prompt:
+                flags.append(f"steps {rows[0]}–{rows[-1]} (prompt {p!r}): no data power known for this prompt; "
+                             f"their fractions are of the final prompt's ({'its samples' if final is None else note})")
+    if final is None and len(set(prompts)) > 1:
+        flags.append("prompt switched, and no data power known for the final prompt: every step is measured "
+                     "against the final samples' power, which is the final prompt's")
+    sources = {dp.source for dp in known.values() if dp is not None}
+    if final is not None and len(sources) > 1:
+        source = max(sources, key=POWER_SOURCES.index)  # the weakest of them
+    return _Normalisation(power, source, note, nb * per_sample, nb * per_sample[-1] if final is not None
+                          else nb * fallback_energy, per_sample, spectrum_aware, tuple(flags))
+
+
+def _ideal(traj: Trajectory, model, method: str, levels: tuple[int, ...], data, norm: _Normalisation) -> tuple[np.ndarray | None, str]:
+    """``Comparison.ideal`` and its note: the ideal process's fractions of each step's data power."""
+    source = data if data is not None else (model.data if model is not None else None)
+    if source is None:
+        return None, "no data to draw (the model declares none; compare(..., data=folder) gives some)"
+    try:
+        energy = ideal_process(traj, model, method=method, levels=levels, data=data)
+    except Exception as exc:  # the measurement stands without it
+        return None, f"{type(exc).__name__}: {exc}"
+    if energy is None:
+        return None, "no data to draw"
+    exact = "exact posterior" if source.exact else "the model's denoiser"
+    return energy / norm.per_sample, f"{exact} on forward-noised draws of {source.description}"
 
 
 class StepwiseComparison:

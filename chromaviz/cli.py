@@ -144,16 +144,26 @@ def _run(args: argparse.Namespace) -> int:
         f"\n{model.name} · prompt {args.prompt!r} · {traj.metadata['scheduler_class']} · {len(traj)} steps · "
         f"batch {args.batch} · {args.size}×{args.size} · {elapsed:.2f} s ({len(traj) / elapsed:.1f} steps/s)"
     )
+    print(f"\nthe expected chromatography ({args.method} bands):\n")
+    print(comparison.format_band_table(args.rows) + "\n")
     print(
-        f"measured signal fraction G / the run as sampled p / continuous spectrum-aware theory s per level m "
-        f"({args.method} bands, theory from the {comparison.power_source} spectrum):\n"
+        f"measured signal fraction G / the run as sampled p / the model's ideal process i / the latest each band "
+        f"can form for this spectrum s per level m ({args.method} bands, "
+        + ("fitted to this run: no data power known" if comparison.fitted else
+           f"theory from the {comparison.power_source} spectrum") + "):\n"
     )
     print(comparison.format_table(args.rows))
     print("\ninheritance per level (fractions of the data power, measured G / predicted p): at start = already in x̂0 "
           "at the first step, taken from the initial noise; missing = never generated\n")
     print(comparison.inheritance.format_table())
-    print(f"\nmax |G − p| over all steps and levels: {comparison.max_deviation:.2g} "
-          f"(p {comparison.prediction_kind}); max |G − s|: {comparison.max_deviation_continuous:.4f}")
+    if comparison.fitted:
+        print("\nno test: no data power is known for this model, so every curve is fitted to this run "
+              "(give data, e.g. compare(..., data=folder), for a measurement)")
+    else:
+        print(f"\nreplay max |G − p| over all steps and levels: {comparison.max_deviation:.2g} "
+              f"(p {comparison.prediction_kind}: a consistency check of the model and the code); max |G − s|: {comparison.max_deviation_continuous:.4f}"
+              + (f"; max |G − i| (ideal process): {comparison.max_deviation_ideal:.3f}" if comparison.ideal is not None
+                 else ""))
     print(f"wrote {path}\n      {strip}\n      {chrom}\n      {chrom.with_suffix('.svg')}")
     if interrupted:
         return interrupted
@@ -184,10 +194,12 @@ def _report(args: argparse.Namespace) -> int:
     if "max_deviation" in figures:
         recorded = figures.get("steps_recorded", "?")
         print(f"{recorded} step{'' if recorded == 1 else 's'}, {figures.get('status', '?')}; "
-              f"max |G − p| = {figures['max_deviation']:.2g} (as sampled)"
+              f"replay max |G − p| = {figures['max_deviation']:.2g} (a consistency check)"
               + (f", max |G − s| = {figures['max_deviation_continuous']:.4f} (continuous)"
                  if "max_deviation_continuous" in figures else "")
               + f" over levels {figures.get('levels', '?')}")
+    if "band_verdict" in figures:
+        print(f"the run is {figures['band_verdict']}")
     print(f"report written in {elapsed:.1f} s:\n  {files.notebook}\n  {files.html}")
     for path in files.extra:
         print(f"  {path}")

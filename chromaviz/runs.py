@@ -2,8 +2,8 @@
 
 The report's run (parameters → model → :func:`~chromaviz.sampling.sample` →
 :func:`~chromaviz.analysis.compare`) is written here, once, and everything that runs one uses it:
-``chromaviz run``, the report notebook and ``chromaviz report``'s pre-flight, and each cell of
-``chromaviz sweep``.
+``chromaviz run``, the report notebook and ``chromaviz report``'s pre-flight, each cell of
+``chromaviz sweep``, and the explorer's runs (a spec holding the loaded model, sampled with a live prompt).
 
 >>> from chromaviz.runs import RunSpec
 >>> spec = RunSpec(steps=5, batch=2, size=16)
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .analysis import Comparison
     from .models.base import Denoiser
     from .noise.plan import StepPlan
+    from .sampling.sampler import PromptSource
     from .sampling.trajectory import StepRecord, Trajectory
 
 __all__ = ["SETTINGS", "Run", "RunSpec", "check_settings", "recording_too_large"]
@@ -48,10 +49,11 @@ class RunSpec:
 
     Attributes
     ----------
-    model : str
+    model : str or Denoiser
         A built-in model (``gaussian``, ``exemplars``, ``shapes``: :data:`chromaviz.models.registry.MODELS`),
         or a diffusers pipeline folder written by ``save_pretrained``, or a model id in the local
-        Hugging Face cache.
+        Hugging Face cache; or a model already loaded (a :class:`~chromaviz.models.base.Denoiser`,
+        as the explorer holds one), used as it is: it keeps its own schedule and dtype.
     prompt : str
         A prompt or a prompt schedule (``"[cat:moon:0.5]"``); ``""`` (or None) samples unconditionally.
     scheduler : str
@@ -80,7 +82,7 @@ class RunSpec:
     Making a spec checks nothing; :meth:`check` does, and :meth:`run` checks before it loads.
     """
 
-    model: str = "gaussian"
+    model: str | Denoiser = "gaussian"
     prompt: str = ""
     scheduler: str = "default"
     schedule: str = "scaled_linear"
@@ -111,7 +113,12 @@ class RunSpec:
         """True if :attr:`model` names a built-in model (no weights to download)."""
         from .models.registry import is_builtin
 
-        return is_builtin(self.model)
+        return isinstance(self.model, str) and is_builtin(self.model)
+
+    @property
+    def loaded(self) -> Denoiser | None:
+        """:attr:`model` when it is a model already loaded (a Denoiser), else None."""
+        return None if isinstance(self.model, str) else _loaded_model(self.model)
 
     def given(self) -> tuple[str, ...]:
         """The settings that differ from the defaults, in field order."""
@@ -119,22 +126,22 @@ class RunSpec:
 
     # ------------------------------------------------------------------ 1. check
     def check(self, model: Denoiser | None = None, *, given: Iterable[str] | None = None, option: str = "",
-              local: bool = True) -> StepPlan | None:
+              local: bool = True, prompt: PromptSource = None, plan: StepPlan | None = None) -> StepPlan | None:
         """Refuse settings that cannot work, before any work: one ``ValueError`` naming the setting.
 
         Checks, in order: every setting on its own (:func:`check_settings`); settings the model
-        would ignore, among those ``given`` (a schedule for a trained model or a diffusers pipeline,
-        a dtype for a built-in model, guidance for an unconditional one); a size the box pyramid
-        cannot split (``method="pyramid"``); then the run as :func:`chromaviz.sampling.check_sample`
-        checks it (a size or prompt the model cannot take, more steps than the scheduler takes, a
-        recording larger than the memory), which plans the run.
+        would ignore, among those ``given`` (a schedule for a trained model, a diffusers pipeline or
+        a loaded model, a dtype for a built-in or loaded model, guidance for an unconditional one);
+        a size the box pyramid cannot split (``method="pyramid"``); then the run as
+        :func:`chromaviz.sampling.check_sample` checks it (a size or prompt the model cannot take, more
+        steps than the scheduler takes, a recording larger than the memory), which plans the run.
 
         Parameters
         ----------
         model : Denoiser, optional
-            The loaded model (:meth:`load`). Without one a built-in model is loaded here, quietly
-            and once per (model, size, schedule) in this process; a diffusers pipeline is not
-            loaded, and only its settings are checked.
+            The loaded model (:meth:`load`). Without one: :attr:`model` if it is a loaded model; a
+            built-in model is loaded here, once per (model, size, schedule) in this
+            process; a diffusers pipeline is not loaded, and only its settings are checked.
         given : iterable of str, optional
             The settings the user set (``-p`` names): values a model would ignore are refused only
             among these. Default :meth:`given`, the settings that differ from the defaults; ``()``
@@ -145,6 +152,13 @@ class RunSpec:
         local : bool
             The run happens on this machine: its device must exist here (False for a sweep whose
             cells run elsewhere).
+        prompt : str, PromptSchedule or callable, optional
+            The prompt the run samples with instead of :attr:`prompt` (:meth:`run`'s ``prompt``),
+            checked as :func:`~chromaviz.sampling.sample` checks it. A UI whose live prompt can give
+            several prompt schedules checks each, passing the plan of the first check as ``plan``.
+        plan : StepPlan, optional
+            What an earlier check of this spec returned: the run is checked with it, not planned
+            again (a plan of another schedule, N or scheduler is refused).
 
         Returns
         -------
@@ -164,7 +178,13 @@ class RunSpec:
         check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, local=local)
         given = set(self.given() if given is None else given)
         spell = functools.partial(_spell, option=option)
-        if self.builtin:
+        loaded = self.loaded
+        if loaded is not None:
+            for name in ("schedule", "dtype"):
+                if name in given:
+                    raise ValueError(f"model {loaded.name} is already loaded and keeps its own schedule and dtype; "
+                                     f"{spell(name)} applies to a model the run loads by name")
+        elif self.builtin:
             if self.model in TRAINED and "schedule" in given:
                 raise ValueError(f"model {self.model} keeps the schedule it was trained with; {spell('schedule')} applies "
                                  f"to the exact built-in models ({', '.join(n for n in MODELS if n not in TRAINED)})")
@@ -180,6 +200,8 @@ class RunSpec:
                              f"{spell('schedule')} applies to the exact built-in models "
                              f"({', '.join(n for n in MODELS if n not in TRAINED)})")
         if model is None:
+            model = loaded
+        if model is None:
             if not self.builtin:
                 return None
             model = _preflight_model(self.model, self.size, self.schedule)
@@ -189,7 +211,7 @@ class RunSpec:
         if not model.conditional and "guidance" in given and self.guidance != 1:
             raise ValueError(f"model {model.name} is unconditional: {spell('guidance')} {self.guidance:g} would change "
                              "nothing (guidance scales a prompt's effect); leave it at 1")
-        plan = self._check_sample(model, option=option, local=local)
+        plan = self._check_sample(model, option=option, local=local, prompt=prompt, plan=plan)
         if self.method == "pyramid" and not self.builtin:
             from .spectral import check_pyramid_size
 
@@ -202,23 +224,24 @@ class RunSpec:
                     batch_size=self.batch, height=self.size, width=self.size,
                     device=(self.device or None) if local else None)
 
-    def _check_sample(self, model: Denoiser, *, option: str, local: bool) -> StepPlan:
+    def _prompt(self, prompt: PromptSource) -> PromptSource:
+        """The prompt the run samples with: ``prompt`` if given, else :attr:`prompt` (``""``: none)."""
+        return prompt if prompt is not None else (self.prompt or None)
+
+    def _check_sample(self, model: Denoiser, *, option: str, local: bool, prompt: PromptSource = None,
+                      plan: StepPlan | None = None) -> StepPlan:
         from .sampling import check_sample
         from .sampling.recorder import RecordingTooLarge
 
         try:
-            return check_sample(model, self.prompt or None, **self._sample_options(local=local))
+            return check_sample(model, self._prompt(prompt), **self._sample_options(local=local), plan=plan)
         except RecordingTooLarge as err:
             raise ValueError(recording_too_large(err, self.size, self.batch, self.steps, option=option)) from None
 
     # ------------------------------------------------------------------ 2. load
-    def load(self, *, quiet: bool = False) -> Denoiser:
-        """The run's model, through the model registry (:func:`chromaviz.models.registry.load_model`).
-
-        Parameters
-        ----------
-        quiet : bool
-            Without diffusers' and transformers' loading messages.
+    def load(self) -> Denoiser:
+        """The run's model, through the model registry (:func:`chromaviz.models.registry.load_model`);
+        :attr:`model` itself if it is a loaded model.
 
         Returns
         -------
@@ -233,13 +256,16 @@ class RunSpec:
         from .models.registry import load_model
 
         check_settings({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        if self.loaded is not None:
+            return self.loaded
         return load_model(self.model, size=self.size, schedule=self.schedule, device=self.device or None,
-                          dtype=self.dtype or None, quiet=quiet)
+                          dtype=self.dtype or None)
 
     # ------------------------------------------------------------------ 3. sample, 4. compare
     def run(self, model: Denoiser | None = None, *, plan: StepPlan | None = None, given: Iterable[str] | None = None,
-            option: str = "", progress: bool = False, callback: Callable[[StepRecord], None] | None = None,
-            stop: threading.Event | None = None, keep_partial: bool = False) -> Run:
+            option: str = "", prompt: PromptSource = None, progress: bool = False,
+            callback: Callable[[StepRecord], None] | None = None, stop: threading.Event | None = None,
+            keep_partial: bool = False) -> Run:
         """Check, load, plan once, and sample with the plan; the run is compared once, when first asked.
 
         Parameters
@@ -252,6 +278,10 @@ class RunSpec:
             :meth:`check` of ``model`` here, which plans the run (one ``set_timesteps``).
         given, option
             As :meth:`check`.
+        prompt : str, PromptSchedule or callable, optional
+            The prompt to sample with instead of :attr:`prompt`: a :class:`~chromaviz.prompts.PromptSchedule`,
+            or a live function ``(i, noise)`` polled before every step (the explorer's prompt switch,
+            flipped mid-run). Pass the ``plan`` :meth:`check` returned for it.
         progress : bool
             A tqdm progress bar over the steps.
         callback : callable, optional
@@ -283,11 +313,11 @@ class RunSpec:
         if model is None:
             model = self.load()
         if plan is None:
-            plan = self.check(model, given=given, option=option)
+            plan = self.check(model, given=given, option=option, prompt=prompt)
         start = time.perf_counter()
         error: BaseException | None = None
         try:
-            traj = sample(model, self.prompt or None, **self._sample_options(), progress=progress, callback=callback,
+            traj = sample(model, self._prompt(prompt), **self._sample_options(), progress=progress, callback=callback,
                           stop=stop, plan=plan)
         except (SamplingError, SamplingInterrupted) as err:
             if not keep_partial:
@@ -381,9 +411,22 @@ def check_settings(values: Mapping[str, Any], *, local: bool = True) -> None:
             continue
         if name == "device" and not local:
             continue
+        if name == "model" and not isinstance(value, str):
+            _loaded_model(value)  # a loaded model, used as it is
+            continue
         if name in _TEXT and not isinstance(value, str):
             raise TypeError(f"{name} must be text (str), got {value!r} ({type(value).__name__})")
         rule(_checks, value)
+
+
+def _loaded_model(value: Any) -> Denoiser:
+    """``value`` if it is a loaded model (a Denoiser); a TypeError otherwise."""
+    from .models.base import Denoiser
+
+    if not isinstance(value, Denoiser):
+        raise TypeError(f"model must be text (str), got {value!r} ({type(value).__name__}); or a loaded model "
+                        "(a chromaviz Denoiser)")
+    return value
 
 
 def _model(_checks, value: str) -> None:
@@ -479,4 +522,4 @@ def _preflight_model(model: str, size: int, schedule: str) -> Denoiser:
     process (a sweep checks every cell) and quietly: a check prints one line or none."""
     from .models.registry import load_model
 
-    return load_model(model, size=size, schedule=schedule, quiet=True)
+    return load_model(model, size=size, schedule=schedule)

@@ -68,8 +68,8 @@ def save_sd(folder: Path, *, prediction_type: str = "epsilon", scheduler: str = 
     tok = clip_tokenizer(folder.parent / f"{folder.name}-tokenizer")
     sched = getattr(diffusers, scheduler)(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        prediction_type=prediction_type, **({"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
-                                            if scheduler == "DDIMScheduler" else {}),
+        prediction_type=prediction_type, steps_offset=1,
+        **({"clip_sample": False, "set_alpha_to_one": False} if scheduler == "DDIMScheduler" else {}),
     )
     pipe = StableDiffusionPipeline(
         vae=_vae(), text_encoder=CLIPTextModel(_text_config(tok)).eval(), tokenizer=tok,

@@ -43,7 +43,8 @@ def test_run_exemplars_with_prompt_switch(tmp_path, capsys):
     assert code == 0
     traj = Trajectory.load(tmp_path / "trajectory.safetensors")
     assert traj.prompts[0] == "cat" and traj.prompts[-1] == "moon"
-    assert "samples spectrum" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "model data spectrum" in out and "ideal process" in out  # each prompt's exact data power (issue 25)
 
 
 def test_unknown_prompt_is_a_clear_error(tmp_path, capsys):

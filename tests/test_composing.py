@@ -187,6 +187,7 @@ def tiny_sd(tmp_path_factory):
     return load_pipeline(diffusers_models.save_sd(tmp_path_factory.mktemp("composing") / "sd"))
 
 
+@pytest.mark.filterwarnings("ignore::chromaviz.sampling.trajectory.SuspectRunWarning")  # random weights: not a sample
 def test_pipeline_switches_at_its_own_schedules_level_birth_as_pipe_callback_does(tiny_sd):
     """Random weights: this checks the mechanics (where the switch falls and that it is pipe()'s own
     run with the embeddings swapped), not what the levels look like."""

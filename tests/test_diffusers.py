@@ -24,6 +24,10 @@ from chromaviz.sampling import SamplingError, sample
 
 import diffusers_models as tiny
 
+# The tiny pipelines have random weights: their runs are not samples of anything, and chromaviz
+# rightly warns so (SuspectRunWarning); these tests check the pipelines' plumbing, not their samples.
+pytestmark = pytest.mark.filterwarnings("ignore::chromaviz.sampling.trajectory.SuspectRunWarning")
+
 SIZE = 32  # pixels; latents are 16×16 (the tiny VAE has scale factor 2)
 STEPS = 4
 A, B = "a photo of a cat", "a red house"

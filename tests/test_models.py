@@ -342,12 +342,14 @@ def test_built_in_models_declare_what_they_can_do():
     gaussian = GaussianPowerLaw(exponent=3.0, size=32)
     np.testing.assert_array_equal(gaussian.data_power(16, 32), gaussian.power(16, 32))
     assert gaussian.capabilities() == Capabilities(latent=False, exact_spectrum=True, decoder="to_rgb",
-                                                   default_scheduler="ddim")
+                                                   default_scheduler="ddim",
+                                                   data="the model's own Gaussian data (exact)")
     assert gaussian.latent_size(24, 40) == (24, 40)
     assert GaussianPowerLaw(schedule=Schedule.flow_matching(3.0)).default_scheduler == "flow_euler"
     mixture = ExemplarMixture(size=16)
     assert mixture.data_power(16, 16) is None  # a mixture of photographs: no exact spectrum to give
     assert not mixture.capabilities().exact_spectrum
+    assert mixture.capabilities().data != "none" and mixture.data.exact  # its own photographs: an exact posterior
     x = torch.rand(2, 3, 8, 8) * 2 - 1
     assert torch.equal(mixture.decode(x), mixture.to_rgb(x))
 
@@ -358,7 +360,7 @@ def test_diffusers_models_declare_latents_their_vae_and_their_own_scheduler(tmp_
 
     sd = load_pipeline(tiny.save_sd(tmp_path / "sd", scheduler="EulerDiscreteScheduler"))
     caps = sd.capabilities()
-    assert caps.latent and caps.decoder == "vae" and not caps.exact_spectrum
+    assert caps.latent and caps.decoder == "vae" and not caps.exact_spectrum and caps.data == "none"
     assert caps.default_scheduler == "EulerDiscreteScheduler"
     f = sd.vae_scale_factor
     assert sd.latent_size(8 * f, 4 * f) == (8, 4)

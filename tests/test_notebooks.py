@@ -185,7 +185,8 @@ def test_measurement_of_a_diffusers_pipeline(kernel, tmp_path):
              "pipeline_prompt": "a photo of a cat", "pipeline_size": 32, "pipeline_batch": 2, "pipeline_guidance": 3.0}
     figures = execute(ROOT / "notebooks" / "measurement.ipynb", ARTIFACTS / "measurement-pipeline.ipynb", kernel, small, cwd=tmp_path)
     assert figures["pipeline_status"] == "complete"
-    assert math.isfinite(figures["pipeline_max_dev_latent"]) and math.isfinite(figures["pipeline_max_dev_rgb"])
+    # random weights and no data: a spectrum could only be fitted to the run itself, so no agreement is claimed
+    assert math.isnan(figures["pipeline_max_dev_latent"]) and math.isnan(figures["pipeline_max_dev_rgb"])
 
 
 @pytest.mark.notebook

@@ -55,6 +55,21 @@ def test_a_run_plans_once_and_compares_once(set_timesteps_calls, monkeypatch):
     assert (again.predicted == run.comparison.predicted).all() and again.prediction_kind == "exact"
 
 
+def test_a_spec_may_hold_a_loaded_model(set_timesteps_calls):
+    """The explorer's runs: a spec of a model object, used as it is, sampled with a live prompt."""
+    model = GaussianPowerLaw(size=16)
+    spec = RunSpec(model=model, steps=4, batch=2, size=16)
+    assert spec.loaded is model and not spec.builtin and spec.load() is model and spec.given()[0] == "model"
+    plan = spec.check()
+    run = spec.run(plan=plan, prompt=lambda i, noise: None)
+    assert run.model is model and run.plan is plan and run.status == "complete" and len(set_timesteps_calls) == 1
+    with pytest.raises(ValueError, match="already loaded and keeps its own schedule.*schedule applies"):
+        RunSpec(model=model, schedule="squaredcos_cap_v2").check()
+    RunSpec(model=model, schedule="squaredcos_cap_v2", size=16, batch=2).check(given=())  # a UI's values: none refused
+    with pytest.raises(TypeError, match=r"model must be text \(str\), got 3 \(int\); or a loaded model"):
+        RunSpec(model=3).check()
+
+
 @pytest.mark.notebook
 def test_a_report_compares_its_run_once(tmp_path):
     """The report notebook, with a cell that counts compare() and set_timesteps in its kernel."""

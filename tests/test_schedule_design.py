@@ -212,3 +212,21 @@ def test_bad_shift_targets_raise(sd):
         shift_for_birth(sd, 16, 1.0)
     with pytest.raises(ValueError, match="≥ 1"):
         shift_for_birth(sd, 0.5, 0.2)
+
+
+def test_bad_first_arguments_and_zero_steps_are_named():
+    """They raised AttributeError or ZeroDivisionError from inside the library."""
+    from chromaviz.apps.composing import by_resolution, plan
+
+    sd = Schedule.preset("scaled_linear")
+    composed = by_resolution(coarse="a", fine="b", level=4)
+    for call, error, words in [
+        (lambda: plan("cat", sd, 10), TypeError, "plan needs a PromptSchedule"),
+        (lambda: plan(composed, None, 10), TypeError, "plan needs a model or its Schedule, got NoneType"),
+        (lambda: plan(composed, sd, 0), ValueError, "num_inference_steps must be a positive integer, got 0"),
+        (lambda: step_timings("x", num_inference_steps=10), TypeError, "step_timings needs a Schedule"),
+        (lambda: step_timings(sd, num_inference_steps=0), ValueError, "num_inference_steps must be a positive integer"),
+        (lambda: compare_schedules([sd], num_inference_steps=10), TypeError, "needs a mapping of labels to Schedules"),
+    ]:
+        with pytest.raises(error, match=words):
+            call()

@@ -516,3 +516,17 @@ def test_shift_terminal_is_honoured_as_diffusers():
         expected = 2 * np.log((1 - sigma) / sigma)
     np.testing.assert_allclose(log_snr, expected, atol=1e-4)
     assert np.max(np.abs(plan_steps(Schedule.flow_matching(3.0), 28).log_snr[1:] - log_snr[1:])) > 1
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"betas": [0.1, 0.2]}, r"has no \['betas'\]: give β as 'trained_betas'"),
+    ({"alphas_cumprod": [0.9, 0.5]}, r"has no \['alphas_cumprod'\]"),
+    ({"trained_betas": [math.nan] * 10}, r"every value in \(0, 1\) \(no NaN\)"),
+    ({"trained_betas": [0.1, 1.5]}, r"every value in \(0, 1\)"),
+])
+def test_a_config_that_would_be_ignored_or_nan_is_refused(config, words):
+    """``{"betas": ...}`` silently gave diffusers' default schedule; NaN betas were blamed on the model later."""
+    with pytest.raises(ValueError, match=words):
+        Schedule.coerce(config)
+    with pytest.raises(ValueError, match=r"\[0, 1\] \(no NaN\)"):
+        Schedule.from_alphas_cumprod([1.0, math.nan, 0.5])

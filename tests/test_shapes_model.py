@@ -76,3 +76,15 @@ def test_upscales_to_twice_its_size(model):
     run = upscale(model, "a red circle on blue stripes", factor=2, num_inference_steps=10, guidance=GUIDANCE, device="cpu")
     assert run.metadata["status"] == "complete" and run.final.shape == (1, 3, 64, 64)
     assert torch.isfinite(run.final).all()
+
+
+def test_loading_and_sampling_the_shapes_model_prints_nothing():
+    """transformers' torchvision notices, diffusers' accelerate notice and loading bars are not the
+    user's doing: nothing reaches the screen (a notebook cell stays clean)."""
+    import subprocess
+    import sys
+
+    code = ("from chromaviz import load_shapes, sample\n"
+            "sample(load_shapes(), 'a red circle on blue stripes', num_inference_steps=2)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == "", out.stdout + out.stderr

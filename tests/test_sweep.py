@@ -282,3 +282,16 @@ def test_scheduler_address_and_a_worker_killed_mid_sweep(dask_cluster, tmp_path)
     # every other one ran again, on the survivor.
     again = [t for t in rerun if not t["worker"].endswith(f":{victim}")]
     assert rerun and all(t["worker"].endswith(f":{survivor}") for t in again), (lost, table)
+
+
+@pytest.mark.parametrize("text", ["[]", '{"row": []}', '{"row": {"status": "complete"}, "parameters": 3}', "null"])
+def test_a_damaged_cell_file_means_the_cell_runs_again(tmp_path, text):
+    """A ``cell.json`` holding ``[]`` stopped every re-run with a raw AttributeError."""
+    from chromaviz.sweep import make_grid
+    from chromaviz.sweep.results import cell_folder, finished_cells
+
+    (cell,) = make_grid({"steps": [4]})
+    folder = cell_folder(tmp_path, cell)
+    folder.mkdir(parents=True)
+    (folder / "cell.json").write_text(text, encoding="utf-8")
+    assert finished_cells(tmp_path, [cell]) == {}

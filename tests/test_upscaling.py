@@ -258,6 +258,7 @@ def test_pixel_unet_upscales_with_the_formula_mapping(folders):
     assert model.decode(run.final).shape == (1, 3, 32, 32)
 
 
+@pytest.mark.filterwarnings("ignore::chromaviz.sampling.trajectory.SuspectRunWarning")  # random-weight pipelines: rightly suspect
 @pytest.mark.parametrize("kind", ["sd", "sd_v"])
 def test_latent_pipeline_upscales_with_classifier_free_guidance(folders, kind):
     model = Recording(load_pipeline(folders[kind]))

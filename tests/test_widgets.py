@@ -323,6 +323,43 @@ def test_flipping_the_switch_mid_run_takes_effect_from_the_next_step(mixture):
     assert flipped_after <= first_b <= flipped_after + 1  # the step under way keeps its prompt
 
 
+def test_the_explorers_runs_are_run_specs_planned_once(mixture, monkeypatch):
+    """The explorer's settings are a RunSpec (its model, batch 1), and each run goes through the
+    RunSpec API: checked for every prompt it can give and planned once, sampled with that plan, and
+    compared with it (one set_timesteps per run, counted on the real scheduler class)."""
+    from diffusers import DDIMScheduler
+
+    from chromaviz.runs import RunSpec
+
+    calls, runs = [], []
+    set_timesteps, run = DDIMScheduler.set_timesteps, RunSpec.run
+
+    def counted(self, *args, **kwargs):
+        calls.append(args)
+        return set_timesteps(self, *args, **kwargs)
+
+    def spied(self, *args, **kwargs):
+        runs.append((self, kwargs))
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(DDIMScheduler, "set_timesteps", counted)
+    monkeypatch.setattr(RunSpec, "run", spied)
+    ex = Explorer(mixture, prompt="cat", second_prompt="moon", num_steps=6, size=32, seed=3)
+    spec = ex.settings()
+    assert spec == RunSpec(model=mixture, prompt="cat", steps=6, seed=3, size=32, batch=1)
+    ex.switch.value = True
+    ex.side_by_side.value = True  # run B: the switch flipped; each run can give prompt A and the switch to B
+    ex.run()
+    ex.wait(60)
+    assert {n: s.trajectory.status for n, s in ex.runs.items()} == {"A": "complete", "B": "complete"}
+    assert len(calls) == 2  # one plan per run: both prompts checked with it, sampled and compared with it
+    assert [r[0] for r in runs] == [ex.runs["A"].spec, ex.runs["B"].spec] == [spec, spec]
+    assert [r[1]["plan"] for r in runs] == [ex.runs["A"].plan, ex.runs["B"].plan]
+    assert [r[1]["prompt"] for r in runs] == [ex.runs["A"].prompt, ex.runs["B"].prompt]  # the live prompts
+    assert ex.trajectories["A"].x0.shape[1] == 1  # batch 1, the explorer's default
+    assert "moon" in ex.trajectories["A"].prompts and ex.trajectories["B"].prompts == ["cat"] * 6
+
+
 def test_prompt_a_takes_a_prompt_schedule_as_sample_does(mixture):
     ex = Explorer(mixture, prompt="[cat:moon:0.6]", num_steps=10, size=32)
     ex.run()

@@ -304,15 +304,19 @@ class RunDocument:
         """Move the scrubber to ``step`` (the browser draws the frame)."""
         self.slider.value = step
 
-    def set_theory(self, timesteps, log_snr, spectrum_aware: np.ndarray, m2_law: np.ndarray) -> None:
-        """The theory curves over the planned steps (shapes (S,) and (S, L))."""
-        self.chroma.set_theory(timesteps, log_snr, spectrum_aware, m2_law, coordinate=self.coordinate_name)
+    def set_theory(self, timesteps, log_snr, spectrum_aware: np.ndarray, m2_law: np.ndarray, *,
+                   expected: np.ndarray | None = None, expected_std: np.ndarray | None = None) -> None:
+        """The theory curves over the planned steps (shapes (S,) and (S, L)), and the expected
+        chromatography with its ±2σ band where given (shapes (S, L))."""
+        self.chroma.set_theory(timesteps, log_snr, spectrum_aware, m2_law, coordinate=self.coordinate_name,
+                               expected=expected, expected_std=expected_std)
 
     def set_comparison(self, run: str, comparison: Comparison, steps: Sequence[int] | None = None) -> None:
         """Measured signal fractions of run ``run`` (markers) and its prediction as sampled (dotted), from
         its :class:`Comparison` of the run's steps (or of the steps ``steps``, by index)."""
         self.chroma.set_measured(run, comparison.timesteps, comparison.log_snr, comparison.measured,
-                                 predicted=comparison.predicted, coordinate=self.coordinate_name, steps=steps)
+                                 predicted=comparison.predicted, ideal=comparison.ideal,
+                                 coordinate=self.coordinate_name, steps=steps)
 
     def set_final_rapsd(self, power: np.ndarray | None) -> None:
         """The spectrum of the run's sample, drawn in grey (None: the newest x̂0's)."""

@@ -10,6 +10,7 @@ and Play run in the browser. Every number shown comes from chromaviz.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import threading
 import time
@@ -26,14 +27,14 @@ from chromaviz.apps import composing
 from chromaviz.models import Denoiser, load_shapes
 from chromaviz.noise import schedulers_for
 from chromaviz.prompts import Boundary, PromptSchedule
-from chromaviz.sampling import check_sample
+from chromaviz.runs import RunSpec
 from chromaviz.sampling.trajectory import StepRecord, Trajectory
 from chromaviz.views.frames import build_frames, rapsd
 
 from .document import RunDocument
 from .export import export_html, one_thread, page
 from .live import BatchedBokehModel
-from .worker import LivePrompt, RunSettings, RunState, SamplingJob
+from .worker import BATCH, LivePrompt, RunState, SamplingJob
 
 SWITCH_UNITS = ("fraction", "timestep", "log_snr", "level")
 DEFAULT: Any = object()  # "the model's example prompt"
@@ -228,9 +229,14 @@ class Explorer:
         return {key: values[k] for key, values in data.items()}
 
     # ------------------------------------------------------------------ settings
-    def settings(self) -> RunSettings:
-        return RunSettings(num_steps=self.steps.value, scheduler=self.scheduler.value, guidance=self.guidance.value,
-                           seed=self.seed.value, size=self.size.value, device=self.device)
+    def settings(self) -> RunSpec:
+        """Run A as the controls set it: a :class:`chromaviz.runs.RunSpec` of this explorer's model,
+        prompt A as typed, batch 1 and the chosen band method (run B differs by its variant; the
+        prompt switch is the live part each run samples with: :class:`~chromaviz.widgets.worker.LivePrompt`)."""
+        return RunSpec(model=self.model, prompt=self.prompt.value if self.model.conditional else "",
+                       scheduler=self.scheduler.value, steps=self.steps.value, seed=self.seed.value,
+                       size=self.size.value, batch=BATCH, guidance=self.guidance.value, method=self.method.value,
+                       device=self.device or "")
 
     def boundary(self) -> Boundary:
         """The switch time as set in the UI."""
@@ -305,9 +311,9 @@ class Explorer:
 
     # ------------------------------------------------------------------ running
     def _plan_runs(self) -> dict[str, RunState]:
-        """The runs a click on Run starts, planned and checked as :func:`chromaviz.sampling.sample`
-        checks them before its first step (:func:`chromaviz.sampling.check_sample`), for every
-        prompt each run can give (raises ValueError/TypeError)."""
+        """The runs a click on Run starts, each a :class:`~chromaviz.runs.RunSpec` checked and planned
+        once (:meth:`RunSpec.check <chromaviz.runs.RunSpec.check>`, as :func:`chromaviz.sampling.sample`
+        checks a run before its first step) for every prompt the run can give (raises ValueError/TypeError)."""
         settings = self.settings()
         boundary = self.boundary()
         first, switched = self._prompts(boundary)
@@ -319,7 +325,8 @@ class Explorer:
                                      "(not a schedule): choose another variant for B")
                 variants.append(("B", settings, not self.switch.value))
             else:
-                variants.append(("B", settings.but(scheduler=self.variant.value.split(": ", 1)[1]), self.switch.value))
+                variants.append(("B", dataclasses.replace(settings, scheduler=self.variant.value.split(": ", 1)[1]),
+                                 self.switch.value))
         planned = []
         for name, s, enabled in variants:
             active = switched if enabled and switched is not None else first
@@ -329,10 +336,10 @@ class Explorer:
                     continue
                 with warnings.catch_warnings(record=True) as caught:  # a switch that never happens, say
                     warnings.simplefilter("always")
-                    try:
-                        plan = check_sample(self.model, schedule, **s.sample_options(), plan=plan)  # planned once
+                    try:  # the UI's values are all the user's: none is refused as one the model ignores
+                        plan = s.check(self.model, given=(), prompt=schedule, plan=plan)  # planned once
                     except (ValueError, TypeError) as err:
-                        raise type(err)(f"run {name} ({s.scheduler}, {s.num_steps} steps): {err}") from None
+                        raise type(err)(f"run {name} ({s.scheduler}, {s.steps} steps): {err}") from None
                 if schedule is active:  # noted for the prompt the run starts with
                     notes += [str(w.message) for w in caught if str(w.message) not in notes]
             planned.append((name, s, LivePrompt(first, switched, enabled, plan.num_evaluations), plan, notes))
@@ -466,8 +473,8 @@ class Explorer:
             title.visible = name in runs
             if name in runs:
                 s = runs[name]
-                title.text = "<b>" + html.escape(f"run {name}: {s.settings.scheduler}, {s.settings.num_steps} steps, "
-                                                 f"seed {s.settings.seed}, prompt {s.prompt.active}") + "</b>"
+                title.text = "<b>" + html.escape(f"run {name}: {s.spec.scheduler}, {s.spec.steps} steps, "
+                                                 f"seed {s.spec.seed}, prompt {s.prompt.active}") + "</b>"
 
     def _draw(self, state: RunState, final: bool) -> bool:
         """Draw the newest step ``state`` recorded since the last refresh (the scrubber gets one
@@ -504,9 +511,10 @@ class Explorer:
             theory = comparison.theory
         else:
             a = self.runs["A"]
-            theory = analysis.planned_theory(a.plan, self.model, *self._grid(a.settings.size), method=self.method.value,
-                                             levels=self.view.levels)
-        self.view.set_theory(theory.timesteps, theory.log_snr, theory.spectrum_aware, theory.m2_law)
+            theory = analysis.planned_theory(a.plan, self.model, *self._grid(a.spec.size), method=self.method.value,
+                                             levels=self.view.levels, batch_size=a.spec.batch)  # with its band
+        self.view.set_theory(theory.timesteps, theory.log_snr, theory.spectrum_aware, theory.m2_law,
+                             expected=theory.expected, expected_std=theory.expected_std)
 
     def _comparison(self, state: RunState) -> tuple[analysis.Comparison, list[int] | None]:
         """The measured signal fractions of ``state`` and the indices of the steps they are of (None:
@@ -514,7 +522,8 @@ class Explorer:
         what compare() and the report give; while it goes, the step-by-step form over the steps
         drawn so far (measuring every step as it comes would cost a fast sampler its speed)."""
         if state.done and state.shown == len(state.trajectory):
-            return analysis.compare(state.trajectory, self.model, method=self.method.value, levels=self.view.levels), None
+            return analysis.compare(state.trajectory, self.model, method=self.method.value, levels=self.view.levels,
+                                    plan=state.plan), None
         return state.comparison.comparison(), [s.index for s in state.comparison.steps]
 
     def _finish(self) -> None:

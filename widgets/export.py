@@ -56,11 +56,13 @@ def _as_runs(runs: Runs) -> dict[str, Trajectory]:
 
 
 def describe(traj: Trajectory, comparison: analysis.Comparison) -> str:
-    """One line about a run: scheduler, steps, seed, status, and where the theory comes from."""
+    """One line about a run: scheduler, steps, seed, status, where the theory comes from, and whether it
+    lies in its expected band (:attr:`~chromaviz.analysis.Comparison.agreement`)."""
     m = traj.metadata
     return html.escape(
         f"{m.get('scheduler_class', m.get('scheduler', ''))} · {len(traj)} of {m.get('num_steps', len(traj))} steps · "
-        f"seed {m.get('seed', '?')} · {traj.status} · theory from the {comparison.power_source} spectrum")
+        f"seed {m.get('seed', '?')} · {traj.status} · theory from the {comparison.power_source} spectrum · "
+        f"{comparison.agreement.verdict}")
 
 
 Comparisons = analysis.Comparison | Mapping[str, analysis.Comparison]
@@ -127,7 +129,8 @@ def run_document(runs: Runs, model: Denoiser, *, method: str = "rings", sample: 
             raise ValueError(f"comparison of run {name} has levels {tuple(comparison.levels)}, the first run's are "
                              f"{tuple(levels)}; compare it with levels={tuple(levels)}")
         if k == 0:
-            doc.set_theory(comparison.timesteps, comparison.log_snr, comparison.spectrum_aware, comparison.m2_law)
+            doc.set_theory(comparison.timesteps, comparison.log_snr, comparison.spectrum_aware, comparison.m2_law,
+                           expected=comparison.expected, expected_std=comparison.expected_std)
             doc.set_final_rapsd(rapsd(traj.sample)[1])
         with one_thread():
             frames = build_frames(traj.steps, model.to_rgb, levels, sample=sample)
@@ -135,8 +138,9 @@ def run_document(runs: Runs, model: Denoiser, *, method: str = "rings", sample: 
         doc.set_comparison(name, comparison)
         doc.titles[name].text = f"<b>run {html.escape(name)}</b>: {describe(traj, comparison)}"
     doc.header.text = (f"<h3 style='margin:4px 0'>chromaviz run: {html.escape(str(first.metadata.get('model', {}).get('name', model.name)))}</h3>"
-                       f"measured with {html.escape(method)} bands (markers), the run as sampled (dotted), "
-                       "spectrum-aware theory (lines), m² law (dashed)")
+                       f"measured with {html.escape(method)} bands (markers) against the expected chromatography of run "
+                       f"{html.escape(first_name)} with its ±2σ band (dash-dotted, shaded); the run replayed from its own "
+                       "noise (dotted: a consistency check), the latest each band can form (lines), m² law (dashed)")
     return doc
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from bokeh.models import ColumnDataSource, Legend, LegendItem, Range1d, Span
 from bokeh.plotting import figure
 
+from chromaviz.analysis import BAND_SIGMAS
 from chromaviz.views.figures import level_colours
 
 COORDINATE_LABELS = {
@@ -48,8 +49,11 @@ def _legible(fig) -> None:
 
 
 class ChromatographyPlot:
-    """Signal fraction per level: spectrum-aware theory (lines), m² law (dashed), measured runs (markers)
-    and, where :func:`chromaviz.compare` has one, each run's prediction as it was sampled (dotted).
+    """Signal fraction per level: the expected chromatography of run A with its ±2σ band (dash-dotted
+    line, shaded; ``Comparison.expected``, or before the run :func:`chromaviz.analysis.planned_theory`),
+    the latest each band can form (spectrum-aware, lines), m² law (dashed), measured runs (markers)
+    and, where :func:`chromaviz.compare` has one, each run replayed from its own noise (dotted: a
+    consistency check).
 
     Parameters
     ----------
@@ -71,15 +75,19 @@ class ChromatographyPlot:
         empty = {"x": [], "step": [], "timestep": [], "log_snr": []}
         # syncable=False: the browser changes these itself (the x column, when the x axis changes),
         # and the kernel needs none of it back; it sets every column whenever it draws
-        self.theory = ColumnDataSource({**empty, **{f"sa{j}": [] for j in range(len(levels))}, **{f"m2{j}": [] for j in range(len(levels))}},
+        self.theory = ColumnDataSource({**empty, **{f"{key}{j}": [] for key in ("sa", "m2", "e", "lo", "hi")
+                                                    for j in range(len(levels))}},
                                        name="theory", syncable=False)
-        self.measured = {name: ColumnDataSource({**empty, **{f"g{j}": [] for j in range(len(levels))},
-                                                 **{f"p{j}": [] for j in range(len(levels))}}, name=f"measured-{name}",
+        self.measured = {name: ColumnDataSource({**empty, **{f"{key}{j}": [] for key in ("g", "p", "i")
+                                                             for j in range(len(levels))}}, name=f"measured-{name}",
                                                 syncable=False)
                          for name in runs}
         colors = level_colors(len(levels))
         items = []
         for j, (m, color) in enumerate(zip(levels, colors)):
+            # the expected chromatography of the run and its ±2σ band: the prediction a run can fail
+            self.fig.varea("x", f"lo{j}", f"hi{j}", source=self.theory, fill_color=color, fill_alpha=0.18)
+            self.fig.line("x", f"e{j}", source=self.theory, color=color, line_width=1.5, line_dash="dashdot")
             line = self.fig.line("x", f"sa{j}", source=self.theory, color=color, line_width=2)
             self.fig.line("x", f"m2{j}", source=self.theory, color=color, line_width=1, line_dash="dashed")
             for k, (name, src) in enumerate(self.measured.items()):
@@ -88,7 +96,23 @@ class ChromatographyPlot:
                 # scrub at 200 steps took 20 ms to paint (p95, JupyterLab), with them here 11 ms.
                 self.fig.scatter("x", f"g{j}", source=src, color=color, size=5, marker=self.MARKERS[k % 3], alpha=0.85)
                 self.fig.line("x", f"p{j}", source=src, color=color, line_width=1.5, line_dash="dotted")
+                self.fig.line("x", f"i{j}", source=src, color=color, line_width=5, line_alpha=0.3)
             items.append(LegendItem(label=f"m={m}", renderers=[line]))
+        # keys: what each style is (grey stand-ins, drawn from no data)
+        key = ColumnDataSource({"x": [np.nan], "y": [np.nan]})
+        band = [self.fig.varea("x", "y", "y", source=key, fill_color="grey", fill_alpha=0.25),
+                self.fig.line("x", "y", source=key, color="grey", line_width=1.5, line_dash="dashdot")]
+        for label, renderers in (
+            (f"expected ± {BAND_SIGMAS:g}σ", band),
+            ("latest each band can form", [self.fig.line("x", "y", source=key, color="grey", line_width=2)]),
+            ("m² law", [self.fig.line("x", "y", source=key, color="grey", line_width=1, line_dash="dashed")]),
+            ("replay (consistency check)", [self.fig.line("x", "y", source=key, color="grey", line_width=1.5,
+                                                          line_dash="dotted")]),
+            ("ideal process (model on its data)", [self.fig.line("x", "y", source=key, color="grey", line_width=5,
+                                                                 line_alpha=0.3)]),
+            ("measured G", [self.fig.scatter("x", "y", source=key, color="grey", size=5)]),
+        ):
+            items.append(LegendItem(label=label, renderers=renderers))
         self.fig.add_layout(Legend(items=items, location="top_left", label_text_font_size="12px"), "right")
         _legible(self.fig)
         self.cursor = Span(location=0, dimension="height", line_color="crimson", line_width=2, line_alpha=0.7,
@@ -105,23 +129,31 @@ class ChromatographyPlot:
         cols["x"] = cols[coordinate]
         return cols
 
-    def set_theory(self, timesteps, log_snr, spectrum_aware: np.ndarray, m2_law: np.ndarray, *, coordinate: str = "step") -> None:
-        """Theory at every planned step (shapes (S,) and (S, L)), drawn against ``coordinate``."""
+    def set_theory(self, timesteps, log_snr, spectrum_aware: np.ndarray, m2_law: np.ndarray, *, coordinate: str = "step",
+                   expected: np.ndarray | None = None, expected_std: np.ndarray | None = None) -> None:
+        """Theory at every planned step (shapes (S,) and (S, L)), drawn against ``coordinate``; with
+        ``expected`` and ``expected_std`` (S, L), the expected chromatography as a dash-dotted line in
+        a shaded ±2σ band (None: none drawn)."""
         cols = self._columns(timesteps, log_snr, coordinate)
         cols.update({f"sa{j}": finite(spectrum_aware[:, j]) for j in range(len(self.levels))})
         cols.update({f"m2{j}": finite(m2_law[:, j]) for j in range(len(self.levels))})
+        if expected is None or expected_std is None:
+            expected = expected_std = np.full(np.shape(m2_law), np.nan)
+        for j in range(len(self.levels)):
+            cols[f"e{j}"] = finite(expected[:, j])
+            cols[f"lo{j}"] = finite(expected[:, j] - BAND_SIGMAS * expected_std[:, j])
+            cols[f"hi{j}"] = finite(expected[:, j] + BAND_SIGMAS * expected_std[:, j])
         self.theory.data = as_lists(cols)
 
     def set_measured(self, run: str, timesteps, log_snr, fractions: np.ndarray, *, predicted: np.ndarray | None = None,
-                     coordinate: str = "step", steps=None) -> None:
-        """Measured G_b of the recorded steps of ``run`` (shapes (S',) and (S', L)), and its prediction
-        as sampled (shape (S', L); None draws none); ``steps`` (shape (S',)) are the steps' indices
-        when they are not 0, 1, 2, …"""
+                     ideal: np.ndarray | None = None, coordinate: str = "step", steps=None) -> None:
+        """Measured G_b of the recorded steps of ``run`` (shapes (S',) and (S', L)), its replay from its
+        own noise and the model's ideal process on its data (``Comparison.ideal``; each of shape (S', L),
+        None draws none); ``steps`` (shape (S',)) are the steps' indices when they are not 0, 1, 2, …"""
         cols = self._columns(timesteps, log_snr, coordinate, steps)
-        if predicted is None:
-            predicted = np.full(np.shape(fractions), np.nan)
-        cols.update({f"g{j}": finite(fractions[:, j]) for j in range(len(self.levels))})
-        cols.update({f"p{j}": finite(predicted[:, j]) for j in range(len(self.levels))})
+        none = np.full(np.shape(fractions), np.nan)
+        for key, values in (("g", fractions), ("p", none if predicted is None else predicted), ("i", none if ideal is None else ideal)):
+            cols.update({f"{key}{j}": finite(values[:, j]) for j in range(len(self.levels))})
         self.measured[run].data = as_lists(cols)
 
     def clear_measured(self, run: str) -> None:

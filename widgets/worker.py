@@ -1,4 +1,11 @@
-"""Sampling in a background thread, so the notebook's controls stay responsive."""
+"""Sampling in a background thread, so the notebook's controls stay responsive.
+
+A run's settings are a :class:`chromaviz.runs.RunSpec` (holding the explorer's loaded model): it is
+checked and planned once with :meth:`~chromaviz.runs.RunSpec.check`, and sampled here with
+:meth:`~chromaviz.runs.RunSpec.run` and that plan. What only the explorer has is the live part
+beside it: the prompt the UI may change mid-run (:class:`LivePrompt`), the per-step callback and the
+stop event.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,8 @@ import os
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -16,30 +23,12 @@ from chromaviz.analysis import StepwiseComparison
 from chromaviz.models import Denoiser
 from chromaviz.noise import NoiseLevel, StepPlan
 from chromaviz.prompts import PromptSchedule
-from chromaviz.sampling import SamplingError, sample
+from chromaviz.runs import RunSpec
 from chromaviz.sampling.trajectory import StepRecord, Trajectory
 
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Everything a run needs besides the model and its prompt."""
-
-    num_steps: int = 50
-    scheduler: str = "default"
-    guidance: float = 1.0
-    seed: int = 0
-    size: int = 64
-    batch_size: int = 1
-    device: str | None = None
-
-    def but(self, **changes: Any) -> RunSettings:
-        return replace(self, **changes)
-
-    def sample_options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`chromaviz.sampling.sample` (and of ``check_sample``,
-        which checks the run before it starts) that these settings give."""
-        return dict(num_inference_steps=self.num_steps, scheduler=self.scheduler, guidance=self.guidance, seed=self.seed,
-                    batch_size=self.batch_size, height=self.size, width=self.size, device=self.device)
+BATCH = 1
+"""Samples in an explorer run (a :class:`~chromaviz.runs.RunSpec` defaults to 8): one image to watch,
+at the speed of one."""
 
 
 class LivePrompt:
@@ -78,11 +67,13 @@ class RunState:
     ----------
     name : str
         "A" or "B".
-    settings : RunSettings
+    spec : RunSpec
+        The run's settings, its model the explorer's (``spec.prompt`` is prompt A as typed).
     prompt : LivePrompt
+        What the run samples with instead of ``spec.prompt``, read before every step.
     plan : StepPlan
-        The run's step plan (what :func:`chromaviz.sampling.check_sample` returned), made once, before
-        it starts; ``sample`` takes it.
+        The run's step plan (what :meth:`RunSpec.check <chromaviz.runs.RunSpec.check>` returned for each
+        prompt the run can give), made once, before it starts; ``RunSpec.run`` takes it.
     records : list of StepRecord
         Steps recorded so far (appended by the sampling thread).
     trajectory : Trajectory or None
@@ -102,7 +93,7 @@ class RunState:
     """
 
     name: str
-    settings: RunSettings
+    spec: RunSpec
     prompt: LivePrompt
     plan: StepPlan
     comparison: StepwiseComparison
@@ -182,8 +173,10 @@ class SamplingJob:
     Parameters
     ----------
     model : Denoiser
+        The model each run samples (its spec's).
     runs : list of RunState
-        Sampled in order (same seed → side-by-side comparisons).
+        Sampled in order (same seed → side-by-side comparisons), each with ``state.spec.run`` and
+        the run's plan, live prompt, this job's callback and stop event.
     on_step : callable (RunState, StepRecord, elapsed_seconds) → None
         Called from the worker thread after every step.
     on_done : callable (RunState, Trajectory, error message or None) → None
@@ -228,18 +221,16 @@ class SamplingJob:
             if self.stop_event.is_set():
                 break
             start = time.perf_counter()
-            settings = state.settings
             error = None
             traj = Trajectory(metadata={"status": "failed"})
 
             def callback(rec: StepRecord, state=state) -> None:
                 self.on_step(state, rec, time.perf_counter() - start)
 
-            try:
-                traj = sample(self.model, state.prompt, **settings.sample_options(), plan=state.plan, callback=callback,
-                              stop=self.stop_event)
-            except SamplingError as err:
-                traj, error = err.trajectory, str(err)
+            try:  # checked and planned before the job started: sampled with that plan
+                run = state.spec.run(self.model, plan=state.plan, prompt=state.prompt, callback=callback,
+                                     stop=self.stop_event, keep_partial=True)
+                traj, error = run.trajectory, None if run.error is None else str(run.error)
             except Exception as err:  # bad settings or anything unforeseen: report it in the UI
                 error = f"{type(err).__name__}: {err}"
                 traj.metadata["message"] = error

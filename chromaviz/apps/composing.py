@@ -332,9 +332,13 @@ def plan(
     >>> sw.step, round(sw.log_snr, 3)
     (7, -2.773)
     """
+    if not isinstance(schedule, PromptSchedule):
+        raise TypeError(f"plan needs a PromptSchedule with level boundaries (see by_resolution), got {type(schedule).__name__}")
     if schedule.is_composite or any(s.until is not None and s.until.unit != "level" for s in schedule.segments):
         raise ValueError(f"plan needs a sequential schedule with level boundaries (see by_resolution), got {schedule}")
-    noise = model if isinstance(model, Schedule) else model.schedule
+    noise = model if isinstance(model, Schedule) else getattr(model, "schedule", None)
+    if not isinstance(noise, Schedule):
+        raise TypeError(f"plan needs a model or its Schedule, got {type(model).__name__}")
     n = num_inference_steps
     if step_plan is None:
         if n is None:

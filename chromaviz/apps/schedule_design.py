@@ -329,6 +329,8 @@ def step_timings(
     >>> st.birth_steps, st.inherited
     ((2, 8), ())
     """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"step_timings needs a Schedule (a model's .schedule), got {type(schedule).__name__}")
     n = num_inference_steps
     levels = tuple(int(m) for m in check_levels(levels))
     lam = (plan if plan is not None else plan_steps(schedule, 50 if n is None else n, scheduler)).log_snr
@@ -359,6 +361,8 @@ def compare_schedules(
     {'sd': (5, 0), 'zero': (7, 3)}
     """
     n = num_inference_steps
+    if not isinstance(schedules, Mapping):
+        raise TypeError(f"compare_schedules needs a mapping of labels to Schedules, got {type(schedules).__name__}")
     return {label: step_timings(s, levels, n, scheduler, name=label) for label, s in schedules.items()}
 
 

@@ -169,6 +169,18 @@ class UpsampleGuided(Wrapper):
             return upscaled_truth(self.model, self.factor).power(height, width)
         return None
 
+    @property
+    def data(self):  # the base model's data is not this process's data at m× its size
+        return None
+
+    def draw_data(self, prompt, n, size, generator):
+        """None: the data upsample guidance samples at m× the base size cannot be drawn."""
+        return None
+
+    def data_moments(self, prompt, height, width):
+        """Zero mean and :meth:`data_power` where it is known (the Gaussian base model), else None."""
+        return Denoiser.data_moments(self, prompt, height, width)
+
     def weight(self, noise: NoiseLevel) -> float:
         """w_t at the noise level ``noise``: θ in the first fraction η of the timeline where τ exists, else 0."""
         w = guidance_weight(self.schedule, noise, self.theta, self.guidance_fraction)

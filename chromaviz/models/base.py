@@ -8,7 +8,9 @@ Beyond that, a model *declares* what it can do, so that callers never probe it w
 the size of its samples for an image size (:meth:`Denoiser.latent_size`), the exact power spectrum
 of its data if it knows one (:meth:`Denoiser.data_power`), how its samples become the final image
 (:meth:`Denoiser.decode`) and the scheduler ``"default"`` means for it
-(:attr:`Denoiser.default_scheduler`); :meth:`Denoiser.capabilities` sums them up. Wrappers
+(:attr:`Denoiser.default_scheduler`), and whether it can draw samples of its data
+(:meth:`Denoiser.draw_data`, from a :class:`DataSource`) and knows the data's exact moments per
+Fourier mode (:meth:`Denoiser.data_moments`); :meth:`Denoiser.capabilities` sums them up. Wrappers
 (:class:`Wrapper`) forward each of these by name, never implicitly.
 """
 
@@ -80,12 +82,47 @@ class Capabilities:
         What :meth:`Denoiser.decode` uses, e.g. ``"to_rgb"`` or ``"vae"``.
     default_scheduler : str
         The scheduler ``"default"`` means for this model.
+    data : str
+        Where :meth:`Denoiser.draw_data` draws data from (:attr:`DataSource.description`), or
+        ``"none"`` where the model cannot draw any (then there is no ideal-process curve).
     """
 
     latent: bool
     exact_spectrum: bool
     decoder: str
     default_scheduler: str
+    data: str = "none"
+
+
+class DataSource(abc.ABC):
+    """Data a model can be fed forward-noised: its own data, its training distribution, or user images.
+
+    What :meth:`Denoiser.draw_data` draws from. The ideal-process curve (:func:`chromaviz.analysis.compare`,
+    ``Comparison.ideal``) applies the model's denoiser to x_t = α·x0 + σ·ε with x0 drawn here, and the
+    data's power per band (the denominator of every signal fraction) is estimated from these draws
+    where the model does not declare it exactly (:meth:`Denoiser.data_moments`).
+
+    Attributes
+    ----------
+    description : str
+        Shown in tables and legends, e.g. ``"the shapes training distribution"``.
+    exact : bool
+        The model's denoiser is the exact posterior mean of this data (the ideal process is then exact).
+    """
+
+    description: str = "data"
+    exact: bool = False
+
+    @abc.abstractmethod
+    def draw(self, prompt: str | None, n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        """``n`` samples x0 of the data for ``prompt`` (None: unconditional) at ``size`` = (H, W) image
+        pixels, in the model's space: shape (n, C, h, w) with (h, w) = ``model.latent_size(H, W)``.
+
+        Raises
+        ------
+        ValueError
+            If the source holds no data for this prompt or size.
+        """
 
 
 class Denoiser(abc.ABC):
@@ -167,6 +204,45 @@ class Denoiser(abc.ABC):
         """Samples (B, C, h, w) → the final image, RGB (B, 3, H, W) in [0, 1]; :meth:`to_rgb` unless overridden."""
         return self.to_rgb(x)
 
+    data: DataSource | None = None
+    """Where :meth:`draw_data` draws from; None (the default) where the model cannot draw data."""
+
+    def draw_data(self, prompt: str | None, n: int, size: tuple[int, int],
+                  generator: torch.Generator) -> torch.Tensor | None:
+        """``n`` samples of the model's data for ``prompt`` at ``size`` = (H, W) image pixels, shape
+        (n, C, h, w) in the model's space, or None where the model cannot draw data (the default).
+
+        Raises
+        ------
+        ValueError
+            If the model has data but none for this prompt or size.
+        """
+        return None if self.data is None else self.data.draw(prompt, n, size, generator)
+
+    def data_moments(self, prompt: str | None, height: int, width: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The exact mean and power per Fourier mode of the data for ``prompt``, or None where unknown.
+
+        Parameters
+        ----------
+        prompt : str or None
+            A canonical prompt (:meth:`check_prompt`); None: the unconditional data.
+        height, width : int
+            The sample grid (h, w) in the model's space.
+
+        Returns
+        -------
+        (mean, power) : ndarray, shape (C, h, w) each, or None
+            ``mean`` is E[x0] in sample space; ``power`` is E|F(x0 − E x0)|² at each mode of the
+            orthonormal 2-D FFT (white noise = 1), the variance of each mode. The default: zero mean
+            and :meth:`data_power` where the model declares it (a stationary Gaussian), else None.
+        """
+        power = self.data_power(height, width)
+        if power is None:
+            return None
+        power = np.broadcast_to(np.asarray(power, dtype=np.float64).reshape(-1, height, width),
+                                (self.channels, height, width)).copy()
+        return np.zeros_like(power), power
+
     @property
     def default_scheduler(self) -> str:
         """The scheduler ``scheduler="default"`` means for this model (a name or a diffusers class name)."""
@@ -176,7 +252,8 @@ class Denoiser(abc.ABC):
         """What this model declares it can do (at its ``default_size``)."""
         h, w = self.default_size
         size = self.latent_size(h, w)
-        return Capabilities(self.latent, self.data_power(*size) is not None, self.decoder, self.default_scheduler)
+        return Capabilities(self.latent, self.data_power(*size) is not None, self.decoder, self.default_scheduler,
+                            "none" if self.data is None else self.data.description)
 
     def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
         """Samples (B, C, H, W) in the model's space → RGB in [0, 1], shape (B, 3, H', W')."""
@@ -193,6 +270,9 @@ class Denoiser(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """JSON-safe description stored with every trajectory."""
         return {"name": self.name, "parameterization": self.parameterization, "schedule": self.schedule.name}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.parameterization}, schedule {self.schedule.name})"
 
 
 class Wrapper(Denoiser):
@@ -259,6 +339,17 @@ class Wrapper(Denoiser):
 
     def data_power(self, height: int, width: int) -> np.ndarray | None:
         return self.model.data_power(height, width)
+
+    @property
+    def data(self) -> DataSource | None:  # type: ignore[override]
+        return self.model.data
+
+    def draw_data(self, prompt: str | None, n: int, size: tuple[int, int],
+                  generator: torch.Generator) -> torch.Tensor | None:
+        return self.model.draw_data(prompt, n, size, generator)
+
+    def data_moments(self, prompt: str | None, height: int, width: int) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.model.data_moments(prompt, height, width)
 
     @property
     def default_scheduler(self) -> str:

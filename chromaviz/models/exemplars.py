@@ -28,7 +28,7 @@ import torch
 from .. import _checks
 from ..noise.plan import NoiseLevel
 from ..noise.schedules import Schedule
-from .base import Denoiser
+from .base import DataSource, Denoiser
 from .gaussian import power_law_grid
 from .photos import PHOTOS, load_photo, match_prompt
 
@@ -96,6 +96,8 @@ class ExemplarMixture(Denoiser):
         self.channels = 3
         self._banks: dict[tuple[str, int, int, str], _Bank] = {}
         self._grids: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._moments: dict[tuple[str | None, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.data = _Windows(self)
 
     # ------------------------------------------------------------------ prompts
     def check_prompt(self, prompt: str | None) -> str | None:
@@ -150,6 +152,47 @@ class ExemplarMixture(Denoiser):
         )
         self._banks[key] = bank
         return bank
+
+    # ------------------------------------------------------------------ the data itself
+    def _sources(self, word: str, h: int, w: int) -> torch.Tensor:
+        """The photograph resized for (h, w) windows, and its mirror image when ``flips``: (S, C, Hp, Wp) float64."""
+        photo = torch.from_numpy(load_photo(word, *self._source_size(h, w))).double()
+        return torch.stack([photo, photo.flip(-1)]) if self.flips else photo[None]
+
+    def data_moments(self, prompt: str | None, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The exact mean and per-mode variance of this model's data for ``prompt``, each (3, H, W).
+
+        Every window of the photograph (every shift, and its mirror image when ``flips``) is
+        enumerated once: mean = E[y]; power = E|F y|² − |F E[y]|² + P_tex (orthonormal FFT), the
+        texture being independent of the window. The unconditional data (prompt None) mixes every
+        photograph with equal weight. Cached per prompt and size.
+
+        Raises
+        ------
+        ValueError
+            For a prompt that names none, or several, of the photographs.
+        """
+        word = self.check_prompt(prompt)
+        key = (word, height, width)
+        if key not in self._moments:
+            words = list(PHOTOS) if word is None else [word]
+            first = torch.zeros(3, height, width, dtype=torch.float64)
+            second = torch.zeros(3, height, width, dtype=torch.float64)
+            for wd in words:
+                windows = self._sources(wd, height, width).unfold(-2, height, 1).unfold(-2, width, 1)
+                s, c, nh, nw = windows.shape[:4]
+                share = 1 / (len(words) * s * nh * nw)
+                rows = max(1, (1 << 22) // (nw * c * height * width))  # about 32 MiB of windows per batch
+                for src in range(s):
+                    for row in range(0, nh, rows):  # one batched FFT per block of rows of window positions
+                        block = windows[src, :, row : row + rows].permute(1, 2, 0, 3, 4).reshape(-1, c, height, width)
+                        first += block.sum(0) * share
+                        second += torch.fft.fft2(block, norm="ortho").abs().square().sum(0) * share
+            mean_power = torch.fft.fft2(first, norm="ortho").abs().square()
+            power = (second - mean_power).clamp_min(0).numpy() + self.texture_power(height, width)[None]
+            self._moments[key] = (first.numpy(), power)
+        mean, power = self._moments[key]
+        return mean.copy(), power.copy()
 
     # ------------------------------------------------------------------ posterior
     def posterior(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Sequence[str | None]):
@@ -217,6 +260,38 @@ class ExemplarMixture(Denoiser):
 
     def __repr__(self) -> str:
         return f"ExemplarMixture({len(self.vocabulary)} photographs, flips={self.flips}, schedule={self.schedule.name})"
+
+
+class _Windows(DataSource):
+    """Draws of an :class:`ExemplarMixture`'s data: a uniform window (shift, mirror) of the prompt's
+    photograph (of a uniformly chosen photograph for prompt None) plus the texture N(0, Σ_tex)."""
+
+    description = "the model's own photographs (exact posterior)"
+    exact = True
+
+    def __init__(self, model: ExemplarMixture) -> None:
+        self.model = model
+
+    def draw(self, prompt: str | None, n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        """``n`` draws, shape (n, 3, H, W) float32 (on the generator's device)."""
+        model = self.model
+        word = model.check_prompt(prompt)
+        h, w = size
+        words = list(PHOTOS) if word is None else [word]
+        out = torch.empty(n, 3, h, w, dtype=torch.float64)
+        which = torch.randint(0, len(words), (n,), generator=generator, device=generator.device).tolist()
+        for k, wd in enumerate(set(which)):
+            sources = model._sources(words[wd], h, w)
+            s, _, hp, wp = sources.shape
+            rows = [i for i, x in enumerate(which) if x == wd]
+            picks = torch.rand(len(rows), 3, generator=generator, device=generator.device).cpu()
+            for i, (u_s, u_y, u_x) in zip(rows, picks.tolist()):
+                src, top, left = int(u_s * s), int(u_y * (hp - h + 1)), int(u_x * (wp - w + 1))
+                out[i] = sources[src, :, top : top + h, left : left + w]
+        white = torch.randn((n, 3, h, w), generator=generator, dtype=torch.float64, device=generator.device).cpu()
+        root = torch.from_numpy(np.sqrt(model.texture_power(h, w))[:, : w // 2 + 1])
+        texture = torch.fft.irfft2(torch.fft.rfft2(white, norm="ortho") * root, s=(h, w), norm="ortho")
+        return (out + texture).float().to(generator.device)
 
 
 def _half_plane(class_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

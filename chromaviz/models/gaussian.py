@@ -19,7 +19,7 @@ import torch
 from .. import _checks, spectral
 from ..noise.plan import NoiseLevel
 from ..noise.schedules import Schedule
-from .base import Denoiser
+from .base import DataSource, Denoiser
 
 
 def power_law_grid(height: int, width: int, amplitude: float, exponent: float) -> np.ndarray:
@@ -76,6 +76,7 @@ class GaussianPowerLaw(Denoiser):
         self.default_size = _checks.image_size("size", size)
         self.check_size(*self.default_size)
         self.name = "gaussian"
+        self.data = _GaussianData(self)
         self._power_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 
     @classmethod
@@ -122,3 +123,21 @@ class GaussianPowerLaw(Denoiser):
 
     def __repr__(self) -> str:
         return f"GaussianPowerLaw(exponent={self.exponent:g}, amplitude={self.amplitude:g}, schedule={self.schedule.name})"
+
+
+class _GaussianData(DataSource):
+    """Draws of x0 ~ N(0, Σ) of a :class:`GaussianPowerLaw`: F⁻¹[√P·F ε] with ε white (orthonormal FFT)."""
+
+    description = "the model's own Gaussian data (exact)"
+    exact = True
+
+    def __init__(self, model: GaussianPowerLaw) -> None:
+        self.model = model
+
+    def draw(self, prompt: str | None, n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        """``n`` draws, shape (n, C, H, W), float32 on the generator's device (the prompt is ignored: unconditional)."""
+        h, w = size
+        white = torch.randn((n, self.model.channels, h, w), generator=generator, dtype=torch.float64,
+                            device=generator.device)
+        root = torch.from_numpy(np.sqrt(self.model.power(h, w))[:, : w // 2 + 1]).to(white.device)
+        return torch.fft.irfft2(torch.fft.rfft2(white, norm="ortho") * root, s=(h, w), norm="ortho").float()

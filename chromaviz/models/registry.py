@@ -15,7 +15,6 @@ Importing this module imports no model: each loader imports its model when it is
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
@@ -97,28 +96,8 @@ def load_builtin(name: str, **options: Any) -> Denoiser:
     return MODELS[name].loader(**options)
 
 
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """diffusers' and transformers' loading messages and progress bars off inside, restored after."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    libraries = (diffusers_logging, transformers_logging)
-    before = [(lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in libraries]
-    for lib in libraries:
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for lib, (verbosity, bars) in zip(libraries, before):
-            lib.set_verbosity(verbosity)
-            if bars:
-                lib.enable_progress_bar()
-
-
 def load_model(model: str, *, size: int | None = None, schedule: Any = "scaled_linear", device: str | None = None,
-               dtype: str | None = None, quiet: bool = False) -> Denoiser:
+               dtype: str | None = None) -> Denoiser:
     """A run's model: a built-in one by name, or a diffusers pipeline folder or cached model id.
 
     A trained network (the shapes model, a diffusers pipeline) keeps the schedule it was trained
@@ -140,8 +119,6 @@ def load_model(model: str, *, size: int | None = None, schedule: Any = "scaled_l
     dtype : str, optional
         ``"float16"`` or ``"bfloat16"`` for a diffusers pipeline (default float32); built-in models
         run in float32.
-    quiet : bool
-        Without diffusers' and transformers' loading messages and progress bars.
 
     Returns
     -------
@@ -157,17 +134,16 @@ def load_model(model: str, *, size: int | None = None, schedule: Any = "scaled_l
     if not isinstance(model, str):
         raise TypeError(f"model must be a built-in model's name ({', '.join(MODELS)}) or a diffusers pipeline folder "
                         f"or model id, got {type(model).__name__}")
-    with quiet_loading() if quiet else contextlib.nullcontext():
-        if is_builtin(model):
-            options: dict[str, Any] = {} if size is None else {"size": size}
-            if not MODELS[model].trained:
-                from ..noise.schedules import Schedule
+    if is_builtin(model):
+        options: dict[str, Any] = {} if size is None else {"size": size}
+        if not MODELS[model].trained:
+            from ..noise.schedules import Schedule
 
-                options["schedule"] = Schedule.coerce(schedule)
-            return load_builtin(model, **options)
-        from .diffusers.adapter import load_pipeline
+            options["schedule"] = Schedule.coerce(schedule)
+        return load_builtin(model, **options)
+    from .diffusers.adapter import load_pipeline
 
-        return load_pipeline(model, torch_dtype=dtype or None, device=device or None)
+    return load_pipeline(model, torch_dtype=dtype or None, device=device or None)
 
 
-__all__ = ["BUILTIN", "MODELS", "TRAINED", "BuiltinModel", "is_builtin", "load_builtin", "load_model", "quiet_loading"]
+__all__ = ["BUILTIN", "MODELS", "TRAINED", "BuiltinModel", "is_builtin", "load_builtin", "load_model"]

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .schedulers import is_flow_scheduler, make_scheduler, scheduler_name, set_timesteps
+from .._checks import positive_int
+from .schedules import Schedule
+from .schedulers import SCHEDULERS, dynamic_shift_mu, is_flow_scheduler, make_scheduler, scheduler_name, set_timesteps
 
 if TYPE_CHECKING:
     from .schedules import Schedule
@@ -97,6 +99,8 @@ class StepPlan:
     num_inference_steps : int
         N, the steps handed to ``set_timesteps``. The number of model evaluations S
         (:attr:`num_evaluations`) differs for PNDM, Heun and KDPM2.
+    mu : float or None
+        The image-size shift ``set_timesteps`` was given (dynamic-shifting flow schedulers), else None.
 
     Examples
     --------
@@ -112,6 +116,7 @@ class StepPlan:
     scheduler_name: str
     noise: tuple[NoiseLevel, ...]
     num_inference_steps: int
+    mu: float | None = None
 
     @property
     def num_evaluations(self) -> int:
@@ -208,7 +213,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "default", *, mu: float | None = None) -> StepPlan:
+def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "default", *, mu: float | None = None,
+               image_seq_len: int | None = None) -> StepPlan:
     """The step plan of a run: ``scheduler`` built for ``schedule`` and set to N steps.
 
     Parameters
@@ -222,6 +228,11 @@ def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "d
     mu : float, optional
         Image-size shift of dynamic-shifting flow schedulers (see
         :func:`~chromaviz.noise.schedulers.set_timesteps`).
+    image_seq_len : int, optional
+        The run's image sequence length (tokens: the model's sample grid over its patch size,
+        :func:`~chromaviz.noise.schedulers.image_seq_len`): a dynamic-shifting scheduler given no ``mu``
+        gets ``dynamic_shift_mu(config, image_seq_len)``, as diffusers' Flux and SD3 pipelines compute it.
+        Ignored by other schedulers.
 
     Returns
     -------
@@ -230,7 +241,8 @@ def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "d
     Raises
     ------
     ValueError
-        For an unknown scheduler, one that cannot sample this schedule, or a step list diffusers
+        For an unknown scheduler, one that cannot sample this schedule, a scheduler instance whose own
+        noise levels are not the schedule's (:func:`check_noise_levels`), or a step list diffusers
         cannot index (repeated timesteps).
 
     Examples
@@ -240,6 +252,107 @@ def plan_steps(schedule: Schedule, num_inference_steps: int, scheduler: Any = "d
     >>> plan.num_inference_steps, plan.num_evaluations, float(plan.timesteps[0])
     (10, 10, 900.0)
     """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"plan_steps needs a chromaviz Schedule (a model's .schedule), got {type(schedule).__name__}")
+    num_inference_steps = positive_int("num_inference_steps", num_inference_steps)
     sched = make_scheduler(scheduler, schedule)
+    if mu is None and image_seq_len is not None and sched.config.get("use_dynamic_shifting"):
+        mu = dynamic_shift_mu(sched.config, image_seq_len)
     set_timesteps(sched, num_inference_steps, mu=mu)
-    return StepPlan(sched, scheduler_name(scheduler, schedule), tuple(noise_levels(sched, schedule)), num_inference_steps)
+    if not isinstance(scheduler, str):  # an instance brings noise levels of its own: they must be the model's
+        check_noise_levels(sched, schedule)
+    return StepPlan(sched, scheduler_name(scheduler, schedule), tuple(noise_levels(sched, schedule)), num_inference_steps,
+                    mu if sched.config.get("use_dynamic_shifting") else None)
+
+
+NOISE_LEVEL_TOLERANCE = 1e-3
+"""Nats of λ by which a scheduler's own noise level may differ from the schedule's at a timestep
+(float32 rounding of its ``alphas_cumprod`` and ``sigmas``)."""
+
+
+def _own_log_snr(scheduler) -> np.ndarray | None:
+    """λ of each visited step as the scheduler itself steps it: from its ``sigmas`` where it keeps them,
+    else its ``alphas_cumprod`` at the timestep; None if it has neither."""
+    timesteps = [float(t) for t in scheduler.timesteps]
+    sigmas = getattr(scheduler, "sigmas", None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if sigmas is not None and len(sigmas) == len(timesteps) + 1:
+            sig = np.array([float(v) for v in sigmas[: len(timesteps)]], dtype=np.float64)
+            return 2 * (np.log1p(-sig) - np.log(sig)) if is_flow_scheduler(scheduler) else -2 * np.log(sig)
+        abar = getattr(scheduler, "alphas_cumprod", None)
+        if abar is None or not hasattr(abar, "__len__"):
+            return None
+        abar = np.asarray(abar, dtype=np.float64)
+        idx = np.rint(timesteps).astype(np.int64)
+        if np.any(idx < 0) or np.any(idx >= len(abar)):
+            return np.full(len(timesteps), np.nan)
+        return np.log(abar[idx]) - np.log1p(-abar[idx])
+
+
+def check_noise_levels(scheduler, schedule: Schedule) -> None:
+    """Refuse a scheduler whose own noise levels are not ``schedule``'s at the timesteps it visits.
+
+    A scheduler steps with its own ``alphas_cumprod`` or ``sigmas``; the model denoises at the noise
+    level its schedule gives the timestep. Where they differ the run is wrong (a ``DDIMScheduler()``
+    with its default linear β on Stable Diffusion's schedule is off by up to 4.6 nats and ends at 3.6×
+    the data's standard deviation), so it is refused before sampling. At a timestep between two training
+    timesteps the scheduler's λ must lie between the schedule's at those two (schedulers interpolate
+    in their own ways, e.g. in log σ).
+
+    Parameters
+    ----------
+    scheduler : diffusers scheduler
+        After ``set_timesteps``.
+    schedule : Schedule
+        The model's noise schedule.
+
+    Raises
+    ------
+    ValueError
+        Naming the first step that differs and how to build a scheduler that matches the schedule; or
+        for a scheduler that keeps neither ``sigmas`` nor ``alphas_cumprod`` (IPNDM), whose noise
+        levels cannot be read.
+
+    Examples
+    --------
+    >>> from diffusers import DDIMScheduler
+    >>> from chromaviz.noise import Schedule
+    >>> sd = Schedule.preset("scaled_linear")
+    >>> plan_steps(sd, 10, DDIMScheduler.from_config(sd.scheduler_config)).num_evaluations
+    10
+    >>> plan_steps(sd, 10, DDIMScheduler(clip_sample=False))
+    Traceback (most recent call last):
+    ...
+    ValueError: DDIMScheduler steps with noise levels of its own, not the model's schedule: at timestep 900 its λ = -8.2, the schedule's -4.2 (the largest difference over the run's 10 steps is 4 nats); the model would denoise at other noise levels than the scheduler steps with. Build a scheduler from the model's schedule: chromaviz.noise.make_scheduler('ddim', model.schedule) with a chromaviz name, or DDIMScheduler.from_config(model.schedule.scheduler_config, ...) with the options you want
+    """
+    own = _own_log_snr(scheduler)
+    if own is None:
+        name = type(scheduler).__name__
+        raise ValueError(f"{name} keeps neither sigmas nor alphas_cumprod: chromaviz cannot read the noise levels it "
+                         "steps with, nor check them against the model's schedule; sample with a scheduler that keeps "
+                         "them (one of chromaviz.noise.SCHEDULERS, or e.g. DDIMScheduler.from_config("
+                         "model.schedule.scheduler_config))")
+    timesteps = np.array([float(t) for t in scheduler.timesteps], dtype=np.float64)
+    inside = (timesteps >= schedule.t_min - 1e-6) & (timesteps <= schedule.t_max + 1e-6)
+    t = np.clip(timesteps, schedule.t_min, schedule.t_max)
+    lo, hi = schedule.log_snr(np.floor(t)), schedule.log_snr(np.minimum(np.ceil(t), schedule.t_max))
+    low, high = np.minimum(lo, hi), np.maximum(lo, hi)
+    with np.errstate(invalid="ignore"):
+        below = np.where(own == low, 0.0, low - own)  # equal infinities are no difference
+        above = np.where(own == high, 0.0, own - high)
+        off = np.maximum(np.nan_to_num(np.maximum(below, above), nan=np.inf, posinf=np.inf, neginf=np.inf), 0.0)
+    off = np.where(inside, off, np.inf)
+    if not (off > NOISE_LEVEL_TOLERANCE).any():
+        return
+    i = int(np.argmax(off > NOISE_LEVEL_TOLERANCE))
+    name = type(scheduler).__name__
+    ours = f"{float(schedule.log_snr(t[i])):.2g}" if inside[i] else f"no noise level (its timesteps span [{schedule.t_min:g}, {schedule.t_max:g}])"
+    known = [k for k, (cls, _) in SCHEDULERS.items() if cls == name]
+    worst = float(np.max(off))
+    raise ValueError(
+        f"{name} steps with noise levels of its own, not the model's schedule: at timestep {timesteps[i]:g} its "
+        f"λ = {own[i]:.2g}, the schedule's {ours} (the largest difference over the run's {len(off)} steps is "
+        f"{worst:.2g} nats); the model would denoise at other noise levels than the scheduler steps with. Build a "
+        f"scheduler from the model's schedule: chromaviz.noise.make_scheduler({(known[0] if known else 'name')!r}, "
+        f"model.schedule) with a chromaviz name, or {name}.from_config(model.schedule.scheduler_config, ...) with the "
+        "options you want")

@@ -290,9 +290,9 @@ def set_timesteps(scheduler, num_steps: int, *, mu: float | None = None) -> None
     if dynamic and mu is None:
         raise ValueError(
             f"{name} has use_dynamic_shifting=True: its shift depends on the image size (mu = calculate_shift(image "
-            "sequence length), as the Flux and SD3 pipelines compute it), which chromaviz cannot know for this model; "
-            "plan with plan_steps(..., mu=dynamic_shift_mu(config, image_seq_len)), or use a config with "
-            "use_dynamic_shifting=False and a fixed shift")
+            "sequence length), as the Flux and SD3 pipelines compute it); sample() computes it from the run's size, "
+            "and plan_steps takes it: plan_steps(..., image_seq_len=image_seq_len(h, w, patch_size)) or "
+            "plan_steps(..., mu=...)")
     if mu is not None and not dynamic:
         raise ValueError(f"mu applies to schedulers with use_dynamic_shifting=True; {name} has a fixed shift")
     try:
@@ -325,6 +325,22 @@ def set_timesteps(scheduler, num_steps: int, *, mu: float | None = None) -> None
             f"{name} cannot run {num_steps} steps of this schedule ({options}; {repeats} repeated timesteps): "
             f"{spoiled}; " + ("use sigmas without Karras spacing ('dpmsolver++' or 'euler')"
                                if scheduler.config.get("use_karras_sigmas") else "use fewer steps, or 'euler' or 'ddim'"))
+
+
+def image_seq_len(height: int, width: int, patch_size: int = 1) -> int:
+    """Tokens of a sample grid of ``height`` × ``width`` cut into ``patch_size`` × ``patch_size`` patches.
+
+    What diffusers' pipelines pass to ``calculate_shift``: Flux packs its 1/8-size latents into 2×2
+    patches, ``(H // 16)·(W // 16)`` tokens for an H × W image; SD3 uses its transformer's
+    ``patch_size`` the same way. chromaviz gives it the model's sample grid (pixels for the built-in
+    models, whose patch size is 1).
+
+    Examples
+    --------
+    >>> image_seq_len(128, 128, 2)  # Flux at 1024×1024: 128×128 latents in 2×2 patches
+    4096
+    """
+    return (int(height) // int(patch_size)) * (int(width) // int(patch_size))
 
 
 def dynamic_shift_mu(config, image_seq_len: int) -> float:

@@ -97,6 +97,10 @@ def _log_snr_from_signal_variance(abar: np.ndarray) -> np.ndarray:
         return np.log(abar) - np.log1p(-abar)
 
 
+_NOT_CONFIG_KEYS = frozenset({"betas", "alphas", "alphas_cumprod", "alpha_bar"})
+"""Names people give a noise schedule that no diffusers scheduler config reads (it reads ``trained_betas``)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Schedule:
     """A noise schedule: λ(t) on the model's timestep axis, plus how diffusers samples it.
@@ -163,6 +167,8 @@ class Schedule:
         ab = np.asarray(alphas_cumprod, dtype=np.float64)
         if ab.ndim != 1 or len(ab) < 2:
             raise ValueError("alphas_cumprod must be a 1-D array with at least 2 entries")
+        if not np.all((ab >= 0) & (ab <= 1)):  # NaN fails too
+            raise ValueError("alphas_cumprod must hold numbers in [0, 1] (no NaN)")
         if config is None:
             ab_np = ab.copy()
             betas = 1 - ab_np / np.concatenate([[1.0], ab_np[:-1]])
@@ -173,8 +179,8 @@ class Schedule:
     def from_betas(cls, betas, *, name: str = "custom") -> Schedule:
         """A variance-preserving schedule from β_t, t = 0 … T−1 (ᾱ_t = Π(1 − β))."""
         b = np.asarray(betas, dtype=np.float64)
-        if b.ndim != 1 or np.any(b <= 0) or np.any(b >= 1):
-            raise ValueError("betas must be a 1-D array with every value in (0, 1)")
+        if b.ndim != 1 or not np.all((b > 0) & (b < 1)):  # NaN fails too
+            raise ValueError("betas must be a 1-D array with every value in (0, 1) (no NaN)")
         config = {"num_train_timesteps": len(b), "trained_betas": b.tolist(), "clip_sample": False}
         return cls.from_alphas_cumprod(np.cumprod(1 - b), name=name, config=config)
 
@@ -212,6 +218,12 @@ class Schedule:
         ``use_flow_sigmas``) by :meth:`flow_matching`.
         """
         cfg = dict(config)
+        misnamed = sorted(set(cfg) & _NOT_CONFIG_KEYS)
+        if misnamed:
+            raise ValueError(f"a scheduler config has no {misnamed}: give β as 'trained_betas' (or use "
+                             "Schedule.from_betas / Schedule.from_alphas_cumprod)")
+        if cfg.get("trained_betas") is not None:
+            cls.from_betas(cfg["trained_betas"])  # the same checks: finite, in (0, 1)
         if _is_flow_config(cfg):  # keep every option (dynamic shifting, shift_terminal, ...): the scheduler uses them
             flow = cls.flow_matching(cfg.get("shift", 1.0), cfg.get("num_train_timesteps", 1000))
             return cls(flow.timesteps, flow.signal_variance, "flow", {**cfg, **flow.scheduler_config}, flow.name)

@@ -29,13 +29,16 @@ from .. import _checks
 from .. import __version__
 from ..models.base import Denoiser, join_prediction, split_prediction
 from ..noise.plan import NoiseLevel, StepPlan, plan_steps
-from ..noise.schedulers import is_flow_scheduler
+from ..noise.schedulers import image_seq_len, is_flow_scheduler
 from ..prompts import PromptSchedule
 from .guidance import Guidance, check_prompt
 from .recorder import Recorder, SamplingError, SamplingInterrupted, check_host_memory, recording_bytes
-from .trajectory import RECORDABLE, StepRecord, Trajectory
+from .trajectory import (
+    NOISE_SIMILARITY, RECORDABLE, StepRecord, SuspectRunWarning, Trajectory, noise_similarity, noise_similarity_of_data,
+)
 
-__all__ = ["PromptSource", "SamplingError", "SamplingInterrupted", "check_sample", "default_device", "sample"]
+__all__ = ["PromptSource", "SamplingError", "SamplingInterrupted", "SuspectRunWarning", "check_sample", "default_device",
+           "sample"]
 
 PromptSource = str | PromptSchedule | Callable[..., "str | None"] | None
 """A prompt, a prompt schedule, or a function ``(i, noise)`` or ``(i, noise, plan)`` → prompt,
@@ -101,7 +104,12 @@ def sample(
         generator (see ``generator_device``) so that a seed means the same noise on every device.
     batch_size, height, width : int
         Samples per run and their size in pixels (default: the model's ``default_size``). Latent
-        models map pixels to their sample grid with ``model.latent_size(height, width)``.
+        models map pixels to their sample grid with ``model.latent_size(height, width)``. A flow
+        scheduler with ``use_dynamic_shifting`` (Flux, SD3.5) gets its shift from that grid as
+        diffusers' pipelines compute it: ``mu = calculate_shift(image_seq_len, ...)`` with
+        ``image_seq_len`` the grid's tokens over the model's ``patch_size`` (1 where it has none;
+        :func:`chromaviz.noise.schedulers.image_seq_len`); the run records it as ``mu``. To choose
+        it, pass ``plan=plan_steps(model.schedule, N, scheduler, mu=...)``.
     device : str or torch.device, optional
         Default: CUDA when available, else CPU.
     record : list or tuple of {"x_t", "x0", "eps"}
@@ -163,10 +171,12 @@ def sample(
 
     Warns
     -----
-    UserWarning
-        When ``num_inference_steps=1`` and the scheduler's single step returned (nearly) the
-        initial noise (DDIM, DDPM, PNDM and Euler with their default spacing evaluate the model at
-        t = 0 on pure noise): one step is not a sample.
+    SuspectRunWarning
+        A ``UserWarning``: when the run returned (nearly) its initial noise (mean cosine similarity
+        above 0.9), for any step count and sampler (e.g. ``num_inference_steps=1`` with DDIM, DDPM,
+        PNDM or Euler at their default spacing, which evaluate the model at t = 0 on pure noise, or
+        Heun with 2 steps): it is not a sample. :func:`chromaviz.analysis.compare` flags it too, with
+        bands that hold several times their data power.
     """
     # 1. check, 2. plan
     inputs, plan = _check_and_plan(
@@ -180,8 +190,7 @@ def sample(
     run = _prepare(inputs, plan)
     # 4. loop
     traj = _denoise(run, plan, inputs.stop)
-    if plan.num_inference_steps == 1:
-        _warn_if_noise(traj, run.initial, plan)
+    _warn_if_noise(traj, run.initial, plan, model)
     return traj
 
 
@@ -229,7 +238,10 @@ def _check_and_plan(*, num_inference_steps: int | None, plan: StepPlan | None = 
     inputs = _Inputs(num_inference_steps=num_inference_steps, **arguments)
     if plan is not None:
         return inputs, plan.check_for(inputs.model.schedule, inputs.num_inference_steps, inputs.scheduler)
-    return inputs, plan_steps(inputs.model.schedule, inputs.num_inference_steps, inputs.scheduler)
+    # A dynamic-shifting flow scheduler (Flux, SD3.5) takes its shift from the image size, as diffusers'
+    # pipelines compute it: mu = calculate_shift(image_seq_len, ...) over the model's tokens.
+    tokens = image_seq_len(*inputs.size, getattr(inputs.model, "patch_size", 1))
+    return inputs, plan_steps(inputs.model.schedule, inputs.num_inference_steps, inputs.scheduler, image_seq_len=tokens)
 
 
 @dataclass
@@ -352,7 +364,7 @@ class _Run:
     scheduler: Any  # the plan's scheduler, copied, to be stepped
     target: str  # what the scheduler's step takes: "epsilon", "sample", "v_prediction" or "flow"
     latents: torch.Tensor
-    initial: torch.Tensor | None  # a copy of the initial latents for one-step runs
+    initial: torch.Tensor  # a copy of the initial latents (a run that returns them is flagged)
     scale: Callable[[torch.Tensor, Any], torch.Tensor]
     step_kwargs: dict[str, Any]
     guidance: Guidance
@@ -400,7 +412,7 @@ def _prepare(inputs: _Inputs, plan: StepPlan) -> _Run:
     guided = inputs.guidance != 1.0 and model.conditional
     return _Run(
         model=recorder.watch(model), parameterization=model.parameterization, scheduler=sched, target=target,
-        latents=x, initial=x.clone() if plan.num_inference_steps == 1 else None,
+        latents=x, initial=x.clone(),
         # FlowMatch* schedulers have no scale_model_input (SD3/Flux pipelines feed x_t as is).
         scale=getattr(sched, "scale_model_input", lambda sample, timestep: sample), step_kwargs=step_kwargs,
         guidance=Guidance(inputs.guidance if guided else 1.0, inputs.guidance_rescale), prompt_at=prompt_at,
@@ -419,6 +431,8 @@ def _metadata(inputs: _Inputs, plan: StepPlan, sched: Any) -> dict[str, Any]:
         "num_evaluations": plan.num_evaluations,
         "num_inference_steps": plan.num_inference_steps,
         "seed": inputs.seed,
+        "generator_device": str(inputs.generator_device),
+        "mu": plan.mu,
         "guidance": inputs.guidance,
         "guidance_rescale": inputs.guidance_rescale,
         "eta": inputs.eta,
@@ -485,15 +499,29 @@ def _denoise(run: _Run, plan: StepPlan, stop: Any) -> Trajectory:
     return recorder.trajectory
 
 
-def _warn_if_noise(traj: Trajectory, initial: torch.Tensor, plan: StepPlan) -> None:
-    """Warn when a one-step run returned (nearly) its initial noise."""
+def _warn_if_noise(traj: Trajectory, initial: torch.Tensor, plan: StepPlan, model: Denoiser | None = None) -> None:
+    """Warn (:class:`SuspectRunWarning`) when a finished run returned (nearly) its initial noise.
+
+    The mean cosine similarity of the samples with their initial noise above
+    :data:`~chromaviz.sampling.trajectory.NOISE_SIMILARITY` is flagged, for any step count and sampler
+    (Heun with 2 steps returns half its initial noise), unless the model's own spectrum makes its data
+    that similar to white noise (:func:`~chromaviz.sampling.trajectory.noise_similarity_of_data`).
+    """
     if traj.final is None:
         return
-    a, b = traj.final.flatten(1).double(), initial.detach().to("cpu").flatten(1).double()
-    similarity = torch.nn.functional.cosine_similarity(a, b, dim=1).mean().item()
-    if similarity > 0.9:
-        noise = plan.noise[0]
-        warnings.warn(
-            f"num_inference_steps=1: {type(plan.scheduler).__name__}'s single step evaluated the model at "
-            f"t={noise.timestep:g} (λ={noise.log_snr:.3g}) on pure noise and returned (nearly) that noise (cosine "
-            f"similarity {similarity:.3f}); one step is not a sample; use more steps", UserWarning, stacklevel=3)
+    similarity = noise_similarity(traj.final, initial)
+    if similarity <= NOISE_SIMILARITY:
+        return
+    power = model.data_power(*traj.final.shape[-2:]) if model is not None else None
+    if power is not None and noise_similarity_of_data(power) > NOISE_SIMILARITY:
+        return  # data this close to white noise: a good sample may look like its noise
+    noise = plan.noise[0]
+    if plan.num_inference_steps == 1:
+        why = (f"num_inference_steps=1: {type(plan.scheduler).__name__}'s single step evaluated the model at "
+               f"t={noise.timestep:g} (λ={noise.log_snr:.3g}) on pure noise and returned (nearly) that noise")
+    else:
+        why = (f"{type(plan.scheduler).__name__} with num_inference_steps={plan.num_inference_steps} returned (nearly) "
+               "its initial noise")
+    what = "one step is" if plan.num_inference_steps == 1 else "this is"
+    warnings.warn(f"{why} (cosine similarity {similarity:.3f}); {what} not a sample; use more steps or another "
+                  "scheduler", SuspectRunWarning, stacklevel=3)

@@ -448,6 +448,8 @@ METADATA_FIELDS: dict[str, tuple[str, Any]] = {
     "traceback": ("a string", lambda v: isinstance(v, str)),
     "elapsed_seconds": ("a finite number ≥ 0", lambda v: _is_number(v) and v >= 0),
     "space": ("a string", lambda v: isinstance(v, str)),
+    "generator_device": ("a string", lambda v: isinstance(v, str)),
+    "mu": ("a finite number or null", _optional(_is_number)),
 }
 """The metadata fields that chromaviz reads back, with what each must be when present."""
 
@@ -542,3 +544,28 @@ def _schema_problem(doc: Any, tensors: Mapping[str, torch.Tensor]) -> str:
     if status == "complete" and final is None:
         return "it says the run is complete but has no 'final' sample"
     return ""
+
+
+class SuspectRunWarning(UserWarning):
+    """A finished run that is not a sample of its model: it returned (nearly) its initial noise, or a
+    band holds several times its data power (:func:`chromaviz.analysis.compare` records why in
+    ``Comparison.suspect``)."""
+
+
+NOISE_SIMILARITY = 0.9
+"""Mean cosine similarity of a run's samples with their initial noise above which the run is suspect."""
+
+
+def noise_similarity(final: torch.Tensor, initial: torch.Tensor) -> float:
+    """Mean over the batch of the cosine similarity of each sample (B, …) with its initial noise."""
+    a, b = final.detach().cpu().flatten(1).double(), initial.detach().cpu().flatten(1).double()
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
+
+
+def noise_similarity_of_data(power) -> float:
+    """The cosine similarity with its initial noise that an ideal sample of data with spectrum ``power``
+    has: Σ√P/√(N·ΣP) over the N modes (each mode of the noise carried to √P of it, THEORY §4b); 1 for
+    white data, ≈ 0.6 for a power law of exponent 2 at 64×64."""
+    p = np.clip(np.asarray(power, dtype=np.float64), 0, None)
+    total = p.sum()
+    return float(np.sqrt(p).sum() / np.sqrt(p.size * total)) if total > 0 else 0.0

@@ -48,7 +48,9 @@ def _inheritance(comparison, levels: Sequence[int]) -> dict[str, Any]:
 
 
 def figures(traj, comparison, model) -> dict[str, Any]:
-    """The row figures of one run: birth steps per level (measured, predicted, m² law), inheritance, max deviation.
+    """The row figures of one run: its expected band's z_max (max |G − expected|/expected_std), coverage
+    (share of cells within ±2σ) and in_band (the verdict: True, False, or None without a band), birth steps
+    per level (measured, predicted, m² law), inheritance, and the replay's max deviation.
 
     A level's birth step is the first step at which its signal fraction reaches ½
     (:func:`chromaviz.noise.levels.born_steps`, as in the report's timing table); None if it
@@ -60,9 +62,13 @@ def figures(traj, comparison, model) -> dict[str, Any]:
     levels = list(comparison.levels)
     predicted, source = prediction(comparison)
     timings = theory.level_timings(model.schedule, levels)
+    agreement = comparison.agreement  # the headline: the run against its expected band
     return {
         "steps_recorded": len(traj),
         "levels": levels,
+        "z_max": agreement.max_z,
+        "coverage": agreement.coverage,
+        "in_band": agreement.inside,
         "max_deviation": comparison.max_deviation,
         "prediction": source,
         **_per_level("birth_step_measured", levels, born_steps(comparison.measured)),

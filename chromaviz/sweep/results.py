@@ -86,8 +86,9 @@ def finished_cells(out: Path, cells: Sequence[Cell]) -> dict[str, dict[str, Any]
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if record.get("parameters") == _json_safe(cell.values) and record.get("row", {}).get("status") == FINISHED:
-            done[cell.name] = record["row"]
+        row = record.get("row") if isinstance(record, dict) else None  # a damaged file: run the cell again
+        if isinstance(row, dict) and record.get("parameters") == _json_safe(cell.values) and row.get("status") == FINISHED:
+            done[cell.name] = row
     return done
 
 
@@ -131,7 +132,11 @@ def _caption(row: Mapping[str, Any]) -> str:
     deviation = row.get("max_deviation")
     seconds = row.get("seconds")
     deviation = f"{deviation:.2g}" if isinstance(deviation, float) else html.escape(str(deviation))
-    return (f'<div class="caption">max |G − {html.escape(str(row.get("prediction", "s")))}| = {deviation}'
+    z, coverage = row.get("z_max"), row.get("coverage")
+    band = ("no expected band · " if not isinstance(z, float) or z != z else
+            f'{"outside" if row.get("in_band") is False else "in"} its band: worst {z:.1f}σ, '
+            f'{coverage:.0%} within ±2σ · ')
+    return (f'<div class="caption">{band}replay max |G − {html.escape(str(row.get("prediction", "s")))}| = {deviation}'
             f' · {_number(seconds, 1)} s · {html.escape(str(row.get("run_device", "")))}</div>')
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import theory
-from ..analysis import Comparison
+from ..analysis import BAND_SIGMAS, Comparison
 from ..sampling.trajectory import Trajectory
 
 LEVEL_COLORMAP = "viridis"
@@ -250,8 +250,9 @@ def save_strip(traj: Trajectory, to_rgb, path: str | Path, *, count: int = 10, s
 
 
 COMPARISON_CURVES = (
-    ("predicted", "the run as sampled", {"lw": 4, "alpha": 0.35}),
-    ("spectrum_aware", "spectrum-aware theory", {"lw": 2}),
+    ("predicted", "the run replayed from its noise (consistency check)", {"lw": 4, "alpha": 0.35}),
+    ("ideal", "the model's ideal process", {"lw": 1.5, "ls": ":"}),
+    ("spectrum_aware", "the latest each band can form for this spectrum", {"lw": 2}),
     ("m2_law", "m² law", {"lw": 1, "ls": "--"}),
 )
 """Theory curves of a :class:`~chromaviz.analysis.Comparison` drawn as lines: (attribute, label, style).
@@ -259,13 +260,24 @@ COMPARISON_CURVES = (
 A curve whose attribute a comparison lacks (or holds None) is skipped, so a new prediction is drawn
 everywhere by adding one entry here."""
 
+EXPECTED_STYLE = {"lw": 1.5, "ls": "-."}
+"""The expected chromatography's line (its ±2σ band is shaded in the level's colour)."""
+
+FITTED = ("predicted", "spectrum_aware")
+"""Curves that are fitted to the run where no data power is known (``Comparison.fitted``): their
+legend says so."""
+
 
 def chromatogram_figure(comparison: Comparison, *, title: str = ""):
     """Two panels over sampling steps: signal fraction per level, and signal generated per step.
 
-    Lines are the curves of :data:`COMPARISON_CURVES` that the comparison has (wide and pale: the
-    prediction of the run as sampled; solid: the spectrum-aware theory; dashed: the m² law; see
-    THEORY.md), dots the measurement G. The right panel differentiates the first of them.
+    The expected chromatography E[G] (dash-dotted) with its ±2σ band (shaded in the level's colour,
+    ``Comparison.expected`` / ``expected_std``) is the prediction the run is judged by; the panel's
+    title gives the verdict (:attr:`~chromaviz.analysis.Comparison.agreement`). Lines are the curves of
+    :data:`COMPARISON_CURVES` that the comparison has (wide and pale: the run replayed from its own
+    noise, a consistency check; dotted: the model's ideal process, where its data can be drawn;
+    solid: the spectrum-aware curve, the latest each band can form for this spectrum; dashed: the m²
+    law; see docs/chromatography.md), dots the measurement G. The right panel differentiates the first of them.
 
     Returns
     -------
@@ -277,12 +289,20 @@ def chromatogram_figure(comparison: Comparison, *, title: str = ""):
     c = comparison
     steps = np.arange(len(c.timesteps))
     colours = level_colours(len(c.levels))
-    curves = [(getattr(c, name, None), label, style) for name, label, style in COMPARISON_CURVES]
+    fitted = bool(getattr(c, "fitted", False))  # no data power known: the curves are fitted to this run
+    curves = [(getattr(c, name, None), label + (" (fitted to this run)" if fitted and name in FITTED else ""), style)
+              for name, label, style in COMPARISON_CURVES]
     curves = [(np.asarray(v), label, style) for v, label, style in curves if v is not None]
     # A bare Figure (no pyplot): nothing global changes, so this is safe inside a live kernel.
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
+    band = getattr(c, "expected", None)
+    spread = getattr(c, "expected_std", None)
     for j, m in enumerate(c.levels):
+        if band is not None and spread is not None:  # the prediction the run can fail: E ± 2σ, shaded
+            low, high = band[:, j] - BAND_SIGMAS * spread[:, j], band[:, j] + BAND_SIGMAS * spread[:, j]
+            ax1.fill_between(steps, low, high, color=colours[j], alpha=0.18, lw=0)
+            ax1.plot(steps, band[:, j], color=colours[j], **EXPECTED_STYLE)
         for values, _, style in curves:
             ax1.plot(steps, values[:, j], color=colours[j], **style)
         ax1.plot(steps, c.measured[:, j], "o", color=colours[j], ms=3)
@@ -290,6 +310,11 @@ def chromatogram_figure(comparison: Comparison, *, title: str = ""):
             ax2.plot(steps[1:], np.diff(curves[0][0][:, j]), color=colours[j], lw=2)
         ax2.plot(steps[1:], np.diff(c.measured[:, j]), "o", color=colours[j], ms=3)
     kinds = [Line2D([], [], color="0.3", **style, label=label) for _, label, style in curves]
+    if band is not None and spread is not None:
+        from matplotlib.patches import Patch
+
+        kinds[:0] = [Line2D([], [], color="0.3", **EXPECTED_STYLE, label="expected E[G] (this batch)"),
+                     Patch(color="0.3", alpha=0.18, lw=0, label=f"E ± {BAND_SIGMAS:g}σ")]
     kinds.append(Line2D([], [], color="0.3", ls="none", marker="o", ms=3, label="measured G"))
     levels = [Line2D([], [], color=colours[j], lw=2, label=f"m={m}") for j, m in enumerate(c.levels)]
     ax1.add_artist(ax1.legend(handles=levels, loc="upper left", fontsize=8, title="level", title_fontsize=8))
@@ -298,6 +323,11 @@ def chromatogram_figure(comparison: Comparison, *, title: str = ""):
     ax1.set(xlabel=f"sampling step (0 = noisiest, of {len(steps)})",
             ylabel="signal fraction of level m" + (f" (of the {of})" if of else ""),
             ylim=(-0.02, 1.05), title="signal fraction per level")
+    agreement = getattr(c, "agreement", None)
+    if agreement is not None and agreement.inside is not None:
+        import textwrap
+
+        ax1.set_title("signal fraction per level\n" + textwrap.fill(f"the run is {agreement.verdict}", 64), fontsize=8)
     ax2.set(xlabel="sampling step", ylabel="signal fraction generated in the step",
             title=f"chromatogram per step ({curves[0][1] if curves else 'measured'}: lines)")
     if title:

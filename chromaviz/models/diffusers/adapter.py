@@ -23,6 +23,8 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Sequence
 
 import torch
@@ -31,7 +33,7 @@ from ... import _checks
 from ...noise.plan import NoiseLevel
 from ...noise.schedulers import DEFAULT_IS_OWN_CLASS
 from ...noise.schedules import Schedule
-from ..base import PARAMETERIZATIONS, Denoiser
+from ..base import PARAMETERIZATIONS, DataSource, Denoiser
 from ...prompts import parse_emphasis
 from .previews import LinearPreview, TinyVaeDecoder, VaeDecoder, fit_linear_preview
 
@@ -367,6 +369,73 @@ class DiffusersTextPixelDenoiser(_PixelSpace, _TextConditioned):
         return {"class_labels": cond.text_embeds}
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+"""Files :class:`ImageFolder` reads."""
+
+
+class ImageFolder(DataSource):
+    """A folder of the user's own images as a model's data (e.g. ``compare(traj, model, data=folder)``).
+
+    Each draw picks one image uniformly (with replacement; the prompt is not read: the folder is taken
+    to hold data of the run's prompt), centre-crops it to the aspect H:W, resizes it to (H, W) and maps
+    it to [−1, 1]; a latent model's VAE then encodes it (a sample of the latent distribution times the
+    VAE's ``scaling_factor``, as the pipelines train on), so draws are in the model's space.
+
+    Parameters
+    ----------
+    folder : path
+        A folder holding at least one image (:data:`IMAGE_SUFFIXES`; subfolders are not read).
+    model : Denoiser
+        The model whose space the draws are in (its VAE encodes them when it is a latent model).
+
+    Raises
+    ------
+    ValueError
+        If the folder does not exist or holds no image.
+    """
+
+    exact = False
+
+    def __init__(self, folder: str | os.PathLike, model: Denoiser) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise ValueError(f"data={str(folder)!r} is not a folder of images")
+        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise ValueError(f"{self.folder} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+        self.model = model
+        self.description = f"{len(self.files)} images in {self.folder.name}"
+
+    def _image(self, path: Path, height: int, width: int) -> torch.Tensor:
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = min(h / height, w / width)
+            ch, cw = round(height * scale), round(width * scale)
+            top, left = (h - ch) // 2, (w - cw) // 2
+            im = im.crop((left, top, left + cw, top + ch)).resize((width, height), Image.BICUBIC)
+            return torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+
+    def draw(self, prompt: str | None, n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        """``n`` draws, shape (n, C, h, w) in the model's space (latents for a latent model), float32 on CPU."""
+        height, width = size
+        picks = torch.randint(0, len(self.files), (n,), generator=generator, device=generator.device).tolist()
+        pixels = torch.stack([self._image(self.files[i], height, width) for i in picks])
+        model = self.model
+        if not getattr(model, "latent", False):
+            return pixels
+        vae = model.pipe.vae
+        with torch.no_grad():
+            dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+            noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device,
+                                dtype=torch.float32).to(dist.mean.device, dist.mean.dtype)
+            latents = (dist.mean + dist.std * noise) * vae.config.scaling_factor
+        return latents.float().cpu()
+
+
 def from_pipeline(pipe, *, preview: str | None = None, tiny_vae=None, name: str | None = None) -> _DiffusersBase:
     """The chromaviz denoiser for a loaded diffusers pipeline.
 
@@ -475,6 +544,26 @@ def _pipeline_class(folder: Path):
     return DiffusionPipeline
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """diffusers' and transformers' loading messages and progress bars off inside, restored after."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = (diffusers_logging, transformers_logging)
+    before = [(lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in libraries]
+    for lib in libraries:
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, (verbosity, bars) in zip(libraries, before):
+            lib.set_verbosity(verbosity)
+            if bars:
+                lib.enable_progress_bar()
+
+
 def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
                   preview: str | None = None, tiny_vae=None, variant: str | None = None, **kwargs) -> _DiffusersBase:
     """Load a diffusers pipeline and wrap it with :func:`from_pipeline`.
@@ -512,28 +601,40 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
     opts.update(kwargs)
     kind = type(tiny_vae).__name__
     if isinstance(tiny_vae, (str, os.PathLike)):
-        tiny_vae = AutoencoderTiny.from_pretrained(tiny_vae, local_files_only=True, **({"dtype": torch_dtype} if torch_dtype else {}))
+        if not Path(os.fspath(tiny_vae)).expanduser().is_dir():
+            raise ValueError(f"tiny_vae {os.fspath(tiny_vae)!r} is not a folder; give the folder an AutoencoderTiny "
+                             "was saved to (save_pretrained), or the AutoencoderTiny itself")
+        with quiet_loading():
+            tiny_vae = AutoencoderTiny.from_pretrained(tiny_vae, local_files_only=True, **({"dtype": torch_dtype} if torch_dtype else {}))
     elif tiny_vae is not None and kind != "AutoencoderTiny":
         raise ValueError(f"tiny_vae must be an AutoencoderTiny or a folder holding one, got {kind}")
     path = Path(os.fspath(model)).expanduser()
+    if path.is_file():
+        raise ValueError(f"{str(model)!r} is a file, not a diffusers pipeline folder; pass the folder "
+                         "pipe.save_pretrained(folder) wrote (it holds model_index.json)")
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ValueError(f"{str(model)!r} is a folder but not a diffusers pipeline (no model_index.json); write one with pipe.save_pretrained(folder)")
-        pipe = _pipeline_class(path).from_pretrained(path, local_files_only=True, **opts)
+        with quiet_loading():
+            pipe = _pipeline_class(path).from_pretrained(path, local_files_only=True, **opts)
     else:
         model = os.fspath(model)
         if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or path.parent.is_dir() and path.parent != Path("."):
             raise ValueError(f"no folder {model!r} (the folder {path} is missing); pass a folder written by "
                              "pipe.save_pretrained(folder) or a hub id like 'owner/name'")
+        no_folder = f"there is no folder {path}, and " if "/" in model else ""
         try:
-            pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True, **opts)
+            with quiet_loading():
+                pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True, **opts)
         except Exception as cached_error:  # not in the cache (or incomplete): try the hub if it answers
             if not _hub_reachable():
-                raise _not_loadable(model, "it is not in the local Hugging Face cache and the hub cannot be reached") from cached_error
+                raise _not_loadable(model, f"{no_folder}it is not in the local Hugging Face cache and the hub cannot be "
+                                           "reached") from cached_error
             try:
-                pipe = DiffusionPipeline.from_pretrained(model, **opts)
+                with quiet_loading():
+                    pipe = DiffusionPipeline.from_pretrained(model, **opts)
             except Exception as exc:
-                raise _not_loadable(model, f"the hub did not provide it ({type(exc).__name__}: {exc})") from exc
+                raise _not_loadable(model, f"{no_folder}the hub did not provide it ({type(exc).__name__}: {exc})") from exc
     denoiser = from_pipeline(pipe, preview=preview, tiny_vae=tiny_vae)
     if device is not None:
         denoiser.to(device)

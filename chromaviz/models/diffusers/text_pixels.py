@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
-from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+from diffusers.guiders.guider_utils import rescale_noise_cfg
 from diffusers.utils.torch_utils import randn_tensor
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..base import DataSource
+
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.86, 0.16, 0.16),
     "green": (0.16, 0.70, 0.24),
@@ -115,12 +117,62 @@ def random_scenes(n: int, generator: torch.Generator) -> list[Scene]:
         colour = names[c % len(names)]
         others = [name for name in names if name != colour]
         shape = SHAPES[s % len(SHAPES)]
-        radius = RADIUS_RANGE[0] + ur * (RADIUS_RANGE[1] - RADIUS_RANGE[0])
-        top, bottom, left, right = _bounds(shape, radius)
-        centre = (MARGIN - top + uy * (32 - 2 * MARGIN - bottom + top), MARGIN - left + ux * (32 - 2 * MARGIN - right + left))
+        centre, radius = _placement(shape, ur, uy, ux)
         scenes.append(Scene(colour, shape, others[b % len(others)], TEXTURES[t % len(TEXTURES)],
                             centre, radius, (py % 12, px % 12)))
     return scenes
+
+
+def _placement(shape: str, ur: float, uy: float, ux: float) -> tuple[tuple[float, float], float]:
+    """(centre, radius) of a shape from three uniforms in [0, 1): the radius in :data:`RADIUS_RANGE`,
+    the centre anywhere that keeps the whole shape :data:`MARGIN` inside a 32×32 image."""
+    radius = RADIUS_RANGE[0] + ur * (RADIUS_RANGE[1] - RADIUS_RANGE[0])
+    top, bottom, left, right = _bounds(shape, radius)
+    centre = (MARGIN - top + uy * (32 - 2 * MARGIN - bottom + top), MARGIN - left + ux * (32 - 2 * MARGIN - right + left))
+    return centre, radius
+
+
+def scenes_for(caption: str | None, n: int, generator: torch.Generator) -> list[Scene]:
+    """``n`` scenes of the training distribution given a caption: its colour, shape, background and
+    texture, with position, size and texture phase drawn as in :func:`random_scenes`; all attributes
+    drawn (the unconditional distribution) for ``None``.
+
+    Raises
+    ------
+    ValueError
+        If ``caption`` is not of the training captions' form (:func:`parse_caption`).
+    """
+    if caption is None:
+        return random_scenes(n, generator)
+    named = parse_caption(caption)
+    if n < 1:
+        raise ValueError(f"n must be a positive number of scenes, got {n}")
+    u = torch.rand(n, 3, generator=generator).tolist()
+    phases = torch.randint(0, 12, (n, 2), generator=generator).tolist()
+    return [Scene(named.colour, named.shape, named.background, named.texture, *_placement(named.shape, *uu), tuple(ph))
+            for uu, ph in zip(u, phases)]
+
+
+class TrainingData(DataSource):
+    """The shapes model's training distribution as a :class:`~chromaviz.models.base.DataSource`:
+    images rendered for the prompt's caption (:func:`scenes_for`), in [−1, 1]."""
+
+    description = "the shapes training distribution"
+    exact = False
+
+    def draw(self, prompt: str | None, n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        """``n`` images (n, 3, H, W) for the caption ``prompt`` (None: any scene); H = W, a multiple of 32.
+
+        Raises
+        ------
+        ValueError
+            For a prompt that is not a training caption, or a size the renderer cannot draw.
+        """
+        h, w = size
+        if h != w:
+            raise ValueError(f"the shapes dataset renders square images; got {h}×{w}")
+        cpu = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator).item()))
+        return render(scenes_for(prompt, n, cpu), h, cpu) * 2 - 1
 
 
 def _bounds(shape: str, radius: float) -> tuple[float, float, float, float]:

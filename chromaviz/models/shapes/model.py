@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from ... import _checks
-from ..diffusers.adapter import DiffusersTextPixelDenoiser, from_pipeline
+from ..diffusers.adapter import DiffusersTextPixelDenoiser, from_pipeline, quiet_loading
+from .dataset import TrainingData
 
 WEIGHTS = Path(__file__).parent / "weights" / "shapes32"
 """The folder ``save_pretrained`` wrote the bundled pipeline to."""
@@ -52,11 +53,13 @@ def load_shapes(*, size: int | None = None, schedule=None, device: str | torch.d
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(f"no trained shapes pipeline in {path} (model_index.json missing); "
                                 "train one with python -m chromaviz.models.shapes.train --out runs/shapes")
-    pipe = TextToPixelsPipeline.from_pretrained(path, local_files_only=True)
+    with quiet_loading():  # transformers' and diffusers' notices and loading bars say nothing to a user
+        pipe = TextToPixelsPipeline.from_pretrained(path, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     model = from_pipeline(pipe, name="shapes")
     model.example_prompts = EXAMPLE_PROMPTS
     model.recommended_guidance = GUIDANCE
+    model.data = TrainingData()  # its dataset generator: the ideal process and the data power (docs/chromatography.md)
     if size is not None:
         model.check_size(size, size)
         model.default_size = (size, size)
