@@ -216,7 +216,7 @@ def test_cli_run_options_exit_2_with_one_line_or_run_cleanly(tmp_path_factory, c
     argv = ["run", "--quiet", "-o", str(out)] + [x for k, v in {**defaults, **options}.items() for x in (k, v)]
     try:
         with warnings.catch_warnings():  # a one-step run warns that one step is not a sample: allowed here
-            warnings.simplefilter("default")
+            warnings.filterwarnings("default", category=UserWarning)
             code = main(argv)
     except SystemExit as exc:
         code = exc.code

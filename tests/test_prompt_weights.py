@@ -24,6 +24,10 @@ from chromaviz.sampling.trajectory import Trajectory
 
 import diffusers_models as tiny
 
+# Most runs here are of tiny random-weight pipelines, or a few steps with guidance: not samples of
+# anything, and chromaviz rightly warns so (SuspectRunWarning); these tests check the prompt plumbing.
+pytestmark = pytest.mark.filterwarnings("ignore::chromaviz.sampling.trajectory.SuspectRunWarning")
+
 SIZE, STEPS = 32, 3
 
 
@@ -191,7 +195,6 @@ def test_a_model_without_text_encoder_refuses_weights_but_takes_and():
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::chromaviz.sampling.trajectory.SuspectRunWarning")  # 4 steps with guidance 2 overshoot
 def test_cli_takes_the_same_language(tmp_path):
     code = main(["run", "--model", "exemplars", "--prompt", "[cat|moon] AND cat:0.5", "--steps", "4", "--guidance",
                  "2", "--batch", "1", "--size", "32", "--out", str(tmp_path), "--quiet"])

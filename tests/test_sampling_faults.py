@@ -437,3 +437,9 @@ def test_the_memory_guard_reads_the_process_address_space_limit():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "refused True", out.stderr[-2000:]
+
+
+def test_an_unconditional_run_records_the_guidance_it_ran_with():
+    """``guidance=3`` on the unconditional Gaussian model runs unguided; the file said 3."""
+    traj = sample(GaussianPowerLaw(size=SIZE), num_inference_steps=2, guidance=3.0, device="cpu")
+    assert traj.metadata["guidance"] == 1.0

@@ -88,3 +88,13 @@ def test_loading_and_sampling_the_shapes_model_prints_nothing():
             "sample(load_shapes(), 'a red circle on blue stripes', num_inference_steps=2)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout == "" and out.stderr == "", out.stdout + out.stderr
+
+
+def test_a_word_the_shapes_model_never_learned_is_refused_before_sampling():
+    """It took any text and sampled something; now it names the words it knows, as the exemplar model does."""
+    from chromaviz import load_shapes, sample
+
+    model = load_shapes()
+    with pytest.raises(ValueError, match=r"never taught 'elephant'; it knows a, on, red, .*'a red circle on blue stripes'"):
+        sample(model, "a purple elephant", num_inference_steps=2)
+    assert model.check_prompt("a (red:1.2) circle on blue stripes AND a yellow star on green checks:0.5")

@@ -433,7 +433,7 @@ def _metadata(inputs: _Inputs, plan: StepPlan, sched: Any) -> dict[str, Any]:
         "seed": inputs.seed,
         "generator_device": str(inputs.generator_device),
         "mu": plan.mu,
-        "guidance": inputs.guidance,
+        "guidance": inputs.guidance if inputs.model.conditional else 1.0,  # what ran: an unconditional model takes none
         "guidance_rescale": inputs.guidance_rescale,
         "eta": inputs.eta,
         "record_scale": inputs.record_scale,

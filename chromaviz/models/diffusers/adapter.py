@@ -20,6 +20,7 @@ The model keeps the pipeline's scheduler (``model.scheduler``): ``sample(model, 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from ...noise.plan import NoiseLevel
 from ...noise.schedulers import DEFAULT_IS_OWN_CLASS
 from ...noise.schedules import Schedule
 from ..base import PARAMETERIZATIONS, DataSource, Denoiser
-from ...prompts import parse_emphasis
+from ...prompts import parse_emphasis, plain_text, split_and
 from .previews import LinearPreview, TinyVaeDecoder, VaeDecoder, fit_linear_preview
 
 PREVIEWS = ("linear", "taesd", "vae")
@@ -115,9 +116,16 @@ class _TextConditioned(_DiffusersBase):
     _compel: tuple[torch.device, list] | None = None
 
     def check_prompt(self, prompt: str | None) -> str | None:
-        """Any text (None = unconditional, which is the empty prompt or, for SDXL, zeros)."""
+        """Any text (None = unconditional, which is the empty prompt or, for SDXL, zeros); a model that
+        declares a ``vocabulary`` (the bundled shapes model) takes only its words."""
         if prompt is not None and not isinstance(prompt, str):
             raise ValueError(f"a prompt must be a str or None, got {type(prompt).__name__}")
+        if prompt and self.vocabulary is not None:
+            words = re.findall(r"[a-z]+", " ".join(plain_text(term) for term, _ in split_and(prompt)).lower())
+            unknown = [w for w in dict.fromkeys(words) if w not in self.vocabulary]
+            if unknown:
+                raise ValueError(f"the {self.name} model was never taught {', '.join(map(repr, unknown))}; it knows "
+                                 f"{', '.join(self.vocabulary)} (e.g. {(self.example_prompts or ('',))[0]!r})")
         return prompt
 
     @torch.no_grad()

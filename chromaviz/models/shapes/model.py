@@ -15,7 +15,7 @@ import torch
 
 from ... import _checks
 from ..diffusers.adapter import DiffusersTextPixelDenoiser, from_pipeline, quiet_loading
-from .dataset import TrainingData
+from .dataset import VOCABULARY, TrainingData
 
 WEIGHTS = Path(__file__).parent / "weights" / "shapes32"
 """The folder ``save_pretrained`` wrote the bundled pipeline to."""
@@ -58,6 +58,7 @@ def load_shapes(*, size: int | None = None, schedule=None, device: str | torch.d
     pipe.set_progress_bar_config(disable=True)
     model = from_pipeline(pipe, name="shapes")
     model.example_prompts = EXAMPLE_PROMPTS
+    model.vocabulary = VOCABULARY
     model.recommended_guidance = GUIDANCE
     model.data = TrainingData()  # its dataset generator: the ideal process and the data power (docs/chromatography.md)
     if size is not None:
