@@ -171,7 +171,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .notebook.report import RESERVED, REPORT_NOTEBOOK, ReportCellError, format_parameters, notebook_parameters, run_report
+    from .notebook.report import (
+        RESERVED, REPORT_NOTEBOOK, ReportCellError, ReportInterrupted, format_parameters, notebook_parameters, run_report,
+    )
 
     notebook = Path(args.notebook) if args.notebook else REPORT_NOTEBOOK
     if args.list:
@@ -189,6 +191,10 @@ def _report(args: argparse.Namespace) -> int:
     except ReportCellError as err:
         print(f"chromaviz report: error: {err}", file=sys.stderr)
         return 1
+    except ReportInterrupted as err:
+        how, status = _interrupted()
+        print(f"chromaviz report: {how} {err}", file=sys.stderr)
+        return status
     elapsed = time.perf_counter() - start
     figures = files.figures
     if "max_deviation" in figures:

@@ -445,3 +445,28 @@ def test_report_on_a_diffusers_pipeline(tmp_path):
     assert figures["status"] == "complete" and figures["steps_recorded"] == 4
     assert figures["levels"] == list(spectral.levels_for(16, 16))  # the tiny VAE halves 32 pixels to 16 latents
     assert (tmp_path / "out" / "run.html").is_file() and (tmp_path / "out" / "samples.png").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_report_keeps_and_renders_the_cells_that_ran(tmp_path):
+    """SIGTERM (kill, timeout, a batch system) during the sampling cell: the executed part of the
+    notebook and its HTML are written, one line names the cell, the exit status is 143."""
+    import os
+    import signal
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "chromaviz.cli", "report", "-p", "steps", "1000", "-p", "size", "32", "-p", "batch", "2",
+         "-o", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen, deadline = b"", time.monotonic() + 300
+    while not re.search(rb"\| *[3-9]/\d+ \[", seen):  # papermill's bar: the sampling cell has started
+        chunk = os.read(child.stderr.fileno(), 4096)
+        assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")
+        seen += chunk
+    time.sleep(2)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=300)
+    err = (seen + err).decode(errors="replace")
+    assert child.returncode == 143, err
+    assert "Traceback" not in err and re.search(r"chromaviz report: terminated in cell \d+; the cells that ran", err)
+    assert (tmp_path / "out" / "report.html").stat().st_size > 0

@@ -53,6 +53,11 @@ class ReportCellError(RuntimeError):
     """A cell of the report failed; the executed notebook and its HTML were still written."""
 
 
+class ReportInterrupted(KeyboardInterrupt):
+    """The report was interrupted (Ctrl-C, SIGTERM); the notebook of the cells that ran and its HTML
+    were still written, and the message names the cell it stopped in."""
+
+
 # ---------------------------------------------------------------------- recorded figures
 def _encode(value: Any) -> Any:
     """A JSON value for ``value``: numpy and torch scalars and arrays become Python numbers and lists.
@@ -806,7 +811,7 @@ def run_report(
     if "output_dir" in parameters:
         values["output_dir"] = "."
     target = out / "report.ipynb"
-    failure = None
+    failure = interrupted = None
     with tempfile.TemporaryDirectory(prefix="chromaviz-kernel-") as sockets:
         # ZeroMQ has no ipc transport on Windows: there the kernel listens on the loopback interface
         ipc = {"transport": "ipc", "ip": str(Path(sockets) / "kernel")} if sys.platform != "win32" else {}
@@ -821,6 +826,8 @@ def run_report(
         except CellTimeoutError:
             failure = (f"cell {_stopped_cell(target)} of the report ran past the cell timeout ({cell_timeout:g} s); "
                        "allow more with --cell-timeout SECONDS")
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: keep and render the cells that ran
+            interrupted = err
         except DeadKernelError:
             failure = (f"the kernel died in cell {_stopped_cell(target)} of the report (out of memory, or a crash in "
                        f"native code){kernel.last_words()}")
@@ -828,6 +835,12 @@ def run_report(
             if kernel.has_kernel:
                 run_sync(kernel.shutdown_kernel)()
             kernel.close_log()
+    if interrupted is not None:
+        if not target.is_file():
+            raise ReportInterrupted("before the report's first cell; nothing written") from interrupted
+        rendered = to_html(target, out / "report.html", show_code=show_code)
+        raise ReportInterrupted(f"in cell {_stopped_cell(target)}; the cells that ran are in {target}, rendered as "
+                                f"{rendered}") from interrupted
     rendered = to_html(target, out / "report.html", show_code=show_code)
     if failure is not None:
         raise ReportCellError(f"{failure}\n(the executed notebook is {target}, rendered as {rendered})")
