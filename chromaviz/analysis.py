@@ -732,7 +732,7 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     levels = tuple(levels) if levels is not None else spectral.levels_for(h, w)
     reference = spectral.batch_reference(b)
     energies = spectral.step_band_energies(x0, levels, method, reference).numpy()
-    final_energy = spectral.step_band_energies(traj.sample[None], levels, method, reference).numpy()[0]
+    final_energy = spectral.step_band_energies(_sample_as_recorded(traj)[None], levels, method, reference).numpy()[0]
     source_data = _as_data_source(data, model) if decode is None else None
     norm = _normalisation(traj, model, levels, method, reference, source_data)
     power, source = norm.power, norm.source
@@ -1140,6 +1140,12 @@ class _Normalisation:
     flags: tuple[str, ...]  # what a reader must know (a prompt whose data power is not known)
 
 
+def _sample_as_recorded(traj: Trajectory) -> torch.Tensor:
+    """The run's sample on the grid of its records: average-pooled as they were (``record_scale``)."""
+    sample, h = traj.sample, traj.x0.shape[-1]
+    return torch.nn.functional.avg_pool2d(sample.float(), sample.shape[-1] // h) if sample.shape[-1] != h else sample
+
+
 def _normalisation(traj: Trajectory, model, levels: tuple[int, ...], method: str, reference: str | None,
                    data=None) -> _Normalisation:
     """Each step's prompt's data power (:func:`prompt_data_power`), or, where no data is known for the
@@ -1150,9 +1156,10 @@ def _normalisation(traj: Trajectory, model, levels: tuple[int, ...], method: str
     nb = spectral.degrees_of_freedom(b, reference)
     prompts = [st.prompt for st in traj.steps]
     final_prompt = prompts[-1]
+    pooled = traj.sample.shape[-2:] != (h, w)  # recorded with record_scale > 1: the data's power pooled is not known
     known: dict = {}
     for p in dict.fromkeys(prompts):
-        known[p] = prompt_data_power(model, p, h, w, data=data, seed=0)
+        known[p] = None if pooled else prompt_data_power(model, p, h, w, data=data, seed=0)
     flags: list[str] = []
     final = known[final_prompt]
     if final is not None:
@@ -1160,10 +1167,11 @@ def _normalisation(traj: Trajectory, model, levels: tuple[int, ...], method: str
         power, source, note = final.power, final.source, final.description
         fallback_sa = lambda lam: expected(lam, levels, final.power, method)[0]  # noqa: E731
     else:
-        power, _ = data_power(None, h, w, traj.sample)
+        power, _ = data_power(None, h, w, _sample_as_recorded(traj))
         source = "samples"
-        note = ("no data power known: fractions of the power of this run's own samples (fitted to this run, "
-                "so they are not a test of anything)")
+        note = ("no data power known" + (" for a recording pooled with record_scale" if pooled else "")
+                + ": fractions of the power of this run's own samples (fitted to this run, so they are not a test "
+                "of anything)")
         fallback_energy = prediction.data_energy(power, levels, method, b, c, reference) / nb
         fallback_sa = lambda lam: expected(lam, levels, power, method)[0]  # noqa: E731
     lam = np.asarray(traj.log_snr, dtype=np.float64)
@@ -1195,6 +1203,8 @@ def _ideal(traj: Trajectory, model, method: str, levels: tuple[int, ...], data, 
     source = data if data is not None else (model.data if model is not None else None)
     if source is None:
         return None, "no data to draw (the model declares none; compare(..., data=folder) gives some)"
+    if traj.sample.shape[-2:] != traj.x0.shape[-2:]:
+        return None, "the run was recorded pooled (record_scale > 1): its data's pooled process is not drawn"
     try:
         energy = ideal_process(traj, model, method=method, levels=levels, data=data)
     except Exception as exc:  # the measurement stands without it
