@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 import re
 
+from .boundary import _abbreviated
+
 __all__ = ["parse_emphasis", "plain_text", "has_weights"]
 
 _ATTENTION = re.compile(
@@ -83,8 +85,8 @@ def parse_emphasis(text: str) -> list[tuple[str, float]]:
             square_open.append(len(res))
         elif weight is not None and round_open and _is_number(weight):
             if not math.isfinite(float(weight)):
-                raise ValueError(f"the emphasis weight {weight[:40]!r}{'…' if len(weight) > 40 else ''} of "
-                                 f"{token[:60]!r} is not a finite number; use a weight such as 1.2")
+                raise ValueError(f"the emphasis weight {_abbreviated(weight)} is not a finite number; "
+                                 "use a weight such as 1.2")
             multiply(round_open.pop(), float(weight))
         elif token == ")" and round_open:
             multiply(round_open.pop(), UP)

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .boundary import Boundary
+from .boundary import Boundary, _abbreviated
 
 __all__ = ["Cycle", "Switch", "join_and", "parse_term", "split_and"]
 
@@ -112,7 +112,7 @@ def split_and(text: str) -> list[tuple[str, float]]:
         if weight is not None and not _closed(body):  # the ':w' is inside an open group: not a weight
             body, weight = piece, None
         if weight is not None and not math.isfinite(float(weight)):
-            raise ValueError(f"the AND weight {weight[:40]!r}{'…' if len(weight) > 40 else ''} is not a finite "
+            raise ValueError(f"the AND weight {_abbreviated(weight)} is not a finite "
                              "number; use a weight such as 0.5")
         terms.append((body, 1.0 if weight is None else float(weight)))
     return terms
