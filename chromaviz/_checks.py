@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-import warnings
 from typing import Any, Iterable
 
 

@@ -10,17 +10,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .._checks import positive_int
 from .schedules import Schedule
 from .schedulers import SCHEDULERS, dynamic_shift_mu, is_flow_scheduler, make_scheduler, scheduler_name, set_timesteps
-
-if TYPE_CHECKING:
-    from .schedules import Schedule
-
 
 @dataclass(frozen=True)
 class NoiseLevel:
