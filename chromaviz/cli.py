@@ -192,9 +192,9 @@ def _report(args: argparse.Namespace) -> int:
         print(f"chromaviz report: error: {err}", file=sys.stderr)
         return 1
     except ReportInterrupted as err:
-        how, status = _interrupted()
+        how = "terminated" if err.signum == signal.SIGTERM else "interrupted"
         print(f"chromaviz report: {how} {err}", file=sys.stderr)
-        return status
+        return 128 + err.signum
     elapsed = time.perf_counter() - start
     figures = files.figures
     if "max_deviation" in figures:
@@ -276,6 +276,51 @@ def _schedule_presets() -> list[str]:
     return sorted(PRESETS)
 
 
+def _explore(args: argparse.Namespace) -> int:
+    """``chromaviz explore``: the explorer alone, as an app for a projector (Voilà on loopback: no code
+    cells, the built-in default model), until Ctrl-C. A notebook holding only the explorer is written
+    to a temporary folder, which is also where its Export button writes pages."""
+    import importlib.util
+    import json
+    import socket
+    import subprocess
+    import webbrowser
+
+    if importlib.util.find_spec("voila") is None:
+        raise _checks.MissingExtra('chromaviz explore needs Voilà, which the explorer extra installs: '
+                                   'pip install -c constraints.txt -e ".[explorer]"')
+    port = args.port
+    if port == 0:
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+    cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+            "source": "from chromaviz.widgets import Explorer\n\nExplorer()"}
+    notebook = {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    with tempfile.TemporaryDirectory(prefix="chromaviz-explore-") as folder:
+        path = Path(folder) / "chromaviz-explorer.ipynb"
+        path.write_text(json.dumps(notebook), encoding="utf-8")
+        command = [sys.executable, "-m", "voila", str(path), "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}",
+                   "--strip_sources=True", "--show_tracebacks=False", "--theme=light", "--Voila.log_level=WARN",
+                   "--VoilaConfiguration.file_allowlist=[]", f"--Voila.root_dir={folder}"]
+        env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+        server = subprocess.Popen(command, cwd=folder, env=env)
+        url = f"http://127.0.0.1:{port}/"
+        print(f"chromaviz explore: {url} (the explorer as an app, on this machine only; Ctrl-C to stop)", flush=True)
+        try:
+            if not args.no_browser:
+                webbrowser.open(url)
+            return server.wait()
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                try:
+                    server.wait(15)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="chromaviz", description="Resolution chromatography of diffusion models.")
     parser.add_argument("--version", action="version", version=f"chromaviz {__version__}")
@@ -342,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for --scheduler (default: 5)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(func=_sweep, extra="sweep")
+
+    explore = sub.add_parser("explore", help="open the explorer as an app (Voilà on loopback): no code, sized for a projector",
+                             description="Start the explorer with the built-in default model as a Voilà app on 127.0.0.1 "
+                                         "(no code cells) and open it in the browser; Ctrl-C stops it.")
+    explore.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    explore.add_argument("--no-browser", action="store_true", help="only print the address; open no browser")
+    explore.set_defaults(func=_explore, extra="explorer")
     return parser
 
 

@@ -266,18 +266,20 @@ def test_screen_png_is_a_smaller_palette_png():
 def test_levels_have_one_palette_in_matplotlib_and_bokeh():
     import numpy as np
 
-    from chromaviz.views.figures import level_colours
+    from chromaviz.views.figures import LEVEL_ENTRIES, MIN_CONTRAST, contrast_ratio, level_colours
 
     from matplotlib import colormaps
     from matplotlib.colors import to_rgb
 
-    Viridis256 = pytest.importorskip("bokeh.palettes").Viridis256
-    for n in (1, 5, 7):
+    Plasma256 = pytest.importorskip("bokeh.palettes").Plasma256
+    for n in (1, 5, 7, 9):
         colours = level_colours(n)
         assert len(colours) == n and all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours)
-        entries = np.linspace(10, 230, n).astype(int)
-        assert np.allclose([to_rgb(c) for c in colours], np.asarray(colormaps["viridis"].colors)[entries], atol=1 / 255)
-        assert np.allclose([to_rgb(c) for c in colours], [to_rgb(Viridis256[i]) for i in entries], atol=2 / 255)
+        entries = np.linspace(*LEVEL_ENTRIES, n).astype(int)
+        assert np.allclose([to_rgb(c) for c in colours], np.asarray(colormaps["plasma"].colors)[entries], atol=1 / 255)
+        assert np.allclose([to_rgb(c) for c in colours], [to_rgb(Plasma256[i]) for i in entries], atol=2 / 255)
+        # legible when projected: every level at least 3:1 on white (the coarsest was 1.5:1)
+        assert min(contrast_ratio(c) for c in colours) >= MIN_CONTRAST >= 3
     with pytest.raises(ValueError, match="n"):
         level_colours(0)
 
@@ -448,25 +450,36 @@ def test_report_on_a_diffusers_pipeline(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_during_a_report_keeps_and_renders_the_cells_that_ran(tmp_path):
-    """SIGTERM (kill, timeout, a batch system) during the sampling cell: the executed part of the
-    notebook and its HTML are written, one line names the cell, the exit status is 143."""
-    import os
-    import signal
+@pytest.mark.parametrize("signum, status, how", [(15, 143, "terminated"), (2, 130, "interrupted")])
+def test_a_signal_during_a_report_interrupts_the_kernel_and_keeps_the_partial_run(tmp_path, signum, status, how):
+    """SIGTERM (kill, timeout, a batch system) or Ctrl-C during the sampling cell interrupts the
+    kernel as Jupyter's stop button does: the sampling cell saves the steps it recorded
+    (``save_trajectory``), the executed part of the notebook and its HTML are written with the later
+    cells not run, one line names the cell, and the exit status is 128 + the signal."""
     import sys
 
+    import psutil
+
+    from chromaviz.sampling import Trajectory
+
+    out = tmp_path / "out"
     child = subprocess.Popen(
-        [sys.executable, "-m", "chromaviz.cli", "report", "-p", "steps", "1000", "-p", "size", "32", "-p", "batch", "2",
-         "-o", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    seen, deadline = b"", time.monotonic() + 300
-    while not re.search(rb"\| *[3-9]/\d+ \[", seen):  # papermill's bar: the sampling cell has started
-        chunk = os.read(child.stderr.fileno(), 4096)
-        assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")
-        seen += chunk
-    time.sleep(2)
-    child.send_signal(signal.SIGTERM)
+        [sys.executable, "-m", "chromaviz.cli", "report", "-p", "steps", "1000", "-p", "size", "128", "-p", "batch", "2",
+         "-p", "save_trajectory", "true", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    kernel, deadline = None, time.monotonic() + 300
+    while kernel is None or kernel.memory_info().rss < 900 * 2**20:  # the sampling cell has recorded ~300 steps
+        assert child.poll() is None and time.monotonic() < deadline, "the report ended before the signal"
+        kernels = [p for p in psutil.Process(child.pid).children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+        kernel = kernels[0] if kernels else None
+        time.sleep(0.05)
+    child.send_signal(signum)
     _, err = child.communicate(timeout=300)
-    err = (seen + err).decode(errors="replace")
-    assert child.returncode == 143, err
-    assert "Traceback" not in err and re.search(r"chromaviz report: terminated in cell \d+; the cells that ran", err)
-    assert (tmp_path / "out" / "report.html").stat().st_size > 0
+    err = err.decode(errors="replace")
+    assert child.returncode == status, err
+    assert "Traceback" not in err and re.search(rf"chromaviz report: {how} in cell \d+; the cells that ran", err), err
+    assert (out / "report.html").stat().st_size > 0
+    partial = Trajectory.load(out / "trajectory.safetensors")  # saved from the kernel, complete or not
+    assert partial.status in ("interrupted", "complete") and len(partial) >= 100, (partial.status, len(partial))
+    cells = nbformat.read(out / "report.ipynb", as_version=4).cells
+    ran = [c.metadata.get("papermill", {}).get("status") for c in cells]
+    assert "failed" in ran and "completed" not in ran[ran.index("failed"):], ran

@@ -200,19 +200,20 @@ def test_ctrl_c_keeps_every_finished_cell_and_their_table(tmp_path):
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "chromaviz.cli", "sweep", "-p", "steps", *map(str, range(20, 30)), "-p", "batch", "2",
            "-p", "size", "32", "-o", str(out), "--workers", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while not _cell_files(out) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert _cell_files(out), "no cell finished"
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group, workers too
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
     assert "interrupted; the finished cells are kept" in err
+    assert "Traceback" not in err and "WARNING" not in err and "still alive" not in err, err  # Dask's noise stays off
     finished = _cell_files(out)
     table = read_table(out / "sweep.csv")
     assert 1 <= len(table) < 10 and {t["cell"] for t in table} == set(finished)
@@ -282,6 +283,48 @@ def test_scheduler_address_and_a_worker_killed_mid_sweep(dask_cluster, tmp_path)
     # every other one ran again, on the survivor.
     again = [t for t in rerun if not t["worker"].endswith(f":{victim}")]
     assert rerun and all(t["worker"].endswith(f":{survivor}") for t in again), (lost, table)
+
+
+@pytest.mark.slow
+def test_a_scheduler_without_workers_says_so_while_the_cells_wait(tmp_path):
+    """A sweep against a scheduler that has no worker waited without a word."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweeping = None
+    try:
+        cmd = [sys.executable, "-m", "chromaviz.cli", "sweep", "-p", "steps", "2", "-p", "size", "32", "-o", str(tmp_path / "s"),
+               "--scheduler", address, "--connect-timeout", "60", "--quiet"]
+        sweeping = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        seen, deadline = b"", time.monotonic() + 120
+        while b"the cells wait for one" not in seen:
+            chunk = os.read(sweeping.stderr.fileno(), 4096)
+            assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")
+            seen += chunk
+        assert f"no worker is connected to the scheduler at {address}".encode() in seen
+        os.killpg(sweeping.pid, signal.SIGINT)
+        _, err = sweeping.communicate(timeout=60)
+        assert sweeping.returncode == 130 and b"Traceback" not in seen + err, (seen + err).decode(errors="replace")
+    finally:
+        for proc in (sweeping, scheduler):
+            if proc is not None and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.mark.slow
+def test_save_trajectory_writes_each_cells_run(tmp_path, capfd):
+    """``-p save_trajectory true`` wrote nothing in a sweep (only ``--reports`` ran the report that saves it);
+    the cluster closes without Dask's "Worker process still alive … killing"."""
+    from chromaviz.sampling import Trajectory
+
+    out = tmp_path / "sweep"
+    rows = sweep({"steps": [3], "save_trajectory": [True], **SMALL}, out, workers=1, progress=False)
+    assert [r["status"] for r in rows] == ["complete"]
+    traj = Trajectory.load(out / "cells" / rows[0]["cell"] / "trajectory.safetensors")
+    assert traj.status == "complete" and len(traj) == 3 and traj.sample.shape == (2, 3, 32, 32)
+    assert "still alive" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("text", ["[]", '{"row": []}', '{"row": {"status": "complete"}, "parameters": 3}', "null"])

@@ -19,17 +19,22 @@ already running there (it never imports it); in a plain script it prints the fig
 
 from __future__ import annotations
 
+import _thread
 import ast
 import functools
 import html
 import json
 import math
+import os
 import re
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..spectral import centred_rapsd
 
@@ -55,7 +60,12 @@ class ReportCellError(RuntimeError):
 
 class ReportInterrupted(KeyboardInterrupt):
     """The report was interrupted (Ctrl-C, SIGTERM); the notebook of the cells that ran and its HTML
-    were still written, and the message names the cell it stopped in."""
+    were still written, and the message names the cell it stopped in. ``signum`` is the signal that
+    stopped it (``signal.SIGINT`` or ``signal.SIGTERM``)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 # ---------------------------------------------------------------------- recorded figures
@@ -732,6 +742,45 @@ def _kernel_with_log() -> type:
     return _KernelWithLog
 
 
+KERNEL_GRACE_SECONDS = 20.0
+
+
+@contextmanager
+def _interrupts_to_kernel(kernel: Any, received: list[int]) -> Iterator[None]:
+    """Within the block Ctrl-C and SIGTERM interrupt the kernel, as Jupyter's stop button does: the
+    running cell stops with KeyboardInterrupt where it is (a sampling cell keeps its partial run and
+    can save it), papermill records that cell's error and writes the notebook, and each signal is
+    appended to ``received``. A second signal, or a kernel still busy
+    :data:`KERNEL_GRACE_SECONDS` later, raises KeyboardInterrupt here instead.
+
+    The kernel runs in a session of its own (jupyter_client starts it so), so a terminal's Ctrl-C
+    reaches this process only. Outside the main thread signals cannot be handled: nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    grace: list[threading.Timer] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        process = getattr(getattr(kernel, "provisioner", None), "process", None)
+        if len(received) > 1 or process is None:
+            raise KeyboardInterrupt
+        os.kill(process.pid, signal.SIGINT)
+        grace.append(threading.Timer(KERNEL_GRACE_SECONDS, _thread.interrupt_main))
+        grace[0].daemon = True
+        grace[0].start()
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for timer in grace:
+            timer.cancel()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _stopped_cell(notebook: Path) -> str:
     """The index of the last cell papermill started in ``notebook`` ("?" if it cannot tell)."""
     try:
@@ -811,23 +860,26 @@ def run_report(
     if "output_dir" in parameters:
         values["output_dir"] = "."
     target = out / "report.ipynb"
-    failure = interrupted = None
+    failure = None
+    interrupts: list[int] = []  # the signals received while the notebook ran
     with tempfile.TemporaryDirectory(prefix="chromaviz-kernel-") as sockets:
         # ZeroMQ has no ipc transport on Windows: there the kernel listens on the loopback interface
         ipc = {"transport": "ipc", "ip": str(Path(sockets) / "kernel")} if sys.platform != "win32" else {}
         kernel = _kernel_with_log()(Path(sockets) / "kernel.log", kernel_name=kernel_name, **ipc)
         try:
-            papermill.execute_notebook(
-                str(source.resolve()), str(target.resolve()), parameters=values, cwd=str(out.resolve()),
-                progress_bar=progress, kernel_name=kernel_name, execution_timeout=cell_timeout, km=kernel,
-            )
+            with _interrupts_to_kernel(kernel, interrupts):
+                papermill.execute_notebook(
+                    str(source.resolve()), str(target.resolve()), parameters=values, cwd=str(out.resolve()),
+                    progress_bar=progress, kernel_name=kernel_name, execution_timeout=cell_timeout, km=kernel,
+                )
         except PapermillExecutionError as err:
-            failure = f"cell {err.cell_index} of the report failed: {err.ename}: {err.evalue}"
+            if not interrupts:
+                failure = f"cell {err.cell_index} of the report failed: {err.ename}: {err.evalue}"
         except CellTimeoutError:
             failure = (f"cell {_stopped_cell(target)} of the report ran past the cell timeout ({cell_timeout:g} s); "
                        "allow more with --cell-timeout SECONDS")
-        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: keep and render the cells that ran
-            interrupted = err
+        except KeyboardInterrupt:  # a second signal, or a kernel that did not stop: keep and render what ran
+            interrupts.append(signal.SIGINT)
         except DeadKernelError:
             failure = (f"the kernel died in cell {_stopped_cell(target)} of the report (out of memory, or a crash in "
                        f"native code){kernel.last_words()}")
@@ -835,12 +887,12 @@ def run_report(
             if kernel.has_kernel:
                 run_sync(kernel.shutdown_kernel)()
             kernel.close_log()
-    if interrupted is not None:
+    if interrupts:
         if not target.is_file():
-            raise ReportInterrupted("before the report's first cell; nothing written") from interrupted
+            raise ReportInterrupted("before the report's first cell; nothing written", interrupts[0])
         rendered = to_html(target, out / "report.html", show_code=show_code)
         raise ReportInterrupted(f"in cell {_stopped_cell(target)}; the cells that ran are in {target}, rendered as "
-                                f"{rendered}") from interrupted
+                                f"{rendered}", interrupts[0])
     rendered = to_html(target, out / "report.html", show_code=show_code)
     if failure is not None:
         raise ReportCellError(f"{failure}\n(the executed notebook is {target}, rendered as {rendered})")

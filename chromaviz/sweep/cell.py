@@ -23,6 +23,9 @@ import numpy as np
 THUMBNAIL_WIDTH = 560
 """Pixels across a chromatogram in the gallery (the cell's page has the full picture)."""
 
+TRAJECTORY = "trajectory.safetensors"
+"""A cell's recorded run in its folder, written when the cell sets ``save_trajectory``."""
+
 def prediction(comparison) -> tuple[np.ndarray, str]:
     """The curve the run is measured against, shape (S, L) (:attr:`Comparison.reference`), and its
     name for the table: ``"predicted (<kind>)"``, or ``"spectrum_aware"`` where there is no prediction."""
@@ -91,7 +94,7 @@ def thumbnail(png: bytes, width: int = THUMBNAIL_WIDTH) -> bytes:
 
 
 def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, report: str | None = None,
-             pairs: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
+             pairs: Sequence[Sequence[str]] = (), trajectory: str | None = None) -> dict[str, Any]:
     """Run one cell: load the model, sample, compare, and draw the chromatogram.
 
     Parameters
@@ -105,6 +108,9 @@ def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, rep
         which must be reachable from the worker.
     pairs : sequence of (name, text)
         The report's ``-p NAME VALUE`` pairs for ``report``.
+    trajectory : str, optional
+        Save the recorded run (:meth:`~chromaviz.sampling.Trajectory.save`) to this path, which must be
+        reachable from the worker; a run that stopped early is saved with the steps it recorded.
 
     Returns
     -------
@@ -126,8 +132,14 @@ def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, rep
         if torch_threads:
             torch.set_num_threads(torch_threads)
         # the grid refused what cannot work; values a model ignores (guidance 3 for the unconditional model) run
-        run = RunSpec.from_parameters(values).run(given=())
-        model, traj, comparison = run.model, run.trajectory, run.comparison
+        run = RunSpec.from_parameters(values).run(given=(), keep_partial=trajectory is not None)
+        model, traj = run.model, run.trajectory
+        if trajectory is not None:
+            Path(trajectory).parent.mkdir(parents=True, exist_ok=True)
+            traj.save(trajectory)
+        if run.error is not None:
+            raise run.error
+        comparison = run.comparison
         row.update(status=traj.status, run_device=str(traj.metadata.get("device", "")), **figures(traj, comparison, model))
         with tempfile.TemporaryDirectory() as tmp:
             title = f"{model.name}, {traj.metadata['scheduler_class']}, {len(traj)} steps, {values['method']} bands"

@@ -11,6 +11,7 @@ every finished cell, and running the same sweep into the same folder runs only w
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import uuid
@@ -75,10 +76,29 @@ def local_cluster(workers: int) -> Iterator[Any]:
 
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}))
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), _quiet_shutdown(), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address="127.0.0.1:0") as cluster:
+                         dashboard_address="127.0.0.1:0", preload=["chromaviz.sweep.worker_setup"]) as cluster:
         yield cluster
+
+
+class _NotStillAlive(logging.Filter):
+    """Drops the nanny's "Worker process still alive after 4.0 seconds, killing": a worker still in
+    a cancelled cell (a running task cannot be stopped) or slow to release torch is killed as the
+    cluster closes, which is what closing it asks for; the warning told the user nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Worker process still alive")
+
+
+@contextlib.contextmanager
+def _quiet_shutdown() -> Iterator[None]:
+    nanny, quiet = logging.getLogger("distributed.nanny"), _NotStillAlive()
+    nanny.addFilter(quiet)
+    try:
+        yield
+    finally:
+        nanny.removeFilter(quiet)
 
 
 def _identify(address: str, timeout: float) -> str:
@@ -223,16 +243,22 @@ def _run(client: Any, todo: list[Cell], out: Path, rows: dict[str, dict[str, Any
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    from .cell import run_cell
+    from .cell import TRAJECTORY, run_cell
 
     if progress and client.dashboard_link:
         print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    if not client.scheduler_info().get("workers"):  # the cells would wait without a word
+        address = client.scheduler.address
+        print(f"chromaviz sweep: no worker is connected to the scheduler at {address} yet; the cells wait for one "
+              f"(start one with `dask worker {address}`, or press Ctrl-C)", file=sys.stderr)
     token = uuid.uuid4().hex[:8]
     futures = {}
     for cell in todo:
-        report = str((out / "cells" / cell.name).resolve()) if reports else None
+        folder = (out / "cells" / cell.name).resolve()
+        report = str(folder) if reports else None  # the report saves the trajectory itself when asked to
+        trajectory = str(folder / TRAJECTORY) if cell.values.get("save_trajectory") and not reports else None
         future = client.submit(run_cell, cell.values, torch_threads=torch_threads, report=report, pairs=cell.pairs(),
-                               key=f"chromaviz-cell-{cell.name}-{token}", pure=False)
+                               trajectory=trajectory, key=f"chromaviz-cell-{cell.name}-{token}", pure=False)
         futures[future] = cell
     bar = tqdm(total=total, initial=total - len(todo), desc="cells", unit="cell", disable=not progress)
     try:
