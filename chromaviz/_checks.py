@@ -228,6 +228,40 @@ def dtype_name(name: str, value: str) -> Any:
     return named
 
 
+def torch_device(name: str, value: Any) -> Any:
+    """The :class:`torch.device` ``value`` names, refused unless this machine has it.
+
+    Raises
+    ------
+    TypeError
+        For anything but a device name or a ``torch.device`` (a dtype among them: a model's dtype is
+        chosen when it is loaded).
+    ValueError
+        For a name torch does not know, or a CUDA or MPS device this torch build or machine lacks.
+
+    Examples
+    --------
+    >>> torch_device("device", "cpu")
+    device(type='cpu')
+    """
+    import torch
+
+    if not isinstance(value, (str, torch.device)):
+        hint = (" (a model's dtype is chosen when it is loaded: load_pipeline(..., torch_dtype=...), RunSpec(dtype=...))"
+                if isinstance(value, torch.dtype) else "")
+        raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda', or a torch.device; got "
+                        f"{_describe(value)} ({type(value).__name__}){hint}")
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda' or 'cuda:1', got {value!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={value!r}, but CUDA is not available on this machine; use 'cpu'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={value!r}, but MPS is not available on this machine; use 'cpu'")
+    return device
+
+
 EXTRAS: dict[str, tuple[str, ...]] = {
     "explorer": ("bokeh", "jupyter_bokeh", "ipywidgets"),
     "report": ("papermill", "nbconvert", "ipykernel", "bokeh", "jupyter_bokeh", "ipywidgets"),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -252,6 +253,10 @@ class Comparison:
         distribution (shapes) or on the user's images (``compare(..., data=folder)``). None where no
         data can be drawn (``ideal_note`` says why). ``measured − ideal`` is the sampler's share,
         ``ideal − spectrum_aware`` the data's non-Gaussianity (``spectrum_aware`` is a lower bound on it).
+    ideal_std : ndarray, shape (S, L), or None
+        The spread a run of this batch size would show about ``ideal`` (from the draws' per-sample
+        energies, :func:`ideal_process` ``with_std``); None for Gaussian data, whose ideal process is
+        the closed form and whose run is judged by the ``expected`` band.
     ideal_note : str
         What the ideal process is (its data), or why there is none.
     power_note : str
@@ -291,6 +296,7 @@ class Comparison:
     expected_final_corr: np.ndarray | None = None
     expected_note: str = ""
     ideal: np.ndarray | None = None
+    ideal_std: np.ndarray | None = None
     ideal_note: str = ""
     power_note: str = ""
     flags: tuple[str, ...] = ()
@@ -361,6 +367,16 @@ class Comparison:
         return float(np.nanmax(np.abs(self.measured - self.ideal)))
 
     @property
+    def ideal_coverage(self) -> float:
+        """Share of the (step, level) cells with |measured − ideal| ≤ 2·ideal_std (NaN without ``ideal_std``)."""
+        if self.ideal is None or self.ideal_std is None:
+            return float("nan")
+        ok = np.isfinite(self.ideal) & np.isfinite(self.ideal_std)
+        if not ok.any():
+            return float("nan")
+        return float(np.mean(np.abs(self.measured - self.ideal)[ok] <= 2 * self.ideal_std[ok]))
+
+    @property
     def max_deviation_m2(self) -> float:
         """max |measured − m2_law|."""
         return float(np.nanmax(np.abs(self.measured - self.m2_law)))
@@ -392,6 +408,7 @@ class Comparison:
             batch_noise=by_end(self.batch_noise, final_p),
             measured_final=np.ones_like(final_m), predicted_final=None if final_p is None else np.ones_like(final_p),
             ideal=None if self.ideal is None else self.ideal / self.ideal[-1],
+            ideal_std=None if self.ideal_std is None or self.ideal is None else self.ideal_std / self.ideal[-1],
             normalisation="last step", expected=expected, expected_std=expected_std,
             expected_final=None if expected is None else np.ones_like(final_m),
             expected_final_std=None if expected is None else np.zeros_like(final_m),
@@ -658,6 +675,19 @@ def decoded(traj: Trajectory, decode: Callable[[torch.Tensor], torch.Tensor], *,
     return Trajectory(metadata={**traj.metadata, "space": "rgb"}, steps=steps, final=final)
 
 
+def _check_same_model(traj: Trajectory, model: Any) -> None:
+    """Refuse a model other than the one that sampled the run: its spectrum and data would measure the
+    run against another model's data without a word."""
+    if model is None:
+        return
+    sampled = traj.metadata.get("model", {}).get("name")
+    given = getattr(model, "name", None)
+    if sampled is not None and given is not None and sampled != given:
+        raise ValueError(f"this run was sampled by the model {sampled!r}, and compare() was given {given!r}: its "
+                         "spectrum and data would stand for another model's; pass the run's own model, or none "
+                         "(the curves are then fitted to the run), or data=... for other data")
+
+
 def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequence[int] | None = None,
             decode: Callable[[torch.Tensor], torch.Tensor] | None = None, predict: bool = True,
             plan=None, data=None, ideal: bool = True) -> Comparison:
@@ -711,7 +741,8 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     TypeError
         If ``traj`` is not a :class:`Trajectory`.
     ValueError
-        For a run without x̂0, bad levels or method, or a ``plan`` that is not the run's.
+        For a run without x̂0, bad levels or method, a ``plan`` that is not the run's, or a ``model``
+        other than the one that sampled the run (its name differs from the run's metadata).
 
     Examples
     --------
@@ -725,6 +756,7 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     if not isinstance(traj, Trajectory):
         raise TypeError(f"compare() needs a Trajectory (from sample() or Trajectory.load), got {type(traj).__name__}")
     method = spectral._check_method(method)
+    _check_same_model(traj, model)
     if decode is not None:
         traj, model = decoded(traj, decode), None
     x0 = traj.x0
@@ -759,9 +791,9 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
                        final=pred.final * pred.data_energy / norm.final,
                        batch_noise=pred.batch_noise * pred.data_energy / denominator)
         predicted_final = pred.final if traj.final is not None else pred.fractions[-1]
-    ideal_curve, ideal_note = None, "not asked for"
+    ideal_curve, ideal_std, ideal_note = None, None, "not asked for"
     if ideal and decode is None:
-        ideal_curve, ideal_note = _ideal(traj, model, method, levels, source_data, norm)
+        ideal_curve, ideal_std, ideal_note = _ideal(traj, model, method, levels, source_data, norm)
     band, band_note = _expected_band(traj, power if source == "model" else None, levels, method, reference, plan)
     if band is not None and not np.allclose(band.data_energy, denominator, rtol=1e-9):
         band, band_note = None, "the measurement is not normalised by the model's data power"
@@ -792,6 +824,7 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
         expected_final_corr=None if band is None else band.final_corr,
         expected_note=band_note,
         ideal=ideal_curve,
+        ideal_std=ideal_std,
         ideal_note=ideal_note,
         power_note=norm.note,
         flags=norm.flags,
@@ -1030,7 +1063,7 @@ def _as_data_source(data, model):
 
 def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Sequence[int] | None = None,
                   data=None, batch: int | None = None, max_steps: int | None = IDEAL_STEPS,
-                  seed: int = 0) -> np.ndarray | None:
+                  seed: int = 0, with_std: bool = False):
     """The model's ideal process at the run's noise levels: band energy of x̂0 per data sample.
 
     At each recorded step i, data x0 of the step's prompt (``data``, else the model's own
@@ -1059,12 +1092,20 @@ def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Seq
     seed : int
         Seed of the draws and of ε.
 
+    with_std : bool
+        Also return the spread a run of the trajectory's batch size would show about this curve.
+
     Returns
     -------
     ndarray, shape (S, L), or None
         Σ over the draws of the band energy of x̂0 (about their mean) divided by the degrees of freedom
         (``batch`` − 1): the expected band energy per sample, in squared sample units. NaN rows where
         a step's prompt has no data; None where the model cannot draw data at all.
+    ndarray, shape (S, L)
+        With ``with_std``: the standard deviation of a run's band energy per sample about this
+        curve, for the run's batch size b: the draws' per-sample energies' standard deviation times
+        √(1/b + 1/``batch``), the run's sampling noise and this curve's own (the draws taken as
+        independent: an approximation, rough where the energies are heavy-tailed).
     """
     from .models.base import split_prediction
     from .sampling.guidance import Guidance
@@ -1094,6 +1135,7 @@ def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Seq
 
     drawn: dict = {}
     out = np.full((s, len(levels)), np.nan)
+    spread = np.full((s, len(levels)), np.nan)
     with torch.no_grad():
         for i in pick:
             st = traj.steps[i]
@@ -1111,8 +1153,11 @@ def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Seq
             level = NoiseLevel(st.timestep, st.alpha, st.sigma)
             x_in = st.alpha * x0 + st.sigma * eps
             pred = guidance.predict(model, x_in, level, st.prompt, negative, encode)
-            x0_hat = split_prediction(pred, x_in, level, model.parameterization)[0]
-            out[i] = spectral.step_band_energies(x0_hat.detach().float().cpu()[None], levels, method, reference)[0].numpy() / dof
+            x0_hat = split_prediction(pred, x_in, level, model.parameterization)[0].detach().float().cpu()
+            centred = x0_hat - x0_hat.mean(0, keepdim=True)  # about the draws' mean, as reference "batch" measures
+            per_draw = spectral.step_band_energies(centred[:, None], levels, method, None).numpy() * (n / dof)  # (n, L)
+            out[i] = per_draw.mean(0)
+            spread[i] = per_draw.std(0, ddof=1) * math.sqrt(1 / b + 1 / n)  # the run's noise and these draws' own
     if len(pick) < s:  # interpolate between the evaluated steps of each prompt, in λ (monotone along a run)
         x = np.clip(np.asarray(traj.log_snr, dtype=np.float64), -50, 50)
         prompts = np.array([str(st.prompt) for st in traj.steps])
@@ -1123,7 +1168,8 @@ def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Seq
                 ok = ok[np.isfinite(out[ok, j])]
                 if len(ok) >= 2:
                     out[rows, j] = np.interp(x[rows], x[ok], out[ok, j])
-    return out
+                    spread[rows, j] = np.interp(x[rows], x[ok], spread[ok, j])
+    return (out, spread) if with_std else out
 
 
 @dataclass(frozen=True)
@@ -1198,21 +1244,28 @@ def _normalisation(traj: Trajectory, model, levels: tuple[int, ...], method: str
                           else nb * fallback_energy, per_sample, spectrum_aware, tuple(flags))
 
 
-def _ideal(traj: Trajectory, model, method: str, levels: tuple[int, ...], data, norm: _Normalisation) -> tuple[np.ndarray | None, str]:
-    """``Comparison.ideal`` and its note: the ideal process's fractions of each step's data power."""
+def _ideal(traj: Trajectory, model, method: str, levels: tuple[int, ...], data,
+           norm: _Normalisation) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """``Comparison.ideal``, ``ideal_std`` and ``ideal_note``: the ideal process's fractions of each
+    step's data power, the spread a run of this batch would show about them, and what they are."""
     source = data if data is not None else (model.data if model is not None else None)
     if source is None:
-        return None, "no data to draw (the model declares none; compare(..., data=folder) gives some)"
+        return None, None, "no data to draw (the model declares none; compare(..., data=folder) gives some)"
     if traj.sample.shape[-2:] != traj.x0.shape[-2:]:
-        return None, "the run was recorded pooled (record_scale > 1): its data's pooled process is not drawn"
+        return None, None, "the run was recorded pooled (record_scale > 1): its data's pooled process is not drawn"
+    if data is None and source.gaussian and np.isfinite(norm.spectrum_aware).all():
+        # E|x̂0 band|² / E|x0 band|² of the Wiener filter on Gaussian data is the spectrum-aware fraction itself
+        return (norm.spectrum_aware.copy(), None,
+                "exact: for Gaussian data the ideal process is the spectrum-aware curve (closed form)")
     try:
-        energy = ideal_process(traj, model, method=method, levels=levels, data=data)
+        found = ideal_process(traj, model, method=method, levels=levels, data=data, with_std=True)
     except Exception as exc:  # the measurement stands without it
-        return None, f"{type(exc).__name__}: {exc}"
-    if energy is None:
-        return None, "no data to draw"
+        return None, None, f"{type(exc).__name__}: {exc}"
+    if found is None:
+        return None, None, "no data to draw"
+    energy, spread = found
     exact = "exact posterior" if source.exact else "the model's denoiser"
-    return energy / norm.per_sample, f"{exact} on forward-noised draws of {source.description}"
+    return energy / norm.per_sample, spread / norm.per_sample, f"{exact} on forward-noised draws of {source.description}"
 
 
 class StepwiseComparison:

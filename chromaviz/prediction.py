@@ -302,7 +302,7 @@ def mode_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0
     scale = getattr(stepped, "scale_model_input", lambda sample, timestep: sample)
     x = torch.zeros((lanes, 1, 1, len(p)), dtype=torch.float64)  # (B, C, H, W) as schedulers expect
     x[0] = float(getattr(stepped, "init_noise_sigma", 1.0))
-    stepper = _NoiseFree(scheduler, step_kwargs)
+    stepper = _NoiseFree(scheduler, step_kwargs, injects=bool(stds.any()))
     x0_gains = np.empty((len(levels), lanes, len(p)))
     input_scale = 1.0
     for i, (t, level) in enumerate(zip(stepped.timesteps, levels)):
@@ -324,11 +324,12 @@ class _NoiseFree:
     else (every step is linear in the sample and the model outputs, and the copy's are all zero), so the
     difference of the two outputs is the step without its noise, whatever dtype the scheduler draws in."""
 
-    def __init__(self, scheduler, step_kwargs: dict) -> None:
+    def __init__(self, scheduler, step_kwargs: dict, injects: bool = True) -> None:
+        """``injects=False``: the steps were found to add no noise (DDIM with η = 0): no copy is stepped."""
         import copy
 
         self.kwargs = dict(step_kwargs)
-        self.zeros = copy.deepcopy(scheduler) if "generator" in step_kwargs else None
+        self.zeros = copy.deepcopy(scheduler) if "generator" in step_kwargs and injects else None
         self.scale = getattr(self.zeros, "scale_model_input", lambda sample, timestep: sample)
         self.gen = torch.Generator().manual_seed(0)
 

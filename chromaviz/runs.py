@@ -285,7 +285,8 @@ class RunSpec:
         progress : bool
             A tqdm progress bar over the steps.
         callback : callable, optional
-            Called with each :class:`~chromaviz.sampling.trajectory.StepRecord` as it is recorded.
+            Called with each :class:`~chromaviz.sampling.trajectory.StepRecord` as it is recorded; its
+            tensors are the trajectory's own storage (read them; ``.clone()`` before changing one).
         stop : threading.Event, optional
             Set it to cancel the run (status ``"cancelled"``).
         keep_partial : bool

@@ -1,9 +1,10 @@
 """chromaviz.analysis: the spectrum that stands in for the data when a model has none."""
 
 import numpy as np
+import pytest
 import torch
 
-from chromaviz import GaussianPowerLaw
+from chromaviz import GaussianPowerLaw, compare, sample
 from chromaviz.analysis import centred_rapsd, data_power
 from chromaviz.models import power_law_grid
 
@@ -57,3 +58,12 @@ def test_pyramid_comparison_uses_the_pyramid_theory():
     rings, pyramid = compare(traj, model), compare(traj, model, method="pyramid")
     assert pyramid.method == "pyramid" and pyramid.max_deviation < 1e-4
     assert np.abs(pyramid.spectrum_aware - rings.spectrum_aware).max() > 0.01  # a different theory for other bands
+
+
+def test_compare_refuses_another_models_spectrum():
+    """``compare(gaussian_run, ExemplarMixture())`` measured the run against the mixture's data without a word."""
+    from chromaviz.models import ExemplarMixture
+
+    traj = sample(GaussianPowerLaw(size=16), num_inference_steps=2, batch_size=1, device="cpu")
+    with pytest.raises(ValueError, match=r"sampled by the model 'gaussian', and compare\(\) was given 'exemplars'"):
+        compare(traj, ExemplarMixture())

@@ -553,17 +553,18 @@ WEBUI_TABLE = [
     ("[a:b:0.3] [c:d:7]", 20, [(6, "a c"), (7, "b c"), (20, "b d")]),
 ]
 
-# Alternation: the webui's documentation ("on step 1, prompt is cow; step 2 is horse; step 3 is
-# cow…", 1-based) cycles one option per step; here step i (0-based) uses option i mod n.
+# Alternation, as the webui's code numbers it (prompt_parser.py: its schedule lists steps 1…N and
+# sampling step i takes the first entry ending at or after i, so entry 1 serves steps 0 and 1):
+# [a|b] gives a, a, b, a, b. Worked by hand from that rule, not from chromaviz.
 ALTERNATION_TABLE = [
-    ("[cat|dog]", 5, ["cat", "dog", "cat", "dog", "cat"]),
-    ("[fe|]male", 6, ["female", "male"] * 3),
-    ("[fe|||]male", 9, ["female", "male", "male", "male"] * 2 + ["female"]),
-    ("[cat|dog|cow]", 5, ["cat", "dog", "cow", "cat", "dog"]),
-    ("[a|(b:1.1)]", 4, ["a", "(b:1.1)"] * 2),
-    ("a [cat|[dog:fox:2]] b", 6, ["a cat b", "a dog b", "a cat b", "a fox b", "a cat b", "a fox b"]),
-    ("[[cat|dog]:cow:3]", 6, ["cat", "dog", "cat", "dog", "cow", "cow"]),
-    ("[ x | y ]z", 3, [" x z", " y z", " x z"]),
+    ("[cat|dog]", 5, ["cat", "cat", "dog", "cat", "dog"]),
+    ("[fe|]male", 6, ["female", "female", "male", "female", "male", "female"]),
+    ("[fe|||]male", 9, ["female", "female", "male", "male", "male", "female", "male", "male", "male"]),
+    ("[cat|dog|cow]", 5, ["cat", "cat", "dog", "cow", "cat"]),
+    ("[a|(b:1.1)]", 4, ["a", "a", "(b:1.1)", "a"]),
+    ("a [cat|[dog:fox:2]] b", 6, ["a cat b", "a cat b", "a dog b", "a cat b", "a fox b", "a cat b"]),
+    ("[[cat|dog]:cow:3]", 6, ["cat", "cat", "dog", "cat", "cow", "cow"]),
+    ("[ x | y ]z", 3, [" x z", " x z", " y z"]),
 ]
 
 
@@ -583,7 +584,7 @@ def test_differential_against_the_webui_grammar(text, n, entries):
 
 
 @pytest.mark.parametrize("text, n, expected", ALTERNATION_TABLE)
-def test_alternation_one_option_per_step(text, n, expected):
+def test_alternation_numbers_steps_as_the_webui(text, n, expected):
     s = PromptSchedule.parse(text)
     assert steps_only(s, n) == expected
     assert [s.prompt_at(i, n, float(n - 1 - i)) for i in range(n)] == expected
@@ -633,7 +634,7 @@ def test_every_unit_at_every_depth():
             colour = "blue"
         else:
             colour = "green" if LOG_SNRS[i] < 2 else "grey"
-        alt = "x" if i % 2 == 0 else ("y" if i <= int(0.5 * N_RUN) else "z")
+        alt = "x" if (max(i, 1) - 1) % 2 == 0 else ("y" if i <= int(0.5 * N_RUN) else "z")
         assert p == f"a {colour} {alt} car"
     assert {"a red x car", "a blue y car", "a green x car", "a grey z car"} <= set(got)
     assert [s.prompt_at(i, N_RUN, TIMESTEPS[i], LOG_SNRS[i]) for i in range(N_RUN)] == got
@@ -663,8 +664,8 @@ def test_and_terms_each_with_their_own_schedule():
     s = PromptSchedule.parse("a [cat:dog:1] AND a [moon|sun]:0.5")
     assert len(s.terms) == 2 and s.weights == (1.0, 0.5)
     got = steps_only(s, 4)
-    assert got == ["a cat AND a moon:0.5", "a cat AND a sun:0.5", "a dog AND a moon:0.5", "a dog AND a sun:0.5"]
-    assert [split_and(p) for p in got][2] == [("a dog", 1.0), (" a moon", 0.5)]
+    assert got == ["a cat AND a moon:0.5", "a cat AND a moon:0.5", "a dog AND a sun:0.5", "a dog AND a moon:0.5"]
+    assert [split_and(p) for p in got][2] == [("a dog", 1.0), (" a sun", 0.5)]
     assert PromptSchedule.parse(s.to_text()) == s
     assert PromptSchedule.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     assert steps_only(PromptSchedule.parse("a cat:1"), 2) == ["a cat"] * 2
@@ -731,7 +732,7 @@ def _prompt(draw, depth=0):
         elif kind == "cycle":
             options = [draw(_prompt(depth + 1)) for _ in range(draw(st.integers(2, 3)))]
             pieces.append(("[" + "|".join(t for t, _ in options) + "]",
-                           lambda i, n, o=options: o[i % len(o)][1](i, n)))
+                           lambda i, n, o=options: o[(max(i, 1) - 1) % len(o)][1](i, n)))
         else:
             inner_t, inner_e = draw(_prompt(depth + 1))
             pieces.append((f"[{inner_t}]", lambda i, n, e=inner_e: f"[{e(i, n)}]"))

@@ -178,6 +178,25 @@ def test_cuda_refused_where_there_is_none():
         run(Faulty(), device="cuda")
 
 
+@pytest.mark.parametrize("move", [
+    lambda: GaussianPowerLaw(size=SIZE).to("cuda"),
+    lambda: ExemplarMixture().to("cuda"),
+    pytest.param(lambda: __import__("chromaviz.models", fromlist=["load_shapes"]).load_shapes(device="cuda"), id="load_shapes"),
+])
+def test_models_refuse_a_device_this_machine_lacks_with_the_samplers_words(move):
+    """``model.to("cuda")`` and ``load_shapes(device="cuda")`` on a CPU build raised torch's AssertionError."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match=r"device='cuda', but CUDA is not available on this machine; use 'cpu'"):
+        move()
+
+
+@pytest.mark.parametrize("model", [lambda: GaussianPowerLaw(size=SIZE), ExemplarMixture])
+def test_to_a_dtype_says_where_a_dtype_is_chosen(model):
+    with pytest.raises(TypeError, match=r"got torch.float16 \(dtype\) \(a model's dtype is chosen when it is loaded"):
+        model().to(torch.float16)
+
+
 def test_numpy_and_torch_integers_are_accepted():
     model = GaussianPowerLaw(size=SIZE)
     reference = run(model, num_inference_steps=5, batch_size=2, seed=3)
@@ -285,6 +304,23 @@ def test_a_raising_callback_is_a_sampling_error_with_the_partial_run(deferred):
     assert traj.status == "failed" and isinstance(info.value.__cause__, ValueError)
     # Deferred, step 4 was in flight when step 3's record was handed out: it is complete and kept.
     assert [s.index for s in traj.steps] == [0, 1, 2, 3] + ([4] if deferred else [])
+
+
+def test_a_raising_stop_signal_is_named_at_the_step_it_raised_in():
+    """It was reported as a failure in the previous step's recording."""
+    class Stop:
+        calls = 0
+
+        def is_set(self):
+            Stop.calls += 1
+            if Stop.calls == 3:
+                raise RuntimeError("the UI went away")
+            return False
+
+    with pytest.raises(SamplingError, match=r"step 2 \(t=\d+\) failed in the stop signal \(stop.is_set\(\)\): "
+                                            r"RuntimeError: the UI went away") as info:
+        run(Faulty(), stop=Stop())
+    assert len(info.value.trajectory) == 2
 
 
 @both_ways

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .. import _checks
 from ..noise.plan import NoiseLevel
 from ..noise.schedulers import scheduler_name
 from ..noise.schedules import Schedule
@@ -108,10 +109,15 @@ class DataSource(abc.ABC):
         Shown in tables and legends, e.g. ``"the shapes training distribution"``.
     exact : bool
         The model's denoiser is the exact posterior mean of this data (the ideal process is then exact).
+    gaussian : bool
+        The data is zero-mean Gaussian with the model's declared spectrum (:meth:`Denoiser.data_power`)
+        and the denoiser its Wiener filter: the ideal process is then the spectrum-aware curve in
+        closed form (THEORY §4c), and nothing is drawn.
     """
 
     description: str = "data"
     exact: bool = False
+    gaussian: bool = False
 
     @abc.abstractmethod
     def draw(self, prompt: str | None, n: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
@@ -263,8 +269,14 @@ class Denoiser(abc.ABC):
         return ((x[:, :3] + 1) / 2).clamp(0, 1)
 
     def to(self, device: str | torch.device) -> Denoiser:
-        """Move the model's tensors to ``device``; returns self."""
-        self.device = torch.device(device)
+        """Move the model's tensors to ``device``; returns self.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For anything but a device this machine has (:func:`chromaviz._checks.torch_device`).
+        """
+        self.device = _checks.torch_device("device", device)
         return self
 
     def describe(self) -> dict[str, Any]:

@@ -40,6 +40,15 @@ class _Bank:
     photo_hat: torch.Tensor  # (S, C, Hp, Wp//2+1) complex128: rfft2 of each source (photo, mirror)
     window_power: torch.Tensor  # (S, nh, nw, K) float64: Σ_c |FFT y_k|² summed per radial class
 
+    @property
+    def nbytes(self) -> int:
+        return self.photo_hat.nbytes + self.window_power.nbytes
+
+
+BANK_CACHE_BYTES = 512 * 2**20
+"""The most memory one model keeps in precomputed photo banks beyond those of the prompts it is
+evaluating (a bank is 8 MiB at 64², 106 MiB at 128²); the least recently used bank goes first."""
+
 
 class ExemplarMixture(Denoiser):
     """Exact denoiser of a mixture of shifted, mirrored photographs plus a weak texture.
@@ -129,10 +138,19 @@ class ExemplarMixture(Denoiser):
     def _source_size(self, h: int, w: int) -> tuple[int, int]:
         return h + int(round(self.margin * h)), w + int(round(self.margin * w))
 
-    def _bank(self, word: str, h: int, w: int) -> _Bank:
-        key = (word, h, w, str(self.device))
-        if key in self._banks:
-            return self._banks[key]
+    def _banks_for(self, words: Sequence[str], h: int, w: int) -> list[_Bank]:
+        """The banks of ``words`` at (h, w), from a cache of at most :data:`BANK_CACHE_BYTES` beyond
+        the banks these words need (those stay, however large)."""
+        keys = [(word, h, w, str(self.device)) for word in words]
+        banks = [self._banks.pop(key, None) or self._new_bank(key[0], h, w) for key in keys]
+        self._banks.update(zip(keys, banks))  # the most recently used are last
+        spare = [key for key in self._banks if key not in keys]  # least recently used first
+        held = sum(bank.nbytes for bank in self._banks.values())
+        while spare and held > BANK_CACHE_BYTES:
+            held -= self._banks.pop(spare.pop(0)).nbytes
+        return banks
+
+    def _new_bank(self, word: str, h: int, w: int) -> _Bank:
         hp, wp = self._source_size(h, w)
         photo = torch.from_numpy(load_photo(word, hp, wp)).double()
         sources = torch.stack([photo, photo.flip(-1)]) if self.flips else photo[None]
@@ -146,12 +164,7 @@ class ExemplarMixture(Denoiser):
             for row in range(nh):  # one row of window positions at a time keeps memory small
                 spectra = torch.fft.rfft2(windows[src, :, row].transpose(0, 1), norm="ortho").abs().square().sum(1)
                 power[src, row].index_add_(1, half_index, spectra.reshape(nw, -1) * half_weight)
-        bank = _Bank(
-            photo_hat=torch.fft.rfft2(sources).to(self.device),
-            window_power=power.to(self.device),
-        )
-        self._banks[key] = bank
-        return bank
+        return _Bank(photo_hat=torch.fft.rfft2(sources).to(self.device), window_power=power.to(self.device))
 
     # ------------------------------------------------------------------ the data itself
     def _sources(self, word: str, h: int, w: int) -> torch.Tensor:
@@ -209,7 +222,7 @@ class ExemplarMixture(Denoiser):
         if len(cond) != b:
             raise ValueError(f"got {len(cond)} prompts for a batch of {b}")
         words = list(PHOTOS) if any(p is None for p in cond) else sorted(set(cond), key=list(PHOTOS).index)
-        banks = [self._bank(word, h, w) for word in words]
+        banks = self._banks_for(words, h, w)
         a, s = noise.alpha, noise.sigma
         classes, _, power_r = self._grid(h, w, x_t.device)
         hp, wp = self._source_size(h, w)
@@ -233,7 +246,7 @@ class ExemplarMixture(Denoiser):
         a, s = noise.alpha, noise.sigma
         words, weights = self.posterior(x_t, noise, cond)
         hp, wp = self._source_size(h, w)
-        photo_hat = torch.stack([self._bank(word, h, w).photo_hat for word in words])
+        photo_hat = torch.stack([bank.photo_hat for bank in self._banks_for(words, h, w)])
         weights_hat = torch.fft.rfft2(weights, s=(hp, wp)).conj()  # (B, Wn, S, Hp, Wf)
         y_bar = torch.fft.irfft2(torch.einsum("wschf,bwshf->bchf", photo_hat, weights_hat), s=(hp, wp))[..., :h, :w]
         _, _, power_r = self._grid(h, w, x_t.device)
@@ -243,7 +256,7 @@ class ExemplarMixture(Denoiser):
 
     def to(self, device) -> ExemplarMixture:
         """Move to ``device``; the precomputed photo banks are rebuilt there on first use."""
-        if torch.device(device) != self.device:
+        if _checks.torch_device("device", device) != self.device:
             super().to(device)
             self._banks.clear()
             self._grids.clear()

@@ -130,6 +130,7 @@ class _GaussianData(DataSource):
 
     description = "the model's own Gaussian data (exact)"
     exact = True
+    gaussian = True
 
     def __init__(self, model: GaussianPowerLaw) -> None:
         self.model = model

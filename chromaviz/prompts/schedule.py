@@ -74,6 +74,21 @@ def _as_floats(values: Iterable[Any] | None, n: int, name: str) -> list[float | 
 
 
 # ---------------------------------------------------------------------- schedules
+def cycle_option(step_index: int, options: int) -> int:
+    """The option of an alternation ``[a|b|…]`` that the 0-based step ``step_index`` uses.
+
+    AUTOMATIC1111's numbering (``prompt_parser.py``): its schedule lists sampling steps 1…N, and
+    sampling step i uses the first entry that ends at or after i, so entry 1 serves steps 0 and 1,
+    as ``[b:3]`` covers steps 0–3. Option ``(max(i, 1) − 1) mod n``: a, a, b, a, b, … for ``[a|b]``.
+
+    Examples
+    --------
+    >>> [cycle_option(i, 2) for i in range(6)]
+    [0, 0, 1, 0, 1, 0]
+    """
+    return (max(step_index, 1) - 1) % options
+
+
 @dataclass(frozen=True)
 class PromptSchedule:
     """Which prompt is active at each step of a sampling run.
@@ -90,7 +105,8 @@ class PromptSchedule:
         (a ``None`` part contributes nothing; the result is ``None`` only if every part is
         ``None``). This is how a prompt with several groups is held.
     cycle : tuple of PromptSchedule
-        *Cycling* (alternation ``[a|b|…]``): step ``i`` uses option ``i mod n``.
+        *Cycling* (alternation ``[a|b|…]``): step ``i`` uses option :func:`cycle_option` ``(i, n)``,
+        AUTOMATIC1111's numbering: a, a, b, a, b, … for ``[a|b]``.
     terms : tuple of PromptSchedule
         *Conjunctive* (``AND``): each step's prompt is the terms' prompts joined by
         :func:`join_and` with ``weights``; guidance sums the terms' predictions.
@@ -109,8 +125,8 @@ class PromptSchedule:
     >>> s = PromptSchedule.parse("a photo of a [cat:dog:0.5] on grass")
     >>> s.prompts_for_steps(range(4, 0, -1), None)
     ['a photo of a cat on grass', 'a photo of a cat on grass', 'a photo of a cat on grass', 'a photo of a dog on grass']
-    >>> PromptSchedule.parse("[cat|dog|cow]").prompts_for_steps(range(4, 0, -1))
-    ['cat', 'dog', 'cow', 'cat']
+    >>> PromptSchedule.parse("[cat|dog|cow]").prompts_for_steps(range(5, 0, -1))
+    ['cat', 'cat', 'dog', 'cow', 'cat']
     """
 
     segments: tuple[Segment, ...] = ()
@@ -317,7 +333,7 @@ class PromptSchedule:
             return [_join(col[i] for col in columns) for i in range(n)]
         if self.cycle:
             columns = [p._resolve(ts, lams) for p in self.cycle]
-            return [columns[i % len(columns)][i] for i in range(n)]
+            return [columns[cycle_option(i, len(columns))][i] for i in range(n)]
         if self.terms:
             columns = [p._resolve(ts, lams) for p in self.terms]
             return [join_and([(col[i], w) for col, w in zip(columns, self.weights)]) for i in range(n)]
@@ -359,13 +375,13 @@ class PromptSchedule:
         -------
         str or None
             The prompt of the first segment whose boundary is not crossed at this step
-            (per part, concatenated, for a composite schedule; option ``i mod n`` of a cycle).
+            (per part, concatenated, for a composite schedule; option :func:`cycle_option` of a cycle).
         """
         args = (step_index, num_steps, timestep, log_snr)
         if self.parts:
             return _join(p.prompt_at(*args) for p in self.parts)
         if self.cycle:
-            return self.cycle[step_index % len(self.cycle)].prompt_at(*args)
+            return self.cycle[cycle_option(step_index, len(self.cycle))].prompt_at(*args)
         if self.terms:
             return join_and([(p.prompt_at(*args), w) for p, w in zip(self.terms, self.weights)])
         for seg in self.segments:

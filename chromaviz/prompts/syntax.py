@@ -8,7 +8,7 @@ grammar, with every difference from the webui, is in ``docs/prompts.md``::
     "a castle[ at night:t=500]"               # add " at night" once t ≤ 500
     "[a blurry photo of ::m=8]a house"        # remove "a blurry photo of " at the birth of level 8
     "a [red:[blue:green:4]:2] car"            # groups nest, to any depth
-    "a [cat|dog] on grass"                    # alternation: cat, dog, cat, … one step each
+    "a [cat|dog] on grass"                    # alternation: cat, cat, dog, cat, dog, … (the webui's numbering)
     "a (red:1.3) car, [blurry]"               # emphasis: kept in the text, read by the model
     "a cat AND a dog:0.5"                     # composable prompts, summed inside guidance
 

@@ -117,6 +117,8 @@ def sample(
         letters).
     callback : callable, optional
         Called with each :class:`~chromaviz.sampling.trajectory.StepRecord` as soon as it is recorded.
+        Its tensors are the trajectory's own storage, not copies (a copy per step would cost as much as
+        the recording): read them, and ``.clone()`` one before changing it in place.
     stop : threading.Event, optional
         Anything with ``is_set()``; checked before every step; once set, the run ends with status
         ``"cancelled"``.
@@ -295,8 +297,8 @@ class _Inputs:
         if self.stop is not None and not callable(getattr(self.stop, "is_set", None)):
             raise TypeError(f"stop must be a threading.Event (anything with is_set()), or None; got {_kind(self.stop)}")
         self.progress = _checks.boolean("progress", self.progress)
-        self.device = _device("device", self.device) if self.device is not None else default_device()
-        self.generator_device = _device("generator_device", self.generator_device)
+        self.device = _checks.torch_device("device", self.device) if self.device is not None else default_device()
+        self.generator_device = _checks.torch_device("generator_device", self.generator_device)
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
             raise TypeError(f"negative_prompt must be a str or None, got {_kind(self.negative_prompt)}")
         try:
@@ -314,20 +316,6 @@ class _Inputs:
 def _kind(value: Any) -> str:
     text = repr(value)
     return f"{text if len(text) <= 60 else text[:57] + '...'} ({type(value).__name__})"
-
-
-def _device(name: str, value: Any) -> torch.device:
-    if not isinstance(value, (str, torch.device)):
-        raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda', or a torch.device; got {_kind(value)}")
-    try:
-        device = torch.device(value)
-    except RuntimeError:
-        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda' or 'cuda:1', got {value!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{name}={value!r}, but CUDA is not available on this machine; use 'cpu'")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{name}={value!r}, but MPS is not available on this machine; use 'cpu'")
-    return device
 
 
 def _check_prompt_source(prompt: Any) -> None:
@@ -481,6 +469,7 @@ def _denoise(run: _Run, plan: StepPlan, stop: Any) -> Trajectory:
     stepping = f"the scheduler step ({type(sched).__name__}.step)"
     with recorder:
         for i, (t, noise) in enumerate(zip(sched.timesteps, plan.noise)):
+            recorder.at(i, "the stop signal (stop.is_set())")
             if stop is not None and stop.is_set():
                 recorder.cancel(i)
                 return recorder.trajectory

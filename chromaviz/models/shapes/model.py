@@ -46,6 +46,8 @@ def load_shapes(*, size: int | None = None, schedule=None, device: str | torch.d
 
     if size is not None:
         _checks.positive_int("size", size)
+    if device is not None:
+        _checks.torch_device("device", device)  # before loading anything
     if schedule is not None:
         raise ValueError("the shapes model keeps the schedule it was trained with (cosine, 1000 timesteps); "
                          f"it cannot take schedule={schedule!r}")
