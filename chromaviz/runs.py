@@ -468,9 +468,7 @@ def _method(_checks, value: str) -> None:
 
 def _device(_checks, value: str) -> None:
     if value:  # empty: CUDA when available, else the CPU
-        from .sampling.sampler import _device as torch_device
-
-        torch_device("device", value)
+        _checks.torch_device("device", value)
 
 
 def _dtype(_checks, value: str) -> None:
