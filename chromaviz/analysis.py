@@ -366,6 +366,44 @@ class Comparison:
             return float("nan")
         return float(np.nanmax(np.abs(self.measured - self.ideal)))
 
+    def references(self) -> list[dict[str, Any]]:
+        """The run against each of its references, one row per reference (docs/chromatography.md,
+        "Four references"): ``name``, ``symbol``, ``max_abs`` (max |G − reference| over steps and
+        levels, NaN where there is none), ``coverage`` (share of cells within its ±2σ band, NaN
+        without a band), ``source`` (where the curve comes from) and ``meaning`` (what G minus it is).
+
+        Examples
+        --------
+        >>> from chromaviz import GaussianPowerLaw, sample
+        >>> model = GaussianPowerLaw(size=16)
+        >>> c = compare(sample(model, num_inference_steps=5, batch_size=4, device="cpu"), model)
+        >>> [r["symbol"] for r in c.references()]
+        ['E', 'i', 's', 'm²', 'p']
+        """
+        def gap(curve: np.ndarray | None) -> float:
+            if curve is None or not np.isfinite(curve).any() or self.fitted:
+                return float("nan")
+            return float(np.nanmax(np.abs(self.measured - curve)))
+
+        fitted = " (fitted to this run)" if self.fitted else ""
+        return [
+            {"name": "expected as sampled ± 2σ", "symbol": "E", "max_abs": gap(self.expected), "coverage": self.coverage,
+             "source": "the schedule, the sampler's steps and the data spectrum alone, for this batch" + fitted,
+             "meaning": "the test: a run outside its band is not what this sampler does to this spectrum"},
+            {"name": "the model's ideal process", "symbol": "i", "max_abs": gap(self.ideal), "coverage": self.ideal_coverage,
+             "source": self.ideal_note,
+             "meaning": "G − i: the sampler's share (its steps, its start from N(0, I))"},
+            {"name": "spectrum-aware lower bound", "symbol": "s", "max_abs": gap(self.spectrum_aware), "coverage": float("nan"),
+             "source": f"the continuous theory of the {self.power_source} spectrum" + fitted,
+             "meaning": "i − s: the data's non-Gaussianity (0 for Gaussian data); G − s: every effect at once"},
+            {"name": "m² law", "symbol": "m²", "max_abs": gap(self.m2_law), "coverage": float("nan"),
+             "source": "λ = −2 ln m: births of pooled images, no spectrum",
+             "meaning": "what averaging m×m pixels alone predicts"},
+            {"name": "the run replayed from its own noise", "symbol": "p", "max_abs": gap(self.predicted),
+             "coverage": float("nan"), "source": self.prediction_kind,
+             "meaning": "a consistency check of the model's Wiener conformance and of the code, not a prediction"},
+        ]
+
     @property
     def ideal_coverage(self) -> float:
         """Share of the (step, level) cells with |measured − ideal| ≤ 2·ideal_std (NaN without ``ideal_std``)."""

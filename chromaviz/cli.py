@@ -163,7 +163,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"\nreplay max |G − p| over all steps and levels: {comparison.max_deviation:.2g} "
               f"(p {comparison.prediction_kind}: a consistency check of the model and the code); max |G − s|: {comparison.max_deviation_continuous:.4f}"
               + (f"; max |G − i| (ideal process): {comparison.max_deviation_ideal:.3f}" if comparison.ideal is not None
-                 else ""))
+                 else "")
+              + (f", {comparison.ideal_coverage:.0%} of cells within i ± 2σ" if comparison.ideal_std is not None else ""))
     print(f"wrote {path}\n      {strip}\n      {chrom}\n      {chrom.with_suffix('.svg')}")
     if interrupted:
         return interrupted
@@ -303,7 +304,7 @@ def _explore(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(notebook), encoding="utf-8")
         command = [sys.executable, "-m", "voila", str(path), "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}",
                    "--strip_sources=True", "--show_tracebacks=False", "--theme=light", "--Voila.log_level=WARN",
-                   "--VoilaConfiguration.file_allowlist=[]", f"--Voila.root_dir={folder}"]
+                   f"--Voila.root_dir={folder}"]
         env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
         server = subprocess.Popen(command, cwd=folder, env=env)
         url = f"http://127.0.0.1:{port}/"

@@ -159,3 +159,179 @@ def benchmark_sd(folder: Path, *, sd15: bool = False):
                           set_alpha_to_one=False, steps_offset=1)
     return StableDiffusionPipeline(vae=vae, text_encoder=CLIPTextModel(text).eval(), tokenizer=tok, unet=unet,
                                    scheduler=sched, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+# ---------------------------------------------------------------------- flow-matching transformers (issue 27)
+def _t5_encoder(tokenizer, d_model: int = 32):
+    """A tiny T5 encoder for ``tokenizer``'s vocabulary (the pipelines call it on token ids only)."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )).eval()
+
+
+def _vae16(shift_factor: float, scaling_factor: float):
+    """A tiny 16-channel ``AutoencoderKL`` (factor 2) with the SD3/Flux latent normalisation."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=32, sample_size=32, shift_factor=shift_factor,
+        scaling_factor=scaling_factor, use_quant_conv=False, use_post_quant_conv=False,
+    )
+
+
+def save_sd3(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny ``StableDiffusion3Pipeline`` (MMDiT, 16-channel latents, VAE factor 2, CLIP-L/G and T5
+    with the local CLIP tokenizer, flow matching with shift 3) saved to ``folder``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tok = clip_tokenizer(folder.parent / f"{folder.name}-tokenizer")
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=16, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+        joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64, out_channels=16,
+        pos_embed_max_size=16,
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_vae16(0.0609, 1.5305), text_encoder=CLIPTextModelWithProjection(_text_config(tok)).eval(), tokenizer=tok,
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(tok)).eval(), tokenizer_2=tok,
+        text_encoder_3=_t5_encoder(tok), tokenizer_3=tok,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def save_flux(folder: Path, *, seed: int = 0, guidance_embeds: bool = True) -> Path:
+    """A tiny ``FluxPipeline`` (16-channel latents packed 2×2, VAE factor 2, CLIP and T5 with the local
+    CLIP tokenizer, dynamic shift; a guidance embedding when ``guidance_embeds``) saved to ``folder``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    tok = clip_tokenizer(folder.parent / f"{folder.name}-tokenizer")
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 4, 8),
+    )
+    sched = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    pipe = FluxPipeline(
+        scheduler=sched, vae=_vae16(0.1159, 0.3611), text_encoder=CLIPTextModel(_text_config(tok)).eval(),
+        tokenizer=tok, text_encoder_2=_t5_encoder(tok), tokenizer_2=tok, transformer=transformer,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def save_lcm(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny ``LatentConsistencyModelPipeline`` (a guidance-distilled UNet with ``time_cond_proj_dim``,
+    ``LCMScheduler``): a pipeline chromaviz has no native adapter for, saved to ``folder``."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    tok = clip_tokenizer(folder.parent / f"{folder.name}-tokenizer")
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32, time_cond_proj_dim=32,
+    )
+    sched = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=True,
+                         steps_offset=1)
+    pipe = LatentConsistencyModelPipeline(
+        vae=_vae(), text_encoder=CLIPTextModel(_text_config(tok)).eval(), tokenizer=tok, unet=unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def save_pixart_sigma(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny ``PixArtSigmaPipeline`` (learned-variance transformer, 4-channel latents, VAE factor 2, T5 with
+    the local CLIP tokenizer, DPM-Solver++) saved to ``folder``."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    torch.manual_seed(seed)
+    tok = clip_tokenizer(folder.parent / f"{folder.name}-tokenizer")
+    transformer = PixArtTransformer2DModel(
+        sample_size=16, num_layers=1, patch_size=2, attention_head_dim=8, num_attention_heads=4, caption_channels=32,
+        in_channels=4, cross_attention_dim=32, out_channels=8, attention_bias=True, activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+    )
+    sched = DPMSolverMultistepScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
+    PixArtSigmaPipeline(tokenizer=tok, text_encoder=_t5_encoder(tok), vae=_vae(), transformer=transformer,
+                        scheduler=sched).save_pretrained(folder)
+    return folder
+
+
+def save_sana(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny ``SanaPipeline`` (linear-attention DiT, 4-channel deep-compression autoencoder with factor 2,
+    Gemma-2 with the local CLIP tokenizer, DPM-Solver++ with flow sigmas and shift 3) saved to ``folder``."""
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    torch.manual_seed(seed)
+    tok = clip_tokenizer(folder.parent / f"{folder.name}-tokenizer")
+    transformer = SanaTransformer2DModel(
+        patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=8,
+        num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16, caption_channels=32,
+        sample_size=16,
+    )
+    vae = AutoencoderDC(
+        in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=("ResBlock", "EfficientViTBlock"),
+        decoder_block_types=("ResBlock", "EfficientViTBlock"), encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8), encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
+        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1), downsample_block_type="conv",
+        upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407,
+    )
+    text = Gemma2Model(Gemma2Config(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, attn_implementation="eager",
+    )).eval()
+    sched = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0,
+                                        algorithm_type="dpmsolver++")
+    SanaPipeline(tokenizer=tok, text_encoder=text, vae=vae, transformer=transformer, scheduler=sched).save_pretrained(folder)
+    return folder
+
+
+def save_qwen_image(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny ``QwenImagePipeline`` (MMDiT over packed 2×2 latents, a one-frame video VAE with factor 2, a
+    Qwen2.5-VL text encoder with the local CLIP tokenizer, dynamic shift with a terminal σ) saved to
+    ``folder``: a family chromaviz records through the universal path."""
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+    from diffusers import QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    tok = clip_tokenizer(folder.parent / f"{folder.name}-tokenizer")
+    text = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(
+        text_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=2, rope_theta=1e6, vocab_size=len(tok), max_position_embeddings=2048,
+                         rope_scaling={"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=16),
+        vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )).eval()
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=16, axes_dims_rope=(4, 6, 6),
+    )
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[False],
+                                 latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.7, 2.0, 1.1])
+    sched = FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256, base_shift=0.5, max_image_seq_len=8192, max_shift=0.9, shift=1.0, shift_terminal=0.02,
+        time_shift_type="exponential", use_dynamic_shifting=True,
+    )
+    QwenImagePipeline(scheduler=sched, vae=vae, text_encoder=text, tokenizer=tok, transformer=transformer).save_pretrained(folder)
+    return folder

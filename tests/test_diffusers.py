@@ -17,7 +17,8 @@ import torch
 from chromaviz import spectral
 from chromaviz.noise import plan_steps
 from chromaviz.analysis import compare, decoded
-from chromaviz.models.diffusers.adapter import DiffusersDenoiser, DiffusersPixelDenoiser, from_pipeline, load_pipeline
+from chromaviz.models.diffusers.adapter import from_pipeline, load_pipeline
+from chromaviz.models.diffusers.denoisers import DiffusersDenoiser, DiffusersPixelDenoiser
 from chromaviz.models.diffusers.previews import LinearPreview, fit_linear_preview
 from chromaviz.prompts import Boundary, PromptSchedule
 from chromaviz.sampling import SamplingError, sample

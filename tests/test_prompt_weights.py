@@ -1,8 +1,9 @@
 """Emphasis weights and AND (composable prompts) on real text encoders and real runs.
 
 The pipelines are tiny with random weights (tests/diffusers_models.py), saved with
-``save_pretrained`` and loaded back; the shapes model is the bundled one. Weights are applied by
-compel; the emphasis syntax is the webui's (chromaviz.prompts.emphasis).
+``save_pretrained`` and loaded back; the shapes model is the bundled one. The emphasis syntax and,
+by default, its arithmetic are the webui's (chromaviz.prompts.emphasis,
+chromaviz.models.diffusers.weighting); compel's arithmetic stays available.
 """
 
 from __future__ import annotations
@@ -97,19 +98,60 @@ def test_weight_one_is_the_plain_prompt_and_other_weights_differ(sd):
 
 
 @pytest.mark.parametrize("which", ["sd", "sdxl", "shapes"])
-def test_compel_reads_the_encoders_as_the_pipeline_does(request, which):
-    """With every weight 1, compel's embeddings equal the pipeline's encode_prompt: the same
-    hidden states (last for SD and the shapes model, penultimate of both encoders for SDXL)."""
+@pytest.mark.parametrize("arithmetic", ["a1111", "compel"])
+def test_weighting_reads_the_encoders_as_the_pipeline_does(request, which, arithmetic, monkeypatch):
+    """With every weight 1, the weighted path's embeddings equal the pipeline's encode_prompt: the same
+    tokens and hidden states (last for SD and the shapes model, penultimate of both encoders for SDXL)."""
     model = request.getfixturevalue(which)
     prompt = "a red circle on blue stripes" if which == "shapes" else "a photo of a cat"
+    monkeypatch.setattr(model, "emphasis_arithmetic", arithmetic)
     model._compel = None
+    if arithmetic == "compel":
+        model._encode_weighted([(prompt, 1.0)])
+        for p in model._compel[1]:
+            p.disable_no_weights_bypass()
     ours = model._encode_weighted([(prompt, 1.0)])
-    for p in model._compel[1]:
-        p.disable_no_weights_bypass()
     theirs = model._encode_text(prompt)
     torch.testing.assert_close(ours.prompt_embeds, theirs.prompt_embeds, atol=1e-5, rtol=1e-5)
     if theirs.text_embeds is not None:
         torch.testing.assert_close(ours.text_embeds, theirs.text_embeds, atol=1e-5, rtol=1e-5)
+
+
+def test_a1111_arithmetic_against_a_hand_computed_embedding(folders):
+    """AUTOMATIC1111 (modules/sd_hijack_clip.py): each fragment tokenized alone, every token weighted
+    (start, end and padding 1), z = encoder(tokens), z·w rescaled to z's mean. Worked here step by step
+    from the tokenizer and the encoder, not through chromaviz's weighting module. The random encoder's
+    final layer norm gets a bias, as a trained CLIP's has: with none its outputs average to ~1e-8 and
+    the rescaling would divide by rounding noise."""
+    sd = load_pipeline(folders["sd"])
+    tok, enc = sd.pipe.tokenizer, sd.pipe.text_encoder
+    with torch.no_grad():
+        enc.final_layer_norm.bias.copy_(torch.linspace(-0.1, 0.3, enc.config.hidden_size))
+    cat = tok("cat", add_special_tokens=False).input_ids
+    photo = tok(" photo", add_special_tokens=False).input_ids
+    a = tok("a ", add_special_tokens=False).input_ids
+    body = a + cat + photo
+    pad = tok.model_max_length - 2 - len(body)
+    ids = torch.tensor([[tok.bos_token_id, *body, tok.eos_token_id] + [tok.pad_token_id] * pad])
+    weights = torch.tensor([1.0] * (1 + len(a)) + [1.5] * len(cat) + [1.0] * (len(photo) + 1 + pad))
+    with torch.no_grad():
+        z = enc(ids).last_hidden_state
+    by_hand = z * weights[None, :, None] * (z.mean() / (z * weights[None, :, None]).mean())
+    got = sd.encode(["a (cat:1.5) photo"]).prompt_embeds
+    torch.testing.assert_close(got, by_hand, atol=1e-6, rtol=1e-5)
+    assert got.mean().item() == pytest.approx(z.mean().item(), rel=1e-5)  # the mean is restored
+    plain = sd.encode(["a cat photo"]).prompt_embeds
+    assert not torch.allclose(got, plain, atol=1e-4)  # and the weight changed something
+
+
+def test_compel_arithmetic_stays_available_and_differs(sd, monkeypatch):
+    a1111 = sd.encode(["a (cat:1.5) photo"]).prompt_embeds
+    monkeypatch.setattr(sd, "emphasis_arithmetic", "compel")
+    compel = sd.encode(["a (cat:1.5) photo"]).prompt_embeds
+    assert compel.shape == a1111.shape and not torch.allclose(compel, a1111, atol=1e-4)
+    monkeypatch.setattr(sd, "emphasis_arithmetic", "webui")
+    with pytest.raises(ValueError, match="emphasis_arithmetic must be 'a1111' or 'compel'"):
+        sd.encode(["a (cat:1.5) photo"])
 
 
 def test_the_tokenizer_never_receives_weight_syntax(sd, sdxl, shapes, monkeypatch):
@@ -190,7 +232,7 @@ def test_a_model_without_text_encoder_refuses_weights_but_takes_and():
     assert check_prompt(model, "a photo of a cat AND the moon:0.5") == "cat AND moon:0.5"
     assert check_prompt(model, "a photo of a cat") == "cat"
     traj = sample(model, "[cat|moon] AND cat:0.5", num_inference_steps=3, height=32, width=32, device="cpu", guidance=2.0)
-    assert traj.prompts == ["cat AND cat:0.5", "moon AND cat:0.5", "cat AND cat:0.5"]
+    assert traj.prompts == ["cat AND cat:0.5", "cat AND cat:0.5", "moon AND cat:0.5"]  # the webui's numbering
     assert torch.isfinite(traj.final).all()
 
 
@@ -200,4 +242,4 @@ def test_cli_takes_the_same_language(tmp_path):
                  "2", "--batch", "1", "--size", "32", "--out", str(tmp_path), "--quiet"])
     assert code == 0
     traj = Trajectory.load(tmp_path / "trajectory.safetensors")
-    assert traj.prompts == ["cat AND cat:0.5", "moon AND cat:0.5"] * 2
+    assert traj.prompts == ["cat AND cat:0.5", "cat AND cat:0.5", "moon AND cat:0.5", "cat AND cat:0.5"]

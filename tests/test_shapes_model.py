@@ -12,7 +12,7 @@ from chromaviz.models.shapes import checker as shapes_checker
 from chromaviz.models.shapes import dataset as shapes
 from chromaviz.apps.composing import band_provenance
 from chromaviz.models import load_builtin
-from chromaviz.models.diffusers.adapter import DiffusersTextPixelDenoiser
+from chromaviz.models.diffusers.denoisers import DiffusersTextPixelDenoiser
 from chromaviz.models.shapes.model import GUIDANCE, WEIGHTS, load_shapes
 
 

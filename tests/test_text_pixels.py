@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from chromaviz import Boundary, PromptSchedule, sample
-from chromaviz.models.diffusers.adapter import DiffusersTextPixelDenoiser, load_pipeline
+from chromaviz.models.diffusers.adapter import load_pipeline
+from chromaviz.models.diffusers.denoisers import DiffusersTextPixelDenoiser
 from chromaviz.models.diffusers.text_pixels import TextToPixelsPipeline
 from chromaviz.models.shapes.train import build_pipeline, export_checkpoint, train
 

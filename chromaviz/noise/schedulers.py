@@ -36,6 +36,47 @@ DEFAULT_IS_OWN_CLASS = "_chromaviz_default_is_own_class"
 """Key of a schedule's ``scheduler_config``: when true, ``"default"`` means its ``_class_name``
 (the scheduler the model came with) rather than DDIM."""
 
+STEP_SIGMAS = "_chromaviz_step_sigmas"
+"""Key of a flow-matching scheduler's config: the σ list its pipeline hands ``set_timesteps``.
+
+``"1/N"``: σ = linspace(1, 1/N, N) before the shift, what the Flux and Qwen-Image pipelines pass
+(``sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)``), where the scheduler's own
+default is linspace(1, 1/T, N) with T its training timesteps. It is kept by
+:func:`scheduler_from_config` (so a recorded run's scheduler steps as the run did) and read by
+:func:`set_timesteps`; absent, the scheduler's own spacing is used."""
+
+STEP_SIGMA_RULES = ("1/N",)
+"""Values :data:`STEP_SIGMAS` may take."""
+
+
+def step_sigmas(scheduler, num_steps: int):
+    """The σ list ``set_timesteps`` is given for ``scheduler`` (:data:`STEP_SIGMAS`), or None for its own spacing.
+
+    Parameters
+    ----------
+    scheduler : diffusers scheduler
+    num_steps : int
+        N.
+
+    Returns
+    -------
+    ndarray of float64, shape (N,), or None
+
+    Examples
+    --------
+    >>> s = scheduler_from_config("FlowMatchEulerDiscreteScheduler", {STEP_SIGMAS: "1/N"})
+    >>> step_sigmas(s, 4).tolist()
+    [1.0, 0.75, 0.5, 0.25]
+    """
+    import numpy as np
+
+    rule = scheduler.config.get(STEP_SIGMAS)
+    if rule is None or scheduler.config.get("use_flow_sigmas"):
+        return None
+    if rule not in STEP_SIGMA_RULES:
+        raise ValueError(f"{STEP_SIGMAS}={rule!r} is not a step-σ rule chromaviz knows; use one of {STEP_SIGMA_RULES}")
+    return np.linspace(1.0, 1.0 / num_steps, num_steps)
+
 
 def is_flow_scheduler(scheduler) -> bool:
     """True for flow-matching schedulers (velocity prediction, α = 1 − σ).
@@ -184,7 +225,10 @@ def scheduler_from_config(class_name: str, config: Mapping[str, Any]):
     ('DDIMScheduler', 'linear')
     """
     accepted = _options(class_name)
-    return _scheduler_class(class_name)(**{k: v for k, v in config.items() if k in accepted and not k.startswith("_")})
+    scheduler = _scheduler_class(class_name)(**{k: v for k, v in config.items() if k in accepted and not k.startswith("_")})
+    if config.get(STEP_SIGMAS) is not None and is_flow_scheduler(scheduler):  # how its pipeline spaces the steps
+        scheduler.register_to_config(**{STEP_SIGMAS: config[STEP_SIGMAS]})
+    return scheduler
 
 
 def _scheduler_class(class_name: str) -> type:
@@ -295,8 +339,9 @@ def set_timesteps(scheduler, num_steps: int, *, mu: float | None = None) -> None
             "plan_steps(..., mu=...)")
     if mu is not None and not dynamic:
         raise ValueError(f"mu applies to schedulers with use_dynamic_shifting=True; {name} has a fixed shift")
+    sigmas = step_sigmas(scheduler, num_steps)
     try:
-        scheduler.set_timesteps(num_steps, **({"mu": mu} if dynamic else {}))
+        scheduler.set_timesteps(num_steps, **({"mu": mu} if dynamic else {}), **({"sigmas": sigmas} if sigmas is not None else {}))
     except NotImplementedError as exc:
         raise ValueError(f"{name} cannot take {num_steps} steps: {_option_in(exc, dict(scheduler.config))}") from None
     except ValueError as exc:

@@ -12,7 +12,8 @@ rule (``parse_prompt_attention`` in ``modules/prompt_parser.py`` of AUTOMATIC111
 - neighbouring fragments of equal weight are merged.
 
 The fragments' text, joined, is what a text encoder is given: it no longer holds the syntax.
-Weights are applied to the embeddings by compel (see ``models/diffusers/adapter.py``).
+Weights are applied to the embeddings with the webui's arithmetic (``models/diffusers/weighting.py``),
+or compel's where a model asks for it.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@
   Prompts go through the pipeline's own ``encode_prompt``; samples are latents (C = 4) and
   ``height``/``width`` of a run are in pixels.
 - :class:`DiffusersPixelDenoiser`: pixel-space ``UNet2DModel`` pipelines (``DDPMPipeline``).
+- :mod:`~chromaviz.models.diffusers.transformers`: the transformers, SD3/3.5
+  (``StableDiffusion3Pipeline``), Flux.1 (``FluxPipeline``), PixArt-Σ (``PixArtSigmaPipeline``) and Sana
+  (``SanaPipeline``).
 - :class:`DiffusersTextPixelDenoiser`: chromaviz's own text-to-pixels pipeline
   (:class:`~chromaviz.models.diffusers.text_pixels.TextToPixelsPipeline`, the bundled shapes model): a
   ``UNet2DConditionModel`` over RGB pixels, prompts through its ``encode_prompt`` like SDXL's.
@@ -20,362 +23,20 @@ The model keeps the pipeline's scheduler (``model.scheduler``): ``sample(model, 
 from __future__ import annotations
 
 import os
-import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from ... import _checks
-from ...noise.plan import NoiseLevel
-from ...noise.schedulers import DEFAULT_IS_OWN_CLASS
-from ...noise.schedules import Schedule
-from ..base import PARAMETERIZATIONS, DataSource, Denoiser
-from ...prompts import parse_emphasis, plain_text, split_and
-from .previews import LinearPreview, TinyVaeDecoder, VaeDecoder, fit_linear_preview
+from ..base import DataSource, Denoiser
+from .denoisers import DiffusersDenoiser, DiffusersPixelDenoiser, DiffusersTextPixelDenoiser, _DiffusersBase
+from .transformers import TRANSFORMER_PIPELINES
 
-PREVIEWS = ("linear", "taesd", "vae")
-"""Preview decoders :meth:`DiffusersDenoiser.to_rgb` can use."""
-
-
-@dataclass
-class DiffusersCond:
-    """Encoded prompts of a diffusers model, one row per batch element.
-
-    Attributes
-    ----------
-    prompt_embeds : Tensor, shape (B, L, D)
-        ``encoder_hidden_states`` of the UNet.
-    text_embeds : Tensor or None, shape (B, P)
-        SDXL's pooled text embedding (``added_cond_kwargs["text_embeds"]``).
-    """
-
-    prompt_embeds: torch.Tensor
-    text_embeds: torch.Tensor | None = None
-
-    def concat(self, other: DiffusersCond) -> DiffusersCond:
-        """Batch ``self`` before ``other`` (guidance puts [negative, positive])."""
-        pooled = None if self.text_embeds is None else torch.cat([self.text_embeds, other.text_embeds])
-        return DiffusersCond(torch.cat([self.prompt_embeds, other.prompt_embeds]), pooled)
-
-    def __len__(self) -> int:
-        return len(self.prompt_embeds)
-
-
-def _prediction_type(scheduler) -> str:
-    pred = scheduler.config.get("prediction_type", "epsilon")
-    if pred not in PARAMETERIZATIONS:
-        raise ValueError(f"the pipeline's scheduler predicts {pred!r}; chromaviz supports {PARAMETERIZATIONS}")
-    return pred
-
-
-class _DiffusersBase(Denoiser):
-    """What latent and pixel adapters share: the pipeline, its scheduler and schedule, devices."""
-
-    def __init__(self, pipe, name: str | None) -> None:
-        self.pipe = pipe
-        self.unet = pipe.unet
-        self.scheduler = pipe.scheduler
-        schedule = Schedule.from_scheduler(pipe.scheduler)
-        # "default" means the pipeline's scheduler class everywhere (plan_steps, the explorer)
-        config = {**schedule.scheduler_config, DEFAULT_IS_OWN_CLASS: True}
-        self.schedule = Schedule(schedule.timesteps, schedule.signal_variance, schedule.kind, config, schedule.name)
-        self.parameterization = _prediction_type(pipe.scheduler)
-        self.name = name or getattr(pipe, "name_or_path", None) or type(pipe).__name__
-        self.name = Path(str(self.name)).name or type(pipe).__name__
-        param = next(self.unet.parameters())
-        self.device, self.dtype = param.device, param.dtype
-
-    def to(self, device: str | torch.device) -> _DiffusersBase:
-        device = torch.device(device)
-        if device != self.device:
-            self.pipe.to(device)
-            self.device = device
-        return self
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "pipeline": type(self.pipe).__name__,
-            "scheduler": type(self.scheduler).__name__,
-            "dtype": str(self.dtype).replace("torch.", ""),
-        }
-
-
-class _TextConditioned(_DiffusersBase):
-    """Pipelines whose prompts go through their own ``encode_prompt`` into a ``UNet2DConditionModel``."""
-
-    conditional = True
-    vocabulary = None
-    emphasis = True
-    pooled = False  # whether the UNet also takes a pooled text embedding (SDXL; the text-to-pixels model)
-    _compel: tuple[torch.device, list] | None = None
-
-    def check_prompt(self, prompt: str | None) -> str | None:
-        """Any text (None = unconditional, which is the empty prompt or, for SDXL, zeros); a model that
-        declares a ``vocabulary`` (the bundled shapes model) takes only its words."""
-        if prompt is not None and not isinstance(prompt, str):
-            raise ValueError(f"a prompt must be a str or None, got {type(prompt).__name__}")
-        if prompt and self.vocabulary is not None:
-            words = re.findall(r"[a-z]+", " ".join(plain_text(term) for term, _ in split_and(prompt)).lower())
-            unknown = [w for w in dict.fromkeys(words) if w not in self.vocabulary]
-            if unknown:
-                raise ValueError(f"the {self.name} model was never taught {', '.join(map(repr, unknown))}; it knows "
-                                 f"{', '.join(self.vocabulary)} (e.g. {(self.example_prompts or ('',))[0]!r})")
-        return prompt
-
-    @torch.no_grad()
-    def encode(self, prompts: Sequence[str | None]) -> DiffusersCond:
-        """Encode with the pipeline's own ``encode_prompt``; one row per prompt.
-
-        None is the unconditional prompt ``pipe(...)`` uses for its negative half: the empty
-        string's embedding or, for SDXL with ``force_zeros_for_empty_prompt``, zeros.
-        Emphasis (``(word:1.2)``, ``((word))``, ``[word]``, AUTOMATIC1111's syntax) is read by
-        :func:`~chromaviz.prompts.emphasis.parse_emphasis`: the tokenizer gets the text without it,
-        and weights other than 1 are applied to the token embeddings by compel's
-        ``EmbeddingsProvider`` (``docs/prompts.md``).
-        """
-        rows: dict[str | None, DiffusersCond] = {}
-        for p in dict.fromkeys(prompts):
-            rows[p] = self._encode_one(p)
-        embeds = torch.cat([rows[p].prompt_embeds for p in prompts])
-        pooled = torch.cat([rows[p].text_embeds for p in prompts]) if self.pooled else None
-        return DiffusersCond(embeds, pooled)
-
-    def _encode_one(self, prompt: str | None) -> DiffusersCond:
-        if prompt is None:
-            return self._encode_text(None)
-        fragments = parse_emphasis(prompt)
-        if all(w == 1.0 for _, w in fragments):
-            return self._encode_text("".join(t for t, _ in fragments))
-        return self._encode_weighted(fragments)
-
-    def _encode_text(self, text: str | None) -> DiffusersCond:
-        """Text without emphasis syntax (None: unconditional) through the pipeline's ``encode_prompt``."""
-        embeds, _ = self.pipe.encode_prompt("" if text is None else text, self.device, 1, False)
-        return DiffusersCond(embeds.to(self.dtype))
-
-    def _text_encoders(self) -> list[tuple[Any, Any, str]]:
-        """(tokenizer, text encoder, compel's ``ReturnedEmbeddingsType`` name) as ``encode_prompt`` uses them."""
-        return [(self.pipe.tokenizer, self.pipe.text_encoder, "LAST_HIDDEN_STATES_NORMALIZED")]
-
-    def _encode_weighted(self, fragments: list[tuple[str, float]]) -> DiffusersCond:
-        """Weighted fragments through compel: token embeddings of every text encoder, side by side
-        (SDXL), and the pooled embedding of the last one, of the text without weights (as compel)."""
-        from compel import EmbeddingsProvider, ReturnedEmbeddingsType
-
-        if self._compel is None or self._compel[0] != self.device:
-            self._compel = (self.device, [
-                EmbeddingsProvider(tokenizer=tok, text_encoder=enc, truncate=True,
-                                   returned_embeddings_type=getattr(ReturnedEmbeddingsType, kind))
-                for tok, enc, kind in self._text_encoders()
-            ])
-        providers = self._compel[1]
-        texts, weights = [t for t, _ in fragments], [w for _, w in fragments]
-        embeds = torch.cat([p.get_embeddings_for_weighted_prompt_fragments([texts], [weights], device=self.device)
-                            for p in providers], dim=-1)
-        pooled = providers[-1].get_pooled_embeddings(["".join(texts)], device=self.device) if self.pooled else None
-        return DiffusersCond(embeds.to(self.dtype), None if pooled is None else pooled.to(self.dtype))
-
-    def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
-        """Keyword arguments of the UNet besides the sample, timestep and token embeddings."""
-        return {}
-
-    @torch.no_grad()
-    def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: DiffusersCond) -> torch.Tensor:
-        """The UNet's output (ε or v, the scheduler's ``prediction_type``) for inputs (B, C, h, w) at ``noise``."""
-        if cond is None or len(cond) != len(x_t):
-            raise ValueError(f"conditioning for {0 if cond is None else len(cond)} samples given for a batch of {len(x_t)}")
-        t = torch.tensor(noise.timestep, device=x_t.device)
-        return self.unet(x_t.to(self.dtype), t, encoder_hidden_states=cond.prompt_embeds, return_dict=False,
-                         **self._added_conditioning(x_t, cond))[0]
-
-
-class DiffusersDenoiser(_TextConditioned):
-    """A Stable Diffusion (1.x/2.x) or SDXL pipeline as a chromaviz latent denoiser.
-
-    Parameters
-    ----------
-    pipe : StableDiffusionPipeline or StableDiffusionXLPipeline
-        A loaded pipeline (any device and dtype).
-    preview : {"linear", "taesd", "vae"}, optional
-        What :meth:`to_rgb` uses: default ``"taesd"`` when ``tiny_vae`` is given, else ``"linear"``.
-    tiny_vae : AutoencoderTiny, optional
-        A TAESD for fast previews (it is moved to the pipeline's device and dtype).
-    name : str, optional
-
-    Attributes
-    ----------
-    channels : int
-        Latent channels (4).
-    vae_scale_factor : int
-        Pixels per latent pixel (8 for SD; whatever the VAE has for tiny test models).
-    default_size : tuple of int
-        (H, W) in pixels: the UNet's ``sample_size`` times ``vae_scale_factor``.
-    latent, decoder
-        Declared: samples are latents, :meth:`decode` is the pipeline's VAE.
-    """
-
-    latent = True
-    decoder = "vae"
-
-    def __init__(self, pipe, *, preview: str | None = None, tiny_vae=None, name: str | None = None) -> None:
-        if getattr(pipe, "vae", None) is None or not hasattr(pipe, "encode_prompt"):
-            raise ValueError(f"{type(pipe).__name__} is not a latent text-to-image pipeline (no vae or encode_prompt)")
-        super().__init__(pipe, name)
-        self.xl = self.pooled = getattr(pipe, "text_encoder_2", None) is not None or hasattr(pipe, "_get_add_time_ids")
-        self.channels = int(self.unet.config.in_channels)
-        self.vae_scale_factor = int(getattr(pipe, "vae_scale_factor", 8))
-        size = self.unet.config.sample_size
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        self.default_size = (size[0] * self.vae_scale_factor, size[1] * self.vae_scale_factor)
-        self._multiple = self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
-        self.vae_decoder = VaeDecoder(pipe.vae)
-        self.tiny_decoder = TinyVaeDecoder(tiny_vae.to(self.device, self.dtype)) if tiny_vae is not None else None
-        self._linear: LinearPreview | None = None
-        preview = preview or ("taesd" if tiny_vae is not None else "linear")
-        if preview not in PREVIEWS:
-            raise ValueError(f"unknown preview {preview!r}; choose one of {PREVIEWS}")
-        if preview == "taesd" and tiny_vae is None:
-            raise ValueError("preview='taesd' needs tiny_vae=AutoencoderTiny.from_pretrained(<a local TAESD folder>)")
-        self.preview = preview
-
-    # ------------------------------------------------------------------ sizes and prompts
-    def latent_size(self, height: int, width: int) -> tuple[int, int]:
-        """(h, w) of the latents for an image of (height, width) pixels."""
-        return height // self.vae_scale_factor, width // self.vae_scale_factor
-
-    def check_size(self, height: int, width: int) -> None:
-        m = max(self._multiple, 8)
-        if height % m or width % m or height < m or width < m:
-            raise ValueError(f"size {height}×{width} does not fit {self.name}: height and width must be positive multiples of {m} pixels")
-
-    def _encode_text(self, text: str | None) -> DiffusersCond:
-        if self.xl:
-            embeds, _, pooled, _ = self.pipe.encode_prompt(
-                "" if text is None else text, device=self.device, num_images_per_prompt=1,
-                do_classifier_free_guidance=False,
-            )
-            if text is None and self.pipe.config.get("force_zeros_for_empty_prompt", False):
-                embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
-            return DiffusersCond(embeds.to(self.dtype), pooled.to(self.dtype))
-        return super()._encode_text(text)
-
-    def _text_encoders(self) -> list[tuple[Any, Any, str]]:
-        if not self.xl:
-            return super()._text_encoders()
-        # SDXL's encode_prompt: the penultimate hidden states of both encoders, side by side
-        pairs = [(self.pipe.tokenizer, self.pipe.text_encoder), (self.pipe.tokenizer_2, self.pipe.text_encoder_2)]
-        return [(tok, enc, "PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED") for tok, enc in pairs if enc is not None]
-
-    # ------------------------------------------------------------------ prediction
-    def _time_ids(self, x_t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        h, w = x_t.shape[-2] * self.vae_scale_factor, x_t.shape[-1] * self.vae_scale_factor
-        te2 = getattr(self.pipe, "text_encoder_2", None)
-        proj = int(pooled.shape[-1]) if te2 is None else te2.config.projection_dim
-        ids = self.pipe._get_add_time_ids((h, w), (0, 0), (h, w), dtype=pooled.dtype, text_encoder_projection_dim=proj)
-        return ids.to(x_t.device).repeat(x_t.shape[0], 1)
-
-    def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
-        if not self.xl:
-            return {}
-        return {"added_cond_kwargs": {"text_embeds": cond.text_embeds, "time_ids": self._time_ids(x_t, cond.text_embeds)}}
-
-    # ------------------------------------------------------------------ RGB
-    @property
-    def linear_preview(self) -> LinearPreview:
-        """The least-squares latent → RGB map of this pipeline's VAE (fitted on first use)."""
-        if self._linear is None:
-            self._linear = fit_linear_preview(self.vae_decoder, self.channels, self.vae_scale_factor,
-                                              upsample=self.vae_scale_factor)
-        return self._linear
-
-    def to_rgb(self, x: torch.Tensor) -> torch.Tensor:
-        """Latents (B, C, h, w) → preview RGB (B, 3, H, W) in [0, 1], by ``self.preview``."""
-        if self.preview == "vae":
-            return self.vae_decoder(x)
-        if self.preview == "taesd":
-            return self.tiny_decoder(x)
-        return self.linear_preview(x.to(self.device))
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latents (B, C, h, w) → the final image (B, 3, H, W) in [0, 1] with the pipeline's VAE."""
-        return self.vae_decoder(x)
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "preview": self.preview, "vae_scale_factor": self.vae_scale_factor, "xl": self.xl}
-
-
-class _PixelSpace:
-    """Sizes of a pixel-space UNet: ``default_size`` is its ``sample_size``; sizes are multiples of its downsampling."""
-
-    def _init_pixels(self) -> None:
-        self.channels = int(self.unet.config.in_channels)
-        size = self.unet.config.sample_size
-        self.default_size = (size, size) if isinstance(size, int) else tuple(size)
-        self._multiple = 2 ** (len(self.unet.config.block_out_channels) - 1)
-
-    def check_size(self, height: int, width: int) -> None:
-        m = self._multiple
-        if height % m or width % m or height < m or width < m:
-            raise ValueError(f"size {height}×{width} does not fit {self.name}: height and width must be positive multiples of {m}")
-
-
-class DiffusersPixelDenoiser(_PixelSpace, _DiffusersBase):
-    """A pixel-space ``UNet2DModel`` pipeline (``DDPMPipeline``, ``DDIMPipeline``) as a chromaviz denoiser.
-
-    Samples are images (B, C, H, W) in [−1, 1]; the model is unconditional.
-    """
-
-    conditional = False
-    vocabulary = None
-
-    def __init__(self, pipe, *, name: str | None = None) -> None:
-        super().__init__(pipe, name)
-        self._init_pixels()
-
-    def encode(self, prompts: Sequence[str | None]) -> None:
-        return None
-
-    @torch.no_grad()
-    def __call__(self, x_t: torch.Tensor, noise: NoiseLevel, cond: Any) -> torch.Tensor:
-        """The UNet's output for images (B, C, H, W) at the noise level ``noise``.
-
-        A learned-variance UNet (``out_channels = 2·C``, improved DDPM) predicts the mean in its
-        first C channels and the variance in the rest; the mean prediction is returned, as diffusers'
-        pipelines split it for schedulers without learned variance (those with it are refused when
-        the step plan is made).
-        """
-        t = torch.tensor(noise.timestep, device=x_t.device)
-        out = self.unet(x_t.to(self.dtype), t, return_dict=False)[0]
-        return out[:, : x_t.shape[1]] if out.shape[1] == 2 * x_t.shape[1] else out
-
-
-class DiffusersTextPixelDenoiser(_PixelSpace, _TextConditioned):
-    """A :class:`~chromaviz.models.diffusers.text_pixels.TextToPixelsPipeline` as a chromaviz denoiser.
-
-    Samples are RGB images (B, 3, H, W) in [−1, 1]. Prompts go through the pipeline's
-    ``encode_prompt``: token embeddings for cross-attention and the pooled embedding as the UNet's
-    ``class_labels``; None is the empty prompt, the negative half ``pipe(...)`` uses.
-    """
-
-    pooled = True
-
-    def __init__(self, pipe, *, name: str | None = None) -> None:
-        super().__init__(pipe, name)
-        self._init_pixels()
-
-    def _encode_text(self, text: str | None) -> DiffusersCond:
-        embeds, _, pooled, _ = self.pipe.encode_prompt("" if text is None else text, self.device, 1, False)
-        return DiffusersCond(embeds.to(self.dtype), pooled.to(self.dtype))
-
-    def _added_conditioning(self, x_t: torch.Tensor, cond: DiffusersCond) -> dict[str, Any]:
-        return {"class_labels": cond.text_embeds}
-
+__all__ = ["IMAGE_SUFFIXES", "ImageFolder", "from_pipeline", "load_pipeline", "quiet_loading"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 """Files :class:`ImageFolder` reads."""
@@ -386,8 +47,9 @@ class ImageFolder(DataSource):
 
     Each draw picks one image uniformly (with replacement; the prompt is not read: the folder is taken
     to hold data of the run's prompt), centre-crops it to the aspect H:W, resizes it to (H, W) and maps
-    it to [−1, 1]; a latent model's VAE then encodes it (a sample of the latent distribution times the
-    VAE's ``scaling_factor``, as the pipelines train on), so draws are in the model's space.
+    it to [−1, 1]; a latent model's VAE then encodes it (a sample of the latent distribution, less the VAE's
+    ``shift_factor`` where it has one, times its ``scaling_factor``, as the pipelines train on), so draws
+    are in the model's space.
 
     Parameters
     ----------
@@ -437,48 +99,73 @@ class ImageFolder(DataSource):
             return pixels
         vae = model.pipe.vae
         with torch.no_grad():
-            dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-            noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device,
-                                dtype=torch.float32).to(dist.mean.device, dist.mean.dtype)
-            latents = (dist.mean + dist.std * noise) * vae.config.scaling_factor
+            encoded = vae.encode(pixels.to(vae.device, vae.dtype))
+            dist = getattr(encoded, "latent_dist", None)
+            if dist is None:  # a deterministic encoder (Sana's AutoencoderDC): its latent as it is
+                z = encoded.latent
+            else:
+                noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device,
+                                    dtype=torch.float32).to(dist.mean.device, dist.mean.dtype)
+                z = dist.mean + dist.std * noise
+            shift = getattr(vae.config, "shift_factor", None) or 0.0  # SD3, Flux: (z − shift)·scaling_factor
+            latents = (z - shift) * vae.config.scaling_factor
         return latents.float().cpu()
 
 
-def from_pipeline(pipe, *, preview: str | None = None, tiny_vae=None, name: str | None = None) -> _DiffusersBase:
+def from_pipeline(pipe, *, preview: str | None = None, tiny_vae=None, name: str | None = None,
+                  **options: Any) -> _DiffusersBase:
     """The chromaviz denoiser for a loaded diffusers pipeline.
 
     Parameters
     ----------
     pipe : DiffusionPipeline
-        ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, chromaviz's
+        ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, ``StableDiffusion3Pipeline``
+        (:class:`~chromaviz.models.diffusers.transformers.SD3Denoiser`), ``FluxPipeline``
+        (:class:`~chromaviz.models.diffusers.transformers.FluxDenoiser`), ``PixArtSigmaPipeline``
+        (:class:`~chromaviz.models.diffusers.transformers.PixArtSigmaDenoiser`), ``SanaPipeline``
+        (:class:`~chromaviz.models.diffusers.transformers.SanaDenoiser`), chromaviz's
         ``TextToPixelsPipeline``, or a pipeline whose ``unet`` is a ``UNet2DModel``
         (``DDPMPipeline``, ``DDIMPipeline``).
     preview, tiny_vae : see :class:`DiffusersDenoiser` (latent pipelines only).
+    **options
+        Options of the transformer adapters: ``max_sequence_length`` (SD3, Flux, PixArt-Σ, Sana) and
+        ``embedded_guidance`` (Flux).
 
     Raises
     ------
     ValueError
-        For any other pipeline.
+        For any other pipeline (any text-to-image pipeline can still be recorded as it runs:
+        :func:`chromaviz.sampling.pipeline_call.record_pipeline`), or options it does not take.
     """
     from .text_pixels import TextToPixelsPipeline  # imports diffusers' pipelines: only when one is used
 
     unet = getattr(pipe, "unet", None)
-    kind = type(unet).__name__
+    kind = type(unet).__name__ if unet is not None else type(getattr(pipe, "transformer", None)).__name__
+    native = TRANSFORMER_PIPELINES.get(type(pipe).__name__)
+    if native is not None and kind == native[0]:
+        return native[1](pipe, preview=preview, tiny_vae=tiny_vae, name=name, **options)
+    if options:
+        raise ValueError(f"{', '.join(sorted(options))} apply to the transformer pipelines "
+                         f"({', '.join(TRANSFORMER_PIPELINES)}), not to {type(pipe).__name__}")
     if isinstance(pipe, TextToPixelsPipeline):
         if preview is not None or tiny_vae is not None:
             raise ValueError("preview and tiny_vae apply to latent pipelines; a pixel-space model shows its samples as they are")
         return DiffusersTextPixelDenoiser(pipe, name=name)
     if kind == "UNet2DConditionModel" and getattr(pipe, "vae", None) is not None and hasattr(pipe, "encode_prompt"):
         if getattr(unet.config, "time_cond_proj_dim", None) is not None:
-            raise ValueError("guidance-distilled UNets (time_cond_proj_dim, e.g. LCM) are not supported")
+            raise ValueError("guidance-distilled UNets (time_cond_proj_dim, e.g. LCM) are not supported natively; record "
+                             "the pipeline as it runs with chromaviz.sampling.pipeline_call.record_pipeline(pipe, ...)")
         return DiffusersDenoiser(pipe, preview=preview, tiny_vae=tiny_vae, name=name)
     if kind == "UNet2DModel":
         if preview is not None or tiny_vae is not None:
             raise ValueError("preview and tiny_vae apply to latent pipelines; a pixel-space UNet2DModel shows its samples as they are")
         return DiffusersPixelDenoiser(pipe, name=name)
+    what = "unet" if unet is not None else "transformer"
     raise ValueError(
-        f"chromaviz cannot drive {type(pipe).__name__} (unet: {kind}); supported: StableDiffusionPipeline, "
-        "StableDiffusionXLPipeline, TextToPixelsPipeline and UNet2DModel pipelines such as DDPMPipeline"
+        f"chromaviz cannot drive {type(pipe).__name__} ({what}: {kind}) natively; supported: StableDiffusionPipeline, "
+        f"StableDiffusionXLPipeline, {', '.join(TRANSFORMER_PIPELINES)}, TextToPixelsPipeline and UNet2DModel pipelines "
+        "such as DDPMPipeline. Any text-to-image pipeline can be recorded as pipe() runs it: "
+        "chromaviz.sampling.pipeline_call.record_pipeline(pipe, prompt, ...)"
     )
 
 
@@ -541,8 +228,8 @@ def _pipeline_class(folder: Path):
         return TextToPixelsPipeline
     if not isinstance(name, str) or not isinstance(getattr(diffusers, name, None), type):
         raise ValueError(f"{index_file} names the pipeline class {name!r}, which diffusers {diffusers.__version__} "
-                         "does not have (chromaviz drives StableDiffusion(XL)Pipeline, DDPMPipeline and its own "
-                         "TextToPixelsPipeline)")
+                         "does not have (chromaviz drives StableDiffusion(XL)Pipeline, StableDiffusion3Pipeline, "
+                         "FluxPipeline, PixArtSigmaPipeline, SanaPipeline, DDPMPipeline and its own TextToPixelsPipeline)")
     for component, spec in index.items():
         if component.startswith("_") or not isinstance(spec, list) or None in spec:
             continue

@@ -5,7 +5,8 @@ Three ways, from exact and slow to approximate and almost free:
 - :class:`VaeDecoder`: the pipeline's own VAE (what ``pipe(...)`` returns at the end).
 - :class:`TinyVaeDecoder`: an ``AutoencoderTiny`` (TAESD) the user supplies; it takes UNet-space
   latents directly (its scaling factor is 1) and costs a few ms per image on a GPU.
-- :class:`LinearPreview`: one 3×C matrix and a bias per pixel of the latent grid. Its coefficients
+- :class:`LinearPreview`: one 3×C matrix and a bias per pixel of the latent grid (any C: 4 for SD and
+  SDXL, 16 for SD3 and Flux; packed 2×2 tokens are unpacked first, :func:`unpack_latents`). Its coefficients
   are *fitted here* by least squares on the pipeline's own VAE (:func:`fit_linear_preview`):
   decode a few latents, average-pool the RGB to the latent grid, solve. Published SD 1.x maps
   could not be checked offline, and a fit is right for whichever VAE the model has. The fit
@@ -22,12 +23,18 @@ import torch
 import torch.nn.functional as F
 
 
+VIDEO_VAES = ("AutoencoderKLQwenImage", "AutoencoderKLWan")
+"""VAE classes that decode frames (B, C, T, h, w): an image is one frame (Qwen-Image's VAE)."""
+
+
 class VaeDecoder:
     """The pipeline's VAE: latents (B, C, h, w) → RGB (B, 3, f·h, f·w) in [0, 1].
 
-    Undoes ``scaling_factor`` (and SDXL-style ``latents_mean``/``latents_std`` when the VAE config
-    has them) exactly as the diffusers pipelines do, upcasting a float16 VAE whose config asks
-    for it (``force_upcast``).
+    Undoes the latent normalisation exactly as the diffusers pipelines do: z/scaling_factor (SD 1.x/2.x),
+    z/scaling_factor + shift_factor (SD3, Flux), z·latents_std/scaling_factor + latents_mean where the VAE
+    config has per-channel statistics (SDXL-style; Qwen-Image's, whose VAE has no scaling factor and
+    decodes one frame of a video VAE, :data:`VIDEO_VAES`). A float16 VAE whose config asks for it
+    (``force_upcast``) decodes in float32.
     """
 
     name = "vae"
@@ -44,14 +51,21 @@ class VaeDecoder:
             dtype = torch.float32
         param = next(vae.parameters())
         z = latents.to(param.device, dtype)
+        scaling = getattr(cfg, "scaling_factor", None) or 1.0
         mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
         if mean is not None and std is not None:
             c = z.shape[1]
             mean = torch.tensor(mean, device=z.device, dtype=z.dtype).view(1, c, 1, 1)
             std = torch.tensor(std, device=z.device, dtype=z.dtype).view(1, c, 1, 1)
-            z = z * std / cfg.scaling_factor + mean
+            z = z * std / scaling + mean
         else:
-            z = z / cfg.scaling_factor
+            z = z / scaling
+        shift = getattr(cfg, "shift_factor", None)  # SD3, Flux: latents = (z − shift)·scaling_factor
+        if shift is not None and (mean is None or std is None):
+            z = z + shift
+        video = type(vae).__name__ in VIDEO_VAES
+        if video:
+            z = z[:, :, None]
         if dtype != vae.dtype:
             vae = vae.to(dtype)
             try:
@@ -60,6 +74,8 @@ class VaeDecoder:
                 vae.to(self.vae.dtype)
         else:
             image = vae.decode(z, return_dict=False)[0]
+        if video:
+            image = image[:, :, 0]
         return (image.float() / 2 + 0.5).clamp(0, 1)
 
 
@@ -104,7 +120,12 @@ class LinearPreview:
         self.fit_rmse, self.fit_r2 = float(fit_rmse), float(fit_r2)
 
     @torch.no_grad()
-    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+    def __call__(self, latents: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """Latents (B, C, h, w), or packed tokens (B, h·w/4, 4·C) with ``grid = (h, w)`` → RGB (B, 3, u·h, u·w)."""
+        if latents.ndim == 3:
+            if grid is None:
+                raise ValueError("packed latents (B, L, D) need grid=(h, w), the latent grid they were packed from")
+            latents = unpack_latents(latents, *grid)
         if latents.shape[1] != self.weight.shape[1]:
             raise ValueError(f"this linear preview maps {self.weight.shape[1]} latent channels, got {latents.shape[1]}")
         w = self.weight.to(latents.device)
@@ -113,6 +134,44 @@ class LinearPreview:
         if self.upsample > 1:
             rgb = F.interpolate(rgb, scale_factor=self.upsample, mode="nearest")
         return rgb.clamp(0, 1)
+
+
+def pack_latents(latents: torch.Tensor, patch: int = 2) -> torch.Tensor:
+    """Latents (B, C, h, w) → tokens (B, (h/p)·(w/p), p²·C) as Flux-style pipelines pack them (``_pack_latents``).
+
+    Raises
+    ------
+    ValueError
+        If h or w is not a multiple of ``patch``.
+
+    Examples
+    --------
+    >>> z = torch.arange(2 * 16 * 4 * 6.0).view(2, 16, 4, 6)
+    >>> tuple(pack_latents(z).shape), bool((unpack_latents(pack_latents(z), 4, 6) == z).all())
+    ((2, 6, 64), True)
+    """
+    b, c, h, w = latents.shape
+    if h % patch or w % patch:
+        raise ValueError(f"a latent grid of {h}×{w} cannot be packed in {patch}×{patch} patches")
+    x = latents.view(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // patch) * (w // patch), c * patch * patch)
+
+
+def unpack_latents(tokens: torch.Tensor, h: int, w: int, patch: int = 2) -> torch.Tensor:
+    """Packed tokens (B, (h/p)·(w/p), p²·C) → latents (B, C, h, w), the inverse of :func:`pack_latents`
+    (diffusers' ``_unpack_latents`` of the Flux pipeline, given the latent grid instead of pixels).
+
+    Raises
+    ------
+    ValueError
+        If the token count does not fit the grid.
+    """
+    b, n, d = tokens.shape
+    if h % patch or w % patch or n != (h // patch) * (w // patch) or d % (patch * patch):
+        raise ValueError(f"{n} tokens of {d} values do not unpack to a {h}×{w} grid in {patch}×{patch} patches")
+    c = d // (patch * patch)
+    x = tokens.view(b, h // patch, w // patch, c, patch, patch).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, c, h, w)
 
 
 def _structured_latents(n: int, channels: int, h: int, w: int, generator: torch.Generator) -> torch.Tensor:

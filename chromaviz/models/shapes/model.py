@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from ... import _checks
-from ..diffusers.adapter import DiffusersTextPixelDenoiser, from_pipeline, quiet_loading
+from ..diffusers.adapter import from_pipeline, quiet_loading
+from ..diffusers.denoisers import DiffusersTextPixelDenoiser
 from .dataset import VOCABULARY, TrainingData
 
 WEIGHTS = Path(__file__).parent / "weights" / "shapes32"
