@@ -164,7 +164,8 @@ def test_local_cluster_2x2_matches_the_reports_of_the_same_runs(tmp_path):
         assert [row[f"birth_step_m2law_m{m}"] for m in levels] == figures["m2_half_steps"]
         assert [m for m in levels if row[f"inherited_m{m}"]] == figures["inherited_levels"]
     gallery = (out / "gallery.html").read_text(encoding="utf-8")
-    assert gallery.count("data:image/png;base64,") == 4
+    assert gallery.count("data:image/png;base64,") == 8  # each cell's final samples and chromatogram
+    assert all((out / "cells" / r["cell"] / "samples.png").is_file() for r in rows)
     assert all(f'href="cells/{r["cell"]}/report.html"' in gallery for r in rows)
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", gallery) and "<script" not in gallery  # offline
     page = (out / "cells" / rows[0]["cell"] / "index.html").read_text(encoding="utf-8")
@@ -311,6 +312,22 @@ def test_a_scheduler_without_workers_says_so_while_the_cells_wait(tmp_path):
             if proc is not None and proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@pytest.mark.slow
+def test_a_sweep_across_pipeline_folders_shows_each_cells_samples(tmp_path):
+    """``-p model FOLDER1 FOLDER2``: a UNet and a flow-matching transformer pipeline (tiny, random
+    weights, written by save_pretrained), on CPU workers; the gallery shows each cell's decoded samples."""
+    import diffusers_models as tiny
+
+    folders = [tiny.save_sd(tmp_path / "sd"), tiny.save_sd3(tmp_path / "sd3")]
+    out = tmp_path / "sweep"
+    code = main(["sweep", "-p", "model", *map(str, folders), "-p", "steps", "2", "-p", "size", "32", "-p", "batch", "2",
+                 "-o", str(out), "--workers", "1", "--quiet"])
+    table = read_table(out / "sweep.csv")
+    assert code == 0 and [t["status"] for t in table] == ["complete", "complete"], table
+    gallery = (out / "gallery.html").read_text(encoding="utf-8")
+    assert gallery.count('class="samples"') == 2 and gallery.count("data:image/png;base64,") == 4
 
 
 @pytest.mark.slow

@@ -93,6 +93,28 @@ def thumbnail(png: bytes, width: int = THUMBNAIL_WIDTH) -> bytes:
     return buf.getvalue()
 
 
+SAMPLES_SHOWN = 4
+"""Final samples of a cell shown beside its chromatogram."""
+
+
+def samples_png(traj, model, count: int = SAMPLES_SHOWN, height: int = 96) -> bytes:
+    """A PNG of the run's first ``count`` final samples side by side (decoded where the model has a
+    decoder), each enlarged to about ``height`` pixels without smoothing."""
+    import torch
+    from PIL import Image
+
+    with torch.no_grad():
+        rgb = getattr(model, "decode", model.to_rgb)(traj.sample[:count]).float().clamp(0, 1).cpu()
+    scale = max(1, round(height / rgb.shape[-2]))
+    tiles = [(t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for t in rgb]
+    gap = np.full((tiles[0].shape[0], 2, 3), 255, dtype=np.uint8)
+    row = np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=1)
+    image = Image.fromarray(row.repeat(scale, axis=0).repeat(scale, axis=1))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
 def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, report: str | None = None,
              pairs: Sequence[Sequence[str]] = (), trajectory: str | None = None) -> dict[str, Any]:
     """Run one cell: load the model, sample, compare, and draw the chromatogram.
@@ -117,7 +139,8 @@ def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, rep
     dict
         ``row``: status (``"complete"``, the run's own status if it stopped early, or ``"error"``),
         error (``"Type: message"``, empty if none), seconds, run_device, worker, and :func:`figures`;
-        ``traceback``: the error's traceback text; ``chromatogram`` and ``thumbnail``: PNG bytes or None.
+        ``traceback``: the error's traceback text; ``chromatogram``, ``thumbnail`` and ``samples``
+        (:func:`samples_png`): PNG bytes or None.
     """
     start = time.perf_counter()
     row: dict[str, Any] = {"status": "error", "error": "", "seconds": None, "run_device": "",
@@ -145,6 +168,8 @@ def run_cell(values: Mapping[str, Any], *, torch_threads: int | None = None, rep
             title = f"{model.name}, {traj.metadata['scheduler_class']}, {len(traj)} steps, {values['method']} bands"
             out["chromatogram"] = save_chromatogram(comparison, Path(tmp) / "chromatogram.png", title=title).read_bytes()
         out["thumbnail"] = thumbnail(out["chromatogram"])
+        if traj.final is not None:
+            out["samples"] = samples_png(traj, model)
         if report is not None:
             from ..notebook.report import run_report
 

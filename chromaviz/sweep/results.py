@@ -6,6 +6,7 @@ Layout of the output folder ``DIR``::
     DIR/gallery.html              the chromatograms in a grid, each linking to its cell's page
     DIR/cells/<cell>/cell.json    the cell's parameters and row (what a re-run reads to skip it)
     DIR/cells/<cell>/chromatogram.png
+    DIR/cells/<cell>/samples.png   its first final samples (decoded where the model has a VAE)
     DIR/cells/<cell>/index.html   the cell's page (parameters, figures per level, chromatogram)
     DIR/cells/<cell>/report.html  with --reports: the full report (and its files)
 
@@ -37,6 +38,7 @@ _STYLE = """
 .chromaviz-sweep th { background: #f3f3f3; }
 .chromaviz-sweep .grid td { text-align: center; }
 .chromaviz-sweep .grid img { width: 420px; display: block; }
+.chromaviz-sweep img.samples { image-rendering: pixelated; margin-bottom: 4px; }
 .chromaviz-sweep .error { color: #b00020; white-space: pre-wrap; max-width: 420px; text-align: left; }
 .chromaviz-sweep .caption { font-size: 0.85em; color: #555; }
 """
@@ -62,11 +64,11 @@ def table_row(cell: Cell, result_row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_cell(out: Path, cell: Cell, result: Mapping[str, Any]) -> dict[str, Any]:
-    """Write a finished cell's folder (``cell.json``, ``chromatogram.png``, ``index.html``); its table row."""
+    """Write a finished cell's folder (``cell.json``, ``chromatogram.png``, ``samples.png``, ``index.html``); its table row."""
     folder = cell_folder(out, cell)
     folder.mkdir(parents=True, exist_ok=True)
     row = table_row(cell, result["row"])
-    for name in ("chromatogram", "thumbnail"):
+    for name in ("chromatogram", "thumbnail", "samples"):
         if result.get(name):
             (folder / f"{name}.png").write_bytes(result[name])
     record = {"parameters": _json_safe(cell.values), "row": _json_safe(row), "traceback": result.get("traceback", "")}
@@ -164,6 +166,9 @@ def cell_page(cell: Cell, row: Mapping[str, Any], folder: Path, traceback_text: 
                        + "</tr>" for m in levels)
         parts.append(f"<h2>Per level</h2><table><tr><th>m</th>{header}</tr>{body}</table>"
                      "<p class=\"caption\">birth step: the first step at which the level's signal fraction reaches ½.</p>")
+    samples = _data_uri(folder / "samples.png")
+    if samples:
+        parts.append(f'<h2>Final samples</h2><img src="{samples}" alt="final samples of {html.escape(cell.name)}">')
     image = _data_uri(folder / "chromatogram.png")
     if image:
         parts.append(f'<h2>Chromatogram</h2><img src="{image}" alt="chromatogram of {html.escape(cell.name)}" style="max-width:100%">')
@@ -194,7 +199,7 @@ def write_gallery(out: Path, cells: Sequence[Cell], rows: Mapping[str, Mapping[s
     ok = sum(1 for c in cells if rows.get(c.name, {}).get("status") == FINISHED)
     parts = [f"<h1>chromaviz sweep: {len(cells)} cells</h1>",
              f"<p>{ok} complete, {done - ok} failed, {len(cells) - done} not run. Table: <a href=\"{TABLE}\">{TABLE}</a>. "
-             "Each chromatogram links to its cell's page. Lines: theory; dots: measured.</p>"]
+             "Each cell shows its first final samples above its chromatogram and links to its page. Lines: theory; dots: measured.</p>"]
     if fixed:
         parts.append("<p>In every cell: " + " · ".join(_label(n, cells[0].swept[n]) for n in fixed) + ".</p>")
     for key, members in groups.items():
@@ -219,7 +224,9 @@ def write_gallery(out: Path, cells: Sequence[Cell], rows: Mapping[str, Mapping[s
                 link = f"cells/{c.name}/{page}"
                 image = _data_uri(folder / "thumbnail.png") or _data_uri(folder / "chromatogram.png")
                 img = f'<img src="{image}" alt="chromatogram of {html.escape(c.name)}">' if image else html.escape(c.name)
-                tds.append(f'<td><a href="{html.escape(link)}">{img}</a>{_caption(row)}</td>')
+                samples = _data_uri(folder / "samples.png")
+                shown = f'<img class="samples" src="{samples}" alt="final samples of {html.escape(c.name)}"><br>' if samples else ""
+                tds.append(f'<td><a href="{html.escape(link)}">{shown}{img}</a>{_caption(row)}</td>')
             body.append("<tr>" + "".join(tds) + "</tr>")
         parts.append(f'<table class="grid">{head}{"".join(body)}</table>')
     path = out / GALLERY
