@@ -9,6 +9,7 @@ it runs (a missing extra is one line and exit status 2).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import signal
@@ -113,11 +114,17 @@ def _run(args: argparse.Namespace) -> int:
     from .views.figures import save_chromatogram, save_strip
 
     spec = RunSpec(model=args.model, prompt=args.prompt, scheduler=args.scheduler, schedule=args.schedule,
-                   steps=args.steps, seed=args.seed, size=args.size, batch=args.batch, guidance=args.guidance,
-                   method=args.method, device=args.device)
+                   steps=args.steps, seed=args.seed, size=args.size or RunSpec.size, batch=args.batch,
+                   guidance=args.guidance, method=args.method, device=args.device)
     out = _output_folder("--out", args.out)
     _silence_libraries()  # the bundled models' loading messages say nothing to a user
-    model = spec.load()
+    if args.size is None:  # the model's own size (the shapes model was trained at 32×32)
+        from .models.registry import load_model
+
+        model = load_model(spec.model, schedule=spec.schedule, device=spec.device or None)
+        spec = dataclasses.replace(spec, size=model.default_size[0])
+    else:
+        model = spec.load()
     plan = spec.check(model, option="--")  # the run as sample() checks it, planned once; nothing sampled yet
     interrupted = 0
     try:
@@ -142,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
     chrom = save_chromatogram(comparison, out / "chromatogram.png", title=f"{model.name}, {traj.metadata['scheduler_class']}, {len(traj)} steps")
     print(
         f"\n{model.name} · prompt {args.prompt!r} · {traj.metadata['scheduler_class']} · {len(traj)} steps · "
-        f"batch {args.batch} · {args.size}×{args.size} · {elapsed:.2f} s ({len(traj) / elapsed:.1f} steps/s)"
+        f"batch {args.batch} · {spec.size}×{spec.size} · {elapsed:.2f} s ({len(traj) / elapsed:.1f} steps/s)"
     )
     print(f"\nthe expected chromatography ({args.method} bands):\n")
     print(comparison.format_band_table(args.rows) + "\n")
@@ -338,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--guidance", type=GUIDANCE, default=1.0, help="classifier-free guidance scale (default: 1, none)")
     run.add_argument("--seed", type=SEED, default=0, help="seed of the initial noise (default: 0)")
     run.add_argument("--batch", type=POSITIVE, default=8, help="samples per run; ≥ 2 lets the measurement subtract the batch mean")
-    run.add_argument("--size", type=POSITIVE, default=64, help="height and width in pixels (default: 64)")
+    run.add_argument("--size", type=POSITIVE, default=None,
+                     help="height and width in pixels (default: the model's own: 64, the shapes model 32)")
     run.add_argument("--method", choices=["rings", "pyramid"], default="rings", help="band decomposition")
     run.add_argument("--rows", type=POSITIVE, default=6, help="steps shown in the table")
     run.add_argument("--device", type=_device, default=None, help="torch device (default: cuda if available, else cpu)")

@@ -47,6 +47,14 @@ def test_run_exemplars_with_prompt_switch(tmp_path, capsys):
     assert "model data spectrum" in out and "ideal process" in out  # each prompt's exact data power (issue 25)
 
 
+@pytest.mark.parametrize("model, size", [("shapes", 32), ("gaussian", 64)])
+def test_run_samples_at_the_models_own_size_unless_told(tmp_path, capsys, model, size):
+    """``run --model shapes`` sampled at 64×64 a model trained at 32×32."""
+    assert main(["run", "--model", model, "--steps", "2", "--batch", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    assert f"· {size}×{size} ·" in capsys.readouterr().out
+    assert Trajectory.load(tmp_path / "trajectory.safetensors").sample.shape[-1] == size
+
+
 def test_unknown_prompt_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--model", "exemplars", "--prompt", "a dog", "--out", str(tmp_path), "--quiet"])
