@@ -169,12 +169,12 @@ class Agreement:
         there is no band when ``expected`` is None."""
         if expected is None or std is None:
             why = f": {note}" if note else ""
-            return cls(float("nan"), float("nan"), -1, 0, 0, None, f"no expected band{why}")
+            return cls(float("nan"), float("nan"), -1, 0, 0, None, f"not tested against an expected band{why}")
         d = np.abs(np.asarray(measured, dtype=np.float64) - expected)
         ok = np.isfinite(d) & np.isfinite(std)
         d = np.maximum(d - ROUNDING * np.abs(expected), 0.0)  # float32 records: no deviation below rounding
         if not ok.any():
-            return cls(float("nan"), float("nan"), -1, 0, 0, None, "no expected band: no finite cell")
+            return cls(float("nan"), float("nan"), -1, 0, 0, None, "not tested against an expected band: no finite cell")
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(std > 0, d / std, np.where(d > 0, np.inf, 0.0))
         z = np.where(ok, z, -1.0)
@@ -541,8 +541,14 @@ class Comparison:
             note += " of this run's own samples: fitted to this run, so no column below is a test"
         elif self.power_note:
             note += f" ({self.power_note})"
-        p_kind = "fitted to this run" if self.fitted else self.prediction_kind
-        note += (f"; p: the run replayed from its own noise ({p_kind}; a consistency check), i: the model's ideal process "
+        if self.fitted:
+            p_text = "the run replayed from its own noise (fitted to this run)"
+        elif self.prediction_kind == "exact":
+            p_text = "the run replayed from its own noise (exact; a consistency check)"
+        else:
+            p_text = (f"the Gaussian of the same data power, as sampled ({self.prediction_kind}; not a check: far from G "
+                      "where the data is not Gaussian)")
+        note += (f"; p: {p_text}, i: the model's ideal process "
                  f"({self.ideal_note if self.ideal is not None else 'none: ' + self.ideal_note}), "
                  f"s: the latest each band can form for this spectrum (spectrum-aware lower bound, "
                  f"{'fitted to this run' if self.fitted else self.power_source + ' spectrum'})")
@@ -777,7 +783,7 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     Raises
     ------
     TypeError
-        If ``traj`` is not a :class:`Trajectory`.
+        If ``traj`` is not a :class:`Trajectory` or ``model`` not a Denoiser (or None).
     ValueError
         For a run without x̂0, bad levels or method, a ``plan`` that is not the run's, or a ``model``
         other than the one that sampled the run (its name differs from the run's metadata).
@@ -793,6 +799,11 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     """
     if not isinstance(traj, Trajectory):
         raise TypeError(f"compare() needs a Trajectory (from sample() or Trajectory.load), got {type(traj).__name__}")
+    from .models.base import Denoiser
+
+    if model is not None and not isinstance(model, Denoiser):
+        raise TypeError(f"compare()'s model must be the chromaviz model that sampled the run (a Denoiser) or None, got "
+                        f"{model!r} ({type(model).__name__}); load a named one with chromaviz.models.registry.load_model")
     method = spectral._check_method(method)
     _check_same_model(traj, model)
     if decode is not None:

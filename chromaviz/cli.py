@@ -16,6 +16,7 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,7 +149,8 @@ def _run(args: argparse.Namespace) -> int:
     strip = save_strip(traj, model.to_rgb, out / "strip.png")
     chrom = save_chromatogram(comparison, out / "chromatogram.png", title=f"{model.name}, {traj.metadata['scheduler_class']}, {len(traj)} steps")
     print(
-        f"\n{model.name} · prompt {args.prompt!r} · {traj.metadata['scheduler_class']} · {len(traj)} steps · "
+        f"\n{model.name} · prompt {args.prompt!r} · {traj.metadata['scheduler_class']} · {len(traj)} "
+        f"step{'' if len(traj) == 1 else 's'} · "
         f"batch {args.batch} · {spec.size}×{spec.size} · {elapsed:.2f} s ({len(traj) / elapsed:.1f} steps/s)"
     )
     print(f"\nthe expected chromatography ({args.method} bands):\n")
@@ -167,8 +169,11 @@ def _run(args: argparse.Namespace) -> int:
         print("\nno test: no data power is known for this model, so every curve is fitted to this run "
               "(give data, e.g. compare(..., data=folder), for a measurement)")
     else:
-        print(f"\nreplay max |G − p| over all steps and levels: {comparison.max_deviation:.2g} "
-              f"(p {comparison.prediction_kind}: a consistency check of the model and the code); max |G − s|: {comparison.max_deviation_continuous:.4f}"
+        replay = (f"replay max |G − p| over all steps and levels: {comparison.max_deviation:.2g} (a consistency check "
+                  "of the model and the code)" if comparison.prediction_kind == "exact" else
+                  f"max |G − p|: {comparison.max_deviation:.3f} (p: the Gaussian of the same data power as sampled, "
+                  f"{comparison.prediction_kind}; not a check: far from G where the data is not Gaussian)")
+        print(f"\n{replay}; max |G − s|: {comparison.max_deviation_continuous:.4f}"
               + (f"; max |G − i| (ideal process): {comparison.max_deviation_ideal:.3f}" if comparison.ideal is not None
                  else "")
               + (f", {comparison.ideal_coverage:.0%} of cells within i ± 2σ" if comparison.ideal_std is not None else ""))
@@ -336,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="sample a built-in model and compare its chromatography with theory")
     run.add_argument("--model", choices=_Choices(_builtin_models), default="gaussian", metavar="NAME",
                      help="built-in model: %(choices)s (default: %(default)s)")
-    run.add_argument("--prompt", default=None, help="prompt in AUTOMATIC1111's prompt language (docs/prompts.md), e.g. '[cat:moon:m=4]'; exemplars and shapes take prompts, gaussian none")
+    run.add_argument("--prompt", default=None, help="prompt in AUTOMATIC1111's prompt language (docs/prompts.md), e.g. '[cat:moon:m=4]'; exemplars, layout and shapes take prompts, gaussian none")
     run.add_argument("--steps", type=POSITIVE, default=50, help="inference steps (default: 50)")
     run.add_argument("--scheduler", default="default", choices=_Choices(_scheduler_names), metavar="NAME",
                      help="diffusers scheduler: %(choices)s (default: %(default)s)")
@@ -441,10 +446,20 @@ def _interrupted() -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0, 1 for a failed run, 2 for a user mistake,
     130 on Ctrl-C, 143 on SIGTERM)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # reading the arguments imports torch (the models' and schedulers' names): seconds a Ctrl-C may land in
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("chromaviz: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    warnings.formatwarning = _one_line_warning
     with _sigterm_as_interrupt():
         return _main(parser, args)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning on the command line: its category and message, without the source line that raised it."""
+    return f"chromaviz: {category.__name__}: {message}\n"
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

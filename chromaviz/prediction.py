@@ -49,7 +49,7 @@ import torch
 from . import spectral
 from .models.base import join_prediction, split_prediction
 from .noise.plan import NoiseLevel
-from .noise.schedulers import is_flow_scheduler, scheduler_from_config, set_timesteps
+from .noise.schedulers import scheduler_from_config, set_timesteps, stepping_target
 from .sampling.trajectory import Trajectory
 
 __all__ = [
@@ -290,9 +290,9 @@ def mode_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0
     import copy
 
     p = torch.as_tensor(np.asarray(power, dtype=np.float64).ravel())
+    scheduler = copy.deepcopy(scheduler)
+    target = stepping_target(scheduler, levels)  # as the sampler steps: v, not ε, through α = 0
     stepped = copy.deepcopy(scheduler)
-    flow = is_flow_scheduler(stepped)
-    target = "flow" if flow else stepped.config.get("prediction_type", "epsilon")
     accepted = inspect.signature(stepped.step).parameters
     step_kwargs = {k: v for k, v in {"eta": eta, "generator": None}.items() if k in accepted}
     stds = _noise_stds(copy.deepcopy(scheduler), levels, step_kwargs, white=lanes)
@@ -515,9 +515,9 @@ def _replayed_energies(sched, levels: Sequence[NoiseLevel], power: torch.Tensor,
     """
     import copy
 
+    sched = copy.deepcopy(sched)
+    target = stepping_target(sched, levels)  # as the sampler steps: v, not ε, through α = 0
     stepped = copy.deepcopy(sched)
-    flow = is_flow_scheduler(stepped)
-    target = "flow" if flow else stepped.config.get("prediction_type", "epsilon")
     scale = getattr(stepped, "scale_model_input", lambda sample, timestep: sample)
     stepper = _NoiseFree(sched, step_kwargs)
     p = power.repeat_interleave(2, dim=-1)  # the real and imaginary parts of a mode share its power

@@ -207,7 +207,7 @@ class RunSpec:
             model = _preflight_model(self.model, self.size, self.schedule)
         if not model.conditional and self.prompt:
             raise ValueError(f"model {model.name} is unconditional and takes no prompt (got {spell('prompt')} "
-                             f"{self.prompt!r}); leave prompt empty, or use a conditional model (exemplars, shapes)")
+                             f"{self.prompt!r}); leave prompt empty, or use a conditional model (exemplars, layout, shapes)")
         if not model.conditional and "guidance" in given and self.guidance != 1:
             raise ValueError(f"model {model.name} is unconditional: {spell('guidance')} {self.guidance:g} would change "
                              "nothing (guidance scales a prompt's effect); leave it at 1")
@@ -418,6 +418,8 @@ def check_settings(values: Mapping[str, Any], *, local: bool = True) -> None:
         if name in _TEXT and not isinstance(value, str):
             raise TypeError(f"{name} must be text (str), got {value!r} ({type(value).__name__})")
         rule(_checks, value)
+        if name == "model" and local:
+            _local_folder(value)
 
 
 def _loaded_model(value: Any) -> Denoiser:
@@ -439,6 +441,21 @@ def _model(_checks, value: str) -> None:
     if not is_builtin(value) and "/" not in value and not Path(value).exists():
         raise ValueError(f"model {value!r} is neither a built-in model ({', '.join(MODELS)}) nor a diffusers pipeline "
                          f"folder (there is no {value!r} here) nor a model id such as 'org/name'")
+
+
+def _local_folder(value: str) -> None:
+    """A model written as a path (absolute, or starting with ``.`` or ``~``, or with more than one
+    ``/``: a model id has one) must be a folder on this machine: refused before any work where the
+    run is local (a sweep's cells may run where the path exists)."""
+    from .models.registry import is_builtin
+
+    path = Path(value).expanduser()
+    looks_like_path = value.startswith((".", "~")) or path.is_absolute() or value.count("/") > 1
+    if is_builtin(value) or not looks_like_path or path.is_dir():
+        return
+    why = "is a file, not a folder" if path.exists() else "does not exist"
+    raise ValueError(f"model {value!r} {why}: give a diffusers pipeline folder (written by save_pretrained), a "
+                     "model id such as 'org/name', or a built-in model")
 
 
 def _prompt(_checks, value: str) -> None:

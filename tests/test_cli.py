@@ -103,7 +103,7 @@ def one_error_line(capsys, argv) -> str:
     (["run", "--model", "nope"], "argument --model: invalid choice: 'nope'"),
     (["run", "--method", "pyramid", "--size", "36"],
      "height 36 is not divisible by 8, the coarsest level of the pyramid; use a size that is a multiple of 8 or method rings"),
-    (["report", "-p", "model", "gausian"], "model 'gausian' is neither a built-in model (gaussian, exemplars, shapes)"),
+    (["report", "-p", "model", "gausian"], "model 'gausian' is neither a built-in model (gaussian, exemplars, layout, shapes)"),
     (["report", "-p", "scheduler", "heun"], "unknown scheduler 'heun'; choose 'default' or one of"),
     (["report", "-p", "method", "wavelets"], "unknown decomposition method 'wavelets'; use 'rings'"),
     (["report", "-p", "steps", "0"], "steps must be a positive integer, got 0"),

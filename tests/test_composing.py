@@ -1,10 +1,12 @@
 """Prompt composing by resolution: the schedule, where it switches, and what each level takes.
 
-The measurements use the exemplar mixture with one window per photograph (``margin=0``,
-``flips=False``) and a unit-variance texture: for each prompt, a photograph plus a Gaussian
-power-law texture, i.e. a model that generalises (its random part has the unit variance the m² law
-is stated for). Runs with the same seed share that texture, so provenance is measured with the
-joint band fit (``weight_a``, ``weight_b``) as well as plain correlations.
+Issue 26's check runs on the explorer's default model (the layout model, ``EXPLORER_MODEL``) with
+its ``example_prompts``, and its per-mode switch law (:func:`switch_law`) is checked against the
+composed runs. The older measurements use the exemplar mixture with one window per photograph
+(``margin=0``, ``flips=False``) and a unit-variance texture: for each prompt, a photograph plus a
+Gaussian power-law texture, a model that generalises. Runs with the same seed share the noise, so
+provenance is measured with the joint band fit (``weight_a``, ``weight_b``) as well as plain
+correlations.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import torch
 from chromaviz import ExemplarMixture, PromptSchedule, Schedule, sample
 from chromaviz.apps.composing import (
     Provenance, band_provenance, band_weights, by_fraction, by_resolution, crossover_level, equivalent_fraction,
-    naive_fractions, plan,
+    measure_switch, naive_fractions, plan, switch_law,
 )
+from chromaviz.models import EXPLORER_MODEL, GaussianPowerLaw, load_builtin
 from chromaviz.noise import plan_steps
 from chromaviz.prompts import Boundary
 from chromaviz.theory import birth_log_snr
@@ -41,6 +44,69 @@ def ztsnr():
     """Zero-terminal-SNR scaled_linear: no level is inherited from the initial noise, so m = 8 has coarser levels to give A."""
     model = hybrid_model(Schedule.preset("scaled_linear").zero_terminal_snr())
     return model, run(model, A), run(model, B)
+
+
+# ---------------------------------------------------------------------- issue 26: the explorer's default model composes
+@pytest.fixture(scope="module")
+def default_model():
+    return load_builtin(EXPLORER_MODEL)
+
+
+@pytest.mark.parametrize("m", [4, 8])
+def test_on_the_explorers_default_model_a_keeps_the_coarse_bands_and_b_supplies_the_fine(default_model, m):
+    """A switch at the birth of level m with the model's example prompts, 50 DDIM steps: A holds at least
+    0.7 of the coarsest band, B at least 0.7 of the finest, the crossover lies within one level of m,
+    and A's share grows with the level."""
+    a, b = default_model.example_prompts
+    p, runs = measure_switch(default_model, a, b, m, num_inference_steps=50, batch_size=4)
+    assert p.levels == (1, 2, 4, 8, 16)
+    assert p.weight_a[-1] >= 0.7, f"A holds {p.weight_a[-1]:.2f} of the coarsest band"
+    assert p.weight_b[0] >= 0.7, f"B holds {p.weight_b[0]:.2f} of the finest band"
+    x = p.crossover()
+    assert m / 2 <= x <= 2 * m, f"crossover {x:.2f} is more than one level from m = {m}"
+    assert np.all(np.diff(p.weight_a) > 0) and np.all(np.diff(p.weight_b) < 0)
+    (sw,) = plan(by_resolution(coarse=a, fine=b, level=m), default_model, 50)
+    ca, cb = default_model.check_prompt(a), default_model.check_prompt(b)
+    assert runs["composed"].prompts == [ca] * sw.step + [cb] * (50 - sw.step)
+
+
+@pytest.mark.parametrize("m", [2, 4, 8])
+def test_the_per_mode_switch_law_predicts_the_composed_run(default_model, m):
+    """switch_law predicts each mode of the composed samples from the A-only and B-only runs and the
+    model's declared spectrum alone; measured through the same band fit, it agrees with the composed run
+    (it could fail: the law uses the λ of the switch step, not the composed samples)."""
+    a, b = default_model.example_prompts
+    p, runs = measure_switch(default_model, a, b, m, num_inference_steps=50, batch_size=4)
+    step_plan = plan_steps(default_model.schedule, 50)
+    (sw,) = plan(by_resolution(coarse=a, fine=b, level=m), default_model, step_plan=step_plan)
+    law = switch_law(runs["A"], runs["B"], default_model.data_power(64, 64), step_plan.log_snr[sw.step],
+                     step_plan.log_snr[0])
+    q = band_provenance(law, runs["A"], runs["B"])
+    assert np.abs(q.weight_a - p.weight_a).max() < 0.05 and np.abs(q.weight_b - p.weight_b).max() < 0.05
+    assert abs(math.log2(q.crossover() / p.crossover())) < 0.25
+    with pytest.raises(ValueError, match="before the first step"):
+        switch_law(runs["A"], runs["B"], default_model.data_power(64, 64), -3.0, 0.0)
+
+
+def test_switch_law_reads_the_signal_fraction_of_each_mode():
+    """x0 = x0_A + (1 − √r_s)/(1 − √r_T)·(x0_B − x0_A) per mode: at SNR·P = 1 (r = 1/2) the share of B is
+    1 − √½; a mode with r = 1/4 at the switch is shared equally; nothing decided at the first step moves."""
+    a, b = torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8)  # only the DC mode differs
+    assert float(switch_law(a, b, np.ones((8, 8)), 0.0).mean()) == pytest.approx(1 - math.sqrt(0.5))
+    assert float(switch_law(a, b, np.full((8, 8), 1 / 3), 0.0).mean()) == pytest.approx(0.5)
+    assert float(switch_law(a, b, np.ones((8, 8)), 0.0, first_log_snr=0.0).mean()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="power has shape"):
+        switch_law(a, b, np.ones((4, 4)), 0.0)
+
+
+def test_measure_switch_refuses_before_sampling():
+    with pytest.raises(ValueError, match="prompt-conditional"):
+        measure_switch(GaussianPowerLaw(size=16), "a", "b", 4)
+    model = load_builtin(EXPLORER_MODEL, size=16)
+    with pytest.raises(ValueError, match="never taught 'dog'"):
+        measure_switch(model, "a dog", "a cat", 4)
+    with pytest.raises(ValueError, match="power of two"):
+        measure_switch(model, "a horse", "a cat", 3)
 
 
 # ---------------------------------------------------------------------- the schedule

@@ -132,7 +132,7 @@ def test_agreement_summary():
     zero = Agreement.of(e * (1 + 1e-6), e, np.zeros_like(e), (1, 2))  # std 0, equal to rounding: 0σ, not NaN
     assert zero.max_z == 0 and zero.coverage == 1 and zero.inside
     none = Agreement.of(g, None, None, (1, 2), "the model declares no data spectrum")
-    assert none.inside is None and np.isnan(none.max_z) and "no expected band" in none.verdict
+    assert none.inside is None and np.isnan(none.max_z) and "not tested against an expected band" in none.verdict
 
 
 def test_normalised_band_by_delta_method(model):

@@ -109,15 +109,15 @@ def test_a_report_compares_its_run_once(tmp_path):
     ({"scheduler": "heun"}, "unknown scheduler 'heun'; choose 'default' or one of"),
     ({"schedule": "bogus"}, "unknown schedule preset 'bogus'"),
     ({"method": "wavelets"}, "unknown decomposition method 'wavelets'; use 'rings'"),
-    ({"model": ""}, "model is empty; give a built-in model (gaussian, exemplars, shapes)"),
-    ({"model": "gausian"}, "model 'gausian' is neither a built-in model (gaussian, exemplars, shapes)"),
+    ({"model": ""}, "model is empty; give a built-in model (gaussian, exemplars, layout, shapes)"),
+    ({"model": "gausian"}, "model 'gausian' is neither a built-in model (gaussian, exemplars, layout, shapes)"),
     ({"dtype": "bogus"}, "dtype 'bogus' is not a torch dtype; use float16, bfloat16 or float32"),
     ({"device": "bogus"}, "device must be a device name such as 'cpu', 'cuda' or 'cuda:1', got 'bogus'"),
     ({"prompt": "[cat:moon"}, "[cat:moon"),
     ({"prompt": "cat"}, "model gaussian is unconditional and takes no prompt (got prompt 'cat')"),
     ({"guidance": 7.5}, "model gaussian is unconditional: guidance 7.5 would change nothing"),
     ({"model": "shapes", "schedule": "linear"}, "model shapes keeps the schedule it was trained with; schedule applies to "
-                                                "the exact built-in models (gaussian, exemplars)"),
+                                                "the exact built-in models (gaussian, exemplars, layout)"),
     ({"dtype": "float16"}, "dtype applies to diffusers pipelines; the built-in model gaussian runs in float32"),
     ({"method": "pyramid", "size": 36}, "height 36 is not divisible by 8, the coarsest level of the pyramid"),
     ({"steps": 2000}, "DDIMScheduler cannot take 2000 steps: at most 1000"),
@@ -243,13 +243,13 @@ def test_compare_with_the_plan_equals_compare_without_and_refuses_another_plan()
 
 # ---------------------------------------------------------------------- the model registry
 def test_the_registry_loads_built_in_models_by_name():
-    assert set(MODELS) == {"gaussian", "exemplars", "shapes"} and TRAINED == {"shapes"}
+    assert set(MODELS) == {"gaussian", "exemplars", "layout", "shapes"} and TRAINED == {"shapes"}
     assert is_builtin("gaussian") and not is_builtin("models/sd15") and not is_builtin(None)
     model = load_model("gaussian", size=16, schedule="linear")
     assert isinstance(model, GaussianPowerLaw) and model.default_size == (16, 16)
     assert model.schedule.scheduler_config["beta_schedule"] == "linear"
     assert load_builtin("exemplars", size=32).name == "exemplars"
-    with pytest.raises(ValueError, match=r"unknown built-in model 'nope'; choose one of \['exemplars', 'gaussian', 'shapes'\]"):
+    with pytest.raises(ValueError, match=r"unknown built-in model 'nope'; choose one of \['exemplars', 'gaussian', 'layout', 'shapes'\]"):
         load_builtin("nope")
     with pytest.raises(ValueError, match="unknown schedule preset 'bogus'"):
         load_model("gaussian", schedule="bogus")

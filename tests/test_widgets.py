@@ -230,7 +230,7 @@ def test_a_refresh_draws_the_newest_step_and_the_end_puts_every_step_on_the_scru
     assert [c.split(" ·")[0] for c in rows["caption"]] == ["step 5/12", "step 9/12"]
     assert all(uri.startswith("data:image/webp;base64,") for uri in rows["x0"])
     measured = ex.view.chroma.measured["A"].data
-    assert list(measured["step"]) == [4.0, 8.0] and np.isfinite(measured["g0"]).all()
+    assert list(measured["step"]) == [5.0, 9.0] and np.isfinite(measured["g0"]).all()  # counted as the captions count
     assert ex.view.slider.value == 1  # following the newest
 
     runs["A"].records[:] = traj.steps
@@ -243,7 +243,7 @@ def test_a_refresh_draws_the_newest_step_and_the_end_puts_every_step_on_the_scru
         truth = sample_rgb(rec.x0[0], mixture.to_rgb).astype(int)
         assert np.abs(decoded(rows["x0"][i]).astype(int) - truth).mean() < 6
     np.testing.assert_allclose(ex.view.chroma.measured["A"].data["g0"], compare(traj, mixture, levels=ex.levels).measured[:, 0])
-    assert list(ex.view.chroma.measured["A"].data["step"]) == list(range(12))
+    assert list(ex.view.chroma.measured["A"].data["step"]) == list(range(1, 13))
 
 
 def test_the_kernel_takes_no_echo_of_its_own_changes(finished):
@@ -353,9 +353,14 @@ def test_the_explorers_runs_are_run_specs_planned_once(mixture, monkeypatch):
     ex.wait(60)
     assert {n: s.trajectory.status for n, s in ex.runs.items()} == {"A": "complete", "B": "complete"}
     assert len(calls) == 2  # one plan per run: both prompts checked with it, sampled and compared with it
-    assert [r[0] for r in runs] == [ex.runs["A"].spec, ex.runs["B"].spec] == [spec, spec]
-    assert [r[1]["plan"] for r in runs] == [ex.runs["A"].plan, ex.runs["B"].plan]
-    assert [r[1]["prompt"] for r in runs] == [ex.runs["A"].prompt, ex.runs["B"].prompt]  # the live prompts
+    # and prompt B alone, for the provenance of switched run A (run B is prompt A alone), on A's plan
+    alone = ex.references["B alone"]
+    assert list(ex.references) == ["B alone"] and alone.spec.prompt == "moon" and alone.plan is ex.runs["A"].plan
+    assert [r[0] for r in runs] == [ex.runs["A"].spec, ex.runs["B"].spec, alone.spec]
+    assert ex.runs["A"].spec == ex.runs["B"].spec == spec
+    assert [r[1]["plan"] for r in runs] == [ex.runs["A"].plan, ex.runs["B"].plan, alone.plan]
+    assert [r[1]["prompt"] for r in runs] == [ex.runs["A"].prompt, ex.runs["B"].prompt, alone.prompt]  # the live prompts
+    assert ex.view.provenance["A"].visible and "where each band came from" in ex.view.provenance["A"].text
     assert ex.trajectories["A"].x0.shape[1] == 1  # batch 1, the explorer's default
     assert "moon" in ex.trajectories["A"].prompts and ex.trajectories["B"].prompts == ["cat"] * 6
 
@@ -427,6 +432,104 @@ def test_side_by_side_runs_share_the_seed_and_the_export_shows_both(mixture, tmp
     page = ex.export_html(tmp_path / "ab.html").read_text()
     assert page.count("data:image/webp;base64,") >= 2 * 3 * 10  # both runs, every frame
     assert "prompt 'moon'" in page and "frames-B" in page
+
+
+def test_run_b_with_another_scheduler_has_its_own_theory_and_sits_beside_a(mixture):
+    ex = Explorer(mixture, prompt="cat", second_prompt="moon", num_steps=8, size=32)
+    ex.side_by_side.value = True
+    ex.variant.value = "scheduler: euler"
+    ex.run()
+    ex.wait(60)
+    b = compare(ex.trajectories["B"], mixture, levels=ex.levels)
+    theory_b = ex.view.chroma.theories["B"].data
+    np.testing.assert_allclose(theory_b["sa0"], b.spectrum_aware[:, 0], rtol=1e-12)  # B's own, drawn paler
+    assert [c.name for c in ex.view.main.children[:2]] == ["run-A", "run-B"]  # side by side, one scrubber
+    ex.variant.value = "prompt switch flipped"  # B steps as A does: one theory, drawn once
+    ex.run()
+    ex.wait(60)
+    assert not ex.view.chroma.theories["B"].data["sa0"]
+
+
+def test_a_switched_run_shows_where_each_band_came_from(mixture):
+    from chromaviz.apps.composing import band_provenance
+
+    ex = Explorer(mixture, prompt="cat", second_prompt="moon", num_steps=8, size=32)
+    ex.switch.value = True
+    ex.run()
+    ex.wait(60)
+    alone_a, alone_b = ex.references["A alone"].trajectory, ex.references["B alone"].trajectory
+    assert set(alone_a.prompts) == {"cat"} and set(alone_b.prompts) == {"moon"}  # same seed, each prompt alone
+    expected = band_provenance(ex.trajectories["A"], alone_a, alone_b, levels=ex.levels)
+    text = ex.view.provenance["A"].text
+    assert ex.view.provenance["A"].visible and all(f"{w:+.2f}" in text for w in expected.weight_a)
+    assert ex.progress.value == ex.progress.max  # the references count in the progress
+    ex.switch.value = False  # no switch: nothing to trace, and nothing more sampled
+    ex.run()
+    ex.wait(60)
+    assert not ex.references and not ex.view.provenance["A"].visible
+
+
+def test_the_export_button_writes_the_page_and_offers_it(finished, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not finished.export_button.disabled
+    finished.export_button.click()
+    path = finished.last_export
+    assert path.exists() and path.parent == tmp_path and "chromaviz-run" in path.read_text()
+    link = finished.export_link.value
+    assert f'download="{path.name}"' in link and base64.b64encode(path.read_bytes()).decode() in link
+
+
+def test_the_live_view_refreshes_as_often_as_its_cost_allows(finished, mixture):
+    from chromaviz.widgets.explorer import REFRESH_BUDGET
+
+    assert 0 < REFRESH_BUDGET <= 0.05
+    assert finished.refresh_interval >= finished.preview_interval
+    assert finished.refresh_rate is None or finished.refresh_rate <= 1 / finished.preview_interval * 1.05
+    slow = Explorer(Slow(mixture, delay=0.03), num_steps=60, size=32)  # a run of about 2 s: several refreshes
+    slow.run()
+    slow.wait(60)
+    assert slow.preview_updates >= 2 and slow.refresh_rate is not None and 0 < slow.refresh_rate <= 10.5
+    assert slow.refresh_interval >= slow.preview_interval
+
+
+def test_the_plot_fits_values_above_one_and_labels_the_bands(finished):
+    ex = finished
+    chroma = ex.view.chroma
+    assert "m = 1" in ex.view.panels["A"].text and all(f"m = {m}" in ex.view.panels["A"].text for m in ex.levels)
+    keys = {item.label["value"] for item in chroma.fig.legend[0].items}
+    assert {"m² law", "latest each band can form", "replay (consistency check)", "measured, run A",
+            "measured, run B"} <= keys and any(k.startswith("expected") for k in keys)
+    levels = len(ex.levels)
+    chroma.set_measured("B", [900.0, 500.0], [-3.0, 0.0], np.full((2, levels), 1.4), coordinate="step")
+    assert chroma.fig.y_range.end >= 1.45  # an overshoot stays in view
+    chroma.clear_measured("B")
+    assert chroma.fig.y_range.end < 1.45 + 0.01 or chroma.fig.y_range.end >= 1.05
+    chroma.set_theory(np.linspace(999, 1, 5), np.linspace(-8, 8, 5), np.zeros((5, levels)), np.zeros((5, levels)),
+                      coordinate="timestep", run="B")
+    assert chroma.fig.x_range.start > chroma.fig.x_range.end  # timesteps: noisy (high t) on the left
+    chroma.clear_theory("B")
+    ex._show_theory()  # back as it was
+
+
+def test_a_batch_that_replaces_then_streams_sends_each_row_once():
+    from bokeh.document import Document
+    from bokeh.models import ColumnDataSource
+    from bokeh.protocol import Protocol
+
+    from chromaviz.widgets.live import superseded
+
+    src, other = ColumnDataSource({"a": [0]}), ColumnDataSource({"a": [0]})
+    doc = Document()
+    doc.add_root(src)
+    doc.add_root(other)
+    events = []
+    doc.callbacks.on_change(events.append)
+    other.stream({"a": [1]})  # streamed, no replacement: kept
+    src.data = {"a": []}  # cleared for a new run, then its first frame streamed: as the explorer's first refresh
+    src.stream({"a": [1]})
+    sent = Protocol().create("PATCH-DOC", superseded(events)).content
+    kinds = [e["kind"] for e in sent["events"]]
+    assert kinds == ["ColumnsStreamed", "ColumnDataChanged"]  # the replacement carries the row, once
 
 
 def test_bad_prompt_is_shown_in_the_widget_not_raised(mixture):
@@ -528,7 +631,7 @@ def test_a_frame_is_plain_data_from_its_step(mixture):
     assert f.x0.dtype == np.uint8 and f.x0.shape == (32, 32, 3) and f.x_t.shape == (32, 32, 3)
     assert f.bands.shape == (2 * 32 + 2, 3 * (32 + 2) - 2, 3)  # pyramid above rings, three levels
     assert f.caption == f"step 3/6 · t = {rec.timestep:.1f} · λ = {rec.log_snr:+.2f} · prompt 'cat'"
-    assert (f.position("step"), f.position("timestep"), f.position("log_snr")) == (2.0, rec.timestep, rec.log_snr)
+    assert (f.position("step"), f.position("timestep"), f.position("log_snr")) == (3.0, rec.timestep, rec.log_snr)
     assert f.noise_floor == pytest.approx(math.exp(-rec.log_snr))
     np.testing.assert_allclose(f.rapsd_xt, spectral.centred_rapsd(rec.x_t / rec.alpha, dc=False)[1], rtol=1e-6)
     with pytest.raises(ValueError, match="coordinate"):

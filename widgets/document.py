@@ -1,37 +1,47 @@
 """The one bokeh document that shows a run's frames: the live explorer and the exported page.
 
-Layout: Play, the step scrubber and the x-axis choice on top; beneath, per run, x_t, x̂0, the caption
-and the band images of x̂0, beside the chromatography plot with its cursor; the RAPSD below. Every
-frame is a row of a ``ColumnDataSource`` (images as data URIs); scrubbing, Play and the x-axis
-choice are ``CustomJS`` callbacks over the rows already in the browser, as in bokeh's gapminder
-example, so they need no kernel. The live explorer streams new rows in as steps are recorded; the
-export writes the same document to a standalone file.
+Layout: the title and a line on what is drawn; Play with its speed, the step scrubber and the x-axis
+choice; beneath, per run, x_t, x̂0, the caption and the band images of x̂0 (each band labelled with
+its m), and where a run has one its provenance per level; beside one run (below two, which stand
+side by side) the chromatography plot with its key and a sentence on how to read it, and the RAPSD.
+Every frame is a row of a ``ColumnDataSource`` (images as data URIs); scrubbing, the keys, Play and
+the x-axis choice are ``CustomJS`` callbacks over the rows already in the browser, as in bokeh's
+gapminder example, so they need no kernel. The live explorer streams new rows in as steps are
+recorded; the export writes the same document to a standalone file.
+
+Sizes are for a projector: text of at least 16 CSS pixels, x_t and x̂0 at least 256 pixels wide and
+wider on a wider window (:data:`IMAGE_CSS`), plots that stretch to the width they are given.
 """
 
 from __future__ import annotations
 
+import html
 from typing import Sequence
 
 import numpy as np
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, CustomJS, CustomJSTickFormatter, Div, RadioButtonGroup, Slider, Toggle
+from bokeh.models import ColumnDataSource, CustomJS, Div, RadioButtonGroup, Select, Slider, Toggle
 
-from chromaviz.analysis import Comparison
+from chromaviz.analysis import BAND_SIGMAS, Comparison
 from chromaviz.views.frames import COORDINATES, Frame, encode_image
 
-from .plots import COORDINATE_LABELS, ChromatographyPlot, RapsdPlot, finite
+from .plots import COORDINATE_LABELS, FONT_PX, HOW_TO_READ, ChromatographyPlot, RapsdPlot, finite, level_colors
 
-IMAGE_PX = 192
-"""Display height of x_t and x̂0 in CSS pixels (images are sent at their own size and enlarged)."""
-BAND_PX = 80
-"""Display height of one band image."""
+IMAGE_CSS = "clamp(256px, 17vw, 480px)"
+"""CSS width of x_t and x̂0: 256 pixels up to 1500 wide, a sixth of the window beyond (images are sent
+at their own size and enlarged, unsmoothed)."""
+
+PLOTS_MIN_PX = 500
+"""Least width of the plots beside the runs: narrower, they go below the runs (where the width is theirs)."""
+
+SPEEDS = ("2 steps/s", "5 steps/s", "10 steps/s", "20 steps/s", "40 steps/s")
+"""Play's speeds."""
 
 QUALITY = {"x_t": 50, "x0": 80, "bands": 60}
 """Lossy encoding quality (0–100) per image: x_t is mostly noise early on, and the bands are
 stretched to their own range, so they take a lower quality than x̂0 for the same look."""
 
-FRAME_COLUMNS = ("step", "timestep", "log_snr", "caption", "x_t", "x0", "bands", "px", "band_px", "f", "rapsd_x0", "rapsd_xt",
-                 "floor")
+FRAME_COLUMNS = ("step", "timestep", "log_snr", "caption", "x_t", "x0", "bands", "f", "rapsd_x0", "rapsd_xt", "floor")
 
 _FRAME_JS = """
 // Draw the frame at the scrubber into each run's panel: set the sources of the panel's own <img>
@@ -54,11 +64,27 @@ const elements = (div) => {
   }
   return found;
 };
+// The scrubber's keys, the same in JupyterLab and in a page: Home and End, the arrows, PageUp and
+// PageDown (a tenth of the run). Taken before the slider's own handler and before the notebook's
+// shortcuts see them (JupyterLab's End moved the slider to step 2).
+for (const view of (window.Bokeh?.index?.find(slider) ?? [])) {
+  if (view.el.__chromaviz_keys) continue;
+  view.el.__chromaviz_keys = true;
+  view.el.addEventListener('keydown', (event) => {
+    const m = view.model;
+    const page = Math.max(1, Math.round((m.end - m.start) / 10));
+    const to = {Home: m.start, End: m.end, ArrowLeft: m.value - 1, ArrowDown: m.value - 1, ArrowRight: m.value + 1,
+                ArrowUp: m.value + 1, PageDown: m.value - page, PageUp: m.value + page}[event.key];
+    if (to === undefined || m.disabled) return;
+    event.preventDefault(); event.stopImmediatePropagation();
+    const value = Math.min(m.end, Math.max(m.start, to));
+    if (value !== m.value) m.value = value;
+  }, true);
+}
 const EMPTY = 'data:,';
-const show = (img, uri, height) => {
+const show = (img, uri) => {
   img.parentNode.style.display = uri === '' ? 'none' : '';
   if (img.__uri !== uri) { img.__uri = uri; img.src = uri === '' ? EMPTY : uri; }
-  if (img.height !== height) img.height = height;
 };
 const load_all = (src) => {
   // Load every frame's images once they are here, and keep them: a scrub then shows images the page
@@ -81,13 +107,17 @@ for (const [src, div] of panels) {
   load_all(src);
   const d = src.data, n = d.caption.length, k = Math.min(i, n - 1);
   for (const panel of elements(div)) {
-    panel.root.style.display = n === 0 ? 'none' : '';
+    panel.root.style.visibility = n === 0 ? 'hidden' : '';  // hidden, not removed: the layout keeps its width
     if (n === 0) continue;
-    for (const [key, img] of panel.imgs) show(img, d[key][k], key === 'bands' ? d.band_px[k] : d.px[k]);
+    for (const [key, img] of panel.imgs) show(img, d[key][k]);
     if (panel.caption.textContent !== d.caption[k]) panel.caption.textContent = d.caption[k];
   }
   if (shown === null && n > 0) shown = [d, k];
 }
+// The scrubber's label says the step the caption says, set here with it (one numbering, never behind).
+const count = Math.max(0, ...panels.map(([src]) => src.data.caption.length));
+const label = count === 0 ? 'step' : `step ${Math.min(i, count - 1) + 1} of ${count}`;
+if (slider.title !== label) slider.title = label;
 if (shown !== null) {
   const [d, k] = shown;
   const x = d[coord][k];
@@ -111,46 +141,96 @@ if (!moves) update.execute(slider);
 """
 
 _COORDINATE_JS = """
+// Another x axis: every curve's x column, the axis label, and the range fitted to the new x (noisy
+// end on the left: timesteps fall as a run goes, so that axis is reversed).
 const coord = coordinates[radio.active];
-for (const src of sources) src.data = {...src.data, x: src.data[coord]};
+let low = Infinity, high = -Infinity;
+for (const src of sources) {
+  src.data = {...src.data, x: src.data[coord]};
+  for (const v of src.data[coord]) if (Number.isFinite(v)) { low = Math.min(low, v); high = Math.max(high, v); }
+}
+if (low <= high) {
+  const pad = 0.02 * (high - low) || 0.5;
+  xrange.setv(coord === 'timestep' ? {start: high + pad, end: low - pad} : {start: low - pad, end: high + pad});
+}
 axis.axis_label = labels[radio.active];
 update.execute(radio);  // the cursor, in the new coordinate
 """
 
 _PLAY_JS = """
+// Play moves the scrubber, at the speed chosen (read at every step, so it can change while playing).
+const rate = () => parseFloat(speed.value) || 10;
+clearTimeout(toggle.__timer);
 if (toggle.active) {
   toggle.label = "❚❚ Pause";
-  toggle.__timer = setInterval(() => {
+  const tick = () => {
+    if (!toggle.active) return;
     slider.value = slider.value >= slider.end || slider.disabled ? slider.start : slider.value + 1;
-  }, interval);
+    toggle.__timer = setTimeout(tick, 1000 / rate());
+  };
+  tick();
 } else {
   toggle.label = "▶ Play";
-  clearInterval(toggle.__timer);
 }
 """
 
 
-def _figure(key: str, label: str) -> str:
-    return (f'<figure style="margin:0 6px 0 0"><img data-key="{key}" alt="" decoding="sync" '
-            f'style="image-rendering:pixelated;display:block"><figcaption style="font-size:13px">{label}</figcaption></figure>')
+def _figure(key: str, label: str, style: str) -> str:
+    return (f'<figure style="margin:0"><img data-key="{key}" alt="{html.escape(key)}" decoding="sync" '
+            f'style="image-rendering:pixelated;display:block;{style}"><figcaption>{label}</figcaption></figure>')
 
 
-PANEL_HTML = (
-    '<div class="chromaviz-frame" style="display:none">'
-    f'<div style="display:flex;align-items:flex-start">{_figure("x_t", "x<sub>t</sub> (network input)")}'
-    f'{_figure("x0", "x̂<sub>0</sub> (prediction)")}</div>'
-    '<p class="chromaviz-caption" style="margin:2px 0 4px 0;font-size:14px"></p>'
-    f'{_figure("bands", "bands of x̂<sub>0</sub>, finest → coarsest (top: box pyramid, when the size allows it; bottom: FFT rings)")}</div>'
-)
-"""A run's image panel, written once: the browser sets its images and caption at every scrub."""
+def panel_html(levels: Sequence[int]) -> str:
+    """A run's image panel, written once: the browser sets its images and caption at every scrub.
+    The band images carry their m (in the level's colour, as in the plot) above each tile."""
+    labels = "".join(f'<span style="flex:1;text-align:center;white-space:nowrap"><b style="color:{c}">■</b> m = {m}</span>'
+                     for m, c in zip(levels, level_colors(len(levels))))
+    return (
+        f'<div class="chromaviz-frame" style="visibility:hidden;--chromaviz-image:{IMAGE_CSS};font-size:{FONT_PX}px;'
+        'line-height:1.3">'
+        '<div style="display:flex;gap:8px;align-items:flex-start">'
+        f'{_figure("x_t", "x<sub>t</sub> (network input)", "width:var(--chromaviz-image);height:auto;aspect-ratio:auto 1")}'
+        f'{_figure("x0", "x̂<sub>0</sub> (prediction)", "width:var(--chromaviz-image);height:auto;aspect-ratio:auto 1")}</div>'
+        '<p class="chromaviz-caption" style="margin:4px 0 6px 0;max-width:calc(2 * var(--chromaviz-image) + 8px)"></p>'
+        '<figure class="chromaviz-bands" style="margin:0;width:calc(2 * var(--chromaviz-image) + 8px)">'
+        f'<div class="chromaviz-band-labels" style="display:flex;font-size:{FONT_PX}px">{labels}</div>'
+        '<img data-key="bands" alt="bands" decoding="sync" style="image-rendering:pixelated;display:block;width:100%;'
+        'height:auto"><figcaption>bands of x̂<sub>0</sub> by block size m, finest → coarsest (top row: box pyramid, '
+        'when the size allows it; bottom row: FFT rings)</figcaption></figure></div>'
+    )
 
 
-def display_heights(frame: Frame) -> tuple[int, int]:
-    """CSS heights of a frame's x̂0 and of its band grid: small images enlarged by a whole factor
-    to about :data:`IMAGE_PX`, large ones shrunk to it; each band about :data:`BAND_PX` tall."""
-    h = frame.x0.shape[0]
-    px = h * (IMAGE_PX // h) if h <= IMAGE_PX else IMAGE_PX
-    return px, int(round(frame.bands.shape[0] * BAND_PX / h))
+def provenance_html(levels: Sequence[int], weight_a, weight_b, *, crossover: float | None = None,
+                    names: tuple[str, str] = ("A", "B")) -> str:
+    """A small table of where each band of a composed run came from: per level (coarsest first), the
+    least-squares weights of the band on the prompt-A-only and prompt-B-only runs
+    (:func:`chromaviz.apps.composing.band_provenance`), each with a bar."""
+    colours = level_colors(len(levels))
+
+    def bar(w: float, colour: str) -> str:
+        width = max(0.0, min(1.0, w)) * 60
+        return (f'<td style="text-align:right;padding:0 4px">{w:+.2f}</td><td style="width:62px"><div style="height:10px;'
+                f'width:{width:.0f}px;background:{colour}"></div></td>')
+
+    rows = "".join(f'<tr><td style="padding:0 6px 0 0;white-space:nowrap"><b style="color:{colours[j]}">■</b> m = {levels[j]}</td>'
+                   f'{bar(float(weight_a[j]), "#0072b2")}{bar(float(weight_b[j]), "#d55e00")}</tr>'
+                   for j in reversed(range(len(levels))))
+    note = "" if crossover is None or not np.isfinite(crossover) else f" · A and B cross over at m ≈ {crossover:.3g}"
+    return (f'<div class="chromaviz-provenance" style="font-size:{FONT_PX}px;margin-top:6px">'
+            f'<b>where each band came from</b> (weight of the band on the prompt-{names[0]}-only and '
+            f'prompt-{names[1]}-only runs; 1 = all of it){html.escape(note)}'
+            f'<table style="border-collapse:collapse;margin-top:2px"><tr><th style="text-align:left">level</th>'
+            f'<th colspan="2" style="color:#0072b2">from {names[0]}</th><th colspan="2" style="color:#d55e00">'
+            f'from {names[1]}</th></tr>{rows}</table></div>')
+
+
+def header_html(title: str, method: str, first: str, runs: Sequence[str] = ("A",)) -> str:
+    """The page's title and what is drawn (the same line in the explorer and its exported page)."""
+    both = " and ".join(f"run {r}" for r in runs)
+    return (f"<h2 style='margin:2px 0;font-size:22px'>{html.escape(title)}</h2>"
+            f"{html.escape(both)}, measured with {html.escape(method)} bands (markers), against the expected "
+            f"chromatography of run {html.escape(first)} with its ±{BAND_SIGMAS:g}σ band; the key under the "
+            "plot names every colour, line and marker.")
 
 
 def frame_rows(frames: Sequence[Frame], *, image_format: str = "webp", arrays: bool = True) -> dict[str, list]:
@@ -164,11 +244,8 @@ def frame_rows(frames: Sequence[Frame], *, image_format: str = "webp", arrays: b
         values = finite(values).astype(np.float32)
         return values if arrays else [float(f"{v:.7g}") for v in values.tolist()]
 
-    heights = [display_heights(f) for f in frames]
     return {
-        "px": [h[0] for h in heights],
-        "band_px": [h[1] for h in heights],
-        "step": [float(f.index) for f in frames],
+        "step": [f.position("step") for f in frames],
         "timestep": [f.position("timestep") for f in frames],
         "log_snr": [f.position("log_snr") for f in frames],
         "caption": [f.caption for f in frames],
@@ -194,11 +271,14 @@ class RunDocument:
     image_format : {"webp", "png", "jpeg"}
         How frames are encoded (lossy WebP by default: about 1–4 kB per 64×64 image).
     interval : int
-        Milliseconds between frames when playing.
+        Milliseconds between frames when playing at first (Play's speed control changes it).
+    plot_width, plot_height : int
+        Smallest width and the height of the chromatography plot in CSS pixels (it stretches to
+        the width it is given).
     """
 
     def __init__(self, levels: Sequence[int], runs: Sequence[str] = ("A",), *,
-                 image_format: str = "webp", interval: int = 150, plot_width: int = 540, plot_height: int = 400) -> None:
+                 image_format: str = "webp", interval: int = 100, plot_width: int = 480, plot_height: int = 560) -> None:
         self.levels = tuple(levels)
         self.runs = tuple(runs)
         self.image_format = image_format
@@ -206,18 +286,28 @@ class RunDocument:
         """The object that syncs this document with a live browser view (the explorer's
         ``jupyter_bokeh.BokehModel``): changes the browser makes itself are set with it as the
         setter, which it does not send back. None: every change is sent."""
+        text = {"font-size": f"{FONT_PX}px"}
         self.frames = {name: ColumnDataSource({c: [] for c in FRAME_COLUMNS}, name=f"frames-{name}") for name in self.runs}
         self.final = ColumnDataSource({"p": []}, name="final-rapsd")
-        self.header = Div(text="", name="header", styles={"font-size": "14px"})
-        self.titles = {name: Div(text=f"<b>run {name}</b>", name=f"title-{name}", styles={"font-size": "15px"}, width=500)
-                       for name in self.runs}
-        self.panels = {name: Div(text=PANEL_HTML, name=f"frame-{name}", width=500) for name in self.runs}
+        self.header = Div(text="", name="header", styles=text, sizing_mode="stretch_width", css_classes=["chromaviz-header"])
+        panel_wide = {**text, "max-width": f"calc(2 * {IMAGE_CSS} + 8px)"}  # a long title wraps within its panel
+        self.titles = {name: Div(text=f"<b>run {name}</b>", name=f"title-{name}", styles=panel_wide,
+                                 css_classes=["chromaviz-title"]) for name in self.runs}
+        self.panels = {name: Div(text=panel_html(self.levels), name=f"frame-{name}") for name in self.runs}
+        self.provenance = {name: Div(text="", name=f"provenance-{name}", visible=False, styles=panel_wide)
+                           for name in self.runs}
         self.chroma = ChromatographyPlot(self.levels, runs=self.runs, width=plot_width, height=plot_height)
-        self.rapsd = RapsdPlot(width=plot_width, height=300)
-        self.slider = Slider(start=0, end=1, value=0, step=1, title="step", width=520, disabled=True, name="scrubber",
-                             css_classes=["chromaviz-scrubber"], format=CustomJSTickFormatter(code="return `${tick + 1}`"))
-        self.play = Toggle(label="▶ Play", active=False, width=90, name="play")
-        self.coordinate = RadioButtonGroup(labels=["step", "timestep t", "log-SNR λ"], active=0, name="coordinate")
+        self.how_to_read = Div(text=HOW_TO_READ.format(sigmas=BAND_SIGMAS), name="how-to-read", sizing_mode="stretch_width",
+                               styles={**text, "max-width": "900px"}, css_classes=["chromaviz-how-to-read"])
+        self.rapsd = RapsdPlot(width=plot_width, height=400)
+        self.slider = Slider(start=0, end=1, value=0, step=1, title="step", show_value=False,
+                             min_width=300, sizing_mode="stretch_width", disabled=True, name="scrubber",
+                             css_classes=["chromaviz-scrubber"], styles=text)
+        self.play = Toggle(label="▶ Play", active=False, width=110, name="play", styles=text)
+        self.speed = Select(options=list(SPEEDS), value=_nearest_speed(interval), width=140, name="speed",
+                            title="", styles=text, css_classes=["chromaviz-speed"])
+        self.coordinate = RadioButtonGroup(labels=["step", "timestep t", "log-SNR λ"], active=0, name="coordinate",
+                                           styles=text)
         panels = [[self.frames[n], self.panels[n]] for n in self.runs]
         self.update = CustomJS(name="show-frame", args=dict(
             slider=self.slider, radio=self.coordinate, coordinates=list(COORDINATES), panels=panels,
@@ -229,18 +319,61 @@ class RunDocument:
             src.js_on_change("data", follow)
             src.js_on_change("streaming", follow)
         self.coordinate.js_on_change("active", CustomJS(args=dict(
-            radio=self.coordinate, coordinates=list(COORDINATES), sources=[self.chroma.theory, *self.chroma.measured.values()],
-            axis=self.chroma.fig.xaxis[0], labels=[COORDINATE_LABELS[c] for c in COORDINATES], slider=self.slider,
+            radio=self.coordinate, coordinates=list(COORDINATES),
+            sources=[*self.chroma.theories.values(), *self.chroma.measured.values()],
+            axis=self.chroma.fig.xaxis[0], xrange=self.chroma.fig.x_range, labels=[COORDINATE_LABELS[c] for c in COORDINATES],
             update=self.update), code=_COORDINATE_JS))
-        self.play.js_on_change("active", CustomJS(args=dict(toggle=self.play, slider=self.slider, interval=interval),
+        self.play.js_on_change("active", CustomJS(args=dict(toggle=self.play, slider=self.slider, speed=self.speed),
                                                   code=_PLAY_JS))
-        images = column(*[column(self.titles[n], self.panels[n]) for n in self.runs])
+        self.run_columns = {n: column(self.titles[n], self.panels[n], self.provenance[n], name=f"run-{n}") for n in self.runs}
+        self.plots = column(self.chroma.fig, self.how_to_read, self.rapsd.fig, sizing_mode="stretch_width", name="plots",
+                            styles={"min-width": f"{PLOTS_MIN_PX}px", "flex": f"1 1 {PLOTS_MIN_PX}px"})
+        # the plots stand beside the runs where the width allows, else below them (wrapped, as text is)
+        self.main = row(sizing_mode="stretch_width", name="main", styles={"flex-wrap": "wrap", "gap": "12px 16px"})
+        self._nothing_below = Div(text="", visible=False)  # a layout with no children is a bokeh warning
+        self.below = row(self._nothing_below, sizing_mode="stretch_width", name="below")
         self.layout = column(
             self.header,
-            row(self.play, self.slider, self.coordinate),
-            row(images, column(self.chroma.fig, self.rapsd.fig)),
-            name="chromaviz-run", css_classes=["chromaviz-run"],
+            row(self.play, self.speed, self.slider, self.coordinate, sizing_mode="stretch_width", styles={"gap": "10px"}),
+            self.main, self.below,
+            name="chromaviz-run", css_classes=["chromaviz-run"], sizing_mode="stretch_width",
+            styles={"--bokeh-font-size": f"{FONT_PX}px"},
         )
+        self.arrange(self.runs[:1])
+
+    def arrange(self, shown: Sequence[str]) -> None:
+        """Lay out the runs ``shown``: one run beside its plots; two side by side, the plots below them
+        (the plot then spans the page's width)."""
+        shown = [n for n in self.runs if n in shown] or list(self.runs[:1])
+        for name in self.runs:
+            self.titles[name].visible = name in shown
+        columns = [self.run_columns[n] for n in shown]
+        main, below = columns + [self.plots], [self._nothing_below]
+        if list(self.main.children) != main:
+            self.main.children = main
+        if list(self.below.children) != below:
+            self.below.children = below
+
+    def set_header(self, title: str, method: str, runs: Sequence[str] | None = None) -> None:
+        """The title and the line on what is drawn (:func:`header_html`), for ``runs`` (default: all)."""
+        runs = list(self.runs if runs is None else runs)
+        self.header.text = header_html(title, method, runs[0], runs)
+
+    def set_provenance(self, run: str, provenance=None, names: tuple[str, str] = ("A", "B")) -> None:
+        """Show where each band of run ``run`` came from: a :class:`chromaviz.apps.composing.Provenance`
+        of its final sample against the prompt-A-only and prompt-B-only runs (None: hide it)."""
+        div = self.provenance[run]
+        if provenance is None:
+            div.visible = False
+            return
+        if tuple(provenance.levels) != self.levels:
+            raise ValueError(f"the provenance has levels {tuple(provenance.levels)}, the document {self.levels}")
+        try:
+            crossover = float(provenance.crossover())
+        except (ValueError, ArithmeticError):
+            crossover = None
+        div.text = provenance_html(self.levels, provenance.weight_a, provenance.weight_b, crossover=crossover, names=names)
+        div.visible = True
 
     # ------------------------------------------------------------------ state (kernel side)
     @property
@@ -279,13 +412,16 @@ class RunDocument:
         for name in self.runs:
             self.frames[name].data = {c: [] for c in FRAME_COLUMNS}
             self.chroma.clear_measured(name)
+            self.provenance[name].visible = False
         self.final.data = {"p": []}
         self.rapsd.clear()
         # sent to the browser too: a new run starts at its first frame and follows the newest
         self.slider.update(value=0, end=1, disabled=True)
 
     def _fit_spectra(self, frames: Sequence[Frame]) -> None:
-        self.rapsd.fit([f.freqs for f in frames], [p for f in frames for p in (f.rapsd_x0, f.rapsd_xt, f.noise_floor)])
+        """The RAPSD's ranges hold the spectra of x̂0 (the noise of x_t and its floor rise out of
+        the top early in a run, rather than squeeze the curves of interest to the bottom)."""
+        self.rapsd.fit([f.freqs for f in frames], [f.rapsd_x0 for f in frames])
 
     def _fit_slider(self, follow: bool) -> None:
         """Fit the scrubber to the frames. A live browser does the same by itself when frames
@@ -305,11 +441,15 @@ class RunDocument:
         self.slider.value = step
 
     def set_theory(self, timesteps, log_snr, spectrum_aware: np.ndarray, m2_law: np.ndarray, *,
-                   expected: np.ndarray | None = None, expected_std: np.ndarray | None = None) -> None:
-        """The theory curves over the planned steps (shapes (S,) and (S, L)), and the expected
-        chromatography with its ±2σ band where given (shapes (S, L))."""
+                   expected: np.ndarray | None = None, expected_std: np.ndarray | None = None, run: str | None = None) -> None:
+        """The theory curves of run ``run`` (default: the first) over its planned steps (shapes (S,) and
+        (S, L)), and the expected chromatography with its ±2σ band where given (shapes (S, L))."""
         self.chroma.set_theory(timesteps, log_snr, spectrum_aware, m2_law, coordinate=self.coordinate_name,
-                               expected=expected, expected_std=expected_std)
+                               expected=expected, expected_std=expected_std, run=run)
+
+    def clear_theory(self, run: str) -> None:
+        """Draw no theory of its own for run ``run`` (it is the first run's)."""
+        self.chroma.clear_theory(run)
 
     def set_comparison(self, run: str, comparison: Comparison, steps: Sequence[int] | None = None) -> None:
         """Measured signal fractions of run ``run`` (markers) and its prediction as sampled (dotted), from
@@ -323,3 +463,9 @@ class RunDocument:
         self.final.data = {"p": [] if power is None else finite(power).tolist()}
         if power is not None:
             self.rapsd.fit([], [power])
+
+
+def _nearest_speed(interval: int) -> str:
+    """The speed of :data:`SPEEDS` closest to one frame every ``interval`` milliseconds."""
+    rate = 1000 / max(int(interval), 1)
+    return min(SPEEDS, key=lambda s: abs(float(s.split()[0]) - rate))

@@ -1,17 +1,23 @@
 """The explorer: live sampling, scrubbing, band decomposition against theory, prompt switches.
 
-Layout, top to bottom: Run/Stop, progress and the status line; the prompts and the switch; the run
-settings; then one bokeh document (:class:`chromaviz.widgets.document.RunDocument`): the scrubber and Play
-over x_t, x̂0 and the band images beside the chromatography plot with its cursor, the RAPSD below.
+Layout, top to bottom: Run/Stop/Export, progress and the status line; the prompts and the switch; the
+run settings; then one bokeh document (:class:`chromaviz.widgets.document.RunDocument`, the same document
+the exported page and the report's run page are): the scrubber and Play over x_t, x̂0 and the band images
+(runs A and B side by side) beside or above the chromatography plot with its cursor, the RAPSD below.
 Sampling runs in a worker thread (:mod:`chromaviz.widgets.worker`); a refresher thread turns recorded steps
 into frames (:mod:`chromaviz.views.frames`) and streams them into the document, where scrubbing
-and Play run in the browser. Every number shown comes from chromaviz.
+and Play run in the browser, as often as it can without slowing the run (:data:`REFRESH_BUDGET`).
+After a run with the prompt switch, the runs of prompt A alone and prompt B alone are sampled too,
+and run A's panel shows where each band came from (:func:`chromaviz.apps.composing.band_provenance`).
+Every number shown comes from chromaviz.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import html
+import re
 import threading
 import time
 import traceback
@@ -24,7 +30,7 @@ import ipywidgets as W
 from chromaviz import _checks, analysis, spectral
 from chromaviz.analysis import StepwiseComparison
 from chromaviz.apps import composing
-from chromaviz.models import Denoiser, load_shapes
+from chromaviz.models import EXPLORER_MODEL, Denoiser, load_builtin
 from chromaviz.noise import schedulers_for
 from chromaviz.prompts import Boundary, PromptSchedule
 from chromaviz.runs import RunSpec
@@ -42,6 +48,20 @@ SIZES = (32, 64, 96, 128)
 STEPS = (2, 200)
 """Range of the steps slider (N)."""
 CSS_CLASS = "chromaviz-explorer"
+FONT_PX = 16
+"""Type size of the controls (CSS pixels): legible on a projector at 1280×800."""
+REFRESH_BUDGET = 0.05
+"""Share of one core's time the live view's refreshes may take in the kernel: the refresh interval is
+a refresh's CPU time (averaged over the last few) over this, and never under ``preview_interval``.
+The browser draws each refresh on the same machine's cores, at about as much again, and the run
+samples on one core fewer than the machine has (:func:`~chromaviz.widgets.worker.sampling_threads`).
+On 2 cores at 64×64 a fixed 10 refreshes/s cost the run 1.38–1.6×, 5/s 1.07× and 2.5/s nothing
+measurable; a refresh there takes about 20 ms, which this budget spaces 0.4 s apart (2.5/s), a
+128×128 one (about 75 ms) 1.5 s, and on a machine where a refresh takes 5 ms or less the view
+refreshes at ``1 / preview_interval`` (10/s)."""
+VARIANTS = ("prompt switch flipped", "same prompts without the switch")
+"""What run B changes from run A besides a scheduler: the switch flipped (off where A's is on, and on
+where it is off), or always off (A's prompts as A starts them, for comparison with a switched A)."""
 
 
 class Explorer:
@@ -50,9 +70,11 @@ class Explorer:
     Parameters
     ----------
     model : Denoiser, optional
-        Any chromaviz model (default: the bundled shapes model, a trained text-to-image network).
+        Any chromaviz model (default: the built-in layout model, :class:`~chromaviz.models.LayoutTexture`,
+        an exact model of layouts with named textures on which a prompt switch at the birth of a level
+        composes: ``docs/composing.md``).
     prompt, second_prompt : str or None, optional
-        Prompt A (a prompt schedule such as ``"[cat:moon:0.6]"`` is parsed as in ``sample()``), and
+        Prompt A (a prompt schedule such as ``"[A:B:m=4]"`` is parsed as in ``sample()``), and
         the prompt the switch hands over to (default: the model's ``example_prompts``, else "cat"
         and "moon").
     num_steps : int
@@ -68,9 +90,11 @@ class Explorer:
     device : str, optional
         Torch device (default: CUDA when available).
     preview_interval : float
-        Seconds between live refreshes while sampling (> 0). Each refresh draws the newest recorded
-        step and adds it to the scrubber; when the run ends, the scrubber gets every step (each
-        refresh has drawn every step already when sampling is slower than the refreshes).
+        Least seconds between live refreshes while sampling (> 0). Each refresh draws the newest
+        recorded step and adds it to the scrubber; when the run ends, the scrubber gets every step
+        (each refresh has drawn every step already when sampling is slower than the refreshes).
+        Refreshes that cost more come less often (:data:`REFRESH_BUDGET`); :attr:`refresh_rate` is
+        the rate the last run reached.
 
     Raises
     ------
@@ -98,7 +122,7 @@ class Explorer:
         device: str | None = None,
         preview_interval: float = 0.1,
     ) -> None:
-        self.model = model if model is not None else load_shapes()
+        self.model = model if model is not None else load_builtin(EXPLORER_MODEL)
         if not isinstance(self.model, Denoiser):
             raise TypeError(f"model must be a chromaviz Denoiser, got {type(self.model).__name__}")
         self.scheduler_names = ["default", *schedulers_for(self.model.schedule)]
@@ -120,6 +144,17 @@ class Explorer:
         """The runs on screen, by name ("A", and "B" beside it)."""
         self.job: SamplingJob | None = None
         self.preview_updates = 0
+        self.refresh_rate: float | None = None
+        """Refreshes per second the live view kept during the last run, from its first refresh to its last
+        (None before a run, or after one too short for two)."""
+        self.refresh_interval = self.preview_interval
+        """Seconds between refreshes at the end of the last run, as adapted to their cost."""
+        self.references: dict[str, RunState] = {}
+        """The runs of prompt A alone and prompt B alone that the provenance of a switched run A
+        compares it with ("A alone", "B alone"; sampled after the runs on screen, not shown)."""
+        self._pending_references: dict[str, RunState] = {}
+        self.last_export: Path | None = None
+        """The page the Export button wrote last."""
         self.traceback: str | None = None
         """The traceback of the last failure in drawing, for a bug report."""
         self._pending: dict[str, RunState] | None = None
@@ -136,13 +171,15 @@ class Explorer:
         if not conditional:  # an unconditional model takes no prompt: the fields stay empty and disabled
             prompt = second_prompt = None
         narrow = W.Layout(width="170px")
+        a, b = self.model.example_prompts or ("cat", "moon")  # prompts this model knows
         self.prompt = W.Text(value=prompt or "", description="prompt A", disabled=not conditional,
-                             placeholder="a prompt, or a schedule: [cat:moon:0.6]", layout=W.Layout(width="330px"))
+                             placeholder=f"a prompt, or a schedule: [{a}:{b}:m=4]" if conditional else "",
+                             layout=W.Layout(width="330px"))
         self.second_prompt = W.Text(value=second_prompt or "", description="prompt B", disabled=not conditional,
                                     layout=W.Layout(width="280px"))
         self.switch = W.ToggleButton(value=False, description="switch A → B", icon="exchange", disabled=not conditional,
                                      tooltip="hand over from prompt A to prompt B at the switch time; can be flipped mid-run")
-        self.switch_unit = W.Dropdown(options=SWITCH_UNITS, value="level", description="at", layout=W.Layout(width="150px"))
+        self.switch_unit = W.Dropdown(options=SWITCH_UNITS, value="level", description="at", layout=W.Layout(width="210px"))
         self.switch_value = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="", readout_format=".2f",
                                           layout=W.Layout(width="220px", display="none"))
         self.switch_m = W.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64], value=8, description="",
@@ -156,13 +193,22 @@ class Explorer:
         self.guidance = W.FloatSlider(value=guidance, min=0.0, max=10.0, step=0.25, description="guidance",
                                       disabled=not conditional, layout=W.Layout(width="260px"))
         self.size = W.Dropdown(options=SIZES if size in SIZES else (*SIZES, size), value=size, description="size", layout=narrow)
-        self.side_by_side = W.Checkbox(value=False, description="run B beside A (same seed)", indent=False, layout=W.Layout(width="200px"))
-        self.variant = W.Dropdown(options=["prompt switch flipped", *[f"scheduler: {n}" for n in self.scheduler_names[1:]]],
-                                  description="B differs by", layout=W.Layout(width="300px"))
+        self.side_by_side = W.Checkbox(value=False, description="run B beside A (same seed)", indent=False, layout=W.Layout(width="250px"))
+        self.variant = W.Dropdown(options=[*VARIANTS, *[f"scheduler: {n}" for n in self.scheduler_names[1:]]],
+                                  description="B differs by", layout=W.Layout(width="380px"))
+        self.provenance = W.Checkbox(value=True, indent=False, layout=W.Layout(width="300px"),
+                                     description="where each band came from",
+                                     tooltip="after a run with the switch on, also sample prompt A alone and prompt B alone "
+                                             "and show which prompt each band of run A came from")
         self.method = W.Dropdown(options=["rings", "pyramid"], value="rings", description="measure",
                                  layout=W.Layout(width="180px"))
         self.run_button = W.Button(description="Run", button_style="success", icon="play", layout=W.Layout(width="90px"))
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True, layout=W.Layout(width="90px"))
+        self.export_button = W.Button(description="Export", icon="download", disabled=True, layout=W.Layout(width="110px"),
+                                      tooltip="write the runs on screen as one page that scrubs without a kernel, and offer it "
+                                              "for download")
+        self.export_link = W.HTML(value="")
+        self.export_link.add_class("chromaviz-export")
         self.progress = W.IntProgress(value=0, min=0, max=num_steps, description="", layout=W.Layout(width="200px"))
         self.rate = W.Label(value="", layout=W.Layout(margin="0 12px 0 8px"))
         self.status = W.HTML(value="")
@@ -172,26 +218,35 @@ class Explorer:
     def _build_document(self, levels) -> None:
         """The bokeh document of the runs (rebuilt when a run's levels differ)."""
         self.view = RunDocument(levels, runs=("A", "B"))
-        self.view.titles["B"].visible = False
+        self.view.arrange(("A",))
+        self.view.set_header(f"chromaviz explorer: {self.model.name}", self.method.value, ("A",))
         self._bokeh = self.view.browser = BatchedBokehModel(self.view.layout)
 
     def _build_layout(self) -> None:
-        self.view_box = W.Box([self._bokeh])
+        self.view_box = W.Box([self._bokeh], layout=W.Layout(width="100%"))
         wrap = W.Layout(flex_flow="row wrap", align_items="center")
+        # Type for a projector: ipywidgets' and bokeh's sizes, set once for everything inside.
+        style = (f".{CSS_CLASS} {{--jp-widgets-font-size: {FONT_PX}px; --jp-widgets-inline-height: 34px; "
+                 f"--jp-widgets-inline-label-width: 96px; --bokeh-font-size: {FONT_PX}px; font-size: {FONT_PX}px}} "
+                 f".{CSS_CLASS} .widget-inline-hbox {{margin: 2px 4px 2px 0}} "
+                 f".{CSS_CLASS} .widget-label, .{CSS_CLASS} .widget-html-content, .{CSS_CLASS} button, "
+                 f".{CSS_CLASS} input, .{CSS_CLASS} select {{font-size: {FONT_PX}px}}")
         self.widget = W.VBox([
-            W.HTML(f"<style>.{CSS_CLASS} .widget-inline-hbox {{margin: 1px 0}}</style>"),
-            W.HBox([self.run_button, self.stop_button, self.progress, self.rate, self.status], layout=wrap),
+            W.HTML(f"<style>{style}</style>"),
+            W.HBox([self.run_button, self.stop_button, self.export_button, self.progress, self.rate, self.status,
+                    self.export_link], layout=wrap),
             W.HBox([self.prompt, self.second_prompt, self.switch, self.switch_unit, self.switch_value, self.switch_m,
                     self.from_theory, self.switch_level], layout=wrap),
             W.HBox([self.steps, self.scheduler, self.guidance, self.seed, self.size, self.side_by_side, self.variant,
-                    self.method], layout=wrap),
+                    self.provenance, self.method], layout=wrap),
             self.view_box,
-        ])
+        ], layout=W.Layout(width="100%"))
         self.widget.add_class(CSS_CLASS)
 
     def _wire(self) -> None:
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
+        self.export_button.on_click(lambda _: self._guarded(self._export_clicked))
         self.from_theory.on_click(lambda _: self.set_switch_from_theory())
         self.switch.observe(self._switch_changed, "value")
         self.switch_unit.observe(lambda _: self.set_switch_from_theory(), "value")
@@ -200,11 +255,9 @@ class Explorer:
         self.method.observe(lambda _: self._guarded(self._remeasure), "value")
 
     def _ipython_display_(self) -> None:
-        from bokeh.io import output_notebook
-        from bokeh.resources import INLINE
         from IPython.display import display
 
-        output_notebook(INLINE, hide_banner=True)  # BokehJS from the package, never a CDN
+        load_bokehjs(self.view.layout)
         display(self.widget)
 
     # ------------------------------------------------------------------ read-outs
@@ -319,11 +372,11 @@ class Explorer:
         first, switched = self._prompts(boundary)
         variants = [("A", settings, self.switch.value)]
         if self.side_by_side.value:
-            if self.variant.value == "prompt switch flipped":
+            if self.variant.value in VARIANTS:
                 if switched is None:
-                    raise ValueError("run B flips the prompt switch, which needs a conditional model and a plain prompt A "
-                                     "(not a schedule): choose another variant for B")
-                variants.append(("B", settings, not self.switch.value))
+                    raise ValueError(f"run B: {self.variant.value} needs the prompt switch, that is a conditional model "
+                                     "and a plain prompt A (not a schedule): choose another variant for B")
+                variants.append(("B", settings, self.variant.value == VARIANTS[0] and not self.switch.value))
             else:
                 variants.append(("B", dataclasses.replace(settings, scheduler=self.variant.value.split(": ", 1)[1]),
                                  self.switch.value))
@@ -344,9 +397,23 @@ class Explorer:
                     notes += [str(w.message) for w in caught if str(w.message) not in notes]
             planned.append((name, s, LivePrompt(first, switched, enabled, plan.num_evaluations), plan, notes))
         levels = spectral.levels_for(*self._grid(settings.size))
-        return {name: RunState(name, s, prompt, plan, StepwiseComparison(self.model, method=self.method.value, levels=levels),
+        runs = {name: RunState(name, s, prompt, plan, StepwiseComparison(self.model, method=self.method.value, levels=levels),
                                notes=notes)
                 for name, s, prompt, plan, notes in planned}
+        self._pending_references = {}
+        if self.provenance.value and self.switch.value and switched is not None and self.second_prompt.value:
+            # the provenance of switched run A: its bands against prompt A alone and prompt B alone, same seed
+            plan = runs["A"].plan
+            alone = {"A alone": first, "B alone": PromptSchedule.constant(self.second_prompt.value)}
+            if "B" in runs and self.variant.value in VARIANTS and not runs["B"].prompt.enabled:
+                del alone["A alone"]  # run B is prompt A alone
+            for name, schedule in alone.items():
+                s = settings if name == "A alone" else dataclasses.replace(settings, prompt=self.second_prompt.value)
+                self._pending_references[name] = RunState(
+                    name, s, LivePrompt(schedule, None, False, plan.num_evaluations),
+                    s.check(self.model, given=(), prompt=schedule, plan=plan),
+                    StepwiseComparison(self.model, method=self.method.value, levels=levels))
+        return runs
 
     def run(self) -> None:
         """Start sampling (run A, and run B beside it if chosen) in the background.
@@ -362,13 +429,14 @@ class Explorer:
             return
         with self._lock:
             self._pending = runs
-            self.progress.max = sum(s.plan.num_evaluations for s in runs.values())
+            states = [*runs.values(), *self._pending_references.values()]
+            self.progress.max = sum(s.plan.num_evaluations for s in states)
             self.progress.value = 0
             self.progress.bar_style = "info"
             self.status.value = html.escape(" · note: ".join(["sampling…", *_notes(runs.values())]))
             self.rate.value = ""
             self.run_button.disabled, self.stop_button.disabled = True, False
-            self.job = SamplingJob(self.model, list(runs.values()), self._on_step, self._on_done).start()
+            self.job = SamplingJob(self.model, states, self._on_step, self._on_done).start()
             self._refresher = threading.Thread(target=self._refresh_loop, args=(self.job,), name="chromaviz-view", daemon=True)
             self._refresher.start()
 
@@ -413,16 +481,27 @@ class Explorer:
         try:
             while job.running and not any(state.records for state in job.runs):
                 job.join(0.005)  # the first step is drawn as soon as it is recorded
-            tick = time.perf_counter() - self.preview_interval
+            starts, cost = [], None
+            interval = self.preview_interval
+            tick = time.perf_counter() - interval
             while job.running:
-                tick += self.preview_interval
+                tick = max(tick + interval, time.perf_counter() - interval)  # no burst after a slow refresh
                 job.join(max(0.0, tick - time.perf_counter()))
                 if job.running:
+                    starts.append(time.perf_counter())
+                    spent = time.thread_time()
                     with one_thread():
                         if self._refresh(final=False):
                             self.preview_updates += 1
+                    spent = time.thread_time() - spent  # CPU time: what the refresh took from the sampler
+                    cost = spent if cost is None else 0.7 * cost + 0.3 * spent
+                    interval = max(self.preview_interval, cost / REFRESH_BUDGET)
+            # the rate the refreshes kept: from the first to the last (None: fewer than two, a short run)
+            self.refresh_rate = (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 else None
+            self.refresh_interval = interval
             with one_thread():
                 self._refresh(final=True)
+                self._show_provenance()
         except Exception as err:  # anything in drawing: stop the run, say so in the widget, never leave it stuck
             self.traceback = traceback.format_exc()
             job.stop()
@@ -431,6 +510,7 @@ class Explorer:
             self._show_error(f"drawing the run failed, so it was stopped: {type(err).__name__}: {err}")
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
+            self.export_button.disabled = not any(s.shown for s in self.runs.values())
 
     def _refresh(self, final: bool) -> bool:
         """Bring the view up to date with the recorded steps; returns whether anything was drawn.
@@ -448,7 +528,7 @@ class Explorer:
             drawn = False
             for state in self.runs.values():
                 drawn |= self._draw(state, final=final and state.done)
-            done = sum(len(s.records) for s in self.runs.values())
+            done = sum(len(s.records) for s in (*self.runs.values(), *self.references.values()))
             self.progress.value = min(done, self.progress.max)
             latest = max(self.runs.values(), key=lambda s: (len(s.records) > 0, s.name if s.records else ""))
             if latest.records:
@@ -463,14 +543,21 @@ class Explorer:
         """The new runs have recorded a step: they replace the old ones on screen."""
         self._pending = None
         self.runs = runs
+        self.references, self._pending_references = self._pending_references, {}
         levels = next(iter(runs.values())).comparison.levels
         if tuple(levels) != self.view.levels:
             self._build_document(levels)
             self.view_box.children = [self._bokeh]
         self.view.clear()
-        self._show_theory()  # replaced by compare()'s when run A is complete
+        self.view.arrange(tuple(runs))
+        self.view.set_header(f"chromaviz explorer: {self.model.name}", self.method.value, tuple(runs))
+        self.export_link.value = ""
+        for name in self.view.runs:  # the planned theory, replaced by compare()'s when each run is complete
+            if name in runs:
+                self._show_theory(run=name)
+            else:
+                self.view.clear_theory(name)
         for name, title in self.view.titles.items():
-            title.visible = name in runs
             if name in runs:
                 s = runs[name]
                 title.text = "<b>" + html.escape(f"run {name}: {s.spec.scheduler}, {s.spec.steps} steps, "
@@ -499,22 +586,52 @@ class Explorer:
         self.view.set_comparison(state.name, comparison, steps=steps)
         if final and state.name == "A":
             self.view.set_final_rapsd(rapsd(state.trajectory.sample)[1])
-        if final and state.name == "A" and state.complete:  # else the planned theory stays
-            self._show_theory(comparison)
+        if final and state.complete:  # else the planned theory stays
+            self._show_theory(comparison, run=state.name)
         return True
 
-    def _show_theory(self, comparison: analysis.Comparison | None = None) -> None:
-        """Draw the theory curves of run A: those of ``comparison`` (:func:`chromaviz.analysis.compare`
+    def _own_theory(self, run: str) -> bool:
+        """Whether run ``run`` has a theory of its own: run A, and run B where it steps otherwise
+        (another scheduler; the same theory is not drawn twice)."""
+        return run == "A" or (run in self.runs and self.runs[run].spec.scheduler != self.runs["A"].spec.scheduler)
+
+    def _show_theory(self, comparison: analysis.Comparison | None = None, run: str = "A") -> None:
+        """Draw the theory curves of run ``run``: those of ``comparison`` (:func:`chromaviz.analysis.compare`
         of the complete run), else its planned theory over every planned step, on the chosen bands
-        (:func:`chromaviz.analysis.planned_theory`: the curves compare() gives the run)."""
-        if comparison is not None:
-            theory = comparison.theory
-        else:
-            a = self.runs["A"]
-            theory = analysis.planned_theory(a.plan, self.model, *self._grid(a.spec.size), method=self.method.value,
-                                             levels=self.view.levels, batch_size=a.spec.batch)  # with its band
+        (:func:`chromaviz.analysis.planned_theory`: the curves compare() gives the run). A run B that
+        steps as run A does draws none of its own."""
+        if not self._own_theory(run):
+            self.view.clear_theory(run)
+            return
+        state = self.runs[run]
+        try:
+            if comparison is not None:
+                theory = comparison.theory
+            else:
+                theory = analysis.planned_theory(state.plan, self.model, *self._grid(state.spec.size),
+                                                 method=self.method.value, levels=self.view.levels,
+                                                 batch_size=state.spec.batch)  # with its band
+        except Exception as err:  # the theory is a reference: without it the run still draws, and says why
+            note = f"run {run}: no theory drawn ({type(err).__name__}: {err})"
+            if note not in state.notes:
+                state.notes.append(note)
+                self.traceback = traceback.format_exc()
+            self.view.clear_theory(run)
+            return
         self.view.set_theory(theory.timesteps, theory.log_snr, theory.spectrum_aware, theory.m2_law,
-                             expected=theory.expected, expected_std=theory.expected_std)
+                             expected=theory.expected, expected_std=theory.expected_std, run=run)
+
+    def _show_provenance(self) -> None:
+        """After a switched run A and the runs of each prompt alone: where each band of A's sample
+        came from (:func:`chromaviz.apps.composing.band_provenance`), shown beside its bands."""
+        alone_a = self.references.get("A alone", self.runs.get("B"))  # run B, where it is prompt A alone
+        alone_b = self.references.get("B alone")
+        a = self.runs.get("A")
+        if a is None or alone_a is None or alone_b is None or not all(s.complete for s in (a, alone_a, alone_b)):
+            return
+        provenance = composing.band_provenance(a.trajectory, alone_a.trajectory, alone_b.trajectory, levels=self.view.levels)
+        with self._lock, self._bokeh.batch():
+            self.view.set_provenance("A", provenance)
 
     def _comparison(self, state: RunState) -> tuple[analysis.Comparison, list[int] | None]:
         """The measured signal fractions of ``state`` and the indices of the steps they are of (None:
@@ -543,6 +660,7 @@ class Explorer:
         """Measure every run on screen again with the chosen band method, and draw the theory on
         those bands."""
         with self._lock, self._bokeh.batch():
+            self.view.set_header(f"chromaviz explorer: {self.model.name}", self.method.value, tuple(self.runs) or ("A",))
             for state in self.runs.values():
                 drawn = state.comparison.steps
                 state.comparison = StepwiseComparison(self.model, method=self.method.value, levels=self.view.levels)
@@ -550,8 +668,7 @@ class Explorer:
                 comparison, steps = self._comparison(state) if state.shown else (None, None)
                 if comparison is not None:
                     self.view.set_comparison(state.name, comparison, steps=steps)
-                if state.name == "A":
-                    self._show_theory(comparison if steps is None and state.complete else None)
+                self._show_theory(comparison if steps is None and state.complete else None, run=state.name)
 
     # ------------------------------------------------------------------ views
     def show_step(self, step: int) -> None:
@@ -608,6 +725,44 @@ class Explorer:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         return path
+
+    def _export_clicked(self) -> None:
+        """The Export button: write the runs on screen to ``chromaviz-<model>-<time>.html`` in the
+        working folder, and offer the page for download (a data link: it works in an app with no file
+        browser, too)."""
+        name = f"chromaviz-{re.sub(r'[^A-Za-z0-9_.-]+', '-', self.model.name)}-{time.strftime('%Y%m%d-%H%M%S')}.html"
+        path = self.last_export = self.export_html(Path.cwd() / name)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        self.export_link.value = (f'<a class="chromaviz-download" style="color:#0645ad;text-decoration:underline" '
+                                  f'download="{html.escape(path.name)}" '
+                                  f'href="data:text/html;base64,{data}">download {html.escape(path.name)}</a> '
+                                  f'({path.stat().st_size / 1e6:.1f} MB, also written to the notebook\'s folder)')
+
+
+def load_bokehjs(model) -> None:
+    """Load BokehJS into the notebook page, from the package (never a CDN), for the components
+    ``model``'s document uses; then, in a notebook, empty the output that carried it, so that saving
+    the notebook does not save megabytes of JavaScript into it (the page keeps what it ran). In a
+    Voilà app (its kernels have ``VOILA_BASE_URL`` set) the output stays: the app's page is built
+    from the outputs, and is not saved.
+    """
+    import os
+
+    from bokeh.embed.bundle import bundle_for_objs_and_resources
+    from bokeh.io.notebook import JS_MIME_TYPE, LOAD_MIME_TYPE, _loading_js
+    from bokeh.resources import INLINE
+    from IPython.display import display
+
+    if model.document is None:
+        from bokeh.document import Document
+
+        Document().add_root(model)
+    bundle = bundle_for_objs_and_resources([model.document], INLINE)
+    outputs = {JS_MIME_TYPE: _loading_js(bundle, None, 5000, register_mime=True),
+               LOAD_MIME_TYPE: _loading_js(bundle, None, 5000, register_mime=False)}
+    handle = display(outputs, raw=True, display_id=True)
+    if handle is not None and not any(key.startswith("VOILA_") for key in os.environ):
+        handle.update({"text/plain": ""}, raw=True)
 
 
 def _notes(states) -> list[str]:

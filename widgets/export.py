@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import torch
 from bokeh.document import Document
 from bokeh.embed import file_html
@@ -123,25 +124,32 @@ def run_document(runs: Runs, model: Denoiser, *, method: str = "rings", sample: 
         given[first_name] = analysis.compare(first, model, method=method)
     levels = given[first_name].levels
     doc = RunDocument(levels, runs=tuple(runs))
+    doc.arrange(tuple(runs))
     for k, (name, traj) in enumerate(runs.items()):
         comparison = given[name] if name in given else analysis.compare(traj, model, method=method, levels=levels)
         if tuple(comparison.levels) != tuple(levels):
             raise ValueError(f"comparison of run {name} has levels {tuple(comparison.levels)}, the first run's are "
                              f"{tuple(levels)}; compare it with levels={tuple(levels)}")
-        if k == 0:
+        if k == 0 or differs(comparison, given[first_name]):  # a run with its own steps gets its own theory
             doc.set_theory(comparison.timesteps, comparison.log_snr, comparison.spectrum_aware, comparison.m2_law,
-                           expected=comparison.expected, expected_std=comparison.expected_std)
+                           expected=comparison.expected, expected_std=comparison.expected_std, run=name)
+        if k == 0:
             doc.set_final_rapsd(rapsd(traj.sample)[1])
         with one_thread():
             frames = build_frames(traj.steps, model.to_rgb, levels, sample=sample)
         doc.set_frames(name, frames)
         doc.set_comparison(name, comparison)
         doc.titles[name].text = f"<b>run {html.escape(name)}</b>: {describe(traj, comparison)}"
-    doc.header.text = (f"<h3 style='margin:4px 0'>chromaviz run: {html.escape(str(first.metadata.get('model', {}).get('name', model.name)))}</h3>"
-                       f"measured with {html.escape(method)} bands (markers) against the expected chromatography of run "
-                       f"{html.escape(first_name)} with its ±2σ band (dash-dotted, shaded); the run replayed from its own "
-                       "noise (dotted: a consistency check), the latest each band can form (lines), m² law (dashed)")
+    title = str(first.metadata.get("model", {}).get("name", model.name))
+    doc.set_header(f"chromaviz run: {title}", method, tuple(runs))
     return doc
+
+
+def differs(a: analysis.Comparison, b: analysis.Comparison) -> bool:
+    """Whether two runs' comparisons sit at other noise levels (another scheduler or number of
+    steps), so that the second's theory is not the first's."""
+    return len(a.timesteps) != len(b.timesteps) or not np.allclose(np.asarray(a.log_snr, dtype=float),
+                                                                   np.asarray(b.log_snr, dtype=float), equal_nan=True)
 
 
 _LOADER_JS = """

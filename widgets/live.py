@@ -95,11 +95,30 @@ class BatchedBokehModel(BokehModel):
             self._send_patch([event])
 
     def _send_patch(self, events: list) -> None:
-        """The messages of jupyter_bokeh's ``_document_patched``, for a list of events."""
-        msg = Protocol().create("PATCH-DOC", events)
+        """The messages of jupyter_bokeh's ``_document_patched``, for a list of events (less those
+        :func:`superseded` in it)."""
+        msg = Protocol().create("PATCH-DOC", superseded(events))
         self.send({"msg": "patch", "payload": msg.header_json})
         self.send({"msg": "patch", "payload": msg.metadata_json})
         self.send({"msg": "patch", "payload": msg.content_json})
         for buffer in msg.buffers:
             self.send({"msg": "patch", "payload": json.dumps(buffer.ref)})
             self.send({"msg": "patch"}, [buffer.to_bytes()])
+
+
+def superseded(events: list) -> list:
+    """``events`` less the rows streamed or patched into a source whose columns were replaced earlier
+    in the same list: the replacement is serialized when the message is made, with the source's data
+    as it is then, rows streamed after it included, so sending the stream too would add them twice
+    (a run drawn once while sampling showed its first frame twice on the scrubber)."""
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent, ColumnsStreamedEvent, ModelChangedEvent
+
+    replaced, kept = set(), []
+    for event in events:
+        model = getattr(event, "model", None)
+        if isinstance(event, ColumnDataChangedEvent) or (isinstance(event, ModelChangedEvent) and event.attr == "data"):
+            replaced.add(id(model))
+        elif isinstance(event, (ColumnsStreamedEvent, ColumnsPatchedEvent)) and id(model) in replaced:
+            continue
+        kept.append(event)
+    return kept

@@ -21,7 +21,18 @@ Measuring it
 :func:`band_provenance` compares the final samples of the composed run with an ``A``-only and a
 ``B``-only run from the same seed, band by band (box pyramid: the band of level ``m`` is what
 pooling by ``m`` keeps and pooling by ``2m`` does not). :func:`crossover_level` finds the level
-where ``B`` overtakes ``A``, interpolated in ``log2 m``.
+where ``B`` overtakes ``A``, interpolated in ``log2 m``; :func:`measure_switch` runs the three
+samples and measures them in one call.
+
+Which models compose
+--------------------
+A switch can only hand B what is still undecided, and B keeps what A decided only if B's data
+allows it. For Gaussian data whose prompts share one covariance and differ in their means, each
+Fourier mode of the composed sample is exactly, on the probability-flow path,
+``x0_A + (1 − √r)/(1 − √r_T)·(x0_B − x0_A)`` with ``r`` the mode's signal fraction at the switch and
+``r_T`` at the first step: :class:`~chromaviz.models.LayoutTexture` (``docs/composing.md``). A model
+that memorises (:class:`~chromaviz.models.ExemplarMixture`) or commits to its discrete attributes in
+its first steps (the bundled shapes network) does not compose: B replaces the whole image.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ from ..sampling.trajectory import Trajectory
 
 __all__ = [
     "Switch", "Provenance", "by_resolution", "by_fraction", "naive_fractions", "plan",
-    "equivalent_fraction", "band_provenance", "band_weights", "crossover_level",
+    "equivalent_fraction", "band_provenance", "band_weights", "crossover_level", "measure_switch", "switch_law",
 ]
 
 _UNSET: Any = object()
@@ -508,8 +519,9 @@ def crossover_level(provenance: Provenance, by: str = "weight") -> float:
         Walking from the coarsest level to the finest, the first level where the difference
         ``d = B − A`` turns from negative (A) to non-negative (B), linearly interpolated in
         ``log2 m`` between the two levels around the sign change (block size in pixels, so
-        ``2**x``). ``inf`` when ``B`` wins at every level (the crossover lies coarser than the
-        coarsest level measured), ``0`` when ``A`` wins at every level (finer than the finest),
+        ``2**x``). ``inf`` when ``B`` wins the coarsest level (the crossover lies coarser than the
+        coarsest level measured; the weights tell "B at every level" from an inverted result, where
+        ``A`` wins a finer level), ``0`` when ``A`` wins at every level (finer than the finest),
         NaN if a band has no variance.
     """
     if by not in ("weight", "corr"):
@@ -526,3 +538,145 @@ def crossover_level(provenance: Provenance, by: str = "weight") -> float:
             u = d[k - 1] / (d[k - 1] - d[k])  # fraction of the way from level k−1 to k where d = 0
             return float(2.0 ** (x[k - 1] + u * (x[k] - x[k - 1])))
     return 0.0
+
+
+def measure_switch(
+    model: Any,
+    coarse: str,
+    fine: str,
+    level: int,
+    *,
+    num_inference_steps: int = 50,
+    guidance: float | None = None,
+    seed: int = 0,
+    batch_size: int = 4,
+    scheduler: Any = "default",
+    device: str | None = "cpu",
+) -> tuple[Provenance, dict[str, Trajectory]]:
+    """Sample ``coarse`` alone, ``fine`` alone and ``by_resolution(coarse=…, fine=…, level=…)`` from one
+    seed, and measure where each band of the composed samples came from.
+
+    Parameters
+    ----------
+    model : Denoiser
+        A prompt-conditional chromaviz model.
+    coarse, fine : str
+        Prompt A (the levels coarser than ``level``) and prompt B (the finer ones).
+    level : int
+        The crossover level m (a power of two, pixels of block size of the model's sample grid).
+    num_inference_steps : int
+        N of every run.
+    guidance : float, optional
+        Classifier-free guidance scale of every run (default: the model's ``recommended_guidance``).
+    seed, batch_size : int
+        Shared by the three runs, so that sample ``i`` of each starts from the same noise.
+    scheduler : str or diffusers scheduler
+        As in :func:`~chromaviz.sampling.sample`.
+    device : str, optional
+        Torch device (default CPU).
+
+    Returns
+    -------
+    (Provenance, dict)
+        :func:`band_provenance` of the composed run against the two single-prompt runs, and the runs
+        by name: ``"A"``, ``"B"``, ``"composed"`` (final samples only; nothing else recorded).
+
+    Raises
+    ------
+    ValueError
+        Before any sampling: an unconditional model, a prompt the model refuses, or a bad level
+        (as :func:`by_resolution`).
+
+    Examples
+    --------
+    >>> from chromaviz.models import LayoutTexture
+    >>> model = LayoutTexture(size=16)
+    >>> p, runs = measure_switch(model, *model.example_prompts, level=2, num_inference_steps=10, batch_size=2)
+    >>> p.levels, sorted(runs)
+    ((1, 2, 4), ['A', 'B', 'composed'])
+    """
+    from ..sampling import sample
+
+    if not getattr(model, "conditional", False):
+        raise ValueError(f"composing needs a prompt-conditional model; {getattr(model, 'name', model)!r} takes no prompt")
+    schedule = by_resolution(coarse=coarse, fine=fine, level=level)
+    for prompt in (coarse, fine):
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"coarse and fine must be non-empty prompts, got {prompt!r}")
+        model.check_prompt(prompt)
+    options = {"num_inference_steps": num_inference_steps, "seed": seed, "batch_size": batch_size,
+               "scheduler": scheduler, "device": device, "record": (),
+               "guidance": model.recommended_guidance if guidance is None else guidance}
+    runs = {"A": sample(model, coarse, **options), "B": sample(model, fine, **options)}
+    runs["composed"] = sample(model, schedule, **options)
+    return band_provenance(runs["composed"], runs["A"], runs["B"]), runs
+
+
+def switch_law(
+    only_a: torch.Tensor | Trajectory,
+    only_b: torch.Tensor | Trajectory,
+    power: np.ndarray,
+    switch_log_snr: float,
+    first_log_snr: float = -math.inf,
+) -> torch.Tensor:
+    """The composed samples the per-mode switch law predicts from the A-only and B-only runs.
+
+    For data whose prompts are Gaussians with one shared stationary covariance (spectrum P) and
+    different means, the probability-flow path of each Fourier mode k is linear in the initial
+    noise and in the means, and a switch from A to B at log-SNR λ_s gives exactly
+
+        x0(k) = x0_A(k) + (1 − √r_s(k)) / (1 − √r_T(k)) · (x0_B(k) − x0_A(k)),
+        r(k) = SNR·P(k) / (1 + SNR·P(k)),
+
+    with r_s at the switch and r_T at the first step (0 for a zero-terminal-SNR schedule): a mode
+    keeps A's mean once its signal fraction passes 1/4 (√r = 1/2). It is derived from
+    x0 − μ = (x_t − α_t·μ)·√(P/(α_t²·P + σ_t²)) (THEORY §4b, the deterministic path of a mode) and
+    uses nothing of the composed run, so :func:`band_provenance` of its result against the same
+    A and B runs is a prediction the composed run can fail.
+
+    Parameters
+    ----------
+    only_a, only_b : Tensor, shape (B, C, H, W), or Trajectory
+        Final samples of the single-prompt runs (same seed).
+    power : ndarray, shape (H, W) or (C, H, W)
+        The shared data spectrum per mode of the orthonormal FFT (white noise = 1), e.g.
+        ``model.data_power(H, W)``.
+    switch_log_snr : float
+        λ of the first step with prompt B (``plan``'s switch step).
+    first_log_snr : float
+        λ of the first step of the run (−inf: nothing inherited from the initial noise).
+
+    Returns
+    -------
+    Tensor, shape (B, C, H, W), float64
+        The predicted composed samples.
+
+    Raises
+    ------
+    ValueError
+        For samples of different shapes, a spectrum of another size, or a switch before the first step.
+
+    Examples
+    --------
+    >>> a, b = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+    >>> x = switch_law(a, b, np.ones((4, 4)), switch_log_snr=0.0)  # r = 1/2 at every mode
+    >>> round(float(x.mean()), 4)  # 1 − √½
+    0.2929
+    """
+    a, b = _final(only_a, "only_a"), _final(only_b, "only_b")
+    if a.shape != b.shape:
+        raise ValueError(f"only_a has shape {tuple(a.shape)}, only_b {tuple(b.shape)}; they must match")
+    p = np.asarray(power, dtype=np.float64)
+    if p.shape[-2:] != tuple(a.shape[-2:]):
+        raise ValueError(f"power has shape {p.shape}; the samples are {tuple(a.shape[-2:])}")
+    if not switch_log_snr >= first_log_snr:
+        raise ValueError(f"the switch (λ = {switch_log_snr:g}) lies before the first step (λ = {first_log_snr:g})")
+
+    def root_r(lam: float) -> np.ndarray:
+        snr_p = math.exp(lam) * p if lam > -math.inf else np.zeros_like(p)
+        return np.sqrt(snr_p / (1 + snr_p))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = (1 - root_r(switch_log_snr)) / (1 - root_r(first_log_snr))
+    share = torch.from_numpy(np.nan_to_num(share, nan=0.0, posinf=0.0))  # a mode decided at the first step keeps A
+    return torch.fft.ifft2(torch.fft.fft2(a) + share * torch.fft.fft2(b - a)).real

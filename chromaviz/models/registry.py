@@ -4,8 +4,8 @@ One place that turns the ``model`` setting of a run (``chromaviz run --model``, 
 -p model``, a sweep's cells, :class:`chromaviz.runs.RunSpec`) into a
 :class:`~chromaviz.models.base.Denoiser`:
 
-- the built-in models by name: ``gaussian`` and ``exemplars`` (exact, no weights; they take a noise
-  schedule preset) and ``shapes`` (the bundled trained network, which keeps the schedule it was
+- the built-in models by name: ``gaussian``, ``exemplars`` and ``layout`` (exact, no weights; they
+  take a noise schedule preset) and ``shapes`` (the bundled trained network, which keeps the schedule it was
   trained with);
 - anything else is a diffusers pipeline: a folder written by ``save_pretrained`` or a model id in
   the local Hugging Face cache (:func:`chromaviz.models.diffusers.adapter.load_pipeline`).
@@ -33,6 +33,12 @@ def _exemplars(**options: Any) -> Denoiser:
     from .exemplars import ExemplarMixture
 
     return ExemplarMixture(**options)
+
+
+def _layout(**options: Any) -> Denoiser:
+    from .layout import LayoutTexture
+
+    return LayoutTexture(**options)
 
 
 def _shapes(**options: Any) -> Denoiser:
@@ -67,6 +73,8 @@ class BuiltinModel:
 MODELS: Mapping[str, BuiltinModel] = MappingProxyType({
     "gaussian": BuiltinModel("gaussian", _gaussian, False, "exact power-law Gaussian with its Wiener denoiser; unconditional"),
     "exemplars": BuiltinModel("exemplars", _exemplars, False, "exact mixture of scikit-image's photographs; takes prompts"),
+    "layout": BuiltinModel("layout", _layout, False, "exact Gaussian layouts with named textures; takes prompts, "
+                           "composes by resolution"),
     "shapes": BuiltinModel("shapes", _shapes, True, "the bundled trained text-to-image network (32×32 shapes)"),
 })
 """The built-in models by name."""
@@ -77,9 +85,13 @@ BUILTIN: Mapping[str, Callable[..., Denoiser]] = MappingProxyType({name: m.loade
 TRAINED = frozenset(name for name, m in MODELS.items() if m.trained)
 """Built-in models that are trained networks: they keep the schedule they were trained with."""
 
+EXPLORER_MODEL = "layout"
+"""The built-in model the explorer opens with (``load_builtin(EXPLORER_MODEL)``, its own default schedule):
+the one on which a prompt switch at the birth of a level composes (``docs/composing.md``)."""
+
 
 def is_builtin(model: Any) -> bool:
-    """True if ``model`` names a built-in model (``"gaussian"``, ``"exemplars"``, ``"shapes"``)."""
+    """True if ``model`` names a built-in model (``"gaussian"``, ``"exemplars"``, ``"layout"``, ``"shapes"``)."""
     return isinstance(model, str) and model in MODELS
 
 
@@ -106,7 +118,7 @@ def load_model(model: str, *, size: int | None = None, schedule: Any = "scaled_l
     Parameters
     ----------
     model : str
-        ``gaussian``, ``exemplars``, ``shapes`` (:data:`MODELS`), or a folder written by
+        ``gaussian``, ``exemplars``, ``layout``, ``shapes`` (:data:`MODELS`), or a folder written by
         ``save_pretrained`` (or a model id already in the local Hugging Face cache).
     size : int, optional
         Height and width in pixels of the built-in models' grid (default: the model's own).
@@ -146,4 +158,4 @@ def load_model(model: str, *, size: int | None = None, schedule: Any = "scaled_l
     return load_pipeline(model, torch_dtype=dtype or None, device=device or None)
 
 
-__all__ = ["BUILTIN", "MODELS", "TRAINED", "BuiltinModel", "is_builtin", "load_builtin", "load_model"]
+__all__ = ["BUILTIN", "EXPLORER_MODEL", "MODELS", "TRAINED", "BuiltinModel", "is_builtin", "load_builtin", "load_model"]

@@ -90,6 +90,29 @@ def is_flow_scheduler(scheduler) -> bool:
     return type(scheduler).__name__.startswith("FlowMatch") or bool(scheduler.config.get("use_flow_sigmas"))
 
 
+def stepping_target(scheduler, noise_levels) -> str:
+    """The parametrisation ``scheduler.step`` is given: ``"flow"``, or its ``prediction_type``, where an
+    ε-prediction scheduler stepping through α = 0 (zero terminal SNR) is switched to ``"v_prediction"``
+    in place: from ε its x̂0 = (x_t − σ·ε)/α is 0/0 there (DDIM, DDPM and PNDM step to NaN), while
+    v = α·ε − σ·x̂0 is finite everywhere (Lin et al. 2023, "Common diffusion noise schedules and sample
+    steps are flawed"). The sampler and the predictions step the same way through this one rule.
+
+    Examples
+    --------
+    >>> from chromaviz.noise import Schedule, plan_steps
+    >>> plan = plan_steps(Schedule.preset("squaredcos_cap_v2").zero_terminal_snr(), 10, "ddim")
+    >>> stepping_target(plan.new_scheduler(), plan.noise)
+    'v_prediction'
+    """
+    if is_flow_scheduler(scheduler):
+        return "flow"
+    target = scheduler.config.get("prediction_type", "epsilon")
+    if target == "epsilon" and any(level.alpha == 0 for level in noise_levels):
+        scheduler.register_to_config(prediction_type="v_prediction")
+        return "v_prediction"
+    return target
+
+
 def schedulers_for(schedule: Schedule) -> tuple[str, ...]:
     """The :data:`SCHEDULERS` names that can sample ``schedule``, in their order: the
     flow-matching ones (:data:`FLOW_SCHEDULERS`) for a ``"flow"`` schedule, the others otherwise.
@@ -113,7 +136,15 @@ def schedulers_for(schedule: Schedule) -> tuple[str, ...]:
     ('ddim', 'ddpm', 'pndm')
     """
     flow = schedule.kind == "flow"
-    return tuple(n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == flow)
+    return tuple(n for n in SCHEDULERS if (n in FLOW_SCHEDULERS) == flow and _steps_zero_snr(n, schedule))
+
+
+def _steps_zero_snr(name: str, schedule: Schedule) -> bool:
+    """False where ``schedule`` is rescaled to zero terminal SNR and scheduler ``name``'s class cannot take
+    that (it has no ``rescale_betas_zero_snr``: it would silently step the unrescaled betas)."""
+    class_name, overrides = SCHEDULERS[name]
+    zero_snr = {**schedule.scheduler_config, **overrides}.get("rescale_betas_zero_snr")
+    return not zero_snr or "rescale_betas_zero_snr" in _options(class_name)
 
 
 def _own_class(schedule: Schedule) -> str | None:
@@ -185,7 +216,7 @@ def make_scheduler(scheduler, schedule: Schedule):
         raise ValueError(f"scheduler {name!r} cannot sample a {schedule.kind!r} schedule; choose one of {allowed}")
     class_name, overrides = SCHEDULERS[name]
     config = {**schedule.scheduler_config, **overrides}
-    if config.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in _options(class_name):
+    if not _steps_zero_snr(name, schedule):
         able = sorted(n for n, (c, _) in SCHEDULERS.items() if "rescale_betas_zero_snr" in _options(c))
         raise ValueError(f"scheduler {name!r} ({class_name}) cannot step a zero-terminal-SNR schedule: it has no "
                          f"rescale_betas_zero_snr and would silently use the unrescaled betas; choose one of {able}")

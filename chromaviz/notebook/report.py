@@ -113,7 +113,8 @@ def record(name: str, value: Any) -> None:
     Notes
     -----
     In a Jupyter kernel this displays one output whose data holds ``{FIGURE_MIME: {"name", "value"},
-    "text/plain": "name = value"}``; elsewhere it prints ``name = value``.
+    "text/plain": ""}``: the value is in the executed notebook for :func:`read_figures`, and nothing
+    shows on screen (the notebook's tables and figures show it); elsewhere it prints ``name = value``.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"a figure name must be a non-empty string, got {name!r}")
@@ -122,7 +123,7 @@ def record(name: str, value: Any) -> None:
     ipython = sys.modules.get("IPython")  # already loaded in a kernel; never imported here
     shell = ipython.get_ipython() if ipython is not None else None
     if shell is not None:
-        shell.display_pub.publish(data={FIGURE_MIME: {"name": name, "value": encoded}, "text/plain": text}, metadata={})
+        shell.display_pub.publish(data={FIGURE_MIME: {"name": name, "value": encoded}, "text/plain": ""}, metadata={})
     else:
         print(text)
 

@@ -29,7 +29,7 @@ from .. import _checks
 from .. import __version__
 from ..models.base import Denoiser, join_prediction, split_prediction
 from ..noise.plan import NoiseLevel, StepPlan, plan_steps
-from ..noise.schedulers import image_seq_len, is_flow_scheduler
+from ..noise.schedulers import image_seq_len, stepping_target
 from ..prompts import PromptSchedule
 from .guidance import Guidance, check_prompt
 from .recorder import Recorder, SamplingError, SamplingInterrupted, check_host_memory, recording_bytes
@@ -369,12 +369,7 @@ class _Run:
 def _prepare(inputs: _Inputs, plan: StepPlan) -> _Run:
     model = inputs.model
     sched = plan.new_scheduler()
-    target = "flow" if is_flow_scheduler(sched) else sched.config.get("prediction_type", "epsilon")
-    if target == "epsilon" and any(lv.alpha == 0 for lv in plan.noise):
-        # Zero terminal SNR: from ε, x̂0 = (x_t − σ·ε)/α is 0/0 at α = 0 (DDIM, DDPM and PNDM
-        # step to NaN). Hand the scheduler v = α·ε − σ·x̂0 instead (Lin et al. 2023): finite everywhere.
-        sched.register_to_config(prediction_type="v_prediction")
-        target = "v_prediction"
+    target = stepping_target(sched, plan.noise)  # v, not ε, through α = 0 (zero terminal SNR)
     traj = Trajectory(metadata=_metadata(inputs, plan, sched))
     shape = (inputs.batch_size, model.channels, *inputs.size)
     recorder = Recorder(traj, plan, shape=shape, dtype=model.dtype, device=inputs.device, record=inputs.record,

@@ -18,19 +18,59 @@ from .. import theory
 from ..analysis import BAND_SIGMAS, Comparison
 from ..sampling.trajectory import Trajectory
 
-LEVEL_COLORMAP = "viridis"
-"""Colormap of the levels (perceptually uniform, readable in grey and by colour-blind readers)."""
+LEVEL_COLORMAP = "plasma"
+"""Colormap of the levels: perceptually uniform and readable by colour-blind readers (it was designed
+with viridis for that), taken only as far as every colour keeps :data:`MIN_CONTRAST` on white."""
+
+LEVEL_ENTRIES = (0, 150)
+"""The stretch of the colormap's 256-entry table the levels are spread over, finest to coarsest.
+Beyond entry 164 plasma's colours fall below 3:1 on white (viridis' beyond 153: its light yellow
+end, the colour a coarsest level had, is 1.5:1 and vanished on a projector)."""
+
+MIN_CONTRAST = 3.0
+"""Least contrast ratio (WCAG 2) of every level colour on a white background: the ratio WCAG asks of
+graphics a reader has to tell apart."""
 
 FIGURE_FORMATS = ("png", "svg")
 """Formats every saved figure is written in: PNG for screens, SVG (vector) for print."""
 
 
+def contrast_ratio(colour: str, background: str = "#ffffff") -> float:
+    """WCAG 2 contrast ratio of two colours, from 1 (the same) to 21 (black on white).
+
+    Parameters
+    ----------
+    colour, background : str
+        Colours as matplotlib reads them (``"#rrggbb"``, a name).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> round(contrast_ratio("#000000"), 1)
+    21.0
+    """
+    from matplotlib.colors import to_rgb
+
+    def luminance(c: str) -> float:
+        rgb = np.asarray(to_rgb(c))
+        rgb = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+        return float(rgb @ [0.2126, 0.7152, 0.0722])
+
+    hi, lo = sorted((luminance(colour), luminance(background)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
 def level_colours(n: int) -> list[str]:
-    """Colours of ``n`` levels, finest (dark) to coarsest (light), as ``"#rrggbb"`` strings.
+    """Colours of ``n`` levels, finest (darkest) to coarsest, as ``"#rrggbb"`` strings.
 
     The one palette of levels for matplotlib and bokeh alike (pass the strings to either): entries
-    10 to 230 of matplotlib's 256-entry viridis table, spread evenly (bokeh's ``Viridis256`` is the
-    same table, rounded differently by one unit here and there).
+    :data:`LEVEL_ENTRIES` of matplotlib's 256-entry :data:`LEVEL_COLORMAP` table, spread evenly
+    (bokeh's ``Plasma256`` is the same table). Every colour has at least :data:`MIN_CONTRAST` on
+    white, so a level stays visible when projected, and the order of levels reads as a run from
+    dark blue to orange-red, also for colour-blind readers.
 
     Parameters
     ----------
@@ -45,6 +85,13 @@ def level_colours(n: int) -> list[str]:
     ------
     ValueError
         If ``n`` is not a positive integer.
+
+    Examples
+    --------
+    >>> level_colours(3)
+    ['#0d0887', '#8e0ca4', '#de6164']
+    >>> min(contrast_ratio(c) for c in level_colours(7)) >= MIN_CONTRAST
+    True
     """
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
@@ -53,7 +100,7 @@ def level_colours(n: int) -> list[str]:
 
     n = positive_int("n", n)
     table = colormaps[LEVEL_COLORMAP].colors
-    return [to_hex(table[int(i)]) for i in np.linspace(10, 230, n)]
+    return [to_hex(table[int(i)]) for i in np.linspace(*LEVEL_ENTRIES, n)]
 
 
 def save_figure(fig, path: str | Path, *, dpi: int = 110, formats: Sequence[str] = FIGURE_FORMATS) -> Path:
@@ -358,9 +405,7 @@ def schedule_chromatograms(timings, *, ncols: int | None = None):
         step i, s_m(λ_i) − s_m(λ_{i−1}); squares at x = 0 mark row 0, what the run inherits from
         its initial noise, and a dotted line each level's birth step.
     """
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
-
 
     items = list(timings.items())
     if not items:

@@ -89,10 +89,11 @@ class Frame:
 
     def position(self, coordinate: str) -> float:
         """Where this step sits on the x axis ``coordinate`` ("step", "timestep" or "log_snr");
-        NaN for an infinite λ (such a point cannot be drawn)."""
+        NaN for an infinite λ (such a point cannot be drawn). Steps count from 1, as the caption
+        and the scrubber count them."""
         if coordinate not in COORDINATES:
             raise ValueError(f"coordinate must be one of {COORDINATES}, got {coordinate!r}")
-        value = {"step": float(self.index), "timestep": self.timestep, "log_snr": self.log_snr}[coordinate]
+        value = {"step": float(self.index + 1), "timestep": self.timestep, "log_snr": self.log_snr}[coordinate]
         return value if math.isfinite(value) else math.nan
 
 

@@ -282,11 +282,18 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
 
     Raises
     ------
+    TypeError
+        ``model`` is neither text nor a path.
     ValueError
-        The folder is not a diffusers pipeline, or the id is neither local nor reachable.
+        An empty ``model``; the folder is not a diffusers pipeline, or the id is neither local nor reachable.
     """
     from diffusers import AutoencoderTiny, DiffusionPipeline
 
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a pipeline folder or a hub id such as 'org/name' (str or path), got "
+                        f"{model!r} ({type(model).__name__})")
+    if not os.fspath(model).strip():
+        raise ValueError("model is empty: give a pipeline folder written by save_pretrained or a hub id such as 'org/name'")
     if isinstance(torch_dtype, str):  # "float16" as well as torch.float16, never silently float32
         torch_dtype = _checks.dtype_name("torch_dtype", torch_dtype)
     elif torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
