@@ -633,7 +633,9 @@ def planned_theory(plan, model, height: int, width: int, *, method: str = "rings
     levels : sequence of int, optional
         Default :func:`chromaviz.spectral.levels_for` of the grid.
     batch_size : int, optional
-        B of the run: with it (and an exact spectrum) the expected band is computed, else it is None.
+        B of the run: with it (and an exact spectrum) the expected band is computed, else it is None;
+        for one sample only where the data is zero-mean Gaussian (one sample is measured about zero,
+        so its energies hold the data's mean, which the band of the spectrum about the mean leaves out).
     channels : int, optional
         C of the run (default ``model.channels``).
     eta : float
@@ -672,7 +674,10 @@ def planned_theory(plan, model, height: int, width: int, *, method: str = "rings
     log_snr = np.asarray(plan.log_snr, dtype=np.float64)
     spectrum_aware, m2 = expected(log_snr, levels, power, method)
     band = None
-    if batch_size is not None and power is not None and source == "model":
+    # one sample is measured about zero: its band energies then hold the data's mean (a prompt's layout,
+    # a photograph), which an expected band of the spectrum about the mean leaves out (compare() drops it too)
+    zero_mean = getattr(getattr(model, "data", None), "gaussian", False)
+    if batch_size is not None and power is not None and source == "model" and (batch_size >= 2 or zero_mean):
         channels = channels if channels is not None else int(getattr(model, "channels", 1))
         band = prediction.expected_run(plan.scheduler, plan.noise, power, batch_size=batch_size, channels=channels,
                                        levels=levels, method=method, eta=eta)

@@ -128,7 +128,7 @@ def one_error_line(capsys, argv) -> str:
     (["report", "-p", "model", "shapes", "-p", "schedule", "linear"], "model shapes keeps the schedule it was trained with"),
     (["report", "-p", "dtype", "float16"], "-p dtype applies to diffusers pipelines"),
     (["run", "--steps", "100000"], "DDIMScheduler cannot take 100000 steps: at most 1000"),
-    (["sweep", "-p", "prompt", "", "cat"], "takes no prompt (got -p prompt 'cat'); leave prompt empty, or use a conditional model (exemplars, shapes) (in the cell prompt-cat)"),
+    (["sweep", "-p", "prompt", "", "cat"], "takes no prompt (got -p prompt 'cat'); leave prompt empty, or use a conditional model (exemplars, layout, shapes) (in the cell prompt-cat)"),
     (["report", "-p", "schedule", "bogus"], "unknown schedule preset 'bogus'"),
     (["report", "-p", "steps", "100000"], "DDIMScheduler cannot take 100000 steps: at most 1000, the schedule's training"),
     (["report", "-p", "size", "100000"], "-p size 100000 with -p batch 8 and -p steps 50 needs about"),

@@ -212,6 +212,8 @@ def test_bad_constructor_arguments_are_clear_errors(mixture):
         Explorer(mixture, num_steps=500)
     with pytest.raises(TypeError, match="prompt"):
         Explorer(mixture, prompt=3)
+    with pytest.raises(ValueError, match=r"seed .*9007199254740991"):  # was clamped to 2**63 − 1 without a word
+        Explorer(mixture, seed=2**63)
 
 
 def test_a_refresh_draws_the_newest_step_and_the_end_puts_every_step_on_the_scrubber(mixture):

@@ -43,6 +43,10 @@ from .live import BatchedBokehModel
 from .worker import BATCH, LivePrompt, RunState, SamplingJob
 
 SWITCH_UNITS = ("fraction", "timestep", "log_snr", "level")
+MAX_SEED = 2**53 - 1
+"""The largest seed the explorer's field holds: the browser keeps a widget's number as a JavaScript
+double, exact up to 2**53 − 1 (larger seeds were silently clamped; sample() takes up to 2**64 − 1)."""
+
 DEFAULT: Any = object()  # "the model's example prompt"
 SIZES = (32, 64, 96, 128)
 STEPS = (2, 200)
@@ -84,7 +88,7 @@ class Explorer:
     guidance : float, optional
         Classifier-free guidance scale, 0 to 10 (default: the model's ``recommended_guidance``).
     seed : int
-        Seed of both runs, ≥ 0.
+        Seed of both runs, 0 to :data:`MAX_SEED` (2**53 − 1, what the browser's field holds exactly).
     size : int, optional
         Image size in pixels (default: the model's).
     device : str, optional
@@ -128,7 +132,7 @@ class Explorer:
         self.scheduler_names = ["default", *schedulers_for(self.model.schedule)]
         scheduler = _checks.choice("scheduler", scheduler, self.scheduler_names)
         num_steps = _checks.integer("num_steps", num_steps, minimum=STEPS[0], maximum=STEPS[1])
-        seed = _checks.integer("seed", seed, minimum=0)
+        seed = _checks.integer("seed", seed, minimum=0, maximum=MAX_SEED)
         guidance = _checks.real("guidance", self.model.recommended_guidance if guidance is None else guidance,
                                 minimum=0, maximum=10)
         size = _checks.positive_int("size", size if size is not None else self.model.default_size[0])
@@ -187,7 +191,7 @@ class Explorer:
         self.switch_level = W.Dropdown(options=[1, 2, 4, 8, 16, 32], value=8, description="", layout=W.Layout(width="60px"))
         self.from_theory = W.Button(description="at birth of level m", layout=W.Layout(width="150px"),
                                     tooltip="set the switch time, in the chosen unit, to the birth of level m (m²·SNR = 1)")
-        self.seed = W.BoundedIntText(value=seed, min=0, max=2**63 - 1, description="seed", layout=W.Layout(width="150px"))
+        self.seed = W.BoundedIntText(value=seed, min=0, max=MAX_SEED, description="seed", layout=W.Layout(width="150px"))
         self.steps = W.IntSlider(value=num_steps, min=STEPS[0], max=STEPS[1], description="steps", layout=W.Layout(width="260px"))
         self.scheduler = W.Dropdown(options=self.scheduler_names, value=scheduler, description="scheduler", layout=W.Layout(width="260px"))
         self.guidance = W.FloatSlider(value=guidance, min=0.0, max=10.0, step=0.25, description="guidance",
