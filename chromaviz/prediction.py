@@ -203,17 +203,20 @@ class NotWhiteNoise(ValueError):
 def _noise_stds(sched, levels: Sequence[NoiseLevel], step_kwargs: dict, white: bool = True) -> np.ndarray:
     """The white-noise standard deviation each ``sched.step`` injects.
 
-    ``sched`` is stepped on float64 zeros of :data:`NOISE_CHECK_SHAPE` with a seeded generator, so its
+    A copy of ``sched`` is stepped on float64 zeros of :data:`NOISE_CHECK_SHAPE` with a seeded generator, so its
     output is the noise alone; it is checked, element by element, to be std·z for the normals z that
     diffusers' ``randn_tensor`` draws from the same generator state in the sample's dtype or in float32
     (SDE-DPM-Solver++ draws in float32 whatever the sample's dtype). The dtype is found by that check,
     not assumed; noise that matches neither is refused (:class:`NotWhiteNoise`), unless ``white`` is
     False: then the root mean square of each step's noise is returned (0 where a step adds none).
     """
+    import copy
+
     from diffusers.utils.torch_utils import randn_tensor
 
-    if "generator" not in step_kwargs:
+    if "generator" not in step_kwargs or step_kwargs.get("eta", None) == 0:  # η = 0: DDIM's steps add no noise
         return np.zeros(len(levels))
+    sched = copy.deepcopy(sched)
     gen = torch.Generator().manual_seed(0)
     scale = getattr(sched, "scale_model_input", lambda sample, timestep: sample)
     zeros = torch.zeros(NOISE_CHECK_SHAPE, dtype=torch.float64)  # 4-D: some schedulers read shape[1]
@@ -290,19 +293,18 @@ def mode_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0
     import copy
 
     p = torch.as_tensor(np.asarray(power, dtype=np.float64).ravel())
-    scheduler = copy.deepcopy(scheduler)
-    target = stepping_target(scheduler, levels)  # as the sampler steps: v, not ε, through α = 0
     stepped = copy.deepcopy(scheduler)
+    target = stepping_target(stepped, levels)  # as the sampler steps: v, not ε, through α = 0
     accepted = inspect.signature(stepped.step).parameters
     step_kwargs = {k: v for k, v in {"eta": eta, "generator": None}.items() if k in accepted}
-    stds = _noise_stds(copy.deepcopy(scheduler), levels, step_kwargs, white=lanes)
+    stds = _noise_stds(stepped, levels, step_kwargs, white=lanes)  # steps a copy of it, where it must
     lane_of = np.cumsum(stds > 0) if lanes else np.zeros(len(stds), dtype=np.int64)  # 1, 2, … (0: none)
     tracked = lanes
     lanes = 1 + int(lane_of[-1]) if len(stds) else 1
     scale = getattr(stepped, "scale_model_input", lambda sample, timestep: sample)
     x = torch.zeros((lanes, 1, 1, len(p)), dtype=torch.float64)  # (B, C, H, W) as schedulers expect
     x[0] = float(getattr(stepped, "init_noise_sigma", 1.0))
-    stepper = _NoiseFree(scheduler, step_kwargs, injects=bool(stds.any()))
+    stepper = _NoiseFree(stepped, step_kwargs, injects=bool(stds.any()))  # copies it before it is stepped
     x0_gains = np.empty((len(levels), lanes, len(p)))
     input_scale = 1.0
     for i, (t, level) in enumerate(zip(stepped.timesteps, levels)):
