@@ -228,6 +228,20 @@ def dtype_name(name: str, value: str) -> Any:
     return named
 
 
+def written_as_path(model: str) -> bool:
+    """True if the text ``model`` can only mean a folder: absolute, starting with ``.`` or ``~``, or with
+    more than one ``/`` (a hub id such as ``org/name`` has one).
+
+    Examples
+    --------
+    >>> written_as_path("models/sd15/unet"), written_as_path("org/name"), written_as_path("./sd")
+    (True, False, True)
+    """
+    from pathlib import Path
+
+    return model.startswith((".", "~")) or Path(model).expanduser().is_absolute() or model.count("/") > 1
+
+
 def torch_device(name: str, value: Any) -> Any:
     """The :class:`torch.device` ``value`` names, refused unless this machine has it.
 

@@ -447,11 +447,11 @@ def _local_folder(value: str) -> None:
     """A model written as a path (absolute, or starting with ``.`` or ``~``, or with more than one
     ``/``: a model id has one) must be a folder on this machine: refused before any work where the
     run is local (a sweep's cells may run where the path exists)."""
+    from . import _checks
     from .models.registry import is_builtin
 
     path = Path(value).expanduser()
-    looks_like_path = value.startswith((".", "~")) or path.is_absolute() or value.count("/") > 1
-    if is_builtin(value) or not looks_like_path or path.is_dir():
+    if is_builtin(value) or not _checks.written_as_path(value) or path.is_dir():
         return
     why = "is a file, not a folder" if path.exists() else "does not exist"
     raise ValueError(f"model {value!r} {why}: give a diffusers pipeline folder (written by save_pretrained), a "

@@ -103,12 +103,12 @@ def samples_png(traj, model, count: int = SAMPLES_SHOWN, height: int = 96) -> by
     import torch
     from PIL import Image
 
+    from ..views.figures import _strip_canvas
+
     with torch.no_grad():
         rgb = getattr(model, "decode", model.to_rgb)(traj.sample[:count]).float().clamp(0, 1).cpu()
     scale = max(1, round(height / rgb.shape[-2]))
-    tiles = [(t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for t in rgb]
-    gap = np.full((tiles[0].shape[0], 2, 3), 255, dtype=np.uint8)
-    row = np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=1)
+    row = _strip_canvas([rgb.permute(0, 2, 3, 1).numpy()])  # the strip's tiling: side by side on white
     image = Image.fromarray(row.repeat(scale, axis=0).repeat(scale, axis=1))
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)

@@ -321,7 +321,7 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
             pipe = _pipeline_class(path).from_pretrained(path, local_files_only=True, **opts)
     else:
         model = os.fspath(model)
-        if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or path.parent.is_dir() and path.parent != Path("."):
+        if _checks.written_as_path(model) or path.parent.is_dir() and path.parent != Path("."):
             raise ValueError(f"no folder {model!r} (the folder {path} is missing); pass a folder written by "
                              "pipe.save_pretrained(folder) or a hub id like 'owner/name'")
         no_folder = f"there is no folder {path}, and " if "/" in model else ""

@@ -14,6 +14,7 @@ webui does, the results side by side). It is the default arithmetic for the emph
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -39,7 +40,7 @@ def weighted_tokens(tokenizer: Any, fragments: Sequence[tuple[str, float]]) -> t
     weights: list[float] = []
     for text, weight in fragments:
         weight = float(weight)
-        if not torch.isfinite(torch.tensor(weight)):
+        if not math.isfinite(weight):
             raise ValueError(f"the emphasis weight of {text!r} is {weight}; weights are finite numbers")
         tokens = tokenizer(text, add_special_tokens=False, truncation=False).input_ids
         ids += tokens
