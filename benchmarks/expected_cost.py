@@ -1,13 +1,18 @@
-"""What the expected chromatography and its noise band cost, against the run's own sampling time.
+"""What the three references of a run cost, against the run's own sampling time.
 
-Gaussian power-law model (α = 2), Stable Diffusion's schedule, batch 16, CPU by default. For each
-size and step count: the median wall time of ``sample(...)`` and of
-:func:`chromaviz.prediction.expected_run` (E[G] and std[G] from the plan alone, rings and pyramid
-bands), and their ratio (target ≤ 10 % of the run). Sampling and the expectation alternate so that
-both see the same machine state.
+For each size and step count, the median wall time of ``sample(...)`` and, as a percentage of it (target
+≤ 10 % each):
 
-With ``--calibration`` it prints instead the share of (step, level) cells within ±2σ of the
-expectation over true runs seed by seed (each its own ``sample()`` call), per sampler and batch:
+- **expected**: :func:`chromaviz.prediction.expected_run`, E[G] and std[G] from the plan alone, for
+  ring and pyramid bands (Gaussian power-law model, α = 2, Stable Diffusion's schedule);
+- **replay**: :func:`chromaviz.prediction.predict_run`, the run replayed from its own noise (the
+  consistency check), rings and pyramid, on the same Gaussian runs;
+- **ideal**: :func:`chromaviz.analysis.ideal_process` of the exemplar mixture (prompt "cat"), against
+  that model's own run (for Gaussian data the ideal process is a closed form and costs nothing).
+
+Batch 16, CPU by default. Each reference is timed right after the run it belongs to, so both see the
+same machine state. With ``--calibration`` it prints instead the share of (step, level) cells within ±2σ
+of the expectation over true runs seed by seed (each its own ``sample()`` call), per sampler and batch:
 the table of tests/test_expected.py, measured the long way.
 
     python benchmarks/expected_cost.py                           # 64 and 128, 50 and 200 steps, DDIM
@@ -26,9 +31,10 @@ import numpy as np
 import torch
 
 from chromaviz import GaussianPowerLaw, sample
-from chromaviz.analysis import compare
+from chromaviz.analysis import compare, ideal_process
+from chromaviz.models import ExemplarMixture
 from chromaviz.noise import plan_steps
-from chromaviz.prediction import expected_run
+from chromaviz.prediction import expected_run, predict_run
 
 
 def timed(fn) -> tuple[float, object]:
@@ -47,27 +53,39 @@ def table(rows: list[list[str]]) -> None:
 
 def cost(args) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"device {args.device}, batch {args.batch}, {args.scheduler}, scaled_linear, α = 2; median of {args.rounds} rounds")
-    rows = [["size", "N", "sampling s", "expected rings s", "rings %", "expected pyramid s", "pyramid %"]]
+          f"device {args.device}, batch {args.batch}, {args.scheduler}; median of {args.rounds} rounds; "
+          "references in % of their run's sampling time")
+    rows = [["size", "N", "Gaussian run s", "expected rings %", "expected pyramid %", "replay rings %",
+             "replay pyramid %", "exemplar run s", "ideal %"]]
     import scipy.interpolate  # noqa: F401  (imported once, not timed: expected_run's spline above 256 powers)
+    exemplars = ExemplarMixture()
+    for model, prompt in ((GaussianPowerLaw(size=16), None), (exemplars, "cat")):  # first calls, not timed
+        sample(model, prompt, num_inference_steps=2, batch_size=2, height=16, width=16, device=args.device)
     for size in args.sizes:
         model = GaussianPowerLaw(size=size)
         power = model.data_power(size, size)
         for steps in args.steps:
             plan = plan_steps(model.schedule, steps, args.scheduler)
-            times: dict[str, list[float]] = {"sample": [], "rings": [], "pyramid": []}
+            exemplar_plan = plan_steps(exemplars.schedule, steps, args.scheduler)
+            times: dict[str, list[float]] = {k: [] for k in rows[0][2:]}
             for r in range(args.rounds):
-                times["sample"].append(timed(lambda: sample(model, num_inference_steps=steps, batch_size=args.batch,
-                                                            scheduler=args.scheduler, plan=plan, device=args.device,
-                                                            seed=r, record=("x0",)))[0])
+                t, traj = timed(lambda: sample(model, num_inference_steps=steps, batch_size=args.batch,
+                                               scheduler=args.scheduler, plan=plan, device=args.device, seed=r,
+                                               record=("x0",)))
+                times["Gaussian run s"].append(t)
                 for method in ("rings", "pyramid"):
-                    times[method].append(timed(lambda: expected_run(plan.scheduler, plan.noise, power,
-                                                                    batch_size=args.batch, channels=model.channels,
-                                                                    method=method))[0])
-            med = {k: statistics.median(v) for k, v in times.items()}
-            rows.append([f"{size}×{size}", str(steps), f"{med['sample']:.3f}", f"{med['rings']:.3f}",
-                         f"{100 * med['rings'] / med['sample']:.1f}", f"{med['pyramid']:.3f}",
-                         f"{100 * med['pyramid'] / med['sample']:.1f}"])
+                    times[f"expected {method} %"].append(100 / t * timed(lambda: expected_run(
+                        plan.scheduler, plan.noise, power, batch_size=args.batch, channels=model.channels,
+                        method=method))[0])
+                    times[f"replay {method} %"].append(100 / t * timed(lambda: predict_run(
+                        traj, model, method=method, plan=plan))[0])
+                t, run = timed(lambda: sample(exemplars, "cat", num_inference_steps=steps, batch_size=args.batch,
+                                              height=size, width=size, scheduler=args.scheduler, plan=exemplar_plan,
+                                              device=args.device, seed=r))
+                times["exemplar run s"].append(t)
+                times["ideal %"].append(100 / t * timed(lambda: ideal_process(run, exemplars))[0])
+            rows.append([f"{size}×{size}", str(steps)] + [
+                f"{statistics.median(v):.{3 if k.endswith(' s') else 1}f}" for k, v in times.items()])
     table(rows)
 
 

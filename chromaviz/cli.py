@@ -137,7 +137,8 @@ def _run(args: argparse.Namespace) -> int:
     traj, elapsed = run.trajectory, run.seconds
     if isinstance(run.error, KeyboardInterrupt):  # Ctrl-C or SIGTERM: write what was recorded, then exit 130 / 143
         how, interrupted = _interrupted()
-        print(f"chromaviz run: {how} after {len(traj)} steps; writing them", file=sys.stderr)
+        print(f"chromaviz run: {how} after {len(traj)} steps; writing them, compared without the model's ideal "
+              "process", file=sys.stderr)
     elif run.error is not None:
         print(f"chromaviz run: error: {run.error}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,7 +287,7 @@ def _scheduler_names() -> list[str]:
 def _schedule_presets() -> list[str]:
     from .noise.schedules import PRESETS
 
-    return sorted(PRESETS)
+    return ["default", *sorted(PRESETS)]
 
 
 def _explore(args: argparse.Namespace) -> int:
@@ -345,15 +346,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--steps", type=POSITIVE, default=50, help="inference steps (default: 50)")
     run.add_argument("--scheduler", default="default", choices=_Choices(_scheduler_names), metavar="NAME",
                      help="diffusers scheduler: %(choices)s (default: %(default)s)")
-    run.add_argument("--schedule", default="scaled_linear", choices=_Choices(_schedule_presets), metavar="NAME",
-                     help="noise schedule preset: %(choices)s (default: %(default)s)")
+    run.add_argument("--schedule", default="default", choices=_Choices(_schedule_presets), metavar="NAME",
+                     help="noise schedule preset of the exact models: %(choices)s (default: the model's own: "
+                          "scaled_linear; layout: squaredcos_cap_v2 rescaled to zero terminal SNR)")
     run.add_argument("--guidance", type=GUIDANCE, default=1.0, help="classifier-free guidance scale (default: 1, none)")
     run.add_argument("--seed", type=SEED, default=0, help="seed of the initial noise (default: 0)")
-    run.add_argument("--batch", type=POSITIVE, default=8, help="samples per run; ≥ 2 lets the measurement subtract the batch mean")
+    run.add_argument("--batch", type=POSITIVE, default=8,
+                     help="samples per run; ≥ 2 lets the measurement subtract the batch mean (default: 8)")
     run.add_argument("--size", type=POSITIVE, default=None,
                      help="height and width in pixels (default: the model's own: 64, the shapes model 32)")
-    run.add_argument("--method", choices=["rings", "pyramid"], default="rings", help="band decomposition")
-    run.add_argument("--rows", type=POSITIVE, default=6, help="steps shown in the table")
+    run.add_argument("--method", choices=["rings", "pyramid"], default="rings",
+                     help="band decomposition: octave rings of the FFT or the box pyramid (default: rings)")
+    run.add_argument("--rows", type=POSITIVE, default=6, help="steps shown in the table (default: 6)")
     run.add_argument("--device", type=_device, default=None, help="torch device (default: cuda if available, else cpu)")
     run.add_argument("-o", "--out", default="chromaviz-output", help="output folder (default: ./chromaviz-output)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no library loading messages")

@@ -91,7 +91,9 @@ class ModeGains:
 
     The run starts from x_T = ``init_noise_sigma``·ε with ε ~ N(0, I). A mode's x̂0 at step i is
     ``x0[i, 0]``·ε_k plus, for stochastic samplers, ``x0[i, j]``·z_j for the white noise z_j the
-    scheduler injects at its j-th noisy step (lanes j ≥ 1, independent, unit variance).
+    scheduler injects at its j-th noisy step (lanes j ≥ 1, independent, unit variance). A scheduler
+    that keeps nothing between steps (DDPM, Euler ancestral, DDIM with η > 0) carries every injected
+    noise alike, so its noises share lane 1, as one standard deviation (``xt`` is then given).
 
     Attributes
     ----------
@@ -106,6 +108,9 @@ class ModeGains:
         ``scale_model_input``): ε = x_t(step 0) / input_scale.
     injected_std : ndarray, shape (S,)
         Standard deviation of the white noise the scheduler added at each step (0: deterministic).
+    xt : ndarray, shape (S, 2, K), or None
+        Where the injected noises share lane 1: the same coefficients in each step's sample x_t
+        (before ``scale_model_input``), which :meth:`covariance_with` needs.
     """
 
     power: np.ndarray
@@ -113,6 +118,20 @@ class ModeGains:
     final: np.ndarray
     input_scale: float
     injected_std: np.ndarray
+    xt: np.ndarray | None = None
+
+    def covariance_with(self, ends: np.ndarray) -> np.ndarray:
+        """Covariance of each step's x̂0 with a later output of coefficients ``ends`` (J, K): the
+        sample (``final``) or the last x̂0. Shape (S, K), per unit variance of the sources.
+
+        With separate lanes it is Σ_j x0[i, j]·ends[j]. With shared lane 1, the noise in x_t(i) reaches
+        ``ends`` multiplied by what ε's coefficient is, ends[0]/xt[i, 0] (every step acts on a mode as
+        one multiplier), and the noise injected after step i is independent of x̂0(i).
+        """
+        if self.xt is None:
+            return (self.x0 * ends[None]).sum(1)
+        carried = ends[0][None] / self.xt[:, 0]  # x_t(i) → ends, per mode (lane 0 is never 0 here)
+        return self.x0[:, 0] * ends[0][None] + self.x0[:, 1] * self.xt[:, 1] * carried
 
     @property
     def stochastic(self) -> bool:
@@ -189,61 +208,30 @@ def planned_scheduler(plan, trajectory_or_metadata) -> Any:
     return sched
 
 
-NOISE_CHECK_SHAPE = (1, 1, 4, 8)
-"""Shape of the zeros a scheduler is stepped on to read the noise it injects: 32 elements, because
-torch's CPU generator draws the same normals in float32 and float64 for fewer than 16 elements and
-other ones from 16 on, so a smaller check cannot tell in which dtype a scheduler draws."""
-
-
 class NotWhiteNoise(ValueError):
     """A scheduler step injects noise that is not one fresh white draw (SA-Solver reuses the previous
     step's): its run cannot be predicted in expectation mode by mode, only replayed from its seed."""
 
 
-def _noise_stds(sched, levels: Sequence[NoiseLevel], step_kwargs: dict, white: bool = True) -> np.ndarray:
-    """The white-noise standard deviation each ``sched.step`` injects.
+def _noise_rms(sched, levels: Sequence[NoiseLevel], step_kwargs: dict) -> np.ndarray:
+    """The root mean square of the noise each ``sched.step`` injects (0 where a step adds none).
 
-    A copy of ``sched`` is stepped on float64 zeros of :data:`NOISE_CHECK_SHAPE` with a seeded generator, so its
-    output is the noise alone; it is checked, element by element, to be std·z for the normals z that
-    diffusers' ``randn_tensor`` draws from the same generator state in the sample's dtype or in float32
-    (SDE-DPM-Solver++ draws in float32 whatever the sample's dtype). The dtype is found by that check,
-    not assumed; noise that matches neither is refused (:class:`NotWhiteNoise`), unless ``white`` is
-    False: then the root mean square of each step's noise is returned (0 where a step adds none).
+    A copy of ``sched`` is stepped on float64 zeros with a seeded generator, so its output is the noise
+    alone, whatever its making (for noise that is not one white draw per step, which :class:`_Probe`
+    cannot separate).
     """
     import copy
 
-    from diffusers.utils.torch_utils import randn_tensor
-
-    if "generator" not in step_kwargs or step_kwargs.get("eta", None) == 0:  # η = 0: DDIM's steps add no noise
-        return np.zeros(len(levels))
     sched = copy.deepcopy(sched)
     gen = torch.Generator().manual_seed(0)
     scale = getattr(sched, "scale_model_input", lambda sample, timestep: sample)
-    zeros = torch.zeros(NOISE_CHECK_SHAPE, dtype=torch.float64)  # 4-D: some schedulers read shape[1]
-    stds = np.zeros(len(levels))
+    zeros = torch.zeros((1, 1, 4, 8), dtype=torch.float64)  # 4-D: some schedulers read shape[1]
+    rms = np.zeros(len(levels))
     for i, t in enumerate(list(sched.timesteps)[: len(levels)]):
-        state = gen.get_state()
         scale(zeros, t)
         out = sched.step(zeros, t, zeros, **{**step_kwargs, "generator": gen}).prev_sample.double()
-        after = gen.get_state()
-        if not out.abs().max() > 0:
-            continue
-        if not white:
-            stds[i] = float(out.square().mean().sqrt())
-            continue
-        for dtype in (zeros.dtype, torch.float32):
-            gen.set_state(state)
-            z = randn_tensor(zeros.shape, generator=gen, dtype=dtype).double()
-            std = float((out * z).sum() / (z * z).sum())
-            if torch.allclose(out, std * z, rtol=1e-5, atol=1e-6 * abs(std)):
-                stds[i] = std
-                break
-        else:
-            raise NotWhiteNoise(f"{type(sched).__name__} adds noise at step {i} that is not white noise drawn with "
-                             "diffusers' randn_tensor (in the sample's dtype or float32); its run cannot be predicted "
-                             "mode by mode")
-        gen.set_state(after)
-    return stds
+        rms[i] = float(out.square().mean().sqrt())
+    return rms
 
 
 def mode_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0.0, lanes: bool = True) -> ModeGains:
@@ -261,7 +249,8 @@ def mode_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0
     eta : float
         DDIM's η, passed to ``step`` where it takes one (as the sampler does).
     lanes : bool
-        Track each step's injected noise as a lane of its own (the default). False keeps lane 0 alone,
+        Track each step's injected noise (the default): as a lane of its own, or, for a scheduler that keeps
+        nothing between steps, all in lane 1 as one standard deviation (:class:`ModeGains`). False keeps lane 0 alone,
         the multiple of the initial noise (what a replay of the run's own noise needs), and accepts
         noise that is not a fresh white draw per step; ``injected_std`` is then its root mean square.
 
@@ -279,8 +268,8 @@ def mode_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0
     The model output is built exactly as in the sampler: x̂0 = g·x_t with g = α·P/(α²·P + σ²) (the
     posterior mean of N(0, P) data, THEORY §5), converted with :func:`~chromaviz.models.base.split_prediction`
     and :func:`~chromaviz.models.base.join_prediction` to the scheduler's prediction type. The noise
-    a stochastic step injects is removed from the stepped amplitudes (reproduced from the generator
-    state) and tracked as a lane of its own.
+    a stochastic step injects is read off a lane kept at zero, removed from the stepped amplitudes
+    (drawn again from the generator state) and tracked as above: one scheduler step per step.
 
     Examples
     --------
@@ -297,27 +286,133 @@ def mode_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0
     target = stepping_target(stepped, levels)  # as the sampler steps: v, not ε, through α = 0
     accepted = inspect.signature(stepped.step).parameters
     step_kwargs = {k: v for k, v in {"eta": eta, "generator": None}.items() if k in accepted}
-    stds = _noise_stds(stepped, levels, step_kwargs, white=lanes)  # steps a copy of it, where it must
-    lane_of = np.cumsum(stds > 0) if lanes else np.zeros(len(stds), dtype=np.int64)  # 1, 2, … (0: none)
-    tracked = lanes
-    lanes = 1 + int(lane_of[-1]) if len(stds) else 1
-    scale = getattr(stepped, "scale_model_input", lambda sample, timestep: sample)
-    x = torch.zeros((lanes, 1, 1, len(p)), dtype=torch.float64)  # (B, C, H, W) as schedulers expect
-    x[0] = float(getattr(stepped, "init_noise_sigma", 1.0))
-    stepper = _NoiseFree(stepped, step_kwargs, injects=bool(stds.any()))  # copies it before it is stepped
-    x0_gains = np.empty((len(levels), lanes, len(p)))
+    if "generator" not in step_kwargs or step_kwargs.get("eta", None) == 0:  # η = 0: DDIM's steps add no noise
+        return _stepped_gains(stepped, levels, p, target, step_kwargs, None)
+    try:
+        if lanes:
+            try:
+                return _stepped_gains(stepped, levels, p, target, step_kwargs, _Probe(step_kwargs, "shared"))
+            except _NoSharedLane:
+                stepped = copy.deepcopy(scheduler)
+        return _stepped_gains(stepped, levels, p, target, step_kwargs, _Probe(step_kwargs, "lanes" if lanes else "first"))
+    except NotWhiteNoise:
+        if lanes:
+            raise
+    stepped = copy.deepcopy(scheduler)  # noise of its own making: stepped in lockstep with a copy on zeros
+    stds = _noise_rms(stepped, levels, step_kwargs)
+    stepper = _NoiseFree(stepped, step_kwargs, injects=bool(stds.any()))
+    gains = _stepped_gains(stepped, levels, p, target, step_kwargs, stepper)
+    return ModeGains(gains.power, gains.x0, gains.final, gains.input_scale, stds)
+
+
+class _NoSharedLane(Exception):
+    """The injected noises cannot share one lane: the scheduler keeps samples or model outputs between
+    steps (a multistep one), or ε's coefficient of some mode reached 0."""
+
+
+def _keeps_samples(sched, shape: torch.Size) -> bool:
+    """Whether ``sched`` holds, between steps, a tensor of the sample's shape (alone or in a list)."""
+    for value in vars(sched).values():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, torch.Tensor) and item.shape == shape:
+                return True
+    return False
+
+
+def _stepped_gains(sched, levels: Sequence[NoiseLevel], p: torch.Tensor, target: str, step_kwargs: dict,
+                   stepper) -> ModeGains:
+    """The loop of :func:`mode_gains`: ``stepper`` None (no step adds noise), a :class:`_Probe` (the noise
+    read off a zero lane and removed; its ``mode`` says where the noise goes) or a :class:`_NoiseFree`
+    (lane 0 alone)."""
+    mode = stepper.mode if isinstance(stepper, _Probe) else None
+    modes = len(p)
+    if mode and modes < PROBE_MODES:  # pad the mode axis so that the noise check sees enough elements
+        p = torch.cat([p, torch.ones(PROBE_MODES - modes, dtype=p.dtype)])
+    lanes = {"lanes": 1 + len(levels), "shared": 2}.get(mode, 1)
+    scale = getattr(sched, "scale_model_input", lambda sample, timestep: sample)
+    x = torch.zeros((lanes + bool(mode), 1, 1, len(p)), dtype=torch.float64)  # (B, C, H, W) as schedulers expect
+    x[0] = float(getattr(sched, "init_noise_sigma", 1.0))
+    x0_gains = np.empty((len(levels), lanes, modes))
+    xt_gains = np.empty((len(levels), lanes, modes)) if mode == "shared" else None
+    stds = np.zeros(len(levels))
+    used = 1 if mode == "lanes" else lanes
     input_scale = 1.0
-    for i, (t, level) in enumerate(zip(stepped.timesteps, levels)):
+    for i, (t, level) in enumerate(zip(sched.timesteps, levels)):
+        if xt_gains is not None:
+            xt_gains[i] = x[:lanes].reshape(lanes, -1)[:, :modes].numpy()
+            if not (xt_gains[i, 0] != 0).all():
+                raise _NoSharedLane
         x_in = scale(x, t)
         if i == 0:
-            input_scale = float(x_in[0, 0, 0, 0]) if len(p) else 1.0
+            input_scale = float(x_in[0, 0, 0, 0]) if modes else 1.0
         gain = level.alpha * p / (level.alpha**2 * p + level.sigma**2)  # broadcasts over the mode axis
         x0, eps = split_prediction(gain * x_in, x_in, level, "sample")
-        x0_gains[i] = x0.reshape(lanes, -1).numpy()
-        x = stepper.step(stepped, join_prediction(x0, eps, level, target), t, x)
-        if tracked and stds[i] > 0:
-            x[lane_of[i]] = stds[i]
-    return ModeGains(p.numpy(), x0_gains, x.reshape(lanes, -1).numpy(), input_scale, stds)
+        x0_gains[i] = x0[:lanes].reshape(lanes, -1)[:, :modes].numpy()
+        model_output = join_prediction(x0, eps, level, target)
+        if stepper is None:
+            x = sched.step(model_output, t, x, **step_kwargs).prev_sample.double()
+        elif mode:
+            x, stds[i] = stepper.step(sched, model_output, t, x, i)
+            if mode == "shared":
+                if _keeps_samples(sched, x.shape):
+                    raise _NoSharedLane
+                x[1] = torch.sqrt(x[1].square() + stds[i] ** 2)  # the carried noise and the new, independent
+            elif mode == "lanes" and stds[i] > 0:
+                x[used] = stds[i]
+                used += 1
+        else:
+            x = stepper.step(sched, model_output, t, x)
+    final = x[:used].reshape(-1, len(p))[:, :modes].numpy()
+    return ModeGains(p[:modes].numpy(), x0_gains[:, :used], final, input_scale, stds, xt_gains)
+
+
+PROBE_MODES = 32
+"""Fewest elements of the zero lane a stochastic step's noise is read from: torch's CPU generator draws the
+same normals in float32 and float64 for tensors of fewer than 16 elements and other ones from 16 on, so
+the dtype a scheduler draws in can only be told from enough elements."""
+
+
+class _Probe:
+    """Removes the white noise a scheduler step injects, read off the last lane, which stays zero.
+
+    Every step is linear in the sample and the model output, so a lane whose sample and model output are
+    zero comes out as the step's noise alone: std·z, z the normals diffusers' ``randn_tensor`` drew for the
+    whole tensor from the generator state before the step (in the sample's dtype, or in float32 as
+    SDE-DPM-Solver++ draws). Those normals are drawn again, the dtype found by matching the zero lane
+    element by element, and std·z is subtracted from every lane: one step per step, no stepped copy.
+    Noise that matches neither dtype (noise of the scheduler's own making) raises :class:`NotWhiteNoise`.
+    """
+
+    def __init__(self, step_kwargs: dict, mode: str) -> None:
+        """``mode``: each injected noise a lane of its own (``"lanes"``), all in lane 1 (``"shared"``), or
+        none kept (``"first"``: lane 0 alone)."""
+        self.kwargs = {**step_kwargs, "generator": None}
+        self.mode = mode
+        self.gen = torch.Generator().manual_seed(0)
+
+    def step(self, sched, model_output: torch.Tensor, t, x: torch.Tensor, i: int) -> tuple[torch.Tensor, float]:
+        """``sched.step(...).prev_sample`` without its noise (float64, the zero lane zero again), and the noise's std."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        state = self.gen.get_state()
+        out = sched.step(model_output, t, x, **{**self.kwargs, "generator": self.gen}).prev_sample
+        out = out.double()
+        after = self.gen.get_state()
+        drawn = out[-1]
+        if not drawn.abs().max() > 0:
+            return out, 0.0
+        for dtype in (x.dtype, torch.float32):
+            self.gen.set_state(state)
+            z = randn_tensor(x.shape, generator=self.gen, dtype=dtype).double()
+            std = float((drawn * z[-1]).sum() / (z[-1] * z[-1]).sum())
+            if torch.allclose(drawn, std * z[-1], rtol=1e-5, atol=1e-6 * abs(std)):
+                self.gen.set_state(after)
+                out = out - std * z
+                out[-1] = 0.0
+                return out, std
+        raise NotWhiteNoise(f"{type(sched).__name__} adds noise at step {i} that is not white noise drawn with "
+                            "diffusers' randn_tensor (in the sample's dtype or float32); its run cannot be predicted "
+                            "mode by mode")
 
 
 class _NoiseFree:
@@ -827,35 +922,40 @@ def _cos2(n: int) -> np.ndarray:
     return np.cos(np.pi * np.fft.fftfreq(n)) ** 2
 
 
-def _pyramid_moments(q: np.ndarray, levels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _pyramid_moments(q: np.ndarray, groups: np.ndarray, levels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """tr(A_m·Q) and tr((A_m·Q)²) of the pyramid bands' quadratic forms, each (N, L).
 
-    ``q`` (N, C', H, W) is the diagonal of a stationary covariance in the orthonormal 2-D FFT (a
-    mode's variance, or the cross-covariance of two such fields), A_m = B_mᵀB_m the band's energy
-    form, summed over the C' channels. D_m x of a stationary x is stationary on the (H/m, W/m) grid
-    with per-mode variance (1/4)·Σ_aliases cos²·cos²·(that of D_{m/2} x), and ‖B_m x‖² =
-    m²·yᵀ(I − P_2)y with y = D_m x and P_2 = U_2·D_2 a rank-one projection u·uᴴ on each class of
-    four aliased modes (|u_a|² = |Ŵ_2|², Σ_a |u_a|² = 1). So, per class,
-    tr((I − uuᴴ)Q) = Σ q − Σ|u|²q and tr(((I − uuᴴ)Q)²) = Σ q² − 2·Σ|u|²q² + (Σ|u|²q)², and the
-    coarsest level M holds M²·‖D_M x‖².
+    ``q`` (N, K) holds, for each of the K distinct power values, the diagonal of a stationary covariance in
+    the orthonormal 2-D FFT (a mode's variance, or the cross-covariance of two such fields); ``groups``
+    (C', H, W) says which value each grid mode has. A_m = B_mᵀB_m is the band's energy form, summed over
+    the C' channels. D_m x of a stationary x is stationary on the (H/m, W/m) grid with per-mode variance
+    (1/4)·Σ_aliases cos²·cos²·(that of D_{m/2} x), and ‖B_m x‖² = m²·yᵀ(I − P_2)y with y = D_m x and
+    P_2 = U_2·D_2 a rank-one projection u·uᴴ on each class of four aliased modes (|u_a|² = |Ŵ_2|²,
+    Σ_a |u_a|² = 1). So, per class, tr((I − uuᴴ)Q) = Σ q − Σ|u|²q and
+    tr(((I − uuᴴ)Q)²) = Σ q² − 2·Σ|u|²q² + (Σ|u|²q)², and the coarsest level M holds M²·‖D_M x‖². On the
+    full grid every term but the class sums depends on a mode only through its value, so they are sums
+    over the K values; the class sums are one sparse product.
     """
-    n, cp = q.shape[:2]
-    mean = np.empty((n, len(levels)))
-    square = np.empty((n, len(levels)))
-    y = q.reshape(n, cp, *q.shape[-2:])
+    from scipy import sparse
+
+    cp, h, w = groups.shape
+    mean = np.empty((len(q), len(levels)))
+    square = np.empty((len(q), len(levels)))
+    y, at = np.ascontiguousarray(q.T), groups.ravel()  # y: (rows, N); grid position p holds row at[p]
     for i, m in enumerate(levels):
-        h, w = y.shape[-2:]
+        rows = len(y)
         if i == len(levels) - 1:
-            mean[:, i] = m**2 * y.sum(axis=(1, 2, 3))
-            square[:, i] = m**4 * (y**2).sum(axis=(1, 2, 3))
+            count = np.bincount(at, minlength=rows)
+            mean[:, i] = m**2 * (count @ y)
+            square[:, i] = m**4 * (count @ (y * y))
             break
-        r = np.outer(_cos2(h), _cos2(w))
-        ry = r * y
-        agg = ry.reshape(n, cp, 2, h // 2, 2, w // 2).sum(axis=(2, 4))  # Σ_a |u_a|²·q_a per class
-        mean[:, i] = m**2 * (y - ry).sum(axis=(1, 2, 3))
-        square[:, i] = m**4 * ((y**2).sum(axis=(1, 2, 3)) - 2 * (ry * y).sum(axis=(1, 2, 3))
-                               + (agg**2).sum(axis=(1, 2, 3)))
-        y = agg / 4  # per-mode variance of D_2m x on the (h/2, w/2) grid
+        r = np.broadcast_to(np.outer(_cos2(h), _cos2(w)), (cp, h, w)).ravel()
+        c, row, col = np.unravel_index(np.arange(cp * h * w), (cp, h, w))
+        alias_class = (c * (h // 2) + row % (h // 2)) * (w // 2) + col % (w // 2)
+        agg = sparse.csr_matrix((r, (alias_class, at)), shape=(cp * h * w // 4, rows)) @ y  # Σ_a |u_a|²·q_a
+        mean[:, i] = m**2 * (np.bincount(at, 1 - r, minlength=rows) @ y)
+        square[:, i] = m**4 * (np.bincount(at, 1 - 2 * r, minlength=rows) @ (y * y) + (agg * agg).sum(0))
+        y, at, h, w = agg / 4, np.arange(len(agg)), h // 2, w // 2  # per-mode variance of D_2m x
     return mean, square
 
 
@@ -971,7 +1071,7 @@ def expected_run(scheduler, noise: Sequence[NoiseLevel], power, *, batch_size: i
     ends = gains.final if ends_with_sample else gains.x0[-1]  # (J, K)
     v = (gains.x0**2).sum(1)  # (S, K): each mode's variance of x̂0 over every noise source
     vf = (ends**2).sum(0)[None]  # (1, K)
-    cross = (gains.x0 * ends[None]).sum(1)  # (S, K): covariance of a step's mode with the sample's
+    cross = gains.covariance_with(ends)  # (S, K): covariance of a step's mode with the sample's
     q = np.concatenate([v, vf, cross])  # (2S + 1, K)
     if not exact:  # every moment is a smooth function of log P (the Wiener gains are)
         from scipy.interpolate import CubicSpline
@@ -983,7 +1083,7 @@ def expected_run(scheduler, noise: Sequence[NoiseLevel], power, *, batch_size: i
         square = (q**2) @ _group_sums(weights**2, groups, len(values))
     else:
         spectral._check_divisible(h, w, lv[-1], f"{lv[-1]}, the deepest pyramid level", " or fewer levels")
-        mean, square = _pyramid_moments(q[:, groups.reshape(-1)].reshape(len(q), *p.shape), lv)
+        mean, square = _pyramid_moments(q, groups, lv)
     denominator = data_energy(p, lv, method, batch_size, channels, reference)
     mean = nb * mult * mean / denominator
     var = 2 * nb * mult * square / denominator**2  # Var for v rows, Cov for the cross rows

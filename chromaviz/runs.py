@@ -59,7 +59,9 @@ class RunSpec:
     scheduler : str
         ``"default"`` or a name of :data:`chromaviz.noise.SCHEDULERS`.
     schedule : str
-        Noise schedule preset of the exact built-in models (trained models keep their own).
+        Noise schedule preset of the exact built-in models, or ``"default"``: the model's own (the layout
+        model's cosine schedule rescaled to zero terminal SNR, scaled_linear for the other exact ones).
+        Trained models keep their own.
     steps : int
         N, the inference steps.
     seed : int
@@ -85,7 +87,7 @@ class RunSpec:
     model: str | Denoiser = "gaussian"
     prompt: str = ""
     scheduler: str = "default"
-    schedule: str = "scaled_linear"
+    schedule: str = "default"
     steps: int = 50
     seed: int = 0
     size: int = 64
@@ -218,9 +220,11 @@ class RunSpec:
             check_pyramid_size(*model.latent_size(self.size, self.size))  # measured on its latents
         return plan
 
-    def _sample_options(self, *, local: bool = True) -> dict[str, Any]:
-        """The keyword arguments of :func:`chromaviz.sampling.sample` for this run."""
-        return dict(num_inference_steps=self.steps, scheduler=self.scheduler, guidance=self.guidance, seed=self.seed,
+    def _sample_options(self, model: Denoiser, *, local: bool = True) -> dict[str, Any]:
+        """The keyword arguments of :func:`chromaviz.sampling.sample` for this run (an unconditional model
+        runs unguided: a sweep's grid may pair it with guidance 3)."""
+        guidance = self.guidance if model.conditional else 1.0
+        return dict(num_inference_steps=self.steps, scheduler=self.scheduler, guidance=guidance, seed=self.seed,
                     batch_size=self.batch, height=self.size, width=self.size,
                     device=(self.device or None) if local else None)
 
@@ -234,7 +238,7 @@ class RunSpec:
         from .sampling.recorder import RecordingTooLarge
 
         try:
-            return check_sample(model, self._prompt(prompt), **self._sample_options(local=local), plan=plan)
+            return check_sample(model, self._prompt(prompt), **self._sample_options(model, local=local), plan=plan)
         except RecordingTooLarge as err:
             raise ValueError(recording_too_large(err, self.size, self.batch, self.steps, option=option)) from None
 
@@ -318,7 +322,7 @@ class RunSpec:
         start = time.perf_counter()
         error: BaseException | None = None
         try:
-            traj = sample(model, self._prompt(prompt), **self._sample_options(), progress=progress, callback=callback,
+            traj = sample(model, self._prompt(prompt), **self._sample_options(model), progress=progress, callback=callback,
                           stop=stop, plan=plan)
         except (SamplingError, SamplingInterrupted) as err:
             if not keep_partial:
@@ -360,7 +364,8 @@ class Run:
     @functools.cached_property
     def comparison(self) -> Comparison | None:
         """:func:`chromaviz.analysis.compare` of the run on its bands (``spec.method``), with its plan;
-        computed once, on first use. None for a run that recorded no step.
+        computed once, on first use. None for a run that recorded no step. A run stopped by Ctrl-C or
+        SIGTERM is compared without the model's ideal process, which can cost as much as the run.
 
         Returns
         -------
@@ -371,7 +376,9 @@ class Run:
             return None
         from . import analysis
 
-        return analysis.compare(self.trajectory, self.model, method=self.spec.method, plan=self.plan)
+        stopped = isinstance(self.error, KeyboardInterrupt)
+        return analysis.compare(self.trajectory, self.model, method=self.spec.method, plan=self.plan,
+                                ideal=not stopped)
 
     @property
     def status(self) -> str:
@@ -474,7 +481,8 @@ def _scheduler(_checks, value: str) -> None:
 def _schedule(_checks, value: str) -> None:
     from .noise.schedules import Schedule
 
-    Schedule.coerce(value)
+    if value != "default":
+        Schedule.coerce(value)
 
 
 def _method(_checks, value: str) -> None:

@@ -22,6 +22,7 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import operator
 from typing import Iterable, Sequence
 
@@ -441,7 +442,8 @@ def band_weights(height: int, width: int, levels: Sequence[int], method: str = "
     Returns
     -------
     ndarray, shape (L, H, W)
-        Weights on the unshifted FFT grid; they sum to 1 over the levels at every mode.
+        Weights on the unshifted FFT grid, read-only (computed once per grid); they sum to 1 over the
+        levels at every mode.
 
     Examples
     --------
@@ -449,17 +451,25 @@ def band_weights(height: int, width: int, levels: Sequence[int], method: str = "
     >>> w.shape, bool(np.allclose(w.sum(0), 1.0)), round(float(w[:, 0, 0][-1]), 6)
     ((3, 16, 16), True, 1.0)
     """
-    lv = tuple(levels)
+    lv = _check_levels(levels)
     method = _check_method(method)
+    if method == "pyramid":
+        _check_divisible(height, width, lv[-1], f"{lv[-1]}, the deepest pyramid level", " or fewer levels")
+    return _band_weights(int(height), int(width), lv, method)
+
+
+@functools.lru_cache(maxsize=16)
+def _band_weights(height: int, width: int, levels: tuple[int, ...], method: str) -> np.ndarray:
     if method == "rings":
-        return octave_ring_masks(height, width, lv).numpy().astype(np.float64)
-    _check_divisible(height, width, lv[-1], f"{lv[-1]}, the deepest pyramid level", " or fewer levels")
+        weights = octave_ring_masks(height, width, levels).numpy().astype(np.float64)
+    else:
+        def response(m: int) -> np.ndarray:
+            return np.abs(_box_response(height, m))[:, None] ** 2 * np.abs(_box_response(width, m))[None, :] ** 2
 
-    def response(m: int) -> np.ndarray:
-        return np.abs(_box_response(height, m))[:, None] ** 2 * np.abs(_box_response(width, m))[None, :] ** 2
-
-    kept = [response(m) for m in lv]
-    return np.stack([kept[i] - kept[i + 1] for i in range(len(lv) - 1)] + [kept[-1]])
+        kept = [response(m) for m in levels]
+        weights = np.stack([kept[i] - kept[i + 1] for i in range(len(levels) - 1)] + [kept[-1]])
+    weights.flags.writeable = False
+    return weights
 
 
 # --------------------------------------------------------------------------------------------

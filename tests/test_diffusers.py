@@ -298,6 +298,13 @@ def test_unknown_model_fails_at_once_with_a_clear_message(monkeypatch, tmp_path)
         load_pipeline(tmp_path / "missing" / "deeper")
 
 
+def test_a_keyword_the_pipeline_does_not_take_is_refused(folders):
+    """diffusers ignores it with a log line that loading keeps quiet: a typo must not pass silently."""
+    with pytest.raises(TypeError, match=r"got unknown, which StableDiffusionPipeline does not take.*components.*unet"):
+        load_pipeline(folders["sd"], unknown=1)
+    assert load_pipeline(folders["sd"], use_safetensors=True).pipe.unet is not None  # a loading option still passes
+
+
 def test_unknown_model_fails_fast_without_the_offline_switch(monkeypatch):
     """With HF_HUB_OFFLINE unset, an id that is not cached still ends in one ValueError, quickly:
     here the hub cannot be reached; where it can, it answers that the repository does not exist."""

@@ -162,3 +162,35 @@ def test_interpolated_moments_match_exact():
                              method=method, exact=exact) for exact in (True, False))
         np.testing.assert_allclose(b.mean, a.mean, rtol=1e-5)
         np.testing.assert_allclose(b.std, a.std, rtol=1e-5)
+
+
+def test_noises_share_one_lane_only_where_the_scheduler_keeps_nothing_between_steps():
+    """DDPM and Euler ancestral keep nothing between steps, so their injected noises travel alike and share
+    lane 1: the band's moments equal those of one lane per noise; a multistep SDE solver keeps one per noise."""
+    import copy
+
+    from diffusers import DPMSolverMultistepScheduler
+
+    from chromaviz import prediction
+    from chromaviz.noise.schedulers import set_timesteps, stepping_target
+
+    model = GaussianPowerLaw(size=16)
+    values = np.unique(model.data_power(16, 16))
+    for name in ("ddpm", "euler_ancestral"):
+        plan = plan_steps(model.schedule, 12, name)
+        shared = mode_gains(plan.scheduler, plan.noise, values)
+        assert shared.xt is not None and shared.x0.shape[1] == 2
+        sched = copy.deepcopy(plan.scheduler)
+        kwargs = {"generator": None}
+        separate = prediction._stepped_gains(sched, plan.noise, torch.from_numpy(values), stepping_target(sched, plan.noise),
+                                             kwargs, prediction._Probe(kwargs, "lanes"))
+        assert separate.xt is None and separate.x0.shape[1] == 12  # ε and a lane for each of 11 noisy steps
+        for a, b in [((shared.x0**2).sum(1), (separate.x0**2).sum(1)), ((shared.final**2).sum(0), (separate.final**2).sum(0)),
+                     (shared.covariance_with(shared.final), separate.covariance_with(separate.final)),
+                     (shared.covariance_with(shared.x0[-1]), separate.covariance_with(separate.x0[-1]))]:
+            np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-12)  # Euler ancestral steps in float32
+    multistep = plan_steps(model.schedule, 12, "dpmsolver++")
+    sde = DPMSolverMultistepScheduler.from_config(multistep.scheduler.config, algorithm_type="sde-dpmsolver++")
+    set_timesteps(sde, 12)
+    gains = mode_gains(sde, multistep.noise, values)
+    assert gains.xt is None and gains.x0.shape[1] > 2

@@ -11,9 +11,10 @@ import torch
 from diffusers import DDIMScheduler
 
 from chromaviz import GaussianPowerLaw, compare, sample
+from chromaviz.models import LayoutTexture
 from chromaviz.models.registry import MODELS, TRAINED, is_builtin, load_builtin, load_model
 from chromaviz.noise import Schedule
-from chromaviz.runs import SETTINGS, Run, RunSpec
+from chromaviz.runs import SETTINGS, Run, RunSpec, check_settings
 from chromaviz.sampling import SamplingError, check_sample
 
 
@@ -253,6 +254,16 @@ def test_the_registry_loads_built_in_models_by_name():
         load_builtin("nope")
     with pytest.raises(ValueError, match="unknown schedule preset 'bogus'"):
         load_model("gaussian", schedule="bogus")
+
+
+def test_a_run_spec_keeps_the_models_own_schedule_unless_one_is_given():
+    """The layout model composes on its zero-terminal-SNR cosine schedule: the CLI, the report and sweeps
+    ran it on scaled_linear, the run spec's default before, without a word."""
+    own = RunSpec(model="layout", size=32).load().schedule
+    assert own.name == LayoutTexture(size=32).schedule.name and own.log_snr_range[0] == -float("inf")
+    assert RunSpec(model="layout", size=32, schedule="scaled_linear").load().schedule.name == "scaled_linear"
+    assert RunSpec(model="gaussian", size=16).load().schedule.name == "scaled_linear"
+    check_settings({"schedule": "default"})
 
 
 def test_run_page_takes_the_comparison_it_is_given():

@@ -468,11 +468,13 @@ def test_guidance_3_batches_negative_then_positive(exemplars, negative):
     torch.testing.assert_close(traj.steps[0].x0, uncond + g * (cond - uncond), atol=1e-6, rtol=1e-6)
 
 
-def test_guidance_is_ignored_for_unconditional_models(gaussian):
+def test_guidance_on_an_unconditional_model_is_refused_before_sampling(gaussian):
+    """As a prompt is: guidance scales a prompt's effect, so on an unconditional model it would change nothing."""
     spy = Spy(gaussian)
-    traj = run(spy, num_inference_steps=4, guidance=5.0)
-    assert len(spy.calls) == 4 and all(c[0].shape[0] == 2 for c in spy.calls)
-    assert_same_run(traj, run(gaussian, num_inference_steps=4))
+    with pytest.raises(ValueError, match=r"unconditional: guidance=5 would change nothing.*leave it at 1"):
+        run(spy, num_inference_steps=4, guidance=5.0)
+    assert not spy.calls
+    assert_same_run(run(gaussian, num_inference_steps=4, guidance=1.0), run(gaussian, num_inference_steps=4))
 
 
 # ---------------------------------------------------------------------- callback

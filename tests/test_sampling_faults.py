@@ -475,7 +475,11 @@ def test_the_memory_guard_reads_the_process_address_space_limit():
     assert out.stdout.strip() == "refused True", out.stderr[-2000:]
 
 
-def test_an_unconditional_run_records_the_guidance_it_ran_with():
-    """``guidance=3`` on the unconditional Gaussian model runs unguided; the file said 3."""
-    traj = sample(GaussianPowerLaw(size=SIZE), num_inference_steps=2, guidance=3.0, device="cpu")
+def test_a_sweep_cell_pairing_guidance_with_an_unconditional_model_runs_unguided():
+    """A grid may pair guidance 3 with the unconditional Gaussian model (sample() itself refuses it): the run
+    spec runs that cell unguided and its file says so."""
+    from chromaviz.runs import RunSpec
+
+    spec = RunSpec(model="gaussian", steps=2, size=SIZE, guidance=3.0, device="cpu")
+    traj = spec.run(spec.load(), given=()).trajectory  # given=(): refuse no ignored value, as a sweep's cells
     assert traj.metadata["guidance"] == 1.0

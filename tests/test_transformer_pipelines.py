@@ -20,7 +20,7 @@ from chromaviz.models.diffusers.previews import LinearPreview, VaeDecoder, pack_
 from chromaviz.models.diffusers.transformers import FluxDenoiser, PixArtSigmaDenoiser, SanaDenoiser, SD3Denoiser
 from chromaviz.noise import NoiseLevel
 from chromaviz.noise.schedulers import dynamic_shift_mu
-from chromaviz.prompts import Boundary, PromptSchedule
+from chromaviz.prompts import Boundary, PromptSchedule, PromptSwitchWarning
 from chromaviz.sampling import sample
 
 import diffusers_models as tiny
@@ -232,6 +232,11 @@ def test_universal_path_records_packed_flux_latents(models):
     assert traj.metadata["mu"] == pytest.approx(native.metadata["mu"], abs=1e-5)
     torch.testing.assert_close(traj.final, native.final, rtol=0, atol=TOLERANCE)
     torch.testing.assert_close(traj.x0, native.x0, rtol=0, atol=TOLERANCE)
+    with pytest.warns(PromptSwitchWarning, match="cannot replace its pooled prompt embedding: the prompt switch "
+                                                  "changes prompt_embeds only"):
+        switched = record_pipeline(flux.pipe, f"[{A}:{B}:2]", num_inference_steps=STEPS, height=SIZE, width=SIZE,
+                                   seed=3, **kw)
+    assert not torch.equal(switched.final, traj.final)  # the T5 embeddings did switch
 
 
 def _switch_callback(embeds, k):
@@ -275,6 +280,16 @@ def test_universal_path_refuses_what_it_cannot_do(lcm):
         record_pipeline(lcm, "a cat AND a dog", num_inference_steps=2, height=SIZE, width=SIZE)
     with pytest.raises(PipelineRunError, match="emphasis"):
         record_pipeline(lcm, "a (cat:1.2)", num_inference_steps=2, height=SIZE, width=SIZE)
+    for steps in (0, 2.5):
+        with pytest.raises(ValueError, match=f"num_inference_steps must be a positive integer, got {steps}"):
+            record_pipeline(lcm, A, num_inference_steps=steps, height=SIZE, width=SIZE)
+
+
+def test_universal_path_takes_only_a_diffusers_pipeline(models):
+    with pytest.raises(TypeError, match="records a diffusers pipeline.*got str"):
+        record_pipeline("a cat", A)
+    with pytest.raises(TypeError, match=r"got SD3Denoiser \(a chromaviz model: sample\(\) it, or pass .*model.pipe\)"):
+        record_pipeline(models["sd3"], A)
 
 
 def test_pixart_learned_variance_and_a_pipeline_without_step_callbacks(models):

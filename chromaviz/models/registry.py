@@ -108,7 +108,7 @@ def load_builtin(name: str, **options: Any) -> Denoiser:
     return MODELS[name].loader(**options)
 
 
-def load_model(model: str, *, size: int | None = None, schedule: Any = "scaled_linear", device: str | None = None,
+def load_model(model: str, *, size: int | None = None, schedule: Any = "default", device: str | None = None,
                dtype: str | None = None) -> Denoiser:
     """A run's model: a built-in one by name, or a diffusers pipeline folder or cached model id.
 
@@ -123,8 +123,8 @@ def load_model(model: str, *, size: int | None = None, schedule: Any = "scaled_l
     size : int, optional
         Height and width in pixels of the built-in models' grid (default: the model's own).
     schedule : str or Schedule
-        Noise schedule (a preset name such as ``"scaled_linear"``) of the exact built-in models;
-        not used by trained ones.
+        Noise schedule (a preset name such as ``"scaled_linear"``) of the exact built-in models, or
+        ``"default"``: the model's own; not used by trained ones.
     device : str, optional
         Torch device of a diffusers pipeline (default: where it loads). Built-in models are moved
         by the sampler.
@@ -148,7 +148,7 @@ def load_model(model: str, *, size: int | None = None, schedule: Any = "scaled_l
                         f"or model id, got {type(model).__name__}")
     if is_builtin(model):
         options: dict[str, Any] = {} if size is None else {"size": size}
-        if not MODELS[model].trained:
+        if not MODELS[model].trained and not (isinstance(schedule, str) and schedule == "default"):
             from ..noise.schedules import Schedule
 
             options["schedule"] = Schedule.coerce(schedule)

@@ -32,7 +32,8 @@ __all__ = ["PromptSchedule", "PromptSwitchWarning", "Segment"]
 
 class PromptSwitchWarning(UserWarning):
     """A prompt switch that makes no difference in this run: it never happens, or it has happened
-    before the first step (:meth:`PromptSchedule.prompts_for_steps`)."""
+    before the first step (:meth:`PromptSchedule.prompts_for_steps`); or one that changes only part of
+    the prompt's conditioning (a pipeline whose step callback cannot reach its pooled embedding)."""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import copy
 import functools
 import inspect
 import threading
+import warnings
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -47,7 +48,7 @@ from .. import __version__, _checks
 from ..noise.plan import StepPlan, noise_levels
 from ..noise.schedulers import STEP_SIGMAS, is_flow_scheduler, scheduler_from_config, set_timesteps
 from ..noise.schedules import Schedule
-from ..prompts import PromptSchedule, has_weights, split_and
+from ..prompts import PromptSchedule, PromptSwitchWarning, has_weights, split_and
 from ..models.base import split_prediction
 from ..models.diffusers.adapter import quiet_loading
 from ..models.diffusers.previews import LinearPreview, VaeDecoder, fit_linear_preview
@@ -417,7 +418,9 @@ def record_pipeline(pipe, prompt: str | PromptSchedule, *, seed: int = 0, genera
     Raises
     ------
     TypeError
-        For an argument ``pipe(...)`` does not take, or one set here.
+        For a ``pipe`` that is not a diffusers pipeline, an argument ``pipe(...)`` does not take, or one set here.
+    ValueError
+        A ``num_inference_steps`` that is not a positive integer.
     PipelineRunError
         (a ValueError) before any step: no scheduler or network, a prompt that is not plain text, a
         schedule for a pipeline without ``callback_on_step_end``.
@@ -432,6 +435,13 @@ def record_pipeline(pipe, prompt: str | PromptSchedule, *, seed: int = 0, genera
     from .trajectory import RECORDABLE
 
     # 1. check, before any work
+    from diffusers import DiffusionPipeline
+
+    if not isinstance(pipe, DiffusionPipeline):
+        hint = (" (a chromaviz model: sample() it, or pass its diffusers pipeline, model.pipe)"
+                if hasattr(pipe, "pipe") else "")
+        raise TypeError(f"record_pipeline records a diffusers pipeline (a DiffusionPipeline, e.g. from "
+                        f"DiffusionPipeline.from_pretrained); got {type(pipe).__name__}{hint}")
     params = _call_parameters(pipe)
     for key in call_kwargs:  # by name only: a pipeline's **kwargs takes deprecated arguments, not new ones
         if key in RESERVED:
@@ -439,6 +449,8 @@ def record_pipeline(pipe, prompt: str | PromptSchedule, *, seed: int = 0, genera
                             "callback= for a per-step callback")
         if key not in params or params[key].kind is inspect.Parameter.VAR_KEYWORD:
             raise TypeError(f"{type(pipe).__name__}.__call__ takes no argument {key!r}")
+    if "num_inference_steps" in call_kwargs:
+        _checks.positive_int("num_inference_steps", call_kwargs["num_inference_steps"])
     if getattr(pipe, "scheduler", None) is None or not callable(getattr(pipe.scheduler, "step", None)):
         raise PipelineRunError(f"{type(pipe).__name__} has no diffusers scheduler to record")
     network = _network(pipe)
@@ -459,6 +471,10 @@ def record_pipeline(pipe, prompt: str | PromptSchedule, *, seed: int = 0, genera
         raise PipelineRunError(f"{type(pipe).__name__} has no callback_on_step_end that can replace its prompt "
                                "embeddings, so a prompt schedule cannot be applied as it runs; give one prompt, or use "
                                "a native adapter (from_pipeline)")
+    if not constant and "pooled_prompt_embeds" in params and not any("pooled" in k or k == "add_text_embeds" for k in keys):
+        warnings.warn(f"{type(pipe).__name__}'s callback_on_step_end cannot replace its pooled prompt embedding: the "
+                      f"prompt switch changes {', '.join(keys)} only, the pooled embedding stays the first prompt's "
+                      "(the native adapter, from_pipeline, switches both)", PromptSwitchWarning, stacklevel=2)
     kwargs = dict(call_kwargs)
 
     def call(text: str, **extra: Any) -> Any:

@@ -281,6 +281,9 @@ class _Inputs:
                             f"diffusers scheduler instance, got {_kind(self.scheduler)}")
         self.guidance = _checks.real("guidance", self.guidance, minimum=0)
         self.guidance_rescale = _checks.real("guidance_rescale", self.guidance_rescale, minimum=0, maximum=1)
+        if not model.conditional and self.guidance != 1:
+            raise ValueError(f"{model.name} is unconditional: guidance={self.guidance:g} would change nothing (guidance "
+                             "scales a prompt's effect); leave it at 1")
         self.eta = _checks.real("eta", self.eta, minimum=0, maximum=1)
         self.seed = _checks.integer("seed", self.seed, minimum=0, maximum=2**64 - 1)
         self.batch_size = _checks.positive_int("batch_size", self.batch_size)

@@ -296,6 +296,10 @@ def save_strip(traj: Trajectory, to_rgb, path: str | Path, *, count: int = 10, s
     return path
 
 
+Y_LIMIT = 2.5
+"""The highest signal fraction a plot's y range grows to: a fraction above 1 (an overshoot) stays in view,
+while the first steps' outliers (x̂0 still a blur, fractions of 5 or more) do not squeeze the rest."""
+
 COMPARISON_CURVES = (
     ("predicted", "the run replayed from its noise (consistency check)", {"lw": 4, "alpha": 0.35}),
     ("ideal", "the model's ideal process", {"lw": 1.5, "ls": ":"}),
@@ -341,7 +345,7 @@ def chromatogram_figure(comparison: Comparison, *, title: str = ""):
               for name, label, style in COMPARISON_CURVES]
     curves = [(np.asarray(v), label, style) for v, label, style in curves if v is not None]
     # A bare Figure (no pyplot): nothing global changes, so this is safe inside a live kernel.
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = Figure(figsize=(11.5, 5.0), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     band = getattr(c, "expected", None)
     spread = getattr(c, "expected_std", None)
@@ -364,19 +368,21 @@ def chromatogram_figure(comparison: Comparison, *, title: str = ""):
                      Patch(color="0.3", alpha=0.18, lw=0, label=f"E ± {BAND_SIGMAS:g}σ")]
     kinds.append(Line2D([], [], color="0.3", ls="none", marker="o", ms=3, label="measured G"))
     levels = [Line2D([], [], color=colours[j], lw=2, label=f"m={m}") for j, m in enumerate(c.levels)]
-    ax1.add_artist(ax1.legend(handles=levels, loc="upper left", fontsize=8, title="level", title_fontsize=8))
-    ax1.legend(handles=kinds, loc="lower right", fontsize=8)
+    fig.legend(handles=levels, loc="outside right upper", fontsize=8, title="level", title_fontsize=8)
+    fig.legend(handles=kinds, loc="outside lower center", fontsize=8, ncols=min(4, len(kinds)))  # off the curves
     of = getattr(c, "normalisation", "")  # what a fraction is a fraction of, where the comparison says
+    shown = [c.measured] + [values for values, _, _ in curves] + ([band] if band is not None else [])
+    top = float(np.nanmax([np.nanmax(v) for v in shown if np.isfinite(v).any()] + [1.0]))
     ax1.set(xlabel=f"sampling step (0 = noisiest, of {len(steps)})",
             ylabel="signal fraction of level m" + (f" (of the {of})" if of else ""),
-            ylim=(-0.02, 1.05), title="signal fraction per level")
+            ylim=(-0.02, max(1.0, min(Y_LIMIT, top)) + 0.05), title="signal fraction per level")
     agreement = getattr(c, "agreement", None)
     if agreement is not None and agreement.inside is not None:
         import textwrap
 
         ax1.set_title("signal fraction per level\n" + textwrap.fill(f"the run is {agreement.verdict}", 64), fontsize=8)
-    ax2.set(xlabel="sampling step", ylabel="signal fraction generated in the step",
-            title=f"chromatogram per step ({curves[0][1] if curves else 'measured'}: lines)")
+    ax2.set(xlabel="sampling step", ylabel="signal fraction generated in the step")
+    ax2.set_title("chromatogram per step" + (f"\nlines: {curves[0][1]}" if curves else ""), fontsize=9)
     if title:
         fig.suptitle(title)
     return fig

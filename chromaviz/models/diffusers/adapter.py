@@ -259,6 +259,35 @@ def quiet_loading() -> Iterator[None]:
                 lib.enable_progress_bar()
 
 
+@contextmanager
+def _unexpected_keywords() -> Iterator[list[str]]:
+    """Collect what diffusers' ``from_pretrained`` says it will ignore (keyword arguments the pipeline
+    does not take), which :func:`quiet_loading` would hide: the list is filled when loading ends."""
+    import logging
+
+    logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
+    said: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "are not expected by" in record.getMessage():
+                said.append(record.getMessage())
+            elif record.levelno >= logging.ERROR and logger.parent is not None:
+                logger.parent.handle(record)
+
+    handler = Collect(logging.WARNING)
+    before = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
+
+
 def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
                   preview: str | None = None, tiny_vae=None, variant: str | None = None, **kwargs) -> _DiffusersBase:
     """Load a diffusers pipeline and wrap it with :func:`from_pipeline`.
@@ -278,12 +307,14 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
     variant : str, optional
         Weight variant, e.g. ``"fp16"``.
     **kwargs
-        Passed to ``DiffusionPipeline.from_pretrained``.
+        Passed to ``DiffusionPipeline.from_pretrained``: its loading options (e.g. ``revision``,
+        ``use_safetensors``) or components by name (e.g. ``scheduler=...``).
 
     Raises
     ------
     TypeError
-        ``model`` is neither text nor a path.
+        ``model`` is neither text nor a path; a keyword the pipeline does not take (diffusers would
+        ignore it).
     ValueError
         An empty ``model``; the folder is not a diffusers pipeline, or the id is neither local nor reachable.
     """
@@ -317,7 +348,7 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ValueError(f"{str(model)!r} is a folder but not a diffusers pipeline (no model_index.json); write one with pipe.save_pretrained(folder)")
-        with quiet_loading():
+        with quiet_loading(), _unexpected_keywords() as said:
             pipe = _pipeline_class(path).from_pretrained(path, local_files_only=True, **opts)
     else:
         model = os.fspath(model)
@@ -326,17 +357,22 @@ def load_pipeline(model: str | os.PathLike, *, torch_dtype: torch.dtype | None =
                              "pipe.save_pretrained(folder) or a hub id like 'owner/name'")
         no_folder = f"there is no folder {path}, and " if "/" in model else ""
         try:
-            with quiet_loading():
+            with quiet_loading(), _unexpected_keywords() as said:
                 pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True, **opts)
         except Exception as cached_error:  # not in the cache (or incomplete): try the hub if it answers
             if not _hub_reachable():
                 raise _not_loadable(model, f"{no_folder}it is not in the local Hugging Face cache and the hub cannot be "
                                            "reached") from cached_error
             try:
-                with quiet_loading():
+                with quiet_loading(), _unexpected_keywords() as said:
                     pipe = DiffusionPipeline.from_pretrained(model, **opts)
             except Exception as exc:
                 raise _not_loadable(model, f"{no_folder}the hub did not provide it ({type(exc).__name__}: {exc})") from exc
+    if said:
+        unknown = sorted(k for k in kwargs if repr(k) in said[0])
+        raise TypeError(f"load_pipeline got {', '.join(unknown) or said[0]}, which {type(pipe).__name__} does not take; "
+                        "pass loading options of DiffusionPipeline.from_pretrained (e.g. revision, use_safetensors) or "
+                        f"components by name ({', '.join(sorted(pipe.components))})")
     denoiser = from_pipeline(pipe, preview=preview, tiny_vae=tiny_vae)
     if device is not None:
         denoiser.to(device)
