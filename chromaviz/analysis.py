@@ -609,7 +609,7 @@ def expected(log_snr, levels: Sequence[int], power: np.ndarray | None = None, me
 
 def planned_theory(plan, model, height: int, width: int, *, method: str = "rings",
                    levels: Sequence[int] | None = None, batch_size: int | None = None,
-                   channels: int | None = None, eta: float = 0.0) -> Theory:
+                   channels: int | None = None, eta: float = 0.0, prompt: str | None = None) -> Theory:
     """The theories of a run before it is sampled: over its planned steps, on its bands.
 
     The same curves :func:`compare` draws for the run once it is recorded, where the model
@@ -633,13 +633,15 @@ def planned_theory(plan, model, height: int, width: int, *, method: str = "rings
     levels : sequence of int, optional
         Default :func:`chromaviz.spectral.levels_for` of the grid.
     batch_size : int, optional
-        B of the run: with it (and an exact spectrum) the expected band is computed, else it is None;
-        for one sample only where the data is zero-mean Gaussian (one sample is measured about zero,
-        so its energies hold the data's mean, which the band of the spectrum about the mean leaves out).
+        B of the run: with it (and an exact spectrum) the expected band is computed, else it is None.
+        One sample is measured about its prompt's data mean (:func:`compare`): for data with a mean the
+        band needs ``prompt``, and a prompt switch gets none.
     channels : int, optional
         C of the run (default ``model.channels``).
     eta : float
         DDIM's η of the run.
+    prompt : str, optional
+        The run's prompt (or prompt schedule), for one sample of data with a mean.
 
     Returns
     -------
@@ -674,15 +676,34 @@ def planned_theory(plan, model, height: int, width: int, *, method: str = "rings
     log_snr = np.asarray(plan.log_snr, dtype=np.float64)
     spectrum_aware, m2 = expected(log_snr, levels, power, method)
     band = None
-    # one sample is measured about zero: its band energies then hold the data's mean (a prompt's layout,
-    # a photograph), which an expected band of the spectrum about the mean leaves out (compare() drops it too)
     zero_mean = getattr(getattr(model, "data", None), "gaussian", False)
-    if batch_size is not None and power is not None and source == "model" and (batch_size >= 2 or zero_mean):
+    data_mean = None if batch_size != 1 or zero_mean else _step_means(model, prompt, plan, height, width)
+    if batch_size is not None and power is not None and source == "model" and (
+            batch_size >= 2 or zero_mean or data_mean is not None):
         channels = channels if channels is not None else int(getattr(model, "channels", 1))
         band = prediction.expected_run(plan.scheduler, plan.noise, power, batch_size=batch_size, channels=channels,
-                                       levels=levels, method=method, eta=eta)
+                                       levels=levels, method=method, eta=eta, data_mean=data_mean)
     return Theory(levels, method, np.asarray(plan.timesteps, dtype=np.float64), log_snr, spectrum_aware, m2, source,
                   None if band is None else band.mean, None if band is None else band.std)
+
+
+def _step_means(model, prompt: str | None, plan, height: int, width: int) -> np.ndarray | None:
+    """Each planned step's prompt's data mean (S, C, h, w), which one sample is measured about; None where
+    the model knows no data of one of them."""
+    import warnings
+
+    from .prompts import PromptSchedule
+
+    with warnings.catch_warnings():  # a switch that never happens is the planner's to say, not the theory's
+        warnings.simplefilter("ignore")
+        texts = PromptSchedule.coerce(prompt or "").prompts_for_steps(list(plan.timesteps), list(plan.log_snr))
+    known = {}
+    for text in dict.fromkeys(texts):
+        data = prompt_data_power(model, model.check_prompt(text) if model is not None else text, height, width)
+        if data is None:
+            return None
+        known[text] = data.mean
+    return np.stack([known[t] for t in texts])
 
 
 def decoded(traj: Trajectory, decode: Callable[[torch.Tensor], torch.Tensor], *, batch: int = 8) -> Trajectory:
@@ -744,7 +765,11 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
 
     Every curve is a fraction of the band's data power (see :class:`Comparison`; :meth:`Comparison.normalised`
     for the form divided by the end of the run). The measured G_b is the band energy of each step's x̂0
-    about the batch mean (B ≥ 2; about zero for one sample) over the data's expected energy in that band.
+    about the batch mean (B ≥ 2) over the data's expected energy in that band. One sample is measured
+    about its step's prompt's data mean where the model knows every prompt's (else about zero): about zero
+    it would hold the prompt's layout from the first step on, which no theory of the part about the mean
+    describes. A prompt switch then leaves the earlier prompt's mean in the levels formed before it, and
+    such a run gets no expected band or replay.
 
     Parameters
     ----------
@@ -813,14 +838,14 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     _check_same_model(traj, model)
     if decode is not None:
         traj, model = decoded(traj, decode), None
-    x0 = traj.x0
-    b, c, h, w = x0.shape[1:]
+    b, c, h, w = traj.x0.shape[1:]
     levels = tuple(levels) if levels is not None else spectral.levels_for(h, w)
     reference = spectral.batch_reference(b)
-    energies = spectral.step_band_energies(x0, levels, method, reference).numpy()
-    final_energy = spectral.step_band_energies(_sample_as_recorded(traj)[None], levels, method, reference).numpy()[0]
     source_data = _as_data_source(data, model) if decode is None else None
     norm = _normalisation(traj, model, levels, method, reference, source_data)
+    x0, sample = norm.centre(traj.x0, _sample_as_recorded(traj))  # one sample: about its prompt's data mean
+    energies = spectral.step_band_energies(x0, levels, method, reference).numpy()
+    final_energy = spectral.step_band_energies(sample[None], levels, method, reference).numpy()[0]
     power, source = norm.power, norm.source
     if source == "model":  # the model's exact Gaussian spectrum, as it declares it
         power = model.data_power(h, w)
@@ -831,7 +856,7 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
         try:
             given = norm.power if source in ("model data", "data draws") else None  # known, never fitted
             pred = prediction.predict_run(traj, model, method=method, levels=levels, reference=reference, plan=plan,
-                                          power=given)
+                                          power=given, data_mean=norm.means)
         except Exception as exc:  # the measurement and the continuous theory stand without it
             note = f"{type(exc).__name__}: {exc}"
     # Never divide the measurement by a spectrum fitted through the run's scheduler: the denominator is
@@ -848,10 +873,16 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     ideal_curve, ideal_std, ideal_note = None, None, "not asked for"
     if ideal and decode is None:
         ideal_curve, ideal_std, ideal_note = _ideal(traj, model, method, levels, source_data, norm)
-    band, band_note = _expected_band(traj, power if source == "model" else None, levels, method, reference, plan)
+    band, band_note = _expected_band(traj, power if source == "model" else None, levels, method, reference, plan,
+                                     norm.means)
     if band is not None and not np.allclose(band.data_energy, denominator, rtol=1e-9):
         band, band_note = None, "the measurement is not normalised by the model's data power"
-    suspect = suspicions(traj, final_energy / norm.final, levels, method, reference, norm.power,
+    judged = final_energy / norm.final
+    if norm.switches_mean:  # a composed sample is neither prompt's about its mean: judged with its mean, about zero
+        with_mean = np.abs(np.fft.fft2(norm.means[-1], norm="ortho")) ** 2
+        judged = (spectral.step_band_energies(_sample_as_recorded(traj)[None], levels, method, reference).numpy()[0]
+                  / (norm.final + np.einsum("lhw,chw->l", spectral.band_weights(h, w, levels, method), with_mean)))
+    suspect = suspicions(traj, judged, levels, method, reference, norm.power,
                          model.data_power(h, w) if model is not None and decode is None else None)
     if suspect:
         warnings.warn("suspect run: " + "; ".join(suspect), SuspectRunWarning, stacklevel=2)
@@ -962,7 +993,7 @@ def suspicions(traj: Trajectory, final_fractions, levels: Sequence[int], method:
 
 
 def _expected_band(traj: Trajectory, power: np.ndarray | None, levels: tuple[int, ...], method: str,
-                   reference: str | None, plan=None) -> tuple[prediction.Expectation | None, str]:
+                   reference: str | None, plan=None, data_mean=None) -> tuple[prediction.Expectation | None, str]:
     """The expected chromatography of a recorded run (:func:`chromaviz.prediction.expected_run`) from its
     scheduler, its recorded noise levels and the model's exact spectrum ``power``; (None, why) where
     there is none."""
@@ -976,7 +1007,7 @@ def _expected_band(traj: Trajectory, power: np.ndarray | None, levels: tuple[int
         b, c = traj.steps[0].x0.shape[:2]
         return prediction.expected_run(sched, noise, power, batch_size=b, channels=c, levels=levels, method=method,
                                        reference=reference, eta=float(traj.metadata.get("eta", 0.0)),
-                                       ends_with_sample=traj.final is not None), ""
+                                       ends_with_sample=traj.final is not None, data_mean=data_mean), ""
     except Exception as exc:  # the measurement stands without it
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -1238,6 +1269,21 @@ class _Normalisation:
     per_sample: np.ndarray  # (S, L): the same for one sample (the ideal process's denominator)
     spectrum_aware: np.ndarray  # (S, L): the continuous spectrum-aware curve of each step's prompt
     flags: tuple[str, ...]  # what a reader must know (a prompt whose data power is not known)
+    means: np.ndarray | None = None  # (S, C, h, w): one sample is measured about its step's prompt's data mean
+
+    def centre(self, x0: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x̂0 (S, B, C, h, w) and the sample (B, C, h, w) as they are measured: one sample about its
+        step's prompt's data mean where every prompt's is known, else as they are."""
+        if self.means is None:
+            return x0, sample
+        means = torch.as_tensor(self.means, dtype=x0.dtype)
+        return x0 - means[:, None], sample - means[-1][None]
+
+    @property
+    def switches_mean(self) -> bool:
+        """One sample measured about each step's prompt's data mean, and the mean changes with a prompt
+        switch: the levels formed before it keep the earlier prompt's mean."""
+        return self.means is not None and not bool((self.means == self.means[0]).all())
 
 
 def _sample_as_recorded(traj: Trajectory) -> torch.Tensor:
@@ -1262,8 +1308,10 @@ def _normalisation(traj: Trajectory, model, levels: tuple[int, ...], method: str
         known[p] = None if pooled else prompt_data_power(model, p, h, w, data=data, seed=0)
     flags: list[str] = []
     final = known[final_prompt]
+    centred = reference is None and all(dp is not None for dp in known.values())  # one sample, every mean known
+    about = "batch" if centred else reference  # DataPower.band_energy: "batch" is about the data mean
     if final is not None:
-        fallback_energy = final.band_energy(levels, method, reference)
+        fallback_energy = final.band_energy(levels, method, about)
         power, source, note = final.power, final.source, final.description
         fallback_sa = lambda lam: expected(lam, levels, final.power, method)[0]  # noqa: E731
     else:
@@ -1280,7 +1328,7 @@ def _normalisation(traj: Trajectory, model, levels: tuple[int, ...], method: str
     for p, dp in known.items():
         rows = [i for i, q in enumerate(prompts) if q == p]
         if dp is not None:
-            per_sample[rows] = dp.band_energy(levels, method, reference)
+            per_sample[rows] = dp.band_energy(levels, method, about)
             spectrum_aware[rows] = expected(lam[rows], levels, dp.power, method)[0]
         else:
             per_sample[rows] = fallback_energy
@@ -1294,8 +1342,9 @@ def _normalisation(traj: Trajectory, model, levels: tuple[int, ...], method: str
     sources = {dp.source for dp in known.values() if dp is not None}
     if final is not None and len(sources) > 1:
         source = max(sources, key=POWER_SOURCES.index)  # the weakest of them
+    means = np.stack([known[p].mean for p in prompts]) if centred else None
     return _Normalisation(power, source, note, nb * per_sample, nb * per_sample[-1] if final is not None
-                          else nb * fallback_energy, per_sample, spectrum_aware, tuple(flags))
+                          else nb * fallback_energy, per_sample, spectrum_aware, tuple(flags), means)
 
 
 def _ideal(traj: Trajectory, model, method: str, levels: tuple[int, ...], data,
@@ -1355,6 +1404,7 @@ class StepwiseComparison:
         self.steps: list = []
         self._energies: torch.Tensor | None = None
         self._power: tuple[np.ndarray | None, str] | None = None
+        self._means: dict = {}  # prompt → its data mean (one sample is measured about it), or None
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -1372,8 +1422,19 @@ class StepwiseComparison:
         self.steps.extend(steps)
         if self.levels is None:
             self.levels = spectral.levels_for(*steps[0].x0.shape[-2:])
-        new = spectral.step_band_energies(torch.stack([s.x0 for s in steps]), self.levels, self.method, self._reference())
+        new = spectral.step_band_energies(torch.stack([self._centred(s.x0, s.prompt) for s in steps]), self.levels,
+                                          self.method, self._reference())
         self._energies = new if self._energies is None else torch.cat([self._energies, new])
+
+    def _centred(self, x: torch.Tensor, prompt) -> torch.Tensor:
+        """One sample about its prompt's data mean, as :func:`compare` measures it (where it is known)."""
+        if x.shape[0] != 1 or self.model is None:
+            return x
+        if prompt not in self._means:
+            data = prompt_data_power(self.model, prompt, *x.shape[-2:])
+            self._means[prompt] = None if data is None else torch.as_tensor(data.mean, dtype=x.dtype)
+        mean = self._means[prompt]
+        return x if mean is None else x - mean
 
     def comparison(self, final: torch.Tensor | None = None) -> Comparison:
         """The :class:`Comparison` of the steps added so far.
@@ -1393,7 +1454,7 @@ class StepwiseComparison:
             raise ValueError("no steps added yet: a comparison needs at least one recorded step")
         sample = final if final is not None else self.steps[-1].x0
         final_energy = self._energies[-1] if final is None else spectral.step_band_energies(
-            final[None], self.levels, self.method, self._reference())[0]
+            self._centred(final, self.steps[-1].prompt)[None], self.levels, self.method, self._reference())[0]
         b, c, h, w = sample.shape
         if self._power is None or self._power[1] != "model":  # the model's spectrum never changes
             self._power = data_power(self.model, h, w, sample)

@@ -54,7 +54,7 @@ from .sampling.trajectory import Trajectory
 
 __all__ = [
     "KINDS", "Expectation", "ModeGains", "NotWhiteNoise", "Prediction", "data_energy", "exact_spectrum", "expected_run",
-    "mode_gains", "planned_scheduler", "predict_run", "run_scheduler",
+    "mean_gains", "mode_gains", "planned_scheduler", "predict_run", "run_scheduler",
 ]
 
 FIXED_POINT_STEPS = 4
@@ -319,19 +319,72 @@ def _keeps_samples(sched, shape: torch.Size) -> bool:
     return False
 
 
+def mean_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0.0,
+               prompts: Sequence[int] | None = None) -> np.ndarray:
+    """How a run carries its data's means: E[x̂0] = Σ_q c_q·μ_q per mode, for data N(μ_q, P) of prompt q
+    and the Wiener denoiser (the prompts share P).
+
+    Parameters
+    ----------
+    scheduler, levels, power, eta
+        As :func:`mode_gains` (K power values).
+    prompts : sequence of int, length S, optional
+        The prompt q ∈ {0 … Q − 1} each evaluation denoises for (a prompt switch); default one prompt.
+
+    Returns
+    -------
+    ndarray, shape (S + 1, Q, K)
+        c_q at each model evaluation, and for the scheduler's last output (the sample). A run of one
+        prompt that carries its mean as the data has it gives c = 1 at every step: from pure noise
+        (α = 0) every sampler diffusers ships does, where its steps land on the noise levels it
+        evaluates the model at. After a switch from prompt 0 to 1, c_0 is what the levels already
+        formed keep of prompt 0's mean.
+
+    Notes
+    -----
+    The run starts from x_T of mean 0; the posterior mean of N(μ, P) data is
+    x̂0 = μ + g·(x_t − α·μ), g = α·P/(α²·P + σ²), so a lane of mean 0 stepped with x̂0 = g·x_t + (1 − g·α)·1_q
+    (1_q: 1 while prompt q is denoised for, else 0) is μ_q's coefficient, the noise each step injects
+    removed as in :func:`mode_gains`.
+    """
+    active = np.zeros(len(levels), dtype=np.int64) if prompts is None else np.asarray(prompts, dtype=np.int64)
+    if active.shape != (len(levels),) or (active < 0).any():
+        raise ValueError(f"prompts must give a prompt index ≥ 0 for each of the {len(levels)} evaluations")
+    offsets = np.eye(int(active.max()) + 1 if len(active) else 1)[active]  # (S, Q)
+    import copy
+
+    p = torch.as_tensor(np.asarray(power, dtype=np.float64).ravel())
+    stepped = copy.deepcopy(scheduler)
+    target = stepping_target(stepped, levels)
+    accepted = inspect.signature(stepped.step).parameters
+    step_kwargs = {k: v for k, v in {"eta": eta, "generator": None}.items() if k in accepted}
+    stochastic = "generator" in step_kwargs and step_kwargs.get("eta", None) != 0
+    try:
+        stepper = _Probe(step_kwargs, "first") if stochastic else None
+        gains = _stepped_gains(stepped, levels, p, target, step_kwargs, stepper, offsets=offsets)
+    except NotWhiteNoise:
+        stepped = copy.deepcopy(scheduler)
+        gains = _stepped_gains(stepped, levels, p, target, step_kwargs, _NoiseFree(stepped, step_kwargs), offsets=offsets)
+    return np.concatenate([gains.x0, gains.final[None]])
+
+
 def _stepped_gains(sched, levels: Sequence[NoiseLevel], p: torch.Tensor, target: str, step_kwargs: dict,
-                   stepper) -> ModeGains:
+                   stepper, offsets: np.ndarray | None = None) -> ModeGains:
     """The loop of :func:`mode_gains`: ``stepper`` None (no step adds noise), a :class:`_Probe` (the noise
     read off a zero lane and removed; its ``mode`` says where the noise goes) or a :class:`_NoiseFree`
-    (lane 0 alone)."""
+    (lane 0 alone). ``offsets`` (S, Q): Q lanes of mean 0 whose x̂0 holds ``offsets[i, q]`` of a data mean
+    (:func:`mean_gains`)."""
     mode = stepper.mode if isinstance(stepper, _Probe) else None
     modes = len(p)
     if mode and modes < PROBE_MODES:  # pad the mode axis so that the noise check sees enough elements
         p = torch.cat([p, torch.ones(PROBE_MODES - modes, dtype=p.dtype)])
-    lanes = {"lanes": 1 + len(levels), "shared": 2}.get(mode, 1)
+    lanes = offsets.shape[1] if offsets is not None else {"lanes": 1 + len(levels), "shared": 2}.get(mode, 1)
     scale = getattr(sched, "scale_model_input", lambda sample, timestep: sample)
     x = torch.zeros((lanes + bool(mode), 1, 1, len(p)), dtype=torch.float64)  # (B, C, H, W) as schedulers expect
-    x[0] = float(getattr(sched, "init_noise_sigma", 1.0))
+    x[0] = 0.0 if offsets is not None else float(getattr(sched, "init_noise_sigma", 1.0))
+    shares = torch.zeros((len(levels), len(x), 1, 1, 1), dtype=torch.float64)  # of a data mean in x̂0, per lane
+    if offsets is not None:
+        shares[:, :lanes, 0, 0, 0] = torch.as_tensor(offsets, dtype=torch.float64)  # never in the zero lane
     x0_gains = np.empty((len(levels), lanes, modes))
     xt_gains = np.empty((len(levels), lanes, modes)) if mode == "shared" else None
     stds = np.zeros(len(levels))
@@ -346,7 +399,7 @@ def _stepped_gains(sched, levels: Sequence[NoiseLevel], p: torch.Tensor, target:
         if i == 0:
             input_scale = float(x_in[0, 0, 0, 0]) if modes else 1.0
         gain = level.alpha * p / (level.alpha**2 * p + level.sigma**2)  # broadcasts over the mode axis
-        x0, eps = split_prediction(gain * x_in, x_in, level, "sample")
+        x0, eps = split_prediction(gain * x_in + (1 - gain * level.alpha) * shares[i], x_in, level, "sample")
         x0_gains[i] = x0[:lanes].reshape(lanes, -1)[:, :modes].numpy()
         model_output = join_prediction(x0, eps, level, target)
         if stepper is None:
@@ -685,7 +738,7 @@ def _sample_power(samples: torch.Tensor, reference: str | None) -> np.ndarray:
 
 
 def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequence[int] | None = None,
-                power=None, reference: str | None = "auto", plan=None) -> Prediction:
+                power=None, reference: str | None = "auto", plan=None, data_mean=None) -> Prediction:
     """Replay ``traj`` mode by mode from its own noise (THEORY §4b): a consistency check of the model and the code.
 
     For a Gaussian model the replay equals the measured fractions to float rounding (≤ 1e-5), for
@@ -714,6 +767,10 @@ def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: 
         The run's step plan (the one :func:`chromaviz.sampling.sample` sampled with): its scheduler is
         reused (:func:`planned_scheduler`) instead of being rebuilt from the metadata and set to N
         steps again (:func:`run_scheduler`).
+    data_mean : array_like, shape (C, H, W) or (S, C, H, W), optional
+        One sample of data N(μ, P) measured about its (each step's prompt's) mean: μ. What the run holds
+        of the means besides the active prompt's (:func:`expected_run`) is replayed with the noise (octave
+        rings of a deterministic sampler; pyramid bands and replayed injected noise refuse it).
 
     Returns
     -------
@@ -805,14 +862,30 @@ def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: 
         spec_power = spec_power.reshape(p.shape[0], mult, h, w).sum(1).numpy()
         noise_w = _group_sums(weights, groups, k, spec_power)  # (K, L)
         noise_w2 = _group_sums(weights**2, groups, k, spec_power)
+    offsets = None
+    if data_mean is not None and reference is None:
+        offsets = _mean_offsets(sched, levels_rec, values, values, eta, True, traj.final is not None, data_mean)
+        if offsets.negligible:
+            offsets = None  # the run carries its one mean exactly (to float32 rounding)
+        elif method == "pyramid" or not conditioned or (gains.stochastic and replayed is not None):
+            raise ValueError(f"the run holds {np.abs(offsets.a).max():.2g} of a data mean besides its prompt's "
+                             "(mean_gains); a replay of that offset is computed for octave rings of a deterministic "
+                             "sampler's run")
+        else:  # Σ over the modes of each power value of w·Re(ε̂·conj μ̂_q) and w·Re(μ̂_q·conj μ̂_q')
+            eps_mu = [(spec.sum(0).numpy() * mu.conj()).real.reshape(p.shape[0], mult, h, w).sum(1)
+                      for mu in offsets.spectra]
+            cross_w = [_group_sums(weights, groups, k, x) for x in eps_mu]
+            cross_w2 = [_group_sums(weights**2, groups, k, x) for x in eps_mu]
+            mean_w, mean_w2 = (offsets.pair_sums(wt, groups, p.shape[0]) for wt in (weights, weights**2))
     if source != "model":
         kind = "approximation"
     else:
         kind = "exact" if conditioned and (replayed is not None or not gains.stochastic) else "expectation"
 
-    def energies(coef: np.ndarray):
-        """Band energies of x̂0 with lane coefficients ``coef`` (N, J, K): mean, batch-noise variance and
-        the part that is a multiple of the initial noise, each (N, L)."""
+    def energies(coef: np.ndarray, a: np.ndarray | None = None):
+        """Band energies of x̂0 with lane coefficients ``coef`` (N, J, K) and, for one sample about its data
+        mean, the means' offsets ``a`` (N, Q, K): mean, batch-noise variance and the part that is known (a
+        multiple of the initial noise, and the offset), each (N, L)."""
         random = coef[:, 1:] if conditioned else coef
         v = (random**2).sum(1)  # (N, K): variance per mode from the random lanes
         mean = nb * mult * (v @ wsum)
@@ -826,10 +899,15 @@ def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: 
             grid = torch.from_numpy(c0[:, groups.reshape(-1)].reshape(len(c0), *p.shape))  # (N, C', H, W)
             cond = _pyramid_energies(grid, spec, lv)
         var = var + 4 * ((c0**2 * v) @ noise_w2)  # cross terms of the known and the random part
+        if a is not None:  # x̂0 = c0·ε̂ + Σ a_q·μ̂_q + random: |c0·ε̂ + Σ a_q·μ̂_q|² and its cross terms
+            ones = np.ones_like(c0)
+            cond = cond + sum(2 * (c0 * a[:, q]) @ cross_w[q] for q in range(a.shape[1])) + _pairs(a, a, ones, mean_w)
+            var = var + 4 * (sum(2 * (c0 * a[:, q] * v) @ cross_w2[q] for q in range(a.shape[1]))
+                             + _pairs(a, a, v, mean_w2))
         return mean + cond, var, cond
 
-    mean, var, _ = energies(gains.x0)
-    fmean, fvar, fcond = energies(gains.final[None])
+    mean, var, _ = energies(gains.x0, None if offsets is None else offsets.a[:-1])
+    fmean, fvar, fcond = energies(gains.final[None], None if offsets is None else offsets.a[-1:])
     if replayed is not None:  # the run replayed with its own injected noise: exact, no batch noise
         def band_energies(spectrum: torch.Tensor) -> np.ndarray:
             if reference == "batch":
@@ -862,8 +940,8 @@ class Expectation:
     What :func:`expected_run` returns: E[G_b] and std[G_b] over the initial noise (and, for
     stochastic samplers, the noise each step injects) of a run of ``batch_size`` samples of
     ``channels`` channels, G_b being the measured fraction of :func:`chromaviz.analysis.compare`
-    (band energy of x̂0 about the batch mean for B ≥ 2, about zero for B = 1, over the band's data
-    energy :func:`data_energy`).
+    (band energy of x̂0 about the batch mean for B ≥ 2, about the data mean or zero for B = 1, over the
+    band's data energy :func:`data_energy`).
 
     Attributes
     ----------
@@ -917,6 +995,68 @@ INTERPOLATION_NODES = 129
 """Log-spaced power values :func:`expected_run` steps, and interpolates between, above that."""
 
 
+MEAN_TOLERANCE = 1e-4
+"""|c − 1| (:func:`mean_gains`) below which a run counts as carrying its data mean exactly (float32
+schedulers land about 1e-6 from 1)."""
+
+
+@dataclass(frozen=True)
+class _MeanOffsets:
+    """What one sample, measured about each step's prompt's data mean, holds of the data means besides:
+    x̂0(i) − μ_p(i) = zero-mean part + Σ_q a[i, q]·μ̂_q, per mode (:func:`mean_gains`: a = c − 1 for the
+    active prompt, c for the others); row S is the run's end, about the last prompt's mean."""
+
+    a: np.ndarray  # (S + 1, Q, K) on the K power values
+    spectra: np.ndarray  # (Q, C, H, W) complex: the orthonormal FFT of each distinct mean
+
+    @property
+    def negligible(self) -> bool:
+        return not np.abs(self.a).max() > MEAN_TOLERANCE
+
+    def pair_sums(self, weights: np.ndarray, groups: np.ndarray, spectrum_channels: int, per: float = 1.0) -> np.ndarray:
+        """Σ over the modes of each power value of weights·Re(μ̂_q·conj μ̂_q'), summed over the channels that
+        share a spectrum and divided by ``per``: shape (Q, Q, K, L)."""
+        q, c, h, w = self.spectra.shape
+        k = int(groups.max()) + 1
+        out = np.empty((q, q, k, weights.shape[0]))
+        for i in range(q):
+            for j in range(q):
+                re = (self.spectra[i] * self.spectra[j].conj()).real.reshape(spectrum_channels, -1, h, w).sum(1)
+                out[i, j] = _group_sums(weights, groups, k, re / per)
+        return out
+
+
+def _mean_offsets(scheduler, noise: Sequence[NoiseLevel], nodes: np.ndarray, values: np.ndarray, eta: float,
+                  exact: bool, ends_with_sample: bool, data_mean) -> _MeanOffsets:
+    """:class:`_MeanOffsets` of a run whose steps denoise for data of mean ``data_mean`` ((C, H, W), or
+    (S, C, H, W) per step), on the K power ``values``."""
+    means = np.asarray(data_mean, dtype=np.float64)
+    if means.ndim == 3:
+        means = np.broadcast_to(means, (len(noise), *means.shape))
+    if len(means) != len(noise):
+        raise ValueError(f"data_mean holds {len(means)} steps' means; the run has {len(noise)} evaluations")
+    distinct, active = np.unique(means.reshape(len(means), -1), axis=0, return_inverse=True)
+    active = np.asarray(active).ravel()
+    c = mean_gains(scheduler, noise, nodes, eta=eta, prompts=active)  # (S + 1, Q, K nodes)
+    if not ends_with_sample:
+        c = np.concatenate([c[:-1], c[-2:-1]])
+    if not exact:
+        from scipy.interpolate import CubicSpline
+
+        c = CubicSpline(np.log(nodes), c, axis=2)(np.log(values))
+    a = c.copy()
+    a[np.arange(len(noise)), active] -= 1
+    a[-1, active[-1]] -= 1
+    spectra = np.fft.fft2(distinct.reshape(len(distinct), *means.shape[1:]), norm="ortho")
+    return _MeanOffsets(a, spectra)
+
+
+def _pairs(a1: np.ndarray, a2: np.ndarray, rows: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """Σ_qq' (a1_q·a2_q'·rows) @ sums[q, q']: a1, a2 (N, Q, K), rows (N, K), sums (Q, Q, K, L) → (N, L)."""
+    q = a1.shape[1]
+    return sum((a1[:, i] * a2[:, j] * rows) @ sums[i, j] for i in range(q) for j in range(q))
+
+
 def _cos2(n: int) -> np.ndarray:
     """|Ŵ_2(f)|² = cos²(π·f) of 2-point averaging on the n-point FFT grid, shape (n,)."""
     return np.cos(np.pi * np.fft.fftfreq(n)) ** 2
@@ -961,7 +1101,8 @@ def _pyramid_moments(q: np.ndarray, groups: np.ndarray, levels: tuple[int, ...])
 
 def expected_run(scheduler, noise: Sequence[NoiseLevel], power, *, batch_size: int, channels: int,
                  levels: Sequence[int] | None = None, method: str = "rings", reference: str | None = "auto",
-                 eta: float = 0.0, ends_with_sample: bool = True, exact: bool | None = None) -> Expectation:
+                 eta: float = 0.0, ends_with_sample: bool = True, exact: bool | None = None,
+                 data_mean=None) -> Expectation:
     """The expected chromatography of a run and its noise band, from its plan and the data spectrum alone.
 
     No run is needed: the scheduler is stepped mode by mode with the Wiener gain as the model
@@ -1008,6 +1149,13 @@ def expected_run(scheduler, noise: Sequence[NoiseLevel], power, *, batch_size: i
     ends_with_sample : bool
         True: ``final`` is the scheduler's last output (a complete run's sample); False: the last
         x̂0 (a partial run, measured against its newest x̂0).
+    data_mean : array_like, shape (C, H, W) or (S, C, H, W), optional
+        For one sample (``reference`` None) of data N(μ, P) measured about its mean μ: μ in sample space,
+        or each step's prompt's μ (a prompt switch; the prompts share P). About a batch mean it cancels and
+        is not used. What the run holds of the means besides the active prompt's (:func:`mean_gains`: the
+        levels formed before a switch keep the earlier prompt's; a sampler whose steps miss the noise
+        levels it evaluates at carries its mean only in part) is a known offset m = Σ_q a_q·μ̂_q of every
+        mode, adding Σ w·|m|² to E and 4·Σ w²·|m|²·v to Var (octave rings; pyramid bands refuse it).
     exact : bool, optional
         Step every distinct power value (True), or :data:`INTERPOLATION_NODES` log-spaced values and
         interpolate the moments in log P with a cubic spline (False; relative error below 1e-6 in
@@ -1077,12 +1225,28 @@ def expected_run(scheduler, noise: Sequence[NoiseLevel], power, *, batch_size: i
         from scipy.interpolate import CubicSpline
 
         q = CubicSpline(np.log(nodes), q, axis=1)(np.log(values))
+    offsets = None if data_mean is None or reference is not None else _mean_offsets(
+        scheduler, noise, nodes, values, eta, exact, ends_with_sample, data_mean)
+    if offsets is not None and offsets.negligible:
+        offsets = None  # the run carries its one mean exactly (to float32 rounding)
     if method == "rings":
         weights = spectral.band_weights(h, w, lv, method)
         mean = q @ _group_sums(weights, groups, len(values))
         square = (q**2) @ _group_sums(weights**2, groups, len(values))
+        if offsets is not None:  # m = Σ a_q·μ̂_q adds |m|² to each mode's energy and 4·|m|²·v (·cov) to its variance
+            s = len(v)
+            a = offsets.a
+            a1 = np.concatenate([a[:s], a[s:], a[:s]])  # the rows of q: steps, the end, steps (with the end)
+            a2 = np.concatenate([a[:s], a[s:], np.broadcast_to(a[s:], a[:s].shape)])
+            extra = _pairs(a1, a2, np.ones_like(q), offsets.pair_sums(weights, groups, p.shape[0], mult))
+            extra[s + 1:] = 0  # the cross rows are covariances: the offsets' product is no variance
+            mean = mean + extra
+            square = square + 2 * _pairs(a1, a2, q, offsets.pair_sums(weights**2, groups, p.shape[0], mult))
     else:
         spectral._check_divisible(h, w, lv[-1], f"{lv[-1]}, the deepest pyramid level", " or fewer levels")
+        if offsets is not None:
+            raise ValueError(f"the run holds {np.abs(offsets.a).max():.2g} of a data mean besides its prompt's (mean_gains), "
+                             "and the pyramid bands' moments of a field with such an offset are not computed; use octave rings")
         mean, square = _pyramid_moments(q, groups, lv)
     denominator = data_energy(p, lv, method, batch_size, channels, reference)
     mean = nb * mult * mean / denominator

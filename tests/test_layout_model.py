@@ -89,6 +89,48 @@ def test_a_run_of_one_component_is_predicted_exactly():
     assert np.abs(c.measured - c.predicted).max() < 1e-4
 
 
+@pytest.mark.parametrize("steps", [25, 30])
+def test_one_sample_is_measured_about_its_prompts_data_mean(steps):
+    """One sample about zero held the prompt's layout (G of 0.6–0.9 at the first step, where x̂0 is the
+    mean itself) while the replay and the ideal process were of the part about the mean. About the mean,
+    the replay is exact and the run lies in its band; at 30 steps DDIM lands 1000/30 timesteps below each
+    one it evaluates, so the run carries the mean only to 2 % (mean_gains), which both now include."""
+    from chromaviz.analysis import StepwiseComparison, planned_theory
+    from chromaviz.noise import plan_steps
+    from chromaviz.prediction import mean_gains
+
+    model, prompt = LayoutTexture(size=32), "a horse with red stripes"
+    plan = plan_steps(model.schedule, steps, "ddim")
+    carried = mean_gains(plan.scheduler, plan.noise, np.unique(model.data_power(32, 32)))
+    assert (np.abs(carried - 1).max() < 1e-4) == (steps == 25)
+    traj = sample(model, prompt, num_inference_steps=steps, batch_size=1, device="cpu", plan=plan)
+    c = compare(traj, model, ideal=False)
+    assert np.abs(c.measured[0]).max() < 1e-6  # x̂0 of pure noise is the mean
+    assert c.prediction_kind == "exact" and np.abs(c.measured - c.predicted).max() < 1e-5
+    assert c.agreement.inside and c.agreement.coverage >= 0.9
+    planned = planned_theory(plan, model, 32, 32, batch_size=1, prompt=prompt)
+    np.testing.assert_allclose(planned.expected, c.expected, rtol=1e-9)
+    live = StepwiseComparison(model)
+    live.extend(traj.steps)
+    np.testing.assert_allclose(live.comparison(traj.final).measured, c.measured, rtol=1e-6, atol=1e-9)
+
+
+def test_a_switched_sample_is_predicted_with_the_mean_each_level_keeps():
+    """After a switch the levels formed before it keep part of A's mean (mean_gains): about B's mean their
+    energy is that offset's, which the band and the replay include, so the composition is predicted."""
+    from chromaviz.analysis import planned_theory
+    from chromaviz.noise import plan_steps
+
+    model, prompt = LayoutTexture(size=32), "[a horse with red stripes:a cat with blue dots:m=4]"
+    plan = plan_steps(model.schedule, 20)
+    c = compare(sample(model, prompt, num_inference_steps=20, batch_size=1, device="cpu", plan=plan), model, ideal=False)
+    assert c.measured_final[-1] > 2  # the coarsest band holds A's layout, several times B's data power about B's mean
+    assert c.prediction_kind == "exact" and np.abs(c.measured - c.predicted).max() < 1e-4
+    assert c.agreement.inside and c.agreement.max_z < 4  # seeds 0–11: coverage 0.70–1.00, mean 0.91; z ≤ 3.2
+    planned = planned_theory(plan, model, 32, 32, batch_size=1, prompt=prompt)
+    np.testing.assert_allclose(planned.expected, c.expected, rtol=1e-9)
+
+
 # ---------------------------------------------------------------------- prompts and bad input
 def test_prompts_are_canonical_and_name_what_they_mix(small):
     assert small.check_prompt("A photo of the Horse, with RED stripes") == "a horse with red stripes"
