@@ -10,13 +10,16 @@ $CHROMAVIZ_CHROMIUM). Prints one table:
   already holds decoded. Scrubbing runs in the browser in both (bokeh ``CustomJS`` over frames
   already there), so JupyterLab is measured with the kernel busy;
 - live sampling: the same run with the live UI attached, in the explorer's worker thread without a
-  UI, and as ``chromaviz.sample`` on the kernel's main thread (alternating, medians); frames per
+  UI, and as ``chromaviz.sample`` on the kernel's main thread, with the kernel's intra-op threads and
+  with the worker's (one core fewer: 2 OpenMP threads on 2 cores that the browser shares wait at
+  every barrier), alternating, medians; frames per
   second while sampling, the time from Run until every step is drawn, and whether every step is
   in the scrubber at the end; with ``--refresh-intervals``, the live UI at each interval between
   refreshes too (what a refresh costs the run: the browser shares the machine's cores); and what
   the page sent the kernel meanwhile (the browser's own changes only, no echo of the kernel's). The
-  refresh interval adapts to what a refresh costs (``chromaviz.widgets.explorer.REFRESH_BUDGET``);
-  ``--refresh-intervals`` sets the shortest it may take, and the table prints the rate reached;
+  refresh interval adapts to what a refresh costs the run, measured in its step times
+  (``chromaviz.widgets.explorer.RefreshPacer``); ``--refresh-intervals`` sets the shortest it may
+  take, and the table prints the rate reached and the cost measured;
 - the size of ``run.html`` of the default report's run (Gaussian model, 50 steps, 64×64, batch 8).
 
     python benchmarks/explorer_latency.py [--trials 40] [--steps 50 200] [--size 64] [--rounds 3] [--live-steps 200]
@@ -57,28 +60,42 @@ caption => {
 """
 
 LIVE_CELL = """
-import json, time
+import json, time, torch
 from chromaviz import sample
-from chromaviz.widgets.worker import SamplingJob
+from chromaviz.widgets.worker import SamplingJob, sampling_threads
 
 def worker_alone():
     runs = explorer._plan_runs()
     SamplingJob(model, list(runs.values()), lambda *a: None, lambda state, traj, err: setattr(state, "trajectory", traj)).start().join()
     return runs["A"].trajectory.metadata["elapsed_seconds"]
 
+def on_main(threads=None):
+    s = explorer.settings()  # the explorer's own settings: the same run as the others
+    kept = torch.get_num_threads()
+    torch.set_num_threads(threads or kept)
+    if threads is None:
+        used.append(kept)
+    try:
+        return sample(model, explorer.prompt.value or None, num_inference_steps=s.steps, scheduler=s.scheduler,
+                      guidance=s.guidance, seed=s.seed, height=s.size, width=s.size,
+                      device=s.device or None).metadata["elapsed_seconds"]
+    finally:
+        torch.set_num_threads(kept)
+
 explorer.steps.value = steps = {live_steps}
 intervals = {intervals}
+used = []  # intra-op threads of each sample() on the main thread
 lives = [f"live {{x}}" for x in intervals]
-times = {{"main": [], "worker": [], "drawn": [], **{{k: [] for k in lives}}}}
-rates, complete, reached = {{k: [] for k in lives}}, [], {{k: [] for k in lives}}
+times = {{"main": [], "main_threads": [], "worker": [], "drawn": [], **{{k: [] for k in lives}}}}
+rates, complete, reached, costs = {{k: [] for k in lives}}, [], {{k: [] for k in lives}}, {{k: [] for k in lives}}
+modes = ["main", "main_threads", "worker", *lives]
 for r in range({rounds}):
-    for mode in (["main", "worker", *lives] if r % 2 == 0 else [*lives[::-1], "worker", "main"]):
-        time.sleep(1.0)  # let the browser finish drawing the previous run before the next one starts
+    for mode in (modes if r % 2 == 0 else modes[::-1]):
+        time.sleep(2.0)  # let the browser finish drawing the previous run before the next one starts
         if mode == "main":
-            s = explorer.settings()  # the explorer's own settings: the same run as the other two
-            times["main"].append(sample(model, explorer.prompt.value or None, num_inference_steps=s.steps,
-                                        scheduler=s.scheduler, guidance=s.guidance, seed=s.seed, height=s.size,
-                                        width=s.size, device=s.device or None).metadata["elapsed_seconds"])
+            times["main"].append(on_main())
+        elif mode == "main_threads":
+            times["main_threads"].append(on_main(sampling_threads()))
         elif mode == "worker":
             times["worker"].append(worker_alone())
         else:
@@ -90,13 +107,15 @@ for r in range({rounds}):
             times[mode].append(elapsed)
             rates[mode].append(explorer.refresh_rate or 0.0)  # refreshes per second the adaptive rate reached
             reached[mode].append(explorer.refresh_interval)
+            costs[mode].append(explorer.refresh_cost)
             if mode == lives[0]:
                 times["drawn"].append(time.perf_counter() - start)
                 complete.append(len(explorer.view) == len(explorer.runs["A"].trajectory))
 explorer.preview_interval = intervals[0]
 explorer.steps.value = {short}
 explorer.run(); explorer.wait()
-print("BENCH" + json.dumps({{**times, "rates": rates, "complete": complete, "intervals": reached}}))
+print("BENCH" + json.dumps({{**times, "rates": rates, "complete": complete, "intervals": reached, "costs": costs,
+                            "threads": [used, sampling_threads()]}}))
 time.sleep(60)  # the kernel is busy while the browser scrubs
 explorer.steps.value = {long}
 explorer.run(); explorer.wait()
@@ -211,16 +230,24 @@ def main() -> None:
         print(f"{name:58s} {statistics.median(values):9.1f} {percentile(values, 0.95):9.1f} {len(values):4d}")
     print(f"{'(scrub target: p95 ≤ 20 ms)':58s}")
     first = f"live {args.refresh_intervals[0]}"
-    main_t, worker_t, live_t = (statistics.median(live[k]) for k in ("main", "worker", first))
+    main_t, threads_t, worker_t, live_t = (statistics.median(live[k]) for k in ("main", "main_threads", "worker", first))
     k = len(live[first])
-    print(f"{f'sampling {args.live_steps} steps, kernel main thread, sample() (s)':58s} {main_t:9.3f} {'':9s} {k:4d}")
+    own, fewer = live["threads"]
+    own = "/".join(map(str, sorted(set(own))))
+    costs = [c for c in live["costs"][first] if c is not None]
+    print(f"{f'sampling {args.live_steps} steps, kernel main thread, sample() ({own} threads) (s)':58s} {main_t:9.3f} {'':9s} {k:4d}")
+    print(f"{f'  the same at the worker thread count ({fewer}) (s)':58s} {threads_t:9.3f} {'':9s} {k:4d}")
     print(f"{'sampling, explorer worker thread, no UI (s)':58s} {worker_t:9.3f} {'':9s} {k:4d}")
     print(f"{'sampling, explorer with the live UI (s)':58s} {live_t:9.3f} {'':9s} {k:4d}")
     print(f"{'  the same, from Run until every step is drawn (s)':58s} {statistics.median(live['drawn']):9.3f} {'':9s} {k:4d}")
-    print(f"{'live UI / main thread (target ≤ 1.10)':58s} {live_t / main_t:9.3f}")
+    print(f"{'live UI / sample() on the main thread (target ≤ 1.10)':58s} {live_t / main_t:9.3f}")
+    print(f"{f'live UI / sample() on the main thread, {fewer} thread(s)':58s} {live_t / threads_t:9.3f}")
+    print(f"{'live UI / worker alone':58s} {live_t / worker_t:9.3f}")
     print(f"{'worker alone / main thread':58s} {worker_t / main_t:9.3f}")
     print(f"{'refreshes per second reached while sampling (adaptive)':58s} {statistics.median(live['rates'][first]):9.1f}")
     print(f"{'  seconds between refreshes at the end of the run':58s} {statistics.median(live['intervals'][first]):9.3f}")
+    if costs:
+        print(f"{'  what one refresh cost the run, measured (ms)':58s} {1e3 * statistics.median(costs):9.1f}")
     print(f"{'every step in the scrubber at the end':58s} {str(all(live['complete'])):>9s}")
     print(f"{'page → kernel during all the notebook runs (kB)':58s} {sent_kb:9.1f}")
     for name, size in sizes.items():

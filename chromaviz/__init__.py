@@ -24,7 +24,7 @@ _PUBLIC = {
     "Schedule": "noise",
     "Boundary": "prompts", "PromptSchedule": "prompts",
     "SamplingError": "sampling", "StepRecord": "sampling",
-    "Trajectory": "sampling", "sample": "sampling",
+    "Trajectory": "sampling", "sample": "sampling", "use_free_cores": "sampling",
 }
 """Public name → the subpackage it is imported from on first use."""
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from .models import Denoiser, ExemplarMixture, GaussianPowerLaw, load_shapes
     from .noise import Schedule
     from .prompts import Boundary, PromptSchedule
-    from .sampling import SamplingError, StepRecord, Trajectory, sample
+    from .sampling import SamplingError, StepRecord, Trajectory, sample, use_free_cores
 
 
 def __getattr__(name: str):

@@ -640,8 +640,9 @@ def planned_theory(plan, model, height: int, width: int, *, method: str = "rings
         C of the run (default ``model.channels``).
     eta : float
         DDIM's η of the run.
-    prompt : str, optional
-        The run's prompt (or prompt schedule), for one sample of data with a mean.
+    prompt : str or PromptSchedule, optional
+        The run's prompt (or prompt schedule), for one sample of data with a mean; without it such a run
+        gets no band before it is sampled.
 
     Returns
     -------
@@ -677,9 +678,11 @@ def planned_theory(plan, model, height: int, width: int, *, method: str = "rings
     spectrum_aware, m2 = expected(log_snr, levels, power, method)
     band = None
     zero_mean = getattr(getattr(model, "data", None), "gaussian", False)
-    data_mean = None if batch_size != 1 or zero_mean else _step_means(model, prompt, plan, height, width)
-    if batch_size is not None and power is not None and source == "model" and (
-            batch_size >= 2 or zero_mean or data_mean is not None):
+    exact = batch_size is not None and power is not None and source == "model"
+    data_mean = None  # one sample of data with a mean: each step's prompt's, if the prompt is given
+    if exact and batch_size == 1 and not zero_mean and prompt is not None:
+        data_mean = _step_means(model, prompt, plan, height, width)
+    if exact and (batch_size >= 2 or zero_mean or data_mean is not None):
         channels = channels if channels is not None else int(getattr(model, "channels", 1))
         band = prediction.expected_run(plan.scheduler, plan.noise, power, batch_size=batch_size, channels=channels,
                                        levels=levels, method=method, eta=eta, data_mean=data_mean)
@@ -696,7 +699,8 @@ def _step_means(model, prompt: str | None, plan, height: int, width: int) -> np.
 
     with warnings.catch_warnings():  # a switch that never happens is the planner's to say, not the theory's
         warnings.simplefilter("ignore")
-        texts = PromptSchedule.coerce(prompt or "").prompts_for_steps(list(plan.timesteps), list(plan.log_snr))
+        texts = PromptSchedule.coerce("" if prompt is None else prompt).prompts_for_steps(list(plan.timesteps),
+                                                                                       list(plan.log_snr))
     known = {}
     for text in dict.fromkeys(texts):
         data = prompt_data_power(model, model.check_prompt(text) if model is not None else text, height, width)
@@ -1431,8 +1435,14 @@ class StepwiseComparison:
         if x.shape[0] != 1 or self.model is None:
             return x
         if prompt not in self._means:
-            data = prompt_data_power(self.model, prompt, *x.shape[-2:])
-            self._means[prompt] = None if data is None else torch.as_tensor(data.mean, dtype=x.dtype)
+            try:
+                mean = self.model.data_mean(prompt, *x.shape[-2:])  # cheaper than the moments, where a model says so
+            except ValueError:  # a prompt whose data the model cannot name (cat AND moon)
+                mean = None
+            if mean is None:
+                data = prompt_data_power(self.model, prompt, *x.shape[-2:])
+                mean = None if data is None else data.mean
+            self._means[prompt] = None if mean is None else torch.as_tensor(mean, dtype=x.dtype)
         mean = self._means[prompt]
         return x if mean is None else x - mean
 

@@ -193,13 +193,16 @@ def test_explorer_live_run_scrub_switch_errors_stop(lab):
         assert sum(sent[sent_before:]) < 100_000, f"the page sent {sum(sent[sent_before:])} bytes during the run"
 
         # One screen at 1280×800, sized for a projector: with the explorer scrolled to the top of the
-        # notebook's view, the scrubber, x̂0 and the chromatography plot beside it are inside the window.
+        # notebook's view, the scrubber, x_t, x̂0, the band tiles and the chromatography plot beside
+        # them are inside the window, above JupyterLab's status bar.
         page.locator(EXPLORER).evaluate("e => e.scrollIntoView({block: 'start'})")
         page.wait_for_timeout(300)
         page.screenshot(path=str(ROOT / "test-artifacts" / "explorer-1280x800.png"))
-        for what in (".chromaviz-scrubber", ".chromaviz-run img >> nth=1"):
+        bottom = page.locator("#jp-main-statusbar").bounding_box()["y"]
+        for what in (".chromaviz-scrubber", ".chromaviz-run img >> nth=0", ".chromaviz-run img >> nth=1",
+                     ".chromaviz-frame img[data-key=bands] >> nth=0"):
             box = page.locator(f"{EXPLORER} {what}").bounding_box()
-            assert box and box["y"] >= 0 and box["y"] + box["height"] <= 800 and box["x"] + box["width"] <= 1280, (what, box)
+            assert box and box["y"] >= 0 and box["y"] + box["height"] <= bottom and box["x"] + box["width"] <= 1280, (what, box)
         box = page.locator(f"{EXPLORER} .chromaviz-chromatography").bounding_box()  # beside x̂0, its top half on screen
         assert box["x"] + box["width"] <= 1280 and 0 <= box["y"] <= 800 - box["height"] / 2, box
         found = check_projection(page, 1280)
@@ -256,6 +259,7 @@ def test_explorer_live_run_scrub_switch_errors_stop(lab):
         # with run B beside A: the same prompts without the switch. A and B stand side by side, and
         # run A's panel says where each band came from.
         page.click(f"{EXPLORER} button:text-is('switch A → B')")
+        page.click(f"{EXPLORER} button:text-is('More settings')")  # run B's settings are folded away at first
         page.click(f"{EXPLORER} .widget-checkbox:has-text('run B beside A') input")
         page.select_option(f"{EXPLORER} .widget-dropdown:has(label:text-is('B differs by')) select",
                            label="same prompts without the switch")

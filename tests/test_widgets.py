@@ -446,6 +446,7 @@ def test_run_b_with_another_scheduler_has_its_own_theory_and_sits_beside_a(mixtu
     theory_b = ex.view.chroma.theories["B"].data
     np.testing.assert_allclose(theory_b["sa0"], b.spectrum_aware[:, 0], rtol=1e-12)  # B's own, drawn paler
     assert [c.name for c in ex.view.main.children[:2]] == ["run-A", "run-B"]  # side by side, one scrubber
+    assert ex.view.layout.children[0] is ex.view.header and ex.view.header not in ex.view.plots.children  # above both
     ex.variant.value = "prompt switch flipped"  # B steps as A does: one theory, drawn once
     ex.run()
     ex.wait(60)
@@ -482,9 +483,9 @@ def test_the_export_button_writes_the_page_and_offers_it(finished, tmp_path, mon
 
 
 def test_the_live_view_refreshes_as_often_as_its_cost_allows(finished, mixture):
-    from chromaviz.widgets.explorer import REFRESH_BUDGET
+    from chromaviz.widgets.explorer import WATCH_BUDGET
 
-    assert 0 < REFRESH_BUDGET <= 0.05
+    assert 0 < WATCH_BUDGET < 0.1  # under the 1.10× the live view may cost the run
     assert finished.refresh_interval >= finished.preview_interval
     assert finished.refresh_rate is None or finished.refresh_rate <= 1 / finished.preview_interval * 1.05
     slow = Explorer(Slow(mixture, delay=0.03), num_steps=60, size=32)  # a run of about 2 s: several refreshes
@@ -492,6 +493,48 @@ def test_the_live_view_refreshes_as_often_as_its_cost_allows(finished, mixture):
     slow.wait(60)
     assert slow.preview_updates >= 2 and slow.refresh_rate is not None and 0 < slow.refresh_rate <= 10.5
     assert slow.refresh_interval >= slow.preview_interval
+    assert len(slow.runs["A"].stamps) == len(slow.runs["A"].records)
+
+
+def test_the_rarely_changed_settings_are_folded_away_and_one_run_has_its_header_beside_it(mixture):
+    ex = Explorer(mixture, num_steps=8, size=32)
+    assert ex.more.layout.display == "none"  # at first: the prompts and the switch only
+    for control in (ex.steps, ex.scheduler, ex.guidance, ex.seed, ex.size, ex.side_by_side, ex.variant, ex.method):
+        assert any(control in row.children for row in ex.more.children)
+    ex.more_button.value = True
+    assert ex.more.layout.display is None
+    ex.more_button.value = False
+    assert ex.more.layout.display == "none"
+    assert ex.view.plots.children[0] is ex.view.header and ex.view.header not in ex.view.layout.children
+
+
+def test_a_refresh_is_due_when_what_the_refreshes_cost_the_run_fits_the_budget():
+    """Steps of 10 ms, each refresh making the next 4 steps slower by ``cost`` seconds in all: the
+    refreshes come every ``cost / budget`` seconds (every ``least`` seconds when they cost nothing,
+    every ``longest`` when they cost more than that allows), and what they cost stays in the budget."""
+    from chromaviz.widgets.explorer import LONGEST_INTERVAL, RefreshPacer
+
+    for cost, every in ((0.020, 0.020 / 0.08), (0.0, 0.1), (0.3, LONGEST_INTERVAL)):
+        pacer = RefreshPacer(0.1, budget=0.08)
+        t, stamps, owed = 0.0, [], 0
+        while t < 20:
+            if pacer.wait(t, [stamps]) == 0:
+                pacer.refreshed(t, [stamps])
+                owed = 4
+            t += 0.010 + (cost / 4 if owed else 0.0)
+            owed = max(0, owed - 1)
+            stamps.append(t)
+        starts = pacer.refreshes
+        assert pacer.step == pytest.approx(0.010, rel=0.01)
+        assert (starts[-1] - starts[0]) / (len(starts) - 1) == pytest.approx(every, rel=0.15), (cost, len(starts))
+        assert pacer.interval == pytest.approx(every, rel=0.05)
+        if cost < 0.3:
+            assert pacer.spent <= 0.08 * (t - starts[0]) + cost  # in the budget, but for the refresh in hand
+    assert RefreshPacer(0.2).wait(5.0, [[]]) == 0  # the first refresh is due at once when its cost is not known
+    steps = [0.01 * k for k in range(1, 51)]  # a run's first 50 steps, from its start
+    assert RefreshPacer(0.1, first_cost=0.2, budget=0.08).wait(0.5, [steps]) == pytest.approx(0.01 + 2.5 - 0.5)
+    assert RefreshPacer(0.1, first_cost=1.0, budget=0.08).wait(0.5, [steps]) == pytest.approx(0.01 + LONGEST_INTERVAL - 0.5)
+    assert RefreshPacer(0.1, first_cost=0.0).wait(0.5, [steps]) == 0
 
 
 def test_the_plot_fits_values_above_one_and_labels_the_bands(finished):

@@ -1,9 +1,10 @@
 """The one bokeh document that shows a run's frames: the live explorer and the exported page.
 
-Layout: the title and a line on what is drawn; Play with its speed, the step scrubber and the x-axis
-choice; beneath, per run, x_t, x̂0, the caption and the band images of x̂0 (each band labelled with
-its m), and where a run has one its provenance per level; beside one run (below two, which stand
-side by side) the chromatography plot with its key and a sentence on how to read it, and the RAPSD.
+Layout: Play with its speed, the step scrubber and the x-axis choice; beneath, per run, x_t, x̂0,
+the caption and the band images of x̂0 (each band labelled with its m), and where a run has one its
+provenance per level; beside one run (below two, which stand side by side) the title and a line on
+what is drawn (above the runs when there are two), the chromatography plot with its key and a
+sentence on how to read it, and the RAPSD.
 Every frame is a row of a ``ColumnDataSource`` (images as data URIs); scrubbing, the keys, Play and
 the x-axis choice are ``CustomJS`` callbacks over the rows already in the browser, as in bokeh's
 gapminder example, so they need no kernel. The live explorer streams new rows in as steps are
@@ -30,6 +31,10 @@ from .plots import COORDINATE_LABELS, FONT_PX, HOW_TO_READ, ChromatographyPlot, 
 IMAGE_CSS = "clamp(256px, 17vw, 480px)"
 """CSS width of x_t and x̂0: 256 pixels up to 1500 wide, a sixth of the window beyond (images are sent
 at their own size and enlarged, unsmoothed)."""
+
+TILE_CSS = "calc(0.32 * var(--chromaviz-image))"
+"""Most CSS width of one band tile (82 pixels beside 256-pixel images): the bands of a run with few
+levels stay short enough that x_t, x̂0 and every band fit a 1280×800 screen under the controls."""
 
 PLOTS_MIN_PX = 500
 """Least width of the plots beside the runs: narrower, they go below the runs (where the width is theirs)."""
@@ -192,7 +197,8 @@ def panel_html(levels: Sequence[int]) -> str:
         f'{_figure("x_t", "x<sub>t</sub> (network input)", "width:var(--chromaviz-image);height:auto;aspect-ratio:auto 1")}'
         f'{_figure("x0", "x̂<sub>0</sub> (prediction)", "width:var(--chromaviz-image);height:auto;aspect-ratio:auto 1")}</div>'
         '<p class="chromaviz-caption" style="margin:4px 0 6px 0;max-width:calc(2 * var(--chromaviz-image) + 8px)"></p>'
-        '<figure class="chromaviz-bands" style="margin:0;width:calc(2 * var(--chromaviz-image) + 8px)">'
+        '<figure class="chromaviz-bands" style="margin:0;width:min(calc(2 * var(--chromaviz-image) + 8px), '
+        f'calc({len(levels)} * {TILE_CSS}))">'
         f'<div class="chromaviz-band-labels" style="display:flex;font-size:{FONT_PX}px">{labels}</div>'
         '<img data-key="bands" alt="bands" decoding="sync" style="image-rendering:pixelated;display:block;width:100%;'
         'height:auto"><figcaption>bands of x̂<sub>0</sub> by block size m, finest → coarsest (top row: box pyramid, '
@@ -326,14 +332,13 @@ class RunDocument:
         self.play.js_on_change("active", CustomJS(args=dict(toggle=self.play, slider=self.slider, speed=self.speed),
                                                   code=_PLAY_JS))
         self.run_columns = {n: column(self.titles[n], self.panels[n], self.provenance[n], name=f"run-{n}") for n in self.runs}
-        self.plots = column(self.chroma.fig, self.how_to_read, self.rapsd.fig, sizing_mode="stretch_width", name="plots",
-                            styles={"min-width": f"{PLOTS_MIN_PX}px", "flex": f"1 1 {PLOTS_MIN_PX}px"})
+        self.plots = column(self.header, self.chroma.fig, self.how_to_read, self.rapsd.fig, sizing_mode="stretch_width",
+                            name="plots", styles={"min-width": f"{PLOTS_MIN_PX}px", "flex": f"1 1 {PLOTS_MIN_PX}px"})
         # the plots stand beside the runs where the width allows, else below them (wrapped, as text is)
         self.main = row(sizing_mode="stretch_width", name="main", styles={"flex-wrap": "wrap", "gap": "12px 16px"})
         self._nothing_below = Div(text="", visible=False)  # a layout with no children is a bokeh warning
         self.below = row(self._nothing_below, sizing_mode="stretch_width", name="below")
         self.layout = column(
-            self.header,
             row(self.play, self.speed, self.slider, self.coordinate, sizing_mode="stretch_width", styles={"gap": "10px"}),
             self.main, self.below,
             name="chromaviz-run", css_classes=["chromaviz-run"], sizing_mode="stretch_width",
@@ -342,11 +347,19 @@ class RunDocument:
         self.arrange(self.runs[:1])
 
     def arrange(self, shown: Sequence[str]) -> None:
-        """Lay out the runs ``shown``: one run beside its plots; two side by side, the plots below them
-        (the plot then spans the page's width)."""
+        """Lay out the runs ``shown``: one run beside its plots, the header above the plot (the run's
+        images and bands then start at the top, under the scrubber); two side by side, the plots
+        below them (the plot then spans the page's width) and the header above everything."""
         shown = [n for n in self.runs if n in shown] or list(self.runs[:1])
         for name in self.runs:
             self.titles[name].visible = name in shown
+        beside = [self.header] if len(shown) == 1 else []
+        plots = [*beside, self.chroma.fig, self.how_to_read, self.rapsd.fig]
+        if list(self.plots.children) != plots:
+            self.plots.children = plots
+        layout = [*([] if beside else [self.header]), *[c for c in self.layout.children if c is not self.header]]
+        if list(self.layout.children) != layout:
+            self.layout.children = layout
         columns = [self.run_columns[n] for n in shown]
         main, below = columns + [self.plots], [self._nothing_below]
         if list(self.main.children) != main:

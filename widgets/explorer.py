@@ -1,12 +1,13 @@
 """The explorer: live sampling, scrubbing, band decomposition against theory, prompt switches.
 
-Layout, top to bottom: Run/Stop/Export, progress and the status line; the prompts and the switch; the
-run settings; then one bokeh document (:class:`chromaviz.widgets.document.RunDocument`, the same document
-the exported page and the report's run page are): the scrubber and Play over x_t, x̂0 and the band images
+Layout, top to bottom: Run/Stop/Export, progress and the status line; the prompts, the switch and
+"More settings", which unfolds the other run settings; then one bokeh document
+(:class:`chromaviz.widgets.document.RunDocument`, the same document the exported page and the report's
+run page are): the scrubber and Play over x_t, x̂0 and the band images
 (runs A and B side by side) beside or above the chromatography plot with its cursor, the RAPSD below.
 Sampling runs in a worker thread (:mod:`chromaviz.widgets.worker`); a refresher thread turns recorded steps
 into frames (:mod:`chromaviz.views.frames`) and streams them into the document, where scrubbing
-and Play run in the browser, as often as it can without slowing the run (:data:`REFRESH_BUDGET`).
+and Play run in the browser, as often as it can without slowing the run (:data:`WATCH_BUDGET`).
 After a run with the prompt switch, the runs of prompt A alone and prompt B alone are sampled too,
 and run A's panel shows where each band came from (:func:`chromaviz.apps.composing.band_provenance`).
 Every number shown comes from chromaviz.
@@ -15,6 +16,7 @@ Every number shown comes from chromaviz.
 from __future__ import annotations
 
 import base64
+import bisect
 import dataclasses
 import html
 import re
@@ -23,7 +25,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import ipywidgets as W
 
@@ -54,18 +56,25 @@ STEPS = (2, 200)
 CSS_CLASS = "chromaviz-explorer"
 FONT_PX = 16
 """Type size of the controls (CSS pixels): legible on a projector at 1280×800."""
-REFRESH_BUDGET = 0.05
-"""Share of one core's time the live view's refreshes may take in the kernel: the refresh interval is
-a refresh's CPU time (averaged over the last few) over this, and never under ``preview_interval``.
-The browser draws each refresh on the same machine's cores, at about as much again, and the run
-samples on one core fewer than the machine has (:func:`~chromaviz.widgets.worker.sampling_threads`).
-On 2 cores at 64×64 a fixed 10 refreshes/s cost the run 1.38–1.6×, 5/s 1.07× and 2.5/s nothing
-measurable; a refresh there takes about 20 ms, which this budget spaces 0.4 s apart (2.5/s), a
-128×128 one (about 75 ms) 1.5 s, and on a machine where a refresh takes 5 ms or less the view
-refreshes at ``1 / preview_interval`` (10/s)."""
+WATCH_BUDGET = 0.08
+"""How much longer the live view may make the run's steps (0.08: 8 %, a margin under 1.10×). What a
+refresh costs the run is measured in the run's own step times (:class:`RefreshPacer`): the kernel's
+work and the browser's drawing both, which share the machine's cores with the sampler. The refresh
+interval is that cost over this budget, between ``preview_interval`` and :data:`LONGEST_INTERVAL`."""
+QUIET_GAP = 0.3
+"""Seconds from a refresh (or the run's first step) long enough that the last third of the gap shows
+the run's undisturbed step time (:class:`RefreshPacer`)."""
+LONGEST_INTERVAL = 3.0
+"""The most seconds between refreshes, however much they cost: a run still shows that it moves."""
 VARIANTS = ("prompt switch flipped", "same prompts without the switch")
 """What run B changes from run A besides a scheduler: the switch flipped (off where A's is on, and on
 where it is off), or always off (A's prompts as A starts them, for comparison with a switched A)."""
+
+PROGRESS_INTERVAL = 0.25
+"""Seconds between moves of the progress bar and the rate line while frames wait for their turn."""
+
+RUN_NAMES = ("A", "B")
+"""The runs on screen; the others of a job ("A alone", "B alone") are references for the provenance."""
 
 
 class Explorer:
@@ -97,8 +106,8 @@ class Explorer:
         Least seconds between live refreshes while sampling (> 0). Each refresh draws the newest
         recorded step and adds it to the scrubber; when the run ends, the scrubber gets every step
         (each refresh has drawn every step already when sampling is slower than the refreshes).
-        Refreshes that cost more come less often (:data:`REFRESH_BUDGET`); :attr:`refresh_rate` is
-        the rate the last run reached.
+        Refreshes that cost the run more come less often (:class:`RefreshPacer`, :data:`WATCH_BUDGET`);
+        :attr:`refresh_rate` is the rate the last run reached.
 
     Raises
     ------
@@ -153,6 +162,10 @@ class Explorer:
         (None before a run, or after one too short for two)."""
         self.refresh_interval = self.preview_interval
         """Seconds between refreshes at the end of the last run, as adapted to their cost."""
+        self.refresh_cost: float | None = None
+        """Seconds one refresh cost the last run's sampling, as measured in its step times
+        (:class:`RefreshPacer`; None when the run was too short to tell): the next run draws its
+        first step at once when it is None, else once that cost fits in :data:`WATCH_BUDGET`."""
         self.references: dict[str, RunState] = {}
         """The runs of prompt A alone and prompt B alone that the provenance of a switched run A
         compares it with ("A alone", "B alone"; sampled after the runs on screen, not shown)."""
@@ -215,13 +228,16 @@ class Explorer:
         self.export_link.add_class("chromaviz-export")
         self.progress = W.IntProgress(value=0, min=0, max=num_steps, description="", layout=W.Layout(width="200px"))
         self.rate = W.Label(value="", layout=W.Layout(margin="0 12px 0 8px"))
+        self.more_button = W.ToggleButton(value=False, description="More settings", icon="sliders",
+                                          tooltip="the switch time, steps, scheduler, guidance, seed, size, run B and the "
+                                                  "band measure", layout=W.Layout(width="170px"))
         self.status = W.HTML(value="")
         self.steps.add_class("chromaviz-steps")
         self.status.add_class("chromaviz-status")
 
     def _build_document(self, levels) -> None:
         """The bokeh document of the runs (rebuilt when a run's levels differ)."""
-        self.view = RunDocument(levels, runs=("A", "B"))
+        self.view = RunDocument(levels, runs=RUN_NAMES)
         self.view.arrange(("A",))
         self.view.set_header(f"chromaviz explorer: {self.model.name}", self.method.value, ("A",))
         self._bokeh = self.view.browser = BatchedBokehModel(self.view.layout)
@@ -235,14 +251,21 @@ class Explorer:
                  f".{CSS_CLASS} .widget-inline-hbox {{margin: 2px 4px 2px 0}} "
                  f".{CSS_CLASS} .widget-label, .{CSS_CLASS} .widget-html-content, .{CSS_CLASS} button, "
                  f".{CSS_CLASS} input, .{CSS_CLASS} select {{font-size: {FONT_PX}px}}")
+        # What a lecture changes (the prompts and the switch) in view, the rest folded away behind
+        # "More settings": the runs, their bands and the plot then fit a 1280×800 screen.
+        self.more = W.VBox([
+            W.HBox([self.switch_unit, self.switch_value, self.switch_m, self.from_theory, self.switch_level, self.steps],
+                   layout=wrap),
+            W.HBox([self.scheduler, self.guidance, self.seed, self.size, self.method], layout=wrap),
+            W.HBox([self.side_by_side, self.variant, self.provenance], layout=wrap),
+        ], layout=W.Layout(display="none"))
+        self.more.add_class("chromaviz-more")
         self.widget = W.VBox([
             W.HTML(f"<style>{style}</style>"),
             W.HBox([self.run_button, self.stop_button, self.export_button, self.progress, self.rate, self.status,
                     self.export_link], layout=wrap),
-            W.HBox([self.prompt, self.second_prompt, self.switch, self.switch_unit, self.switch_value, self.switch_m,
-                    self.from_theory, self.switch_level], layout=wrap),
-            W.HBox([self.steps, self.scheduler, self.guidance, self.seed, self.size, self.side_by_side, self.variant,
-                    self.provenance, self.method], layout=wrap),
+            W.HBox([self.prompt, self.second_prompt, self.switch, self.more_button], layout=wrap),
+            self.more,
             self.view_box,
         ], layout=W.Layout(width="100%"))
         self.widget.add_class(CSS_CLASS)
@@ -253,10 +276,15 @@ class Explorer:
         self.export_button.on_click(lambda _: self._guarded(self._export_clicked))
         self.from_theory.on_click(lambda _: self.set_switch_from_theory())
         self.switch.observe(self._switch_changed, "value")
+        self.more_button.observe(self._show_more, "value")
         self.switch_unit.observe(lambda _: self.set_switch_from_theory(), "value")
         self.switch_value.observe(self._switch_changed, "value")
         self.switch_m.observe(self._switch_changed, "value")
         self.method.observe(lambda _: self._guarded(self._remeasure), "value")
+
+    def _show_more(self, _change=None) -> None:
+        """Unfold or fold the settings behind "More settings"."""
+        self.more.layout.display = None if self.more_button.value else "none"
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -464,6 +492,7 @@ class Explorer:
     def _on_step(self, state: RunState, rec: StepRecord, elapsed: float) -> None:
         """Called on the sampling thread: only note the step; the refresher draws it."""
         state.records.append(rec)
+        state.stamps.append(time.perf_counter())
         state.elapsed = elapsed
 
     def _on_done(self, state: RunState, traj: Trajectory, error: str | None) -> None:
@@ -473,8 +502,9 @@ class Explorer:
         state.trajectory = traj
 
     def _refresh_loop(self, job: SamplingJob) -> None:
-        """Refresh the view at the first recorded step and then every ``preview_interval`` seconds
-        while ``job`` samples; then put every step on the scrubber, and the end.
+        """Refresh the view at the first recorded step and then as often as :class:`RefreshPacer`
+        allows (every ``preview_interval`` seconds at most) while ``job`` samples; then put every step
+        on the scrubber, and the end.
 
         Notes
         -----
@@ -484,25 +514,27 @@ class Explorer:
         """
         try:
             while job.running and not any(state.records for state in job.runs):
-                job.join(0.005)  # the first step is drawn as soon as it is recorded
-            starts, cost = [], None
-            interval = self.preview_interval
-            tick = time.perf_counter() - interval
+                job.join(0.005)  # the first step is drawn as soon as it is recorded, if affordable
+            pacer = RefreshPacer(self.preview_interval, first_cost=self.refresh_cost)
+            progressed = 0.0
             while job.running:
-                tick = max(tick + interval, time.perf_counter() - interval)  # no burst after a slow refresh
-                job.join(max(0.0, tick - time.perf_counter()))
-                if job.running:
-                    starts.append(time.perf_counter())
-                    spent = time.thread_time()
-                    with one_thread():
-                        if self._refresh(final=False):
-                            self.preview_updates += 1
-                    spent = time.thread_time() - spent  # CPU time: what the refresh took from the sampler
-                    cost = spent if cost is None else 0.7 * cost + 0.3 * spent
-                    interval = max(self.preview_interval, cost / REFRESH_BUDGET)
+                stamps = [state.stamps for state in job.runs]
+                wait = pacer.wait(time.perf_counter(), stamps)
+                if wait > 0:  # looked at again as steps come: the cost measured may allow one sooner
+                    if time.perf_counter() - progressed >= PROGRESS_INTERVAL:  # the bar moves between frames
+                        self._show_progress(job.runs)
+                        progressed = time.perf_counter()
+                    job.join(min(wait, max(self.preview_interval, 0.05)))
+                    continue
+                pacer.refreshed(time.perf_counter(), stamps)
+                with one_thread():
+                    if self._refresh(final=False):
+                        self.preview_updates += 1
             # the rate the refreshes kept: from the first to the last (None: fewer than two, a short run)
+            starts = pacer.refreshes
             self.refresh_rate = (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 else None
-            self.refresh_interval = interval
+            self.refresh_interval = pacer.interval
+            self.refresh_cost = pacer.cost if pacer.cost is not None else self.refresh_cost
             with one_thread():
                 self._refresh(final=True)
                 self._show_provenance()
@@ -532,16 +564,21 @@ class Explorer:
             drawn = False
             for state in self.runs.values():
                 drawn |= self._draw(state, final=final and state.done)
-            done = sum(len(s.records) for s in (*self.runs.values(), *self.references.values()))
-            self.progress.value = min(done, self.progress.max)
-            latest = max(self.runs.values(), key=lambda s: (len(s.records) > 0, s.name if s.records else ""))
-            if latest.records:
-                n = len(latest.records)
-                self.rate.value = (f"run {latest.name}: {n}/{latest.plan.num_evaluations} · "
-                                   f"{n / max(latest.elapsed, 1e-9):.1f} steps/s")
+            self._show_progress([*self.runs.values(), *self.references.values()])
             if final:
                 self._finish()
             return drawn
+
+    def _show_progress(self, states: Sequence[RunState]) -> None:
+        """The progress bar and the rate line of the runs sampling (``states``, references included): two
+        small widget values, cheap beside a frame, so they move between the paced refreshes."""
+        self.progress.value = min(sum(len(s.records) for s in states), self.progress.max)
+        runs = [s for s in states if s.name in RUN_NAMES] or list(states)
+        latest = max(runs, key=lambda s: (len(s.records) > 0, s.name if s.records else ""))
+        if latest.records:
+            n = len(latest.records)
+            self.rate.value = (f"run {latest.name}: {n}/{latest.plan.num_evaluations} · "
+                               f"{n / max(latest.elapsed, 1e-9):.1f} steps/s")
 
     def _start_showing(self, runs: dict[str, RunState]) -> None:
         """The new runs have recorded a step: they replace the old ones on screen."""
@@ -614,7 +651,7 @@ class Explorer:
             else:
                 theory = analysis.planned_theory(state.plan, self.model, *self._grid(state.spec.size),
                                                  method=self.method.value, levels=self.view.levels,
-                                                 batch_size=state.spec.batch)  # with its band
+                                                 batch_size=state.spec.batch, prompt=state.prompt.active)  # with its band
         except Exception as err:  # the theory is a reference: without it the run still draws, and says why
             note = f"run {run}: no theory drawn ({type(err).__name__}: {err})"
             if note not in state.notes:
@@ -741,6 +778,106 @@ class Explorer:
                                   f'download="{html.escape(path.name)}" '
                                   f'href="data:text/html;base64,{data}">download {html.escape(path.name)}</a> '
                                   f'({path.stat().st_size / 1e6:.1f} MB, also written to the notebook\'s folder)')
+
+
+class RefreshPacer:
+    """Spaces the live view's refreshes by what they cost the run, as measured in its step times.
+
+    The browser draws each refresh on the machine's cores and the kernel builds it beside the
+    sampler, so neither side's own clock says what a refresh takes from the run. The run's steps
+    do: the time the steps took beyond as many undisturbed steps is what watching has cost so far.
+    A refresh is due once that cost, and the next refresh's (the mean so far), fit in ``budget``
+    (:data:`WATCH_BUDGET`) of the time since the run's first step, and never sooner than ``least``
+    seconds after the last: refreshes that cost little come every ``least`` seconds, costly ones
+    rarely (at least every ``longest`` seconds). The first refresh (which also puts the new run on
+    screen, the costliest) is due at once when nothing is known of its cost, else when
+    ``first_cost`` fits in the budget: a short run on a slow machine is then drawn when it ends.
+
+    The undisturbed step time is the lower quartile, over the gaps of :data:`QUIET_GAP` seconds or
+    more from the run's first step or a refresh to the next, of the mean step time in
+    the last third of the gap (its quiet end, once the previous refresh is drawn); for steps too
+    slow for three in such a third, the faster quarter of all steps so far.
+
+    Parameters
+    ----------
+    least : float
+        Least seconds between refreshes (the explorer's ``preview_interval``).
+    first_cost : float, optional
+        Seconds a refresh cost the run before (the last run's :attr:`cost`); None: not known.
+    budget : float
+        Share by which the refreshes may lengthen the run.
+    longest : float
+        The most seconds between two refreshes, and from the run's first step to the first refresh.
+    """
+
+    def __init__(self, least: float, first_cost: float | None = None, budget: float = WATCH_BUDGET,
+                 longest: float = LONGEST_INTERVAL) -> None:
+        self.least, self.first_cost, self.budget, self.longest = least, first_cost, budget, max(longest, least)
+        self.step: float | None = None
+        """Undisturbed seconds per step (None until it could be measured)."""
+        self.cost: float | None = None
+        """Mean seconds one refresh has cost the run so far (None before it could be measured)."""
+        self.spent = 0.0
+        """Seconds the refreshes have cost the run so far."""
+        self.refreshes: list[float] = []
+        """When each refresh started (``time.perf_counter()`` seconds)."""
+        self._quiet: list[float] = []
+
+    @property
+    def interval(self) -> float:
+        """Seconds between refreshes at the cost measured so far (else ``first_cost``; ``least`` when
+        neither is known)."""
+        cost = self.cost if self.cost is not None else self.first_cost
+        return self.least if cost is None else min(self.longest, max(self.least, cost / self.budget))
+
+    def refreshed(self, at: float, stamps: Sequence[Sequence[float]]) -> None:
+        """Note a refresh starting at ``at`` (``time.perf_counter()`` seconds); ``stamps``: when each
+        run's steps ended, in order (each run's own list, growing)."""
+        quiet = self._quiet_mean(at, stamps)
+        if quiet is not None:
+            self._quiet.append(quiet)
+        self.refreshes.append(at)
+
+    def wait(self, now: float, stamps: Sequence[Sequence[float]]) -> float:
+        """Seconds from ``now`` until the next refresh is due (0: now). ``stamps`` as :meth:`refreshed`."""
+        runs = [list(times) for times in stamps]  # the sampling thread appends meanwhile: copies
+        begun = min((times[0] for times in runs if times), default=now)
+        if not self.refreshes and self.first_cost is None:
+            return 0.0
+        last = self.refreshes[-1] if self.refreshes else begun
+        quiet = self._quiet_mean(now, runs)
+        means = sorted(self._quiet + ([quiet] if quiet is not None else []))
+        if means:
+            self.step = means[(len(means) - 1) // 4]
+        elif now - last >= QUIET_GAP:  # steps too slow for three in a quiet third
+            durations = sorted(b - a for times in runs for a, b in zip(times, times[1:]))
+            self.step = durations[len(durations) // 4] if len(durations) >= 4 else self.step
+        if not self.refreshes:
+            due = begun + self.first_cost / self.budget
+        elif self.step is None:
+            due = last + self.longest
+        else:
+            since = self.refreshes[0]
+            durations = [b - a for times in runs for a, b in zip(times, times[1:]) if b > since]
+            self.spent = max(0.0, sum(durations) - len(durations) * self.step)
+            self.cost = self.spent / len(self.refreshes)
+            due = begun + (self.spent + self.cost) / self.budget
+        due = min(max(due, last + self.least if self.refreshes else due), last + self.longest)
+        return max(0.0, due - now)
+
+    def _quiet_mean(self, now: float, stamps: Sequence[Sequence[float]]) -> float | None:
+        """The mean step time in the last third of the gap from the last refresh (or the run's first
+        step) to ``now``, if the gap is long enough and the third holds three steps or more."""
+        runs = [list(times) for times in stamps]
+        last = self.refreshes[-1] if self.refreshes else min((t[0] for t in runs if t), default=now)
+        if now - last < QUIET_GAP:
+            return None
+        calm = now - (now - last) / 3
+        quiet = []
+        for times in runs:
+            k = max(1, bisect.bisect_right(times, calm))
+            quiet += [b - a for a, b in zip(times[k - 1:], times[k:]) if b <= now]
+        return sum(quiet) / len(quiet) if len(quiet) >= 3 else None
 
 
 def load_bokehjs(model) -> None:

@@ -87,6 +87,9 @@ class RunState:
         refresh while the run goes, every step once it has ended).
     elapsed : float
         Seconds since the run started, at its newest step.
+    stamps : list of float
+        When each recorded step ended (``time.perf_counter()`` seconds; appended by the sampling
+        thread with the records): what the live view's refreshes cost the run is read from them.
     notes : list of str
         What planning the run warned of (a prompt switch that never happens, say): shown with the
         run's status.
@@ -103,6 +106,7 @@ class RunState:
     shown: int = 0
     elapsed: float = 0.0
     notes: list[str] = field(default_factory=list)
+    stamps: list[float] = field(default_factory=list)
 
     @property
     def done(self) -> bool:

@@ -225,6 +225,13 @@ class Denoiser(abc.ABC):
         """
         return None if self.data is None else self.data.draw(prompt, n, size, generator)
 
+    def data_mean(self, prompt: str | None, height: int, width: int) -> np.ndarray | None:
+        """The exact mean E[x0] of the data for ``prompt``, shape (C, h, w), or None where unknown: what one
+        sample is measured about. The default: :meth:`data_moments`' mean (a model whose moments are
+        costly gives a cheaper way to its mean)."""
+        moments = self.data_moments(prompt, height, width)
+        return None if moments is None else moments[0]
+
     def data_moments(self, prompt: str | None, height: int, width: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The exact mean and power per Fourier mode of the data for ``prompt``, or None where unknown.
 

@@ -301,15 +301,16 @@ Y_LIMIT = 2.5
 while the first steps' outliers (x̂0 still a blur, fractions of 5 or more) do not squeeze the rest."""
 
 COMPARISON_CURVES = (
-    ("predicted", "the run replayed from its noise (consistency check)", {"lw": 4, "alpha": 0.35}),
-    ("ideal", "the model's ideal process", {"lw": 1.5, "ls": ":"}),
+    ("predicted", "the run replayed from its noise (consistency check)", {"lw": 1.5, "ls": ":"}),
+    ("ideal", "the model's ideal process", {"lw": 4, "alpha": 0.35}),
     ("spectrum_aware", "the latest each band can form for this spectrum", {"lw": 2}),
     ("m2_law", "m² law", {"lw": 1, "ls": "--"}),
 )
 """Theory curves of a :class:`~chromaviz.analysis.Comparison` drawn as lines: (attribute, label, style).
 
 A curve whose attribute a comparison lacks (or holds None) is skipped, so a new prediction is drawn
-everywhere by adding one entry here."""
+everywhere by adding one entry here. The styles are the explorer's and the run page's (dotted replay,
+wide and pale ideal process)."""
 
 EXPECTED_STYLE = {"lw": 1.5, "ls": "-."}
 """The expected chromatography's line (its ±2σ band is shaded in the level's colour)."""
@@ -325,8 +326,8 @@ def chromatogram_figure(comparison: Comparison, *, title: str = ""):
     The expected chromatography E[G] (dash-dotted) with its ±2σ band (shaded in the level's colour,
     ``Comparison.expected`` / ``expected_std``) is the prediction the run is judged by; the panel's
     title gives the verdict (:attr:`~chromaviz.analysis.Comparison.agreement`). Lines are the curves of
-    :data:`COMPARISON_CURVES` that the comparison has (wide and pale: the run replayed from its own
-    noise, a consistency check; dotted: the model's ideal process, where its data can be drawn;
+    :data:`COMPARISON_CURVES` that the comparison has (dotted: the run replayed from its own noise, a
+    consistency check; wide and pale: the model's ideal process, where its data can be drawn;
     solid: the spectrum-aware curve, the latest each band can form for this spectrum; dashed: the m²
     law; see docs/chromatography.md), dots the measurement G. The right panel differentiates the first of them.
 
