@@ -635,7 +635,7 @@ def planned_theory(plan, model, height: int, width: int, *, method: str = "rings
     batch_size : int, optional
         B of the run: with it (and an exact spectrum) the expected band is computed, else it is None.
         One sample is measured about its prompt's data mean (:func:`compare`): for data with a mean the
-        band needs ``prompt``, and a prompt switch gets none.
+        band needs ``prompt``.
     channels : int, optional
         C of the run (default ``model.channels``).
     eta : float
@@ -772,8 +772,9 @@ def compare(traj: Trajectory, model=None, *, method: str = "rings", levels: Sequ
     about the batch mean (B ≥ 2) over the data's expected energy in that band. One sample is measured
     about its step's prompt's data mean where the model knows every prompt's (else about zero): about zero
     it would hold the prompt's layout from the first step on, which no theory of the part about the mean
-    describes. A prompt switch then leaves the earlier prompt's mean in the levels formed before it, and
-    such a run gets no expected band or replay.
+    describes. What it holds of other means (a prompt switch leaves the earlier prompt's in the levels
+    formed before it) is known for Gaussian data (:func:`chromaviz.prediction.mean_gains`), and the
+    expected band and the replay of octave rings include it.
 
     Parameters
     ----------

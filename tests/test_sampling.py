@@ -549,10 +549,10 @@ def test_check_sample_returns_the_plan_sample_follows():
         check_sample(_NeverCalled(), None, bogus=1)
 
 
-@pytest.mark.parametrize("model, prompt, negative, words", [
-    (GaussianPowerLaw(), None, "cat", "negative_prompt: gaussian is unconditional"),
-    (ExemplarMixture(size=16), "cat", "xyzzy", "negative_prompt: prompt 'xyzzy' names none of the built-in photographs"),
+@pytest.mark.parametrize("model, prompt, negative, guidance, words", [
+    (GaussianPowerLaw(), None, "cat", 1.0, "negative_prompt: gaussian is unconditional"),
+    (ExemplarMixture(size=16), "cat", "xyzzy", 3.0, "negative_prompt: prompt 'xyzzy' names none of the built-in photographs"),
 ])
-def test_a_bad_negative_prompt_is_named_as_such(model, prompt, negative, words):
+def test_a_bad_negative_prompt_is_named_as_such(model, prompt, negative, guidance, words):
     with pytest.raises(ValueError, match=re.escape(words)):
-        sample(model, prompt, negative_prompt=negative, guidance=3.0, num_inference_steps=2)
+        sample(model, prompt, negative_prompt=negative, guidance=guidance, num_inference_steps=2)
