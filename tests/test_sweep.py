@@ -27,6 +27,12 @@ SMALL = {"size": [32], "batch": [2]}
 DASK = Path(sys.executable).with_name("dask")
 
 
+def _ctrl_c_as_from_a_terminal() -> None:
+    """In the child: SIGINT raises KeyboardInterrupt, even when the tests run under a background shell (which
+    starts its commands with SIGINT ignored, and Python then leaves it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -201,7 +207,8 @@ def test_ctrl_c_keeps_every_finished_cell_and_their_table(tmp_path):
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "chromaviz.cli", "sweep", "-p", "steps", *map(str, range(20, 30)), "-p", "batch", "2",
            "-p", "size", "32", "-o", str(out), "--workers", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_ctrl_c_as_from_a_terminal)
     try:
         deadline = time.monotonic() + 240
         while not _cell_files(out) and time.monotonic() < deadline and proc.poll() is None:
@@ -297,7 +304,8 @@ def test_a_scheduler_without_workers_says_so_while_the_cells_wait(tmp_path):
     try:
         cmd = [sys.executable, "-m", "chromaviz.cli", "sweep", "-p", "steps", "2", "-p", "size", "32", "-o", str(tmp_path / "s"),
                "--scheduler", address, "--connect-timeout", "60", "--quiet"]
-        sweeping = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        sweeping = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                    preexec_fn=_ctrl_c_as_from_a_terminal)
         seen, deadline = b"", time.monotonic() + 120
         while b"the cells wait for one" not in seen:
             chunk = os.read(sweeping.stderr.fileno(), 4096)

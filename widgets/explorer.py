@@ -527,6 +527,7 @@ class Explorer:
                     job.join(min(wait, max(self.preview_interval, 0.05)))
                     continue
                 pacer.refreshed(time.perf_counter(), stamps)
+                self._show_progress(job.runs)  # before the frame, which may take longer than the rest of the run
                 with one_thread():
                     if self._refresh(final=False):
                         self.preview_updates += 1
