@@ -208,6 +208,17 @@ def planned_scheduler(plan, trajectory_or_metadata) -> Any:
     return sched
 
 
+def _step_kwargs(sched, eta: float) -> dict:
+    """The keywords the sampler passes ``sched.step`` where it takes them: DDIM's η and a generator."""
+    accepted = inspect.signature(sched.step).parameters
+    return {k: v for k, v in {"eta": eta, "generator": None}.items() if k in accepted}
+
+
+def _adds_noise(step_kwargs: dict) -> bool:
+    """Whether steps taking ``step_kwargs`` may inject noise: they draw from a generator, unless η = 0 (DDIM)."""
+    return "generator" in step_kwargs and step_kwargs.get("eta", None) != 0
+
+
 class NotWhiteNoise(ValueError):
     """A scheduler step injects noise that is not one fresh white draw (SA-Solver reuses the previous
     step's): its run cannot be predicted in expectation mode by mode, only replayed from its seed."""
@@ -284,9 +295,8 @@ def mode_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0
     p = torch.as_tensor(np.asarray(power, dtype=np.float64).ravel())
     stepped = copy.deepcopy(scheduler)
     target = stepping_target(stepped, levels)  # as the sampler steps: v, not ε, through α = 0
-    accepted = inspect.signature(stepped.step).parameters
-    step_kwargs = {k: v for k, v in {"eta": eta, "generator": None}.items() if k in accepted}
-    if "generator" not in step_kwargs or step_kwargs.get("eta", None) == 0:  # η = 0: DDIM's steps add no noise
+    step_kwargs = _step_kwargs(stepped, eta)
+    if not _adds_noise(step_kwargs):
         return _stepped_gains(stepped, levels, p, target, step_kwargs, None)
     try:
         if lanes:
@@ -356,11 +366,9 @@ def mean_gains(scheduler, levels: Sequence[NoiseLevel], power, *, eta: float = 0
     p = torch.as_tensor(np.asarray(power, dtype=np.float64).ravel())
     stepped = copy.deepcopy(scheduler)
     target = stepping_target(stepped, levels)
-    accepted = inspect.signature(stepped.step).parameters
-    step_kwargs = {k: v for k, v in {"eta": eta, "generator": None}.items() if k in accepted}
-    stochastic = "generator" in step_kwargs and step_kwargs.get("eta", None) != 0
+    step_kwargs = _step_kwargs(stepped, eta)
     try:
-        stepper = _Probe(step_kwargs, "first") if stochastic else None
+        stepper = _Probe(step_kwargs, "first") if _adds_noise(step_kwargs) else None
         gains = _stepped_gains(stepped, levels, p, target, step_kwargs, stepper, offsets=offsets)
     except NotWhiteNoise:
         stepped = copy.deepcopy(scheduler)
@@ -847,8 +855,7 @@ def predict_run(traj: Trajectory, model=None, *, method: str = "rings", levels: 
     conditioned = noise is not None
     replayed = None  # a stochastic run's own injected noise, replayed from its seed by its scheduler
     if conditioned and gains.stochastic:
-        accepted = inspect.signature(sched.step).parameters
-        step_kwargs = {k: v for k, v in {"eta": eta, "generator": None}.items() if k in accepted}
+        step_kwargs = _step_kwargs(sched, eta)
         replayed = _injected_noise(traj, sched, levels_rec, (b, c, h, w), step_kwargs, gains.input_scale)
         if replayed is not None:
             noise = replayed[0]
