@@ -12,7 +12,7 @@ $CHROMAVIZ_CHROMIUM). Prints one table:
 - live sampling: the same run with the live UI attached, in the explorer's worker thread without a
   UI, and as ``chromaviz.sample`` on the kernel's main thread, with the kernel's intra-op threads and
   with the worker's (one core fewer: 2 OpenMP threads on 2 cores that the browser shares wait at
-  every barrier), alternating, medians; frames per
+  every barrier), alternating, each once the machine is idle again, medians; frames per
   second while sampling, the time from Run until every step is drawn, and whether every step is
   in the scrubber at the end; with ``--refresh-intervals``, the live UI at each interval between
   refreshes too (what a refresh costs the run: the browser shares the machine's cores); and what
@@ -82,6 +82,26 @@ def on_main(threads=None):
     finally:
         torch.set_num_threads(kept)
 
+def quiet(most=30.0):
+    # wait until the machine is idle again (the browser done drawing the last run): 90 % of the cores'
+    # time idle over half a second, at most `most` seconds (/proc/stat; elsewhere 2 s)
+    def ticks():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    try:
+        before = ticks()
+    except OSError:
+        time.sleep(2.0)
+        return
+    end = time.monotonic() + most
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        now = ticks()
+        if (now[0] - before[0]) / max(1, now[1] - before[1]) > 0.9:
+            return
+        before = now
+
 explorer.steps.value = steps = {live_steps}
 intervals = {intervals}
 used = []  # intra-op threads of each sample() on the main thread
@@ -91,7 +111,7 @@ rates, complete, reached, costs = {{k: [] for k in lives}}, [], {{k: [] for k in
 modes = ["main", "main_threads", "worker", *lives]
 for r in range({rounds}):
     for mode in (modes if r % 2 == 0 else modes[::-1]):
-        time.sleep(2.0)  # let the browser finish drawing the previous run before the next one starts
+        quiet()  # the browser draws the previous run's frames after it ended: not during the next one
         if mode == "main":
             times["main"].append(on_main())
         elif mode == "main_threads":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
@@ -1032,6 +1033,15 @@ included); the curve is interpolated in λ between them. Runs of up to this many
 IDEAL_BATCH = 16
 """Fewest data draws per step of the ideal process (its Monte Carlo noise is that of a batch this size)."""
 
+_IDEAL_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per model whose denoiser is the exact posterior mean of its own data (fixed by construction): the
+ideal process's rows evaluated so far, (draws and bands, step's prompt and noise level) → the mean and
+standard deviation of the draws' band energies. A new run at noise levels seen before (another seed,
+sampler or a rerun in the explorer) costs no model evaluation for them."""
+
+IDEAL_ROWS_KEPT = 4096
+"""Rows kept per model; the oldest go first."""
+
 POWER_SOURCES = ("model", "model data", "data draws", "samples", "none")
 """Where a :class:`Comparison`'s data power comes from: the model's exact Gaussian spectrum
 (``data_power``), the exact moments of the model's own data (``data_moments``, e.g. the exemplar
@@ -1151,6 +1161,17 @@ def _as_data_source(data, model):
     return ImageFolder(data, model)
 
 
+def _ideal_rows(model, source, data) -> dict | None:
+    """The ideal process's rows kept for ``model`` (:data:`_IDEAL_ROWS`); None where they are not kept:
+    data given from outside, or a denoiser that is not exact (its weights may change: a learned model)."""
+    if data is not None or model is None or not getattr(source, "exact", False):
+        return None
+    try:
+        return _IDEAL_ROWS.setdefault(model, {})
+    except TypeError:  # a model that cannot be weakly referenced or hashed
+        return None
+
+
 def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Sequence[int] | None = None,
                   data=None, batch: int | None = None, max_steps: int | None = IDEAL_STEPS,
                   seed: int = 0, with_std: bool = False):
@@ -1163,7 +1184,9 @@ def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Seq
     the run is measured (the same bands, about the batch mean when ``batch`` ≥ 2). The same draws x0
     and ε serve every step of a prompt. Where the model's denoiser is the exact posterior mean of the
     data (``DataSource.exact``), this is the signal fraction an infinitely fine sampler started from
-    the model's own noisy marginal would show (THEORY §4c).
+    the model's own noisy marginal would show (THEORY §4c). Such a model's rows are kept
+    (:data:`_IDEAL_ROWS`): a step at a prompt and noise level evaluated before, with the same draws
+    and bands, costs no model evaluation (the explorer's next run, another seed or sampler).
 
     Parameters
     ----------
@@ -1217,6 +1240,8 @@ def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Seq
     pick = np.arange(s) if max_steps is None or s <= max_steps else np.unique(
         np.linspace(0, s - 1, max_steps).round().astype(int))
     encoded: dict = {}
+    kept = _ideal_rows(model, source, data)
+    setting = (n, seed, (c, h, w), size, scale, guidance.rescale, negative, method, levels, str(model.device), str(model.dtype))
 
     def encode(p):
         if p not in encoded:
@@ -1229,6 +1254,11 @@ def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Seq
     with torch.no_grad():
         for i in pick:
             st = traj.steps[i]
+            row = (setting, st.prompt, float(st.timestep), float(st.alpha), float(st.sigma))
+            if kept is not None and row in kept:
+                out[i], draws_std = kept[row]
+                spread[i] = draws_std * math.sqrt(1 / b + 1 / n)
+                continue
             if st.prompt not in drawn:
                 gen = torch.Generator().manual_seed(seed)
                 try:
@@ -1248,6 +1278,10 @@ def ideal_process(traj: Trajectory, model, *, method: str = "rings", levels: Seq
             per_draw = spectral.step_band_energies(centred[:, None], levels, method, None).numpy() * (n / dof)  # (n, L)
             out[i] = per_draw.mean(0)
             spread[i] = per_draw.std(0, ddof=1) * math.sqrt(1 / b + 1 / n)  # the run's noise and these draws' own
+            if kept is not None:
+                while len(kept) >= IDEAL_ROWS_KEPT:
+                    del kept[next(iter(kept))]
+                kept[row] = (out[i].copy(), per_draw.std(0, ddof=1))
     if len(pick) < s:  # interpolate between the evaluated steps of each prompt, in λ (monotone along a run)
         x = np.clip(np.asarray(traj.log_snr, dtype=np.float64), -50, 50)
         prompts = np.array([str(st.prompt) for st in traj.steps])

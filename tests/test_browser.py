@@ -155,11 +155,15 @@ def test_explorer_live_run_scrub_switch_errors_stop(lab):
 
         # Run: the progress bar moves and the x̂0 frame changes while sampling. Every width the bar
         # takes and every x̂0 image it shows are noted in the page, since a fast run can end
-        # between two polls from here.
+        # between two polls from here; each change's previous width too, since several changes
+        # applied in one task reach the observer together.
         page.eval_on_selector(f"{EXPLORER} .progress-bar", """bar => {
             window.__progress_widths = [];
-            new MutationObserver(() => window.__progress_widths.push(parseFloat(bar.style.width) || 0))
-                .observe(bar, {attributes: true, attributeFilter: ['style']});
+            const width = style => parseFloat((/width:\\s*([\\d.]+)%/.exec(style || '') || [0, 0])[1]);
+            new MutationObserver(records => {
+                for (const r of records) window.__progress_widths.push(width(r.oldValue));
+                window.__progress_widths.push(parseFloat(bar.style.width) || 0);
+            }).observe(bar, {attributes: true, attributeFilter: ['style'], attributeOldValue: true});
         }""")
         page.eval_on_selector_all(f"{EXPLORER} .chromaviz-run img", """imgs => {
             const panel = imgs[1].getRootNode();  // the run's panel, inside bokeh's shadow root

@@ -44,6 +44,47 @@ def test_exemplar_mixture_declares_its_exact_data_power(exemplars):
     assert caps.data != "none" and not caps.exact_spectrum  # draws data; no Gaussian spectrum to replay with
 
 
+@pytest.mark.parametrize("flips", [True, False])
+@pytest.mark.parametrize("height, width", [(16, 16), (12, 19)])
+def test_exemplar_data_moments_are_every_windows_own(flips, height, width):
+    """The separable window power equals the definition: every window (and mirror), transformed whole."""
+    model = ExemplarMixture(size=16, flips=flips)
+    mean, power = model.data_moments("cat", height, width)
+    windows = model._sources("cat", height, width).unfold(-2, height, 1).unfold(-2, width, 1)
+    windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, height, width)  # (every window, C, h, w)
+    first = windows.mean(0)
+    second = torch.fft.fft2(windows, norm="ortho").abs().square().mean(0)
+    variance = second - torch.fft.fft2(first, norm="ortho").abs().square()
+    np.testing.assert_allclose(mean, first.numpy(), atol=1e-13)
+    np.testing.assert_allclose(power - model.texture_power(height, width)[None], variance.clamp_min(0).numpy(),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_ideal_process_is_evaluated_once_per_noise_level_and_prompt():
+    """A second run at the same noise levels (another seed) reuses the rows: no model call, same curve."""
+    calls = []
+
+    class Counted(ExemplarMixture):
+        def __call__(self, x_t, noise, cond):
+            calls.append(len(x_t))
+            return super().__call__(x_t, noise, cond)
+
+    model = Counted(size=16)
+    first = sample(model, "cat", num_inference_steps=8, batch_size=2, height=16, width=16, seed=0)
+    again = sample(model, "cat", num_inference_steps=8, batch_size=4, height=16, width=16, seed=1)
+    calls.clear()
+    a = ideal_process(first, model, with_std=True)
+    evaluated = len(calls)
+    b = ideal_process(again, model, with_std=True)
+    assert evaluated == 8 and len(calls) == evaluated  # the second: none
+    fresh = ideal_process(again, ExemplarMixture(size=16), with_std=True)
+    np.testing.assert_array_equal(b[0], fresh[0])
+    np.testing.assert_allclose(b[1], fresh[1], rtol=1e-12)  # the run's own batch in the spread: 4, not 2
+    assert not np.allclose(a[1], b[1])
+    ideal_process(again, model, method="pyramid")
+    assert len(calls) == 2 * evaluated  # other bands: evaluated again
+
+
 def test_exemplar_run_is_measured_against_its_exact_data_power(cat_run, exemplars):
     traj, c = cat_run
     assert c.power_source == "model data" and not c.fitted and "exact" in c.power_note

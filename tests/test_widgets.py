@@ -651,6 +651,23 @@ def test_frames_refuse_a_run_without_x0(mixture):
         run_page(traj, mixture)
 
 
+def test_frames_of_a_finished_run_built_side_by_side_are_those_built_one_by_one(mixture):
+    """A finished run's frames and their images are built on every usable core at once (frame_map):
+    the same frames, in order, as built one at a time beside a sampler."""
+    from chromaviz.widgets.document import frame_rows
+
+    traj = sample(mixture, "cat", num_inference_steps=6, batch_size=2)
+    together = build_frames(traj.steps, mixture.to_rgb, (1, 2, 4))
+    alone = [build_frames([rec], mixture.to_rgb, (1, 2, 4))[0] for rec in traj.steps]
+    assert [f.index for f in together] == list(range(6))
+    for a, b in zip(together, alone):
+        for name in ("x_t", "x0", "bands", "rapsd_x0", "rapsd_xt"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    rows = frame_rows(together)
+    assert rows["x0"] == [frame_rows([f])["x0"][0] for f in alone]
+    assert rows["caption"] == [f.caption for f in alone]
+
+
 def test_sizes_the_pyramid_cannot_split_get_the_rings_row_alone(tmp_path):
     """A 30×30 run has levels (1, 2, 4), and 30 is not a multiple of 4: its frames, the exported
     page and the explorer show the FFT rings only, instead of failing after sampling."""

@@ -24,7 +24,7 @@ from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, CustomJS, Div, RadioButtonGroup, Select, Slider, Toggle
 
 from chromaviz.analysis import BAND_SIGMAS, Comparison
-from chromaviz.views.frames import COORDINATES, Frame, encode_image
+from chromaviz.views.frames import COORDINATES, Frame, encode_image, frame_map
 
 from .plots import COORDINATE_LABELS, FONT_PX, HOW_TO_READ, ChromatographyPlot, RapsdPlot, finite, level_colors
 
@@ -250,14 +250,15 @@ def frame_rows(frames: Sequence[Frame], *, image_format: str = "webp", arrays: b
         values = finite(values).astype(np.float32)
         return values if arrays else [float(f"{v:.7g}") for v in values.tolist()]
 
+    images = frame_map(lambda f: [uri(f.x_t, "x_t"), uri(f.x0, "x0"), uri(f.bands, "bands")], list(frames))
     return {
         "step": [f.position("step") for f in frames],
         "timestep": [f.position("timestep") for f in frames],
         "log_snr": [f.position("log_snr") for f in frames],
         "caption": [f.caption for f in frames],
-        "x_t": [uri(f.x_t, "x_t") for f in frames],
-        "x0": [uri(f.x0, "x0") for f in frames],
-        "bands": [uri(f.bands, "bands") for f in frames],
+        "x_t": [row[0] for row in images],
+        "x0": [row[1] for row in images],
+        "bands": [row[2] for row in images],
         "f": [spectrum(f.freqs) for f in frames],
         "rapsd_x0": [spectrum(f.rapsd_x0) for f in frames],
         "rapsd_xt": [spectrum(f.rapsd_xt) for f in frames],

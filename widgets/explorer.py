@@ -56,8 +56,10 @@ STEPS = (2, 200)
 CSS_CLASS = "chromaviz-explorer"
 FONT_PX = 16
 """Type size of the controls (CSS pixels): legible on a projector at 1280×800."""
-WATCH_BUDGET = 0.08
-"""How much longer the live view may make the run's steps (0.08: 8 %, a margin under 1.10×). What a
+WATCH_BUDGET = 0.05
+"""How much longer the live view may make the run's steps (0.05: 5 %). Sampling in the explorer's worker
+thread costs about 4 % more than on the kernel's main thread by itself (128×128 exemplar runs,
+``benchmarks/explorer_latency.py``), so the live view stays under 1.10× of ``sample()``. What a
 refresh costs the run is measured in the run's own step times (:class:`RefreshPacer`): the kernel's
 work and the browser's drawing both, which share the machine's cores with the sampler. The refresh
 interval is that cost over this budget, between ``preview_interval`` and :data:`LONGEST_INTERVAL`."""
@@ -70,8 +72,11 @@ VARIANTS = ("prompt switch flipped", "same prompts without the switch")
 """What run B changes from run A besides a scheduler: the switch flipped (off where A's is on, and on
 where it is off), or always off (A's prompts as A starts them, for comparison with a switched A)."""
 
-PROGRESS_INTERVAL = 0.25
-"""Seconds between moves of the progress bar and the rate line while frames wait for their turn."""
+PROGRESS_INTERVAL = 0.5
+"""Seconds between moves of the progress bar and the rate line while frames wait for their turn. Each
+move is drawn by the browser on the cores the run shares, outside :data:`WATCH_BUDGET` (its cost is
+in every step the pacer takes for undisturbed): at 0.25 s a 64×64 run in JupyterLab took 1.2× the
+worker's time alone, 1.06× without the moves (``benchmarks/explorer_latency.py``, noisy there)."""
 
 RUN_NAMES = ("A", "B")
 """The runs on screen; the others of a job ("A alone", "B alone") are references for the provenance."""

@@ -204,18 +204,15 @@ class ExemplarMixture(Denoiser):
         key = (word, height, width)
         if key not in self._moments:
             words = list(PHOTOS) if word is None else [word]
-            first = torch.zeros(3, height, width, dtype=torch.float64)
+            first = torch.from_numpy(self.data_mean(prompt, height, width))
             second = torch.zeros(3, height, width, dtype=torch.float64)
+            mirrored = (-torch.arange(width)) % width
             for wd in words:
-                windows = self._sources(wd, height, width).unfold(-2, height, 1).unfold(-2, width, 1)
-                s, c, nh, nw = windows.shape[:4]
-                share = 1 / (len(words) * s * nh * nw)
-                rows = max(1, (1 << 22) // (nw * c * height * width))  # about 32 MiB of windows per batch
-                for src in range(s):
-                    for row in range(0, nh, rows):  # one batched FFT per block of rows of window positions
-                        block = windows[src, :, row : row + rows].permute(1, 2, 0, 3, 4).reshape(-1, c, height, width)
-                        first += block.sum(0) * share
-                        second += torch.fft.fft2(block, norm="ortho").abs().square().sum(0) * share
+                photo = self._sources(wd, height, width)[0]
+                windows = (photo.shape[-2] - height + 1) * (photo.shape[-1] - width + 1)
+                power = _window_power(photo, height, width) / (len(words) * windows)
+                # a mirrored window's spectrum is the window's at (k1, −k2), so its power is too
+                second += (power + power[..., mirrored]) / 2 if self.flips else power
             mean_power = torch.fft.fft2(first, norm="ortho").abs().square()
             power = (second - mean_power).clamp_min(0).numpy() + self.texture_power(height, width)[None]
             self._moments[key] = (first.numpy(), power)
@@ -288,6 +285,22 @@ class ExemplarMixture(Denoiser):
 
     def __repr__(self) -> str:
         return f"ExemplarMixture({len(self.vocabulary)} photographs, flips={self.flips}, schedule={self.schedule.name})"
+
+
+def _window_power(photo: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Σ over every h×w window of ``photo`` (C, Hp, Wp) of its power |F y|² (orthonormal 2-D FFT):
+    (C, h, w) float64. Real FFTs of one row of window positions at a time; the negative frequencies
+    along w are the conjugates of the positive ones."""
+    windows = photo.unfold(-2, h, 1).unfold(-2, w, 1)  # view (C, nh, nw, h, w), nothing copied
+    c, nh = windows.shape[:2]
+    wf = w // 2 + 1
+    half = torch.zeros(c, h, wf, dtype=torch.float64)
+    for row in range(nh):
+        half += torch.fft.rfft2(windows[:, row], norm="ortho").abs().square().sum(1)
+    power = torch.empty(c, h, w, dtype=torch.float64)
+    power[..., :wf] = half
+    power[..., wf:] = half[:, (-torch.arange(h)) % h, 1 : w - wf + 1].flip(-1)  # P(k1, k2) = P(−k1, −k2)
+    return power
 
 
 class _Windows(DataSource):

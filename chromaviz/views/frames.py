@@ -18,17 +18,21 @@ from __future__ import annotations
 import base64
 import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .. import spectral
+from ..sampling.threads import usable_cores
 from ..spectral import centred_rapsd
 
 ToRGB = Callable[[torch.Tensor], torch.Tensor]
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 COORDINATES = ("step", "timestep", "log_snr")
 """The x coordinates of the chromatography plot (and of a frame's position)."""
@@ -146,6 +150,21 @@ def rapsd(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return centred_rapsd(x, dc=False)
 
 
+def frame_map(work: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
+    """``[work(x) for x in items]``, on as many threads as there are usable cores when there are several
+    items (a finished run's frames, an exported page), each calling torch with one intra-op thread.
+
+    A frame's work is on single small images: torch's operations and the image encoders release the
+    GIL, so whole frames run side by side where one frame's operations split over an OpenMP team
+    would not (its idle threads spin-wait, 8–20× slower on a busy machine). One item (a live
+    refresh, beside a sampler) is worked on the calling thread, as it calls."""
+    workers = min(len(items), usable_cores())
+    if workers < 2:
+        return [work(x) for x in items]
+    with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return list(pool.map(work, items))
+
+
 def build_frames(steps: Sequence, to_rgb: ToRGB, levels: Sequence[int], *, sample: int = 0) -> list[Frame]:
     """Frames of recorded steps.
 
@@ -169,24 +188,26 @@ def build_frames(steps: Sequence, to_rgb: ToRGB, levels: Sequence[int], *, sampl
     ValueError
         If a step has no x̂0, or ``sample`` is not a batch index.
     """
-    frames = []
     for rec in steps:
         if rec.x0 is None:
             raise ValueError(f"step {rec.index} has no recorded x0: frames need record=('x0', ...)")
         if not 0 <= sample < rec.x0.shape[0]:
             raise ValueError(f"sample must be a batch index in [0, {rec.x0.shape[0]}), got {sample!r}")
+
+    def frame(rec) -> Frame:
         freqs, p_x0 = rapsd(rec.x0)
         if rec.x_t is not None and rec.alpha > 0:
             _, p_xt = rapsd(rec.x_t / rec.alpha)
         else:
             p_xt = np.full_like(p_x0, np.nan)
-        frames.append(Frame(
+        return Frame(
             index=rec.index, num_steps=rec.num_steps, timestep=float(rec.timestep), log_snr=float(rec.log_snr),
             prompt=rec.prompt, x_t=None if rec.x_t is None else sample_rgb(rec.x_t[sample], to_rgb),
             x0=sample_rgb(rec.x0[sample], to_rgb), bands=band_grid(rec.x0[sample], levels),
             freqs=freqs, rapsd_x0=p_x0, rapsd_xt=p_xt,
-        ))
-    return frames
+        )
+
+    return frame_map(frame, list(steps))
 
 
 def encode_image(rgb: np.ndarray, format: str = "webp", quality: int = 80) -> str:
