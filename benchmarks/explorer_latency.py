@@ -247,6 +247,9 @@ def main() -> None:
           "headless Chromium, this machine\n")
     print(f"{'measure':58s} {'median':>9s} {'p95':>9s} {'n':>4s}")
     for name, values in rows:
+        if not values:  # no key press changed the frame (the scrubber did not take the keys)
+            print(f"{name:58s} {'none':>9s} {'none':>9s} {0:4d}")
+            continue
         print(f"{name:58s} {statistics.median(values):9.1f} {percentile(values, 0.95):9.1f} {len(values):4d}")
     print(f"{'(scrub target: p95 ≤ 20 ms)':58s}")
     first = f"live {args.refresh_intervals[0]}"

@@ -186,7 +186,7 @@ def test_explorer_live_run_scrub_switch_errors_stop(lab):
 
         wait_until(page, finished, timeout=240)
         assert any(0 < p < 100 for p in seen_progress), f"progress never seen mid-run: {sorted(seen_progress)}"
-        # Refreshes come as often as their cost allows (a 128×128 frame here: about one in 1.5 s), and
+        # Refreshes come as often as their cost allows (a 128×128 frame costs the run ~0.2 s here), and
         # the first step is drawn at once: a frame while sampling, then the run's last one.
         assert len(seen_previews - {""}) >= 1, "no x̂0 frame was shown while sampling"
         wait_until(page, lambda: re.search(r"step 40/40 .* prompt 'cat'", caption(page)), timeout=30)

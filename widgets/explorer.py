@@ -78,6 +78,11 @@ move is drawn by the browser on the cores the run shares, outside :data:`WATCH_B
 in every step the pacer takes for undisturbed): at 0.25 s a 64×64 run in JupyterLab took 1.2× the
 worker's time alone, 1.06× without the moves (``benchmarks/explorer_latency.py``, noisy there)."""
 
+PROGRESS_AFTER = 1.0
+"""Seconds a job goes on before the progress bar moves between frames: a shorter one ends before a move
+could be read, and the moves, drawn by the browser on the cores it shares, cost a 0.5-second run more
+than 10 %."""
+
 RUN_NAMES = ("A", "B")
 """The runs on screen; the others of a job ("A alone", "B alone") are references for the provenance."""
 
@@ -518,17 +523,19 @@ class Explorer:
         spin-waiting beside the sampler's costs the sampler its cores.
         """
         try:
+            started = time.perf_counter()
             while job.running and not any(state.records for state in job.runs):
                 job.join(0.005)  # the first step is drawn as soon as it is recorded, if affordable
             pacer = RefreshPacer(self.preview_interval, first_cost=self.refresh_cost)
-            progressed = 0.0
+            progressed = started
             while job.running:
                 stamps = [state.stamps for state in job.runs]
                 wait = pacer.wait(time.perf_counter(), stamps)
                 if wait > 0:  # looked at again as steps come: the cost measured may allow one sooner
-                    if time.perf_counter() - progressed >= PROGRESS_INTERVAL:  # the bar moves between frames
-                        self._show_progress(job.runs)
-                        progressed = time.perf_counter()
+                    now = time.perf_counter()
+                    if now - progressed >= PROGRESS_INTERVAL and now - started >= PROGRESS_AFTER:
+                        self._show_progress(job.runs)  # the bar moves between frames
+                        progressed = now
                     job.join(min(wait, max(self.preview_interval, 0.05)))
                     continue
                 pacer.refreshed(time.perf_counter(), stamps)
