@@ -24,6 +24,7 @@ from chromaviz.models import Denoiser
 from chromaviz.noise import NoiseLevel, StepPlan
 from chromaviz.prompts import PromptSchedule
 from chromaviz.runs import RunSpec
+from chromaviz.sampling.threads import usable_cores
 from chromaviz.sampling.trajectory import StepRecord, Trajectory
 
 BATCH = 1
@@ -167,8 +168,7 @@ def sampling_threads() -> int:
     time on one thread and 1.01× on two, but with the live view in JupyterLab and Chromium
     1.53× on one and 2.31× on two (``benchmarks/explorer_latency.py --model shapes --size 32``).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(torch.get_num_threads(), cores - 1))
+    return max(1, min(torch.get_num_threads(), usable_cores() - 1))
 
 
 class SamplingJob:
